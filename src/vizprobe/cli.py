@@ -1,0 +1,135 @@
+"""`vizprobe <verb>`: parse arguments, call the Python API, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from vizprobe.device import DEVICE_CHOICES
+from vizprobe.errors import VizprobeError
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="efficientnet-lite0", help="model name (see `vizprobe models`)")
+    parser.add_argument("--weights", default=None, help="local state dict (.pth) for models without embedded weights")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: the GPU when present")
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from vizprobe.models import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        print(f"{name:20s} {spec.description}  [weights: {spec.weights_source}]")
+    print("(any other torchvision classifier loads by name with --weights PATH)")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from vizprobe.models import load_model
+
+    model = load_model(args.model, weights=args.weights, device=args.device)
+    layers = model.layers
+    if args.json:
+        rows = [
+            {"path": li.path, "kind": li.kind, "shape": list(li.shape), "aliases": list(li.aliases)} for li in layers
+        ]
+        print(json.dumps({"model": model.name, "layers": rows}, indent=2))
+        return 0
+    width = max(len(li.path) for li in layers)
+    for li in layers:
+        alias = f"  ({', '.join(li.aliases)})" if li.aliases else ""
+        print(f"{li.path:{width}s}  {li.kind:26s} {'x'.join(map(str, li.shape)):>14s}{alias}")
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from vizprobe.images import demo_images_dir
+    from vizprobe.scan import scan
+    from vizprobe.scan.sheet import write_contact_sheets
+
+    images = args.images or demo_images_dir()
+    result, stats = scan(
+        args.model,
+        images,
+        _csv(args.layers),
+        args.out,
+        weights=args.weights,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        top_k=args.top_k,
+        progress=not args.quiet,
+    )
+    print(
+        f"scanned {stats.computed} images ({stats.images_per_second:.1f} img/s), "
+        f"{stats.resumed_from} already done, {stats.skipped} skipped -> {args.out}"
+    )
+    if args.sheet:
+        sheets = write_contact_sheets(result, Path(args.out) / "sheets", progress=not args.quiet)
+        print(f"wrote {len(sheets)} contact sheets to {Path(args.out) / 'sheets'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vizprobe.demo import run_demo
+
+    run_demo(out=args.out, images=args.images, model=args.model, device=args.device, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vizprobe", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("layers", help="list a model's layers with output shapes")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_layers)
+
+    p = sub.add_parser("scan", help="record every image's activation for every channel of some layers")
+    _add_model_args(p)
+    p.add_argument("--images", default=None, help="image folder, searched recursively (default: embedded demo)")
+    p.add_argument("--layers", required=True, help="comma-separated layer paths or aliases")
+    p.add_argument("--top-k", type=int, default=200, help="top/bottom images to index per unit (default 200)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 16 on the CPU, 128 on a GPU")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    p.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG per unit")
+    p.add_argument("--out", required=True, help="run directory (an unfinished one is resumed)")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("demo", help="run the pipeline on the embedded defaults")
+    p.add_argument("--out", default="demo-output")
+    p.add_argument("--images", default=None, help="image folder (default: embedded demo photos)")
+    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except VizprobeError as exc:
+        print(f"vizprobe {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

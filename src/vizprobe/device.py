@@ -1,0 +1,27 @@
+"""Device choice (`auto|cpu|cuda`) and batch sizes that suit it."""
+
+import torch
+
+from vizprobe.errors import VizprobeError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(spec: str | torch.device = "auto") -> torch.device:
+    """Turn `auto|cpu|cuda[:N]` into a torch device; `auto` takes the GPU when one is present."""
+    if isinstance(spec, torch.device):
+        return spec
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VizprobeError(f"--device {spec} asked for a GPU but torch sees none; use --device cpu or auto")
+        return torch.device(spec)
+    if spec == "cpu":
+        return torch.device("cpu")
+    raise VizprobeError(f"unknown device {spec!r}; use one of auto, cpu, cuda")
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Batch size for inference: small on the CPU (cache-friendly, measured), large on a GPU."""
+    return 128 if device.type == "cuda" else 16

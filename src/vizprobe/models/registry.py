@@ -1,0 +1,144 @@
+"""The model zoo: a name maps to a spec that knows its builder, weights, preprocessing and aliases."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vizprobe.device import resolve_device
+from vizprobe.errors import VizprobeError
+from vizprobe.models.preprocessing import Preprocessing
+from vizprobe.units import LayerInfo, LayerTap, Unit, channel_mean, discover_layers
+
+Builder = Callable[[Path | None], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to load a model and feed it images; callers never branch on the name."""
+
+    name: str
+    builder: Builder
+    preprocessing: Preprocessing
+    weights_source: str
+    aliases: dict[str, str] = field(default_factory=dict)
+    needs_weights: bool = False
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_FALLBACKS: list[Callable[[str], ModelSpec | None]] = []
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the zoo (later registrations replace earlier ones of the same name)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def register_fallback(resolver: Callable[[str], ModelSpec | None]) -> None:
+    """Resolve names not in the registry (e.g. any torchvision classifier)."""
+    _FALLBACKS.append(resolver)
+
+
+def list_models() -> list[str]:
+    """Names of the registered models (torchvision classifiers also load by name with weights)."""
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    for resolver in _FALLBACKS:
+        spec = resolver(name)
+        if spec is not None:
+            return spec
+    close = difflib.get_close_matches(name, list_models(), n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(list_models())}"
+    raise VizprobeError(f"unknown model {name!r}; {hint} (any torchvision classifier also works with --weights)")
+
+
+def load_model(
+    name: str = "efficientnet-lite0", weights: str | Path | None = None, device: str | torch.device = "auto"
+) -> LoadedModel:
+    """Build a model from the zoo in eval mode on `device`, with its weights loaded from local disk."""
+    spec = get_spec(name)
+    if spec.needs_weights and weights is None:
+        raise VizprobeError(
+            f"model {name!r} has no embedded weights; pass --weights PATH to a local {spec.weights_source}"
+        )
+    net = spec.builder(Path(weights) if weights is not None else None)
+    net.eval().requires_grad_(False)
+    dev = resolve_device(device)
+    return LoadedModel(spec, net.to(dev), dev, str(weights) if weights is not None else spec.weights_source)
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: the network, its preprocessing, and unit/layer addressing."""
+
+    spec: ModelSpec
+    net: nn.Module
+    device: torch.device
+    weights: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.spec.preprocessing
+
+    @cached_property
+    def layers(self) -> list[LayerInfo]:
+        """Layers with (C, H, W) output shapes at the model's input size, aliases attached."""
+        found = discover_layers(self.net, self.preprocessing.crop, self.device)
+        by_path: dict[str, list[str]] = {}
+        for alias, path in self.spec.aliases.items():
+            by_path.setdefault(path, []).append(alias)
+        return [LayerInfo(li.path, li.kind, li.shape, tuple(by_path.get(li.path, ()))) for li in found]
+
+    def layer(self, name: str) -> LayerInfo:
+        """Look a layer up by module path or alias; a bad name lists close matches."""
+        path = self.spec.aliases.get(name, name)
+        for info in self.layers:
+            if info.path == path:
+                return info
+        modules = dict(self.net.named_modules())
+        if path in modules:
+            raise VizprobeError(
+                f"module {name!r} has no single (N, C, H, W) output per forward pass; "
+                "run `vizprobe layers` for the layers that do"
+            )
+        candidates = [li.path for li in self.layers] + list(self.spec.aliases)
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+        hint = f"close matches: {', '.join(close)}" if close else "run `vizprobe layers` to list them"
+        raise VizprobeError(f"model {self.name!r} has no layer {name!r}; {hint}")
+
+    def resolve_unit(self, unit: Unit | str) -> tuple[LayerInfo, int]:
+        """The layer and channel of a unit, checked against the layer's channel count."""
+        unit = Unit.parse(unit)
+        info = self.layer(unit.layer)
+        if not 0 <= unit.channel < info.channels:
+            raise VizprobeError(
+                f"unit {unit}: layer {unit.layer!r} has channels 0..{info.channels - 1}; pick one of those"
+            )
+        return info, unit.channel
+
+    def tap(self, layer_names: list[str]) -> LayerTap:
+        """A tap on the named layers (paths or aliases), cutting the forward pass after the last."""
+        return LayerTap(self.net, [self.layer(n).path for n in layer_names])
+
+    def unit_activations(self, images: torch.Tensor, units: list[Unit | str]) -> torch.Tensor:
+        """(N, U) activations of `units` on preprocessed `images` (gradients flow if enabled)."""
+        resolved = [self.resolve_unit(u) for u in units]
+        outputs = LayerTap(self.net, [info.path for info, _ in resolved])(images.to(self.device))
+        columns = [channel_mean(outputs[info.path][:, ch : ch + 1])[:, 0] for info, ch in resolved]
+        return torch.stack(columns, dim=1)

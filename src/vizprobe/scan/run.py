@@ -1,0 +1,293 @@
+"""The dataset scan: every image's activation for every channel of the chosen layers.
+
+Batched, channels-last, cut after the deepest chosen layer, with decoding overlapped with compute
+in a thread pool. Work is committed every `chunk_size` images, so a killed scan resumes where it
+stopped without recomputing committed images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vizprobe.device import default_batch_size, resolve_device
+from vizprobe.errors import VizprobeError
+from vizprobe.files import atomic_write_json, atomic_write_text, safe_name
+from vizprobe.images import UnreadableImage, find_images, load_rgb
+from vizprobe.models import LoadedModel, Preprocessing, load_model
+from vizprobe.scan import format as fmt
+from vizprobe.scan.result import ScanResult
+from vizprobe.units import LayerTap, channel_mean
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    """What one call of `scan` did: images computed now, images already committed before."""
+
+    computed: int
+    resumed_from: int
+    skipped: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _load_item(path: Path, preprocessing) -> torch.Tensor | str:
+    """A preprocessed image tensor, or the reason it could not be read."""
+    try:
+        return preprocessing(load_rgb(path))
+    except UnreadableImage as exc:
+        return str(exc)
+
+
+def _batches(
+    paths: Sequence[Path], start: int, batch_size: int, preprocessing: Preprocessing, workers: int
+) -> Iterator[tuple[int, list[torch.Tensor | str]]]:
+    """Yield (first index, decoded items) per batch, decoding the next batches while this one computes."""
+    transform = preprocessing.pil_transform()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[tuple[int, list[Future]]] = deque()
+        lookahead = 2 if workers > 0 else 0
+        next_start = start
+
+        def submit() -> None:
+            nonlocal next_start
+            if next_start < len(paths):
+                stop = min(next_start + batch_size, len(paths))
+                futures = [pool.submit(_load_item, paths[i], transform) for i in range(next_start, stop)]
+                pending.append((next_start, futures))
+                next_start = stop
+
+        for _ in range(lookahead + 1):
+            submit()
+        while pending:
+            first, futures = pending.popleft()
+            submit()
+            yield first, [f.result() for f in futures]
+
+
+def _fingerprint(images: list[str]) -> str:
+    return hashlib.sha1("\n".join(images).encode()).hexdigest()
+
+
+class _RunDir:
+    """Creates or reopens a run directory and commits progress to it."""
+
+    def __init__(self, out: Path, meta: dict, images: list[str]):
+        self.out, self.meta, self.images = out, meta, images
+        self.acts: dict[str, np.ndarray] = {}
+        self.done = 0
+
+    def open(self) -> _RunDir:
+        meta_path = self.out / fmt.SCAN_JSON
+        if meta_path.is_file():
+            self._check_same_scan(json.loads(meta_path.read_text()))
+            self.done = int(json.loads((self.out / fmt.PROGRESS_JSON).read_text())["done"])
+            self.meta = json.loads(meta_path.read_text())
+            mode = "r+"
+        else:
+            known = {fmt.IMAGES_TXT, fmt.ACTS_DIR, fmt.STATUS_NPY, fmt.PROGRESS_JSON, fmt.SKIPPED_TSV, fmt.TOPK_DIR}
+            if self.out.exists() and any(
+                p.name not in known and not p.name.startswith(".") for p in self.out.iterdir()
+            ):
+                raise VizprobeError(f"--out {self.out} exists and is not a scan run dir; choose a new folder")
+            self._create()
+            mode = "r+"
+        n = len(self.images)
+        self.status = np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, mode=mode)
+        for layer in self.meta["layers"]:
+            self.acts[layer["file"]] = np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], mode=mode)
+            assert self.acts[layer["file"]].shape == (n, layer["channels"])
+        return self
+
+    def _create(self) -> None:
+        n = len(self.images)
+        (self.out / fmt.ACTS_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / fmt.IMAGES_TXT, "".join(p + "\n" for p in self.images))
+        for layer in self.meta["layers"]:
+            shape = (n, layer["channels"])
+            np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], "w+", np.float32, shape).flush()
+        np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, "w+", np.uint8, (n,)).flush()
+        (self.out / fmt.SKIPPED_TSV).write_text("")
+        atomic_write_json(self.out / fmt.PROGRESS_JSON, {"done": 0})
+        atomic_write_json(self.out / fmt.SCAN_JSON, self.meta)  # last: its presence marks a valid run dir
+
+    def _check_same_scan(self, old: dict) -> None:
+        if old.get("format") != fmt.FORMAT or old.get("version") != fmt.VERSION:
+            raise VizprobeError(f"{self.out} holds a scan of another format; choose a new --out")
+        for key, label in [("model", "model"), ("weights", "weights"), ("preprocessing", "preprocessing")]:
+            if old.get(key) != self.meta[key]:
+                raise VizprobeError(
+                    f"{self.out} holds a scan with another {label} ({old.get(key)}); choose a new --out or delete it"
+                )
+        if [layer["path"] for layer in old["layers"]] != [layer["path"] for layer in self.meta["layers"]]:
+            names = ",".join(layer["name"] for layer in old["layers"])
+            raise VizprobeError(f"{self.out} holds a scan of layers {names}; choose a new --out or delete it")
+        if old.get("images_fingerprint") != self.meta["images_fingerprint"]:
+            raise VizprobeError(
+                f"the images under {self.meta['images_root']} changed since the scan in {self.out} began "
+                f"({old.get('n_images')} then, {len(self.images)} now); choose a new --out"
+            )
+
+    def commit(self, done: int, skipped: list[tuple[str, str]]) -> None:
+        """Make rows [0, done) durable, then advance the progress marker (the order matters)."""
+        for array in self.acts.values():
+            array.flush()
+        self.status.flush()
+        if skipped:
+            with open(self.out / fmt.SKIPPED_TSV, "a") as handle:
+                handle.writelines(f"{path}\t{reason}\n" for path, reason in skipped)
+        atomic_write_json(self.out / fmt.PROGRESS_JSON, {"done": done})
+        self.done = done
+
+    def finish(self, top_k: int, stats: ScanStats) -> None:
+        valid = np.flatnonzero(self.status[:] == fmt.SCANNED)
+        (self.out / fmt.TOPK_DIR).mkdir(exist_ok=True)
+        for layer in self.meta["layers"]:
+            acts = np.asarray(self.acts[layer["file"]][valid])  # (valid, C)
+            k = min(top_k, len(valid))
+            rows = {}
+            for side, sign in (("top", -1.0), ("bottom", 1.0)):
+                # Stable sort of each column; ties go to the lower image index, as in ScanResult.
+                order = np.argsort(sign * acts, axis=0, kind="stable")[:k]  # (k, C)
+                rows[f"{side}_index"] = valid[order].T.astype(np.int64)
+                rows[f"{side}_value"] = np.take_along_axis(acts, order, axis=0).T.astype(np.float32)
+            target = self.out / fmt.TOPK_DIR / layer["file"].replace(".npy", ".npz")
+            tmp = target.with_name(".tmp-" + target.name)
+            with open(tmp, "wb") as handle:
+                np.savez(handle, count=len(valid), **rows)
+            tmp.replace(target)
+        self.meta.update(
+            status="complete",
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            n_scanned=int(len(valid)),
+            n_skipped=int((self.status[:] == fmt.SKIPPED).sum()),
+            top_k=top_k,
+            last_run={"computed": stats.computed, "seconds": round(stats.seconds, 2)},
+        )
+        atomic_write_json(self.out / fmt.SCAN_JSON, self.meta)
+
+
+def scan(
+    model: LoadedModel | str,
+    images: str | Path,
+    layers: Sequence[str],
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    device: str | torch.device = "auto",
+    batch_size: int | None = None,
+    chunk_size: int = 256,
+    workers: int = 2,
+    top_k: int = 200,
+    progress: bool = True,
+) -> tuple[ScanResult, ScanStats]:
+    """Scan `images` with `model`, recording every channel of `layers`; resumes an unfinished `out`.
+
+    Returns the result (read back from disk) and what this call computed.
+    """
+    if isinstance(model, str):
+        model = load_model(model, weights=weights, device=device)
+    dev = model.device if isinstance(model, LoadedModel) and device == "auto" else resolve_device(device)
+    if dev != model.device:
+        model.net.to(dev)
+        model.device = dev
+    batch_size = batch_size or default_batch_size(dev)
+    chunk_size = max(batch_size, chunk_size - chunk_size % batch_size)
+    root = Path(images).expanduser().resolve()
+    image_list = find_images(root)
+    infos = list({info.path: info for info in (model.layer(name) for name in layers)}.values())
+    if not infos:
+        raise VizprobeError("no layers given: pass --layers L1,L2 (see `vizprobe layers`)")
+    names = {model.layer(name).path: name for name in layers}
+    import vizprobe
+
+    meta = {
+        "format": fmt.FORMAT,
+        "version": fmt.VERSION,
+        "vizprobe_version": vizprobe.__version__,
+        "model": model.name,
+        "weights": model.weights,
+        "preprocessing": model.preprocessing.to_dict(),
+        "layers": [
+            {
+                "name": names[info.path],
+                "path": info.path,
+                "aliases": list(info.aliases),
+                "channels": info.channels,
+                "shape": list(info.shape),
+                "file": safe_name(info.path) + ".npy",
+            }
+            for info in infos
+        ],
+        "images_root": str(root),
+        "n_images": len(image_list),
+        "images_fingerprint": _fingerprint(image_list),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "running",
+    }
+    meta = json.loads(json.dumps(meta))  # the form it takes on disk, so a resume compares like with like
+    run = _RunDir(Path(out), meta, image_list).open()
+    start = run.done
+    if run.meta.get("status") == "complete":
+        log.info("scan in %s is already complete; nothing to do", out)
+        return ScanResult.load(out), ScanStats(0, start, int(run.meta.get("n_skipped", 0)), 0.0)
+    if start:
+        log.info("resuming scan in %s at image %d of %d", out, start, len(image_list))
+
+    net = model.net.to(memory_format=torch.channels_last) if dev.type == "cpu" else model.net
+    tap = LayerTap(net, [info.path for info in infos])
+    paths = [root / p for p in image_list]
+    skipped_total = int((run.status[:start] == fmt.SKIPPED).sum())
+    pending_skips: list[tuple[str, str]] = []
+    began = time.perf_counter()
+    bar = tqdm(total=len(paths), initial=start, unit="img", desc="scan", disable=not progress, smoothing=0.1)
+    try:
+        with torch.inference_mode():
+            for first, items in _batches(paths, start, batch_size, model.preprocessing, workers):
+                good = [i for i, item in enumerate(items) if torch.is_tensor(item)]
+                for i, item in enumerate(items):
+                    if not torch.is_tensor(item):
+                        log.warning("skipping %s: %s", image_list[first + i], item)
+                        pending_skips.append((image_list[first + i], item))
+                        run.status[first + i] = fmt.SKIPPED
+                        for array in run.acts.values():
+                            array[first + i] = np.nan
+                if good:
+                    batch = torch.stack([items[i] for i in good]).to(dev, non_blocking=True)
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                    outputs = tap(batch)
+                    rows = np.asarray([first + i for i in good])
+                    for layer in run.meta["layers"]:
+                        run.acts[layer["file"]][rows] = channel_mean(outputs[layer["path"]]).float().cpu().numpy()
+                    run.status[rows] = fmt.SCANNED
+                end = first + len(items)
+                bar.update(len(items))
+                if end % chunk_size == 0 or end == len(paths):
+                    run.commit(end, pending_skips)
+                    skipped_total += len(pending_skips)
+                    pending_skips = []
+    except KeyboardInterrupt:
+        raise VizprobeError(f"scan interrupted at image {run.done}; rerun the same command to resume") from None
+    finally:
+        bar.close()
+        model.net.to(memory_format=torch.contiguous_format)
+    stats = ScanStats(len(paths) - start, start, skipped_total, time.perf_counter() - began)
+    run.finish(top_k, stats)
+    return ScanResult.load(out), stats

@@ -1,0 +1,56 @@
+"""Shared fixtures: the real ImageNet sample photos and the real pretrained model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_CANDIDATES = [REPO.parent / "shared" / "data" / "imagenet-samples", Path("/work/shared/data/imagenet-samples")]
+
+
+def imagenet_samples_dir() -> Path | None:
+    """$VIZPROBE_IMAGES, else ../shared/data/imagenet-samples beside the repository."""
+    if os.environ.get("VIZPROBE_IMAGES"):
+        path = Path(os.environ["VIZPROBE_IMAGES"])
+        return path if path.is_dir() else None
+    return next((p for p in _CANDIDATES if p.is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def imagenet_dir() -> Path:
+    path = imagenet_samples_dir()
+    if path is None:
+        pytest.skip("ImageNet sample photos not found: set VIZPROBE_IMAGES to ../shared/data/imagenet-samples")
+    return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_files(imagenet_dir: Path) -> list[Path]:
+    """The 1000 photos sorted by file name; position i is ImageNet class i."""
+    files = sorted(p for p in imagenet_dir.iterdir() if p.suffix.lower() == ".jpeg")
+    assert len(files) == 1000, f"expected 1000 photos in {imagenet_dir}, found {len(files)}"
+    return files
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from vizprobe.models import load_model
+
+    return load_model("efficientnet-lite0", device="cpu")
+
+
+@pytest.fixture
+def subset_dir(tmp_path: Path, imagenet_files: list[Path]):
+    """A temporary folder of symlinks to some of the photos (the photos are never copied)."""
+
+    def make(step: int, name: str = "subset") -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in imagenet_files[::step]:
+            (folder / f.name).symlink_to(f)
+        return folder
+
+    return make

@@ -1,0 +1,47 @@
+"""The thin CLI: verbs call the API; bad input gives one line naming cause and fix."""
+
+from __future__ import annotations
+
+import json
+
+from vizprobe.cli import main
+
+
+def test_layers_json(capsys):
+    assert main(["layers", "--model", "efficientnet-lite0", "--device", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    layers = {row["path"]: row for row in data["layers"]}
+    assert layers["_blocks.8"]["shape"][1:] == [14, 14]
+    assert "block8" in layers["_blocks.8"]["aliases"]
+    assert layers["_conv_head"]["shape"] == [1280, 7, 7]
+
+
+def test_models_lists_zoo(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet-lite0" in out and "googlenet" in out
+
+
+def test_bad_layer_is_one_line_error(capsys, tmp_path, imagenet_dir):
+    code = main(["-q", "scan", "--device", "cpu", "--images", str(imagenet_dir), "--layers", "_blocks.88",
+                 "--out", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "_blocks.8" in err and "close matches" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_scan_cli_with_sheet(capsys, tmp_path, subset_dir):
+    folder = subset_dir(100)
+    code = main(["-q", "scan", "--device", "cpu", "--images", str(folder), "--layers", "_blocks.2",
+                 "--top-k", "5", "--sheet", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 0
+    sheets = sorted((tmp_path / "run" / "sheets").glob("*.png"))
+    assert len(sheets) == 24  # one per channel of _blocks.2
+    assert "scanned 10 images" in capsys.readouterr().out
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 4
+    assert "done" in capsys.readouterr().out

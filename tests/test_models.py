@@ -1,0 +1,142 @@
+"""The model zoo: real weights, exact preprocessing, unit addressing, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from vizprobe.errors import VizprobeError
+from vizprobe.images import load_rgb
+from vizprobe.models import load_model
+from vizprobe.units import Unit
+
+
+def test_efficientnet_lite0_top1_on_imagenet_samples(lite0, imagenet_files):
+    """>= 85 % top-1 on every 4th photo: only the exact preprocessing and weights reach this."""
+    transform = lite0.preprocessing.pil_transform()
+    indices = list(range(0, 1000, 4))
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(indices), 50):
+            chunk = indices[start : start + 50]
+            batch = torch.stack([transform(load_rgb(imagenet_files[i])) for i in chunk])
+            predicted = lite0.net(batch).argmax(1).tolist()
+            correct += sum(p == i for p, i in zip(predicted, chunk, strict=True))
+    accuracy = correct / len(indices)
+    assert accuracy >= 0.85, f"top-1 {accuracy:.3f} on {len(indices)} photos"
+
+
+def test_wrong_preprocessing_fails_the_accuracy_bar(lite0, imagenet_files):
+    """ImageNet mean/std instead of the model's own convention visibly costs accuracy."""
+    from vizprobe.models import Preprocessing
+
+    wrong = Preprocessing(256, 224, "bilinear").pil_transform()
+    indices = list(range(0, 1000, 10))
+    with torch.inference_mode():
+        batch = torch.stack([wrong(load_rgb(imagenet_files[i])) for i in indices])
+        predicted = lite0.net(batch).argmax(1).tolist()
+    right = lite0.preprocessing.pil_transform()
+    with torch.inference_mode():
+        batch = torch.stack([right(load_rgb(imagenet_files[i])) for i in indices])
+        predicted_right = lite0.net(batch).argmax(1).tolist()
+    wrong_acc = sum(p == i for p, i in zip(predicted, indices, strict=True)) / len(indices)
+    right_acc = sum(p == i for p, i in zip(predicted_right, indices, strict=True)) / len(indices)
+    assert right_acc > wrong_acc
+
+
+def test_unit_activation_is_spatial_mean_of_channel(lite0, imagenet_files):
+    image = lite0.preprocessing(load_rgb(imagenet_files[0]))[None]
+    captured = {}
+    handle = dict(lite0.net.named_modules())["_blocks.8"].register_forward_hook(
+        lambda m, i, o: captured.setdefault("out", o)
+    )
+    with torch.inference_mode():
+        lite0.net(image)
+        ours = lite0.unit_activations(image, ["_blocks.8:12", "block8:3"])
+    handle.remove()
+    expected = captured["out"][0, [12, 3]].mean(dim=(1, 2))
+    torch.testing.assert_close(ours[0], expected)
+
+
+def test_bad_layer_name_lists_close_matches(lite0):
+    with pytest.raises(VizprobeError, match=r"close matches: .*_blocks\.8"):
+        lite0.layer("_blocks.8x")
+    with pytest.raises(VizprobeError, match="channels 0..79"):
+        lite0.resolve_unit("_blocks.5:80")
+    with pytest.raises(VizprobeError, match="LAYER:CHANNEL"):
+        Unit.parse("_blocks.8")
+
+
+def test_unknown_model_suggests_names():
+    with pytest.raises(VizprobeError, match="did you mean efficientnet-lite0"):
+        load_model("efficientnet-lite", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def googlenet_weights(tmp_path_factory):
+    """A torchvision googlenet state dict of random weights, as the real one would be saved."""
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
+    net.eval()
+    # Random BN statistics so that branches differ measurably.
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("weights") / "googlenet.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_googlenet_without_weights_says_how_to_pass_them():
+    with pytest.raises(VizprobeError, match="--weights PATH"):
+        load_model("googlenet", device="cpu")
+
+
+def test_googlenet_paper_names_and_branches(googlenet_weights, imagenet_files):
+    model = load_model("googlenet", weights=googlenet_weights, device="cpu")
+    assert model.layer("mixed4a").path == "inception4a"
+    assert model.layer("mixed4a/pool").path == "inception4a.branch4"
+    image = model.preprocessing(load_rgb(imagenet_files[10]))[None]
+    info_1x1 = model.layer("mixed4a/1x1")
+    with torch.inference_mode():
+        acts = model.unit_activations(image, ["mixed4a/3x3:12", "mixed4a/pool:7", "mixed4a:0"])
+        whole = model.unit_activations(image, [f"mixed4a:{info_1x1.channels + 12}"])
+        # Independent: the branch module's own output, via a plain hook on the full network.
+        captured = {}
+        modules = dict(model.net.named_modules())
+        handles = [
+            modules[f"inception4a.{b}"].register_forward_hook(lambda m, i, o, b=b: captured.setdefault(b, o))
+            for b in ("branch2", "branch4")
+        ]
+        model.net(image)
+        for handle in handles:
+            handle.remove()
+    assert captured["branch2"].abs().sum() > 0 and captured["branch4"].abs().sum() > 0
+    torch.testing.assert_close(acts[0, 0], captured["branch2"][0, 12].mean())
+    torch.testing.assert_close(acts[0, 1], captured["branch4"][0, 7].mean())
+    # The 3x3 branch sits after the 1x1 branch inside the concatenated mixed layer.
+    torch.testing.assert_close(acts[0, 0], whole[0, 0])
+
+
+def test_weights_of_another_model_are_refused(googlenet_weights):
+    with pytest.raises(VizprobeError, match="do not fit this architecture"):
+        load_model("resnet18", weights=googlenet_weights, device="cpu")
+
+
+def test_any_torchvision_classifier_by_name(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    model = load_model("resnet18", weights=path, device="cpu")
+    assert model.preprocessing.crop == 224 and model.preprocessing.resize == 256
+    assert model.layer("layer3").shape == (256, 14, 14)
+    with pytest.raises(VizprobeError, match="--weights PATH"):
+        load_model("resnet18", device="cpu")
+
+
+def test_not_a_state_dict_is_refused(tmp_path):
+    path = tmp_path / "junk.pth"
+    path.write_text("not a checkpoint")
+    with pytest.raises(VizprobeError, match="cannot read weights"):
+        load_model("googlenet", weights=path, device="cpu")

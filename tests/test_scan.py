@@ -1,0 +1,167 @@
+"""The dataset scan on the real photos with the real model: exact, resumable, robust."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vizprobe.errors import VizprobeError
+from vizprobe.images import load_rgb
+from vizprobe.scan import ScanResult, scan
+from vizprobe.scan.sheet import write_contact_sheets
+
+LAYERS = ["_blocks.4", "block8"]
+
+
+def per_image_activations(model, files: list[Path], layer: str) -> np.ndarray:
+    """Independent reference: one image at a time, full forward pass, a plain hook, spatial mean."""
+    transform = model.preprocessing.pil_transform()
+    module = dict(model.net.named_modules())[layer]
+    with torch.inference_mode():
+        captured: list[torch.Tensor] = []
+        handle = module.register_forward_hook(lambda m, i, o: captured.append(o[0].mean(dim=(1, 2))))
+        for path in files:
+            model.net(transform(load_rgb(path))[None])
+        handle.remove()
+        rows = [c.numpy() for c in captured]
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def full_scan(tmp_path_factory, lite0, imagenet_dir):
+    out = tmp_path_factory.mktemp("scan") / "run"
+    result, stats = scan(lite0, imagenet_dir, LAYERS, out, progress=False)
+    return result, stats
+
+
+def test_scan_top20_matches_per_image_computation(full_scan, lite0, imagenet_files):
+    result, stats = full_scan
+    assert stats.computed == 1000 and stats.skipped == 0
+    reference = per_image_activations(lite0, imagenet_files, "_blocks.8")
+    names = [f.name for f in imagenet_files]
+    for channel in (0, 7, 33, 111):
+        expected = [names[i] for i in np.argsort(-reference[:, channel], kind="stable")[:20]]
+        got = [e.path.name for e in result.top(f"block8:{channel}", 20)]
+        assert set(got) == set(expected), f"channel {channel}"
+        expected_bottom = {names[i] for i in np.argsort(reference[:, channel], kind="stable")[:20]}
+        assert {e.path.name for e in result.bottom(f"_blocks.8:{channel}", 20)} == expected_bottom
+    np.testing.assert_allclose(result.activations("_blocks.8"), reference, rtol=1e-3, atol=1e-4)
+
+
+def test_scan_result_api(full_scan):
+    result, _ = full_scan
+    top = result.top("_blocks.4:5", 9)
+    assert [e.rank for e in top] == list(range(1, 10))
+    values = [e.activation for e in top]
+    assert values == sorted(values, reverse=True)
+    column = result.unit_activations("_blocks.4:5")
+    assert values[0] == pytest.approx(float(np.nanmax(column)))
+    bottom = result.bottom("_blocks.4:5", 3)
+    assert bottom[0].activation == pytest.approx(float(np.nanmin(column)))
+    # Beyond the stored top-k the ranking is computed from the full array, with the same answer.
+    assert [e.index for e in result.top("_blocks.4:5", 250)[:9]] == [e.index for e in top]
+    meta = json.loads((result.run_dir / "scan.json").read_text())
+    assert meta["model"] == "efficientnet-lite0" and meta["preprocessing"]["interpolation"] == "bicubic"
+    assert meta["vizprobe_version"] and meta["status"] == "complete"
+    assert result.activations("block4").shape == (1000, 40)
+    with pytest.raises(VizprobeError, match="not in this scan"):
+        result.top("_blocks.9:0")
+
+
+def test_contact_sheet(full_scan, tmp_path):
+    result, _ = full_scan
+    [sheet] = write_contact_sheets(result, tmp_path, ["_blocks.8:7"], progress=False)
+    image = Image.open(sheet)
+    assert image.width > 2 * image.height * 0.8 and image.mode == "RGB"
+    # The top-left tile is the top-1 image: compare against the photo itself.
+    tile = np.asarray(image.crop((6, 26, 6 + 96, 26 + 96)), dtype=float)
+    from PIL import ImageOps
+
+    top1 = ImageOps.fit(load_rgb(result.top("_blocks.8:7", 1)[0].path), (96, 96), Image.Resampling.BICUBIC)
+    bottom1 = ImageOps.fit(load_rgb(result.bottom("_blocks.8:7", 1)[0].path), (96, 96), Image.Resampling.BICUBIC)
+    assert np.abs(tile - np.asarray(top1, dtype=float)).mean() < 1
+    assert np.abs(tile - np.asarray(bottom1, dtype=float)).mean() > 5
+
+
+def test_corrupt_and_non_image_files_are_skipped(tmp_path, subset_dir, imagenet_files, lite0, caplog):
+    folder = subset_dir(50)
+    data = imagenet_files[3].read_bytes()
+    (folder / "corrupt.jpg").write_bytes(data[:2000])
+    (folder / "readme.JPEG").write_text("I am a text file with an image extension")
+    (folder / "notes.txt").write_text("ignored entirely")
+    Image.open(imagenet_files[5]).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.open(imagenet_files[6]).convert("L").save(folder / "grey.png")
+    with caplog.at_level(logging.WARNING, logger="vizprobe"):
+        result, stats = scan(lite0, folder, ["_blocks.4"], tmp_path / "run", batch_size=4, progress=False)
+    assert stats.skipped == 2
+    skipped = dict(result.skipped)
+    assert set(skipped) == {"corrupt.jpg", "readme.JPEG"}
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipping corrupt.jpg" in logged and "skipping readme.JPEG" in logged
+    acts = result.activations("_blocks.4")
+    assert acts.shape[0] == 20 + 4
+    assert np.isnan(acts[result.images.index("corrupt.jpg")]).all()
+    assert not np.isnan(acts[result.images.index("cmyk.jpg")]).any()
+    ranked = {e.path.name for e in result.top("_blocks.4:0", 30)}
+    assert "corrupt.jpg" not in ranked and "grey.png" in ranked and len(ranked) == 22
+
+
+def _run_cli_scan(folder: Path, out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "vizprobe.cli", "-q", "scan", "--device", "cpu", "--images", str(folder)]
+    cmd += ["--layers", ",".join(LAYERS), "--batch-size", "8", "--workers", "1", "--out", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+
+
+def test_killed_scan_resumes_to_the_same_result(tmp_path, subset_dir, lite0):
+    folder = subset_dir(3)  # 334 photos
+    out = tmp_path / "killed"
+    proc = _run_cli_scan(folder, out)
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        progress = out / "progress.json"
+        if progress.is_file():
+            done = json.loads(progress.read_text())["done"]
+            if done >= 64:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "scan finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads((out / "progress.json").read_text())["done"]
+    assert 0 < done < 334
+    with pytest.raises(VizprobeError, match="unfinished"):
+        ScanResult.load(out)
+
+    resumed, stats = scan(lite0, folder, LAYERS, out, batch_size=8, progress=False)
+    assert stats.resumed_from == done and stats.computed == 334 - done  # nothing computed twice
+    straight, _ = scan(lite0, folder, LAYERS, tmp_path / "straight", batch_size=8, progress=False)
+    for layer in LAYERS:
+        np.testing.assert_allclose(resumed.activations(layer), straight.activations(layer), rtol=1e-5, atol=1e-6)
+    for unit in resumed.units()[::9]:
+        assert {e.index for e in resumed.top(unit, 20)} == {e.index for e in straight.top(unit, 20)}
+
+    again, stats = scan(lite0, folder, LAYERS, out, progress=False)
+    assert stats.computed == 0
+    with pytest.raises(VizprobeError, match="layers"):
+        scan(lite0, folder, ["_blocks.5"], out, progress=False)
+
+
+def test_out_dir_that_is_not_a_scan_is_refused(tmp_path, subset_dir, lite0):
+    folder = subset_dir(200)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "thesis.tex").write_text("precious")
+    with pytest.raises(VizprobeError, match="not a scan run dir"):
+        scan(lite0, folder, ["_blocks.4"], tmp_path / "busy", progress=False)
+    assert (tmp_path / "busy" / "thesis.tex").read_text() == "precious"
