@@ -66,6 +66,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         top_k=args.top_k,
+        compile=args.compile,
         progress=not args.quiet,
     )
     print(
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=200, help="top/bottom images to index per unit (default 200)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 16 on the CPU, 128 on a GPU")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
+    p.add_argument(
+        "--compile", default="auto", choices=("auto", "on", "off"), help="torch.compile (auto: >=500 images)"
+    )
     p.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG per unit")
     p.add_argument("--out", required=True, help="run directory (an unfinished one is resumed)")
     p.set_defaults(func=cmd_scan)

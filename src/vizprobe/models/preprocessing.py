@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 from torchvision import transforms
@@ -37,11 +38,33 @@ class Preprocessing:
     def __call__(self, image: Image.Image) -> torch.Tensor:
         return self.pil_transform()(image)
 
+    def pil_geometry(self) -> transforms.Compose:
+        """Resize and centre-crop only: the part of `pil_transform` that must run per image."""
+        return transforms.Compose(
+            [
+                transforms.Resize(self.resize, interpolation=InterpolationMode(self.interpolation)),
+                transforms.CenterCrop(self.crop),
+            ]
+        )
+
+    def to_pixels(self, image: Image.Image) -> torch.Tensor:
+        """Resized, cropped RGB image as a uint8 (H, W, 3) tensor, ready for `normalize_uint8`."""
+        return torch.from_numpy(np.asarray(self.pil_geometry()(image), dtype=np.uint8).copy())
+
+    def normalize_uint8(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A (N, H, W, 3) uint8 batch as normalized float (N, 3, H, W) in channels-last memory.
+
+        The same float operations as ToTensor + Normalize, so the values are bit-identical to
+        `pil_transform`, but done once per batch instead of once per image.
+        """
+        batch = pixels.permute(0, 3, 1, 2).float().div_(255)
+        return self.normalize(batch)
+
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalize a batch of [0, 1] RGB images (N, 3, H, W), e.g. synthesized ones."""
         mean = torch.tensor(self.mean, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
-        return (pixels - mean) / std
+        return pixels.sub(mean).div_(std)
 
     def to_dict(self) -> dict:
         return asdict(self)

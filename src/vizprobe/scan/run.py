@@ -27,11 +27,15 @@ from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_json, atomic_write_text, safe_name
 from vizprobe.images import UnreadableImage, find_images, load_rgb
 from vizprobe.models import LoadedModel, Preprocessing, load_model
+from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 from vizprobe.scan import format as fmt
 from vizprobe.scan.result import ScanResult
-from vizprobe.units import LayerTap, channel_mean
 
 log = logging.getLogger(__name__)
+
+LOOKAHEAD = 1  # batches decoded ahead of the one computing
+COMPILE_MIN_IMAGES = 500  # below this, compiling (seconds) costs more than it saves
+COMPILE_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -48,29 +52,33 @@ class ScanStats:
         return self.computed / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _load_item(path: Path, preprocessing) -> torch.Tensor | str:
-    """A preprocessed image tensor, or the reason it could not be read."""
+def _load_item(path: Path, preprocessing: Preprocessing) -> torch.Tensor | str:
+    """The resized, cropped uint8 (H, W, 3) pixels of an image, or the reason it could not be read."""
     try:
-        return preprocessing(load_rgb(path))
+        return preprocessing.to_pixels(load_rgb(path))
     except UnreadableImage as exc:
         return str(exc)
 
 
 def _batches(
-    paths: Sequence[Path], start: int, batch_size: int, preprocessing: Preprocessing, workers: int
+    paths: Sequence[Path],
+    start: int,
+    batch_size: int,
+    preprocessing: Preprocessing,
+    workers: int,
+    lookahead: int | None = None,
 ) -> Iterator[tuple[int, list[torch.Tensor | str]]]:
     """Yield (first index, decoded items) per batch, decoding the next batches while this one computes."""
-    transform = preprocessing.pil_transform()
+    lookahead = LOOKAHEAD if lookahead is None else lookahead
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         pending: deque[tuple[int, list[Future]]] = deque()
-        lookahead = 2 if workers > 0 else 0
         next_start = start
 
         def submit() -> None:
             nonlocal next_start
             if next_start < len(paths):
                 stop = min(next_start + batch_size, len(paths))
-                futures = [pool.submit(_load_item, paths[i], transform) for i in range(next_start, stop)]
+                futures = [pool.submit(_load_item, paths[i], preprocessing) for i in range(next_start, stop)]
                 pending.append((next_start, futures))
                 next_start = stop
 
@@ -197,14 +205,22 @@ def scan(
     workers: int = 2,
     top_k: int = 200,
     progress: bool = True,
+    optimize: bool = True,
+    compile: str = "auto",
 ) -> tuple[ScanResult, ScanStats]:
     """Scan `images` with `model`, recording every channel of `layers`; resumes an unfinished `out`.
+
+    `optimize` runs an inference copy of the network (batch norms folded, paddings merged; see
+    `vizprobe.models.optimize`) whose activations equal the original's up to float rounding;
+    `compile` (`auto|on|off`) uses `torch.compile` for it, `auto` from COMPILE_MIN_IMAGES images on.
 
     Returns the result (read back from disk) and what this call computed.
     """
     if isinstance(model, str):
         model = load_model(model, weights=weights, device=device)
     dev = model.device if isinstance(model, LoadedModel) and device == "auto" else resolve_device(device)
+    if compile not in COMPILE_CHOICES:
+        raise VizprobeError(f"compile={compile!r}: use one of {', '.join(COMPILE_CHOICES)}")
     if dev != model.device:
         model.net.to(dev)
         model.device = dev
@@ -251,16 +267,29 @@ def scan(
     if start:
         log.info("resuming scan in %s at image %d of %d", out, start, len(image_list))
 
-    net = model.net.to(memory_format=torch.channels_last) if dev.type == "cpu" else model.net
-    tap = LayerTap(net, [info.path for info in infos])
-    paths = [root / p for p in image_list]
+    paths = [info.path for info in infos]
+    net = model.net
+    if optimize:
+        net = checked_inference_copy(net, paths, model.preprocessing.crop, dev)
+    if dev.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    forward: torch.nn.Module = ChannelMeans(net, paths)
+    remaining = len(image_list) - start
+    if compile == "on" or (compile == "auto" and remaining >= COMPILE_MIN_IMAGES):
+        crop = model.preprocessing.crop
+        example = torch.zeros(batch_size, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
+        forward, compiled = compile_or_eager(forward, example)
+        log.debug("compiled forward pass: %s", compiled)
+    else:
+        compiled = False
+    files = [root / p for p in image_list]
     skipped_total = int((run.status[:start] == fmt.SKIPPED).sum())
     pending_skips: list[tuple[str, str]] = []
     began = time.perf_counter()
-    bar = tqdm(total=len(paths), initial=start, unit="img", desc="scan", disable=not progress, smoothing=0.1)
+    bar = tqdm(total=len(files), initial=start, unit="img", desc="scan", disable=not progress, smoothing=0.1)
     try:
         with torch.inference_mode():
-            for first, items in _batches(paths, start, batch_size, model.preprocessing, workers):
+            for first, items in _batches(files, start, batch_size, model.preprocessing, workers):
                 good = [i for i, item in enumerate(items) if torch.is_tensor(item)]
                 for i, item in enumerate(items):
                     if not torch.is_tensor(item):
@@ -270,16 +299,17 @@ def scan(
                         for array in run.acts.values():
                             array[first + i] = np.nan
                 if good:
-                    batch = torch.stack([items[i] for i in good]).to(dev, non_blocking=True)
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                    outputs = tap(batch)
+                    pixels = torch.stack([items[i] for i in good]).to(dev, non_blocking=True)
+                    if compiled and len(good) < batch_size:  # keep one static shape: no recompilation
+                        pixels = torch.cat([pixels, pixels.new_zeros((batch_size - len(good), *pixels.shape[1:]))])
+                    means = forward(model.preprocessing.normalize_uint8(pixels))
                     rows = np.asarray([first + i for i in good])
-                    for layer in run.meta["layers"]:
-                        run.acts[layer["file"]][rows] = channel_mean(outputs[layer["path"]]).float().cpu().numpy()
+                    for layer, values in zip(run.meta["layers"], means, strict=True):
+                        run.acts[layer["file"]][rows] = values[: len(good)].float().cpu().numpy()
                     run.status[rows] = fmt.SCANNED
                 end = first + len(items)
                 bar.update(len(items))
-                if end % chunk_size == 0 or end == len(paths):
+                if end % chunk_size == 0 or end == len(files):
                     run.commit(end, pending_skips)
                     skipped_total += len(pending_skips)
                     pending_skips = []
@@ -287,7 +317,7 @@ def scan(
         raise VizprobeError(f"scan interrupted at image {run.done}; rerun the same command to resume") from None
     finally:
         bar.close()
-        model.net.to(memory_format=torch.contiguous_format)
-    stats = ScanStats(len(paths) - start, start, skipped_total, time.perf_counter() - began)
+        net.to(memory_format=torch.contiguous_format)
+    stats = ScanStats(len(files) - start, start, skipped_total, time.perf_counter() - began)
     run.finish(top_k, stats)
     return ScanResult.load(out), stats
