@@ -54,3 +54,14 @@ def subset_dir(tmp_path: Path, imagenet_files: list[Path]):
         return folder
 
     return make
+
+
+SCAN_LAYERS = ["_blocks.2", "_blocks.4", "_blocks.5", "block8", "_blocks.12"]
+
+
+@pytest.fixture(scope="session")
+def imagenet_scan(tmp_path_factory, lite0, imagenet_dir):
+    """One scan of all 1000 photos at several depths of efficientnet-lite0, shared by the tests."""
+    from vizprobe.scan import scan
+
+    return scan(lite0, imagenet_dir, SCAN_LAYERS, tmp_path_factory.mktemp("scan") / "run", progress=False)

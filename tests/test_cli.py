@@ -42,6 +42,7 @@ def test_scan_cli_with_sheet(capsys, tmp_path, subset_dir):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu"]) == 0
+    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu", "--steps", "8"]) == 0
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 4
+    assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * 4
     assert "done" in capsys.readouterr().out

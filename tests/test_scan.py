@@ -39,10 +39,8 @@ def per_image_activations(model, files: list[Path], layer: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def full_scan(tmp_path_factory, lite0, imagenet_dir):
-    out = tmp_path_factory.mktemp("scan") / "run"
-    result, stats = scan(lite0, imagenet_dir, LAYERS, out, progress=False)
-    return result, stats
+def full_scan(imagenet_scan):
+    return imagenet_scan
 
 
 def test_scan_top20_matches_per_image_computation(full_scan, lite0, imagenet_files):
@@ -77,6 +75,7 @@ def test_scan_result_api(full_scan):
     assert result.activations("block4").shape == (1000, 40)
     with pytest.raises(VizprobeError, match="not in this scan"):
         result.top("_blocks.9:0")
+    assert [layer.name for layer in result.layers] == ["_blocks.2", "_blocks.4", "_blocks.5", "block8", "_blocks.12"]
 
 
 def test_contact_sheet(full_scan, tmp_path):

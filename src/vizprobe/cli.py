@@ -79,10 +79,49 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from vizprobe.models import load_model
+    from vizprobe.scan import ScanResult
+    from vizprobe.synthesis import preset, render
+    from vizprobe.synthesis.store import save_visualizations
+    from vizprobe.units import parse_units
+
+    settings = preset(
+        args.preset,
+        per_unit=args.per_unit,
+        steps=args.steps,
+        size=args.size,
+        param=args.param,
+        seed=args.seed,
+        negative=True if args.negative else None,
+    )
+    units = parse_units(args.units)
+    model = load_model(args.model, weights=args.weights, device=args.device)
+    for unit in units:
+        model.resolve_unit(unit)  # fail on a bad unit before any work
+    scan = ScanResult.load(args.scan) if args.scan else None
+    rendering = render(model, units, settings, device=args.device, progress=not args.quiet)
+    index = save_visualizations(rendering, args.out, model, scan)
+    steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
+    print(f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
+          f"({steps_per_s:.2f} steps/s) -> {args.out}")  # fmt: skip
+    for entry in index["units"]:
+        extra = f"  natural top-1 {entry['natural_top1']:.3g}" if "natural_top1" in entry else ""
+        print(f"  {entry['unit']:20s} mean activation {entry['mean_activation']:.3g}{extra}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
-    run_demo(out=args.out, images=args.images, model=args.model, device=args.device, progress=not args.quiet)
+    run_demo(
+        out=args.out,
+        images=args.images,
+        model=args.model,
+        device=args.device,
+        progress=not args.quiet,
+        steps=args.steps,
+    )
     return 0
 
 
@@ -114,11 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (an unfinished one is resumed)")
     p.set_defaults(func=cmd_scan)
 
+    p = sub.add_parser("visualize", help="render feature visualizations (activation maximization)")
+    _add_model_args(p)
+    p.add_argument("--units", required=True, help="comma-separated LAYER:CHANNEL")
+    p.add_argument("--preset", default="quick", choices=("quick", "paper"), help="paper: Zimmermann et al. 2021")
+    p.add_argument("--per-unit", type=int, default=None, help="images per unit (paper: 9)")
+    p.add_argument("--steps", type=int, default=None, help="optimization steps (paper: 2560)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels")
+    p.add_argument("--param", default=None, choices=("fourier", "pixel"), help="parameterization (default fourier)")
+    p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--scan", default=None, help="scan run dir: record natural top-1 activations beside")
+    p.add_argument("--out", required=True, help="visualizations dir")
+    p.set_defaults(func=cmd_visualize)
+
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults")
     p.add_argument("--out", default="demo-output")
     p.add_argument("--images", default=None, help="image folder (default: embedded demo photos)")
     p.add_argument("--model", default="efficientnet-lite0")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--steps", type=int, default=None, help="visualization steps (default: the quick preset's)")
     p.set_defaults(func=cmd_demo)
     return parser
 

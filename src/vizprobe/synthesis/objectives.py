@@ -1,0 +1,171 @@
+"""Objectives: what to maximize, one score per image, composable with + - and scalar *.
+
+An objective reads a `RenderState` (the tapped layers' outputs, the images, the transformed network
+inputs) and returns a (B,) tensor. Per-image scores keep images independent: in a batch that holds
+several units, each image's gradient comes only from its own unit. Penalties (L1, L2, TV, blur) are
+positive and are subtracted: `channel(...) - 0.05 * L2()`, as in lucid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from vizprobe.units import channel_mean
+
+
+@dataclass
+class RenderState:
+    acts: dict[str, torch.Tensor]  # module path -> (B, C, H, W)
+    images: torch.Tensor  # parameterization output, (B, 3, S, S) in [0, 1]
+    inputs: torch.Tensor  # after the random transforms, before normalization
+
+
+class Objective:
+    """A per-image score; `layers` are the module paths it needs tapped."""
+
+    def __init__(self, fn: Callable[[RenderState], torch.Tensor], name: str, layers: Sequence[str] = ()):
+        self.fn, self.name, self.layers = fn, name, frozenset(layers)
+
+    def __call__(self, state: RenderState) -> torch.Tensor:
+        return self.fn(state)
+
+    def __add__(self, other: Objective | float) -> Objective:
+        if not isinstance(other, Objective):
+            return self if other == 0 else Objective(lambda s: self(s) + other, f"{self.name} + {other}", self.layers)
+        return Objective(lambda s: self(s) + other(s), f"{self.name} + {other.name}", self.layers | other.layers)
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Objective:
+        return Objective(lambda s: -self(s), f"-{self.name}", self.layers)
+
+    def __sub__(self, other: Objective | float) -> Objective:
+        return self + (-other)
+
+    def __mul__(self, weight: float) -> Objective:
+        weight = float(weight)
+        return Objective(lambda s: weight * self(s), f"{weight:g} * {self.name}", self.layers)
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name})"
+
+
+def _per_image_channels(state: RenderState, paths: Sequence[str], channels: Sequence[int], reduce) -> torch.Tensor:
+    """Gather, for image i, `reduce` of channel `channels[i]` of layer `paths[i]`."""
+    batch = state.images.shape[0]
+    out = torch.zeros(batch, device=state.images.device)
+    for path in set(paths):
+        rows = torch.tensor([i for i in range(batch) if paths[i] == path], device=out.device)
+        chans = torch.tensor([channels[i] for i in range(batch) if paths[i] == path], device=out.device)
+        maps = state.acts[path][rows, chans]  # (n, H, W)
+        out = out.index_put((rows,), reduce(maps))
+    return out
+
+
+def channels(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:
+    """Image i maximizes the spatial mean of channel `channel_ids[i]` of layer `paths[i]` (the unit activation)."""
+    paths, channel_ids = list(paths), [int(c) for c in channel_ids]
+    return Objective(
+        lambda s: _per_image_channels(s, paths, channel_ids, lambda m: channel_mean(m[:, None])[:, 0]),
+        "channels",
+        paths,
+    )
+
+
+def channel(path: str, channel_id: int, batch: int) -> Objective:
+    """Every image of a batch maximizes one unit (lucid's `channel`)."""
+    return channels([path] * batch, [channel_id] * batch)
+
+
+def neurons(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:
+    """Image i maximizes the centre position of its unit's channel (lucid's `neuron`)."""
+    paths, channel_ids = list(paths), [int(c) for c in channel_ids]
+
+    def centre(maps: torch.Tensor) -> torch.Tensor:
+        return maps[:, maps.shape[1] // 2, maps.shape[2] // 2]
+
+    return Objective(lambda s: _per_image_channels(s, paths, channel_ids, centre), "neurons", paths)
+
+
+def negative_channels(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:
+    """Minimize the unit activation: images that the unit dislikes most."""
+    objective = -channels(paths, channel_ids)
+    objective.name = "negative_channels"
+    return objective
+
+
+def _normalized_grams(acts: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = acts.shape
+    flat = acts.reshape(b, c, h * w)
+    grams = flat @ flat.transpose(1, 2) / (h * w)
+    return F.normalize(grams.reshape(b, -1), dim=1)
+
+
+def gram_similarity(acts: torch.Tensor) -> torch.Tensor:
+    """(n, n) cosine similarities of the images' Gram matrices at a layer."""
+    grams = _normalized_grams(acts)
+    return grams @ grams.T
+
+
+def diversity(paths: Sequence[str], groups: Sequence[int]) -> Objective:
+    """Images of the same group (unit) differ: minus the sum of their Gram-matrix cosine similarities
+    to the other images of the group, at the group's layer.
+
+    Summed over a group this is lucid's `diversity` (times the group size, like lucid's batch-mean
+    `channel`), so lucid's weights carry over: `channels(...) - 1e2 * similarity` there is
+    `channels(...) + 1e2 * diversity(...)` here.
+    """
+    paths, groups = list(paths), list(groups)
+
+    def fn(state: RenderState) -> torch.Tensor:
+        out = torch.zeros(len(groups), device=state.images.device)
+        for group in sorted(set(groups)):
+            rows = [i for i, g in enumerate(groups) if g == group]
+            if len(rows) < 2:
+                continue
+            sims = gram_similarity(state.acts[paths[rows[0]]][rows])
+            off_diagonal = sims.sum(dim=1) - sims.diagonal()
+            out = out.index_put((torch.tensor(rows, device=out.device),), -off_diagonal)
+        return out
+
+    return Objective(fn, "diversity", paths)
+
+
+def L1(constant: float = 0.5) -> Objective:
+    """Mean absolute deviation of pixels from `constant`, per image."""
+    return Objective(lambda s: (s.images - constant).abs().mean(dim=(1, 2, 3)), "L1")
+
+
+def L2(constant: float = 0.5) -> Objective:
+    """Root mean square deviation of pixels from `constant`, per image (penalizes intense pixels)."""
+    return Objective(lambda s: (s.images - constant).pow(2).mean(dim=(1, 2, 3)).add(1e-12).sqrt(), "L2")
+
+
+def total_variation() -> Objective:
+    """Mean absolute difference of neighbouring pixels, per image (penalizes high-frequency noise)."""
+
+    def fn(s: RenderState) -> torch.Tensor:
+        dx = (s.images[..., :, 1:] - s.images[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+        dy = (s.images[..., 1:, :] - s.images[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        return dx + dy
+
+    return Objective(fn, "TV")
+
+
+def blur_input_each_step() -> Objective:
+    """Squared distance of each image to a (fixed) blurred copy of itself: pulls images towards smoothness."""
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (kernel[:, None] * kernel[None, :] / 16).expand(3, 1, 3, 3)
+
+    def fn(s: RenderState) -> torch.Tensor:
+        with torch.no_grad():
+            blurred = F.conv2d(F.pad(s.images, (1, 1, 1, 1), mode="replicate"), kernel.to(s.images), groups=3)
+        return 0.5 * (s.images - blurred).pow(2).mean(dim=(1, 2, 3))
+
+    return Objective(fn, "blur")

@@ -1,0 +1,98 @@
+"""Image parameterizations: free variables -> a batch of RGB images in [0, 1].
+
+`PixelParam` is plain pixels (gradient ascent on them gives the high-frequency "rubbish" of
+adversarial patterns); `FourierParam` scales a random spectrum by 1/f^decay and decorrelates colour,
+which whitens the gradient and is the main prior behind lucid-style images; `GeneratorParam`
+optimizes the latent code of any generator network (Nguyen et al. 2016).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vizprobe.synthesis.rng import ImageRNG
+
+# Square root of ImageNet's colour correlation matrix (lucid), normalized by its largest column norm.
+_COLOR_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOR_CORRELATION = _COLOR_SVD_SQRT / _COLOR_SVD_SQRT.norm(dim=0).max()
+
+
+def to_valid_rgb(image: torch.Tensor, decorrelate: bool) -> torch.Tensor:
+    """(B, 3, H, W) unconstrained values -> colours in [0, 1] (optionally through decorrelated space)."""
+    if decorrelate:
+        image = torch.einsum("bchw,dc->bdhw", image, COLOR_CORRELATION.to(image))
+    return torch.sigmoid(image)
+
+
+class PixelParam(nn.Module):
+    """Each pixel is a free variable (the baseline without a frequency prior)."""
+
+    def __init__(self, seeds: list[int], size: int, std: float = 0.01, decorrelate: bool = False):
+        super().__init__()
+        rng = ImageRNG(seeds)
+        self.pixels = nn.Parameter(rng.normal(stream=1, shape=(3, size, size)) * std)
+        self.decorrelate = decorrelate
+
+    def forward(self) -> torch.Tensor:
+        return to_valid_rgb(self.pixels, self.decorrelate)
+
+
+def _rfft2d_freqs(h: int, w: int) -> np.ndarray:
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = np.fft.rfftfreq(w)[None, :]
+    return np.sqrt(fx * fx + fy * fy)
+
+
+class FourierParam(nn.Module):
+    """A spectrum scaled by 1/f^decay, inverse-FFT'd, colour-decorrelated and squashed to [0, 1]."""
+
+    def __init__(self, seeds: list[int], size: int, std: float = 0.01, decay: float = 1.0, decorrelate: bool = True):
+        super().__init__()
+        rng = ImageRNG(seeds)
+        freqs = _rfft2d_freqs(size, size)
+        scale = 1.0 / np.maximum(freqs, 1.0 / size) ** decay  # with norm="ortho", as lucid's sqrt(wh) scaling
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32)[None, None], persistent=False)
+        self.spectrum = nn.Parameter(rng.normal(stream=2, shape=(3, *freqs.shape, 2)) * std)
+        self.size = size
+        self.decorrelate = decorrelate
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.view_as_complex(self.spectrum) * self.scale
+        image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / 4.0
+        return to_valid_rgb(image, self.decorrelate)
+
+
+class GeneratorParam(nn.Module):
+    """Optimize the latent codes of a generator `G: (B, *latent_shape) -> (B, 3, H, W)`.
+
+    `output_range` is the range of G's outputs (e.g. (-1, 1) for tanh generators); images are mapped
+    to [0, 1] and resized to `size`. The generator's own weights stay fixed.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        seeds: list[int],
+        latent_shape: tuple[int, ...],
+        size: int,
+        std: float = 1.0,
+        output_range: tuple[float, float] = (-1.0, 1.0),
+    ):
+        super().__init__()
+        self.generator = generator.eval().requires_grad_(False)
+        self.latent = nn.Parameter(ImageRNG(seeds).normal(stream=3, shape=latent_shape) * std)
+        self.size = size
+        self.low, self.high = output_range
+
+    def forward(self) -> torch.Tensor:
+        image = self.generator(self.latent)
+        image = ((image - self.low) / (self.high - self.low)).clamp(0, 1)
+        if image.shape[-1] != self.size or image.shape[-2] != self.size:
+            image = F.interpolate(image, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return image
+
+
+PARAMS = {"fourier": FourierParam, "pixel": PixelParam}

@@ -1,0 +1,187 @@
+"""The optimization loop: many units at once, each image driven only by its own unit.
+
+One batch holds `per_unit` images for each of m units. Images are independent (eval-mode network,
+per-image objectives, element-wise Adam), so the batch can be cut into chunks of whole units to fit
+memory without changing the result; the parameterization runs once per step for the whole batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from tqdm.auto import tqdm
+
+from vizprobe.device import resolve_device
+from vizprobe.errors import VizprobeError
+from vizprobe.models import LoadedModel
+from vizprobe.synthesis import objectives as obj
+from vizprobe.synthesis import transforms as tf
+from vizprobe.synthesis.param import PARAMS, GeneratorParam
+from vizprobe.synthesis.rng import ImageRNG, image_seeds
+from vizprobe.units import LayerTap, Unit
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that determines a rendering; defaults are the paper's (Zimmermann et al. 2021)."""
+
+    steps: int = 2560
+    size: int = 224
+    per_unit: int = 9
+    lr: float = 0.05
+    param: str = "fourier"
+    decay: float = 1.0
+    transforms: str = "paper"
+    diversity: float = 1e2
+    l1: float = 0.0
+    l2: float = 0.0
+    tv: float = 0.0
+    blur: float = 0.0
+    negative: bool = False
+    objective: str = "channel"
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    # Adam(0.05), 2560 steps, 9 images per unit, Gram diversity 1e2, pad 16 + jitter/scale/rotate.
+    "paper": RenderSettings(),
+    # Minutes on a CPU: fewer steps, smaller images, lucid's standard transforms.
+    "quick": RenderSettings(steps=96, size=128, per_unit=4, transforms="standard", diversity=1.0),
+}
+
+
+def preset(name: str, **overrides) -> RenderSettings:
+    if name not in PRESETS:
+        raise VizprobeError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class Rendering:
+    """The images (B, 3, S, S) in [0, 1], grouped by unit, with each image's final activation."""
+
+    units: list[Unit]
+    images: torch.Tensor
+    unit_index: list[int]
+    seeds: list[int]
+    activations: torch.Tensor
+    settings: RenderSettings
+    seconds: float
+    history: list[float] = field(default_factory=list)  # mean objective per step
+
+    def unit_images(self, k: int) -> torch.Tensor:
+        return self.images[[i for i, u in enumerate(self.unit_index) if u == k]]
+
+    def unit_activations(self, k: int) -> torch.Tensor:
+        return self.activations[[i for i, u in enumerate(self.unit_index) if u == k]]
+
+
+def _objective(settings: RenderSettings, paths: list[str], chans: list[int], groups: list[int]) -> obj.Objective:
+    if settings.objective not in ("channel", "neuron"):
+        raise VizprobeError(f"unknown objective {settings.objective!r}; use channel or neuron")
+    main = obj.neurons(paths, chans) if settings.objective == "neuron" else obj.channels(paths, chans)
+    total = -main if settings.negative else main
+    if settings.diversity:
+        total = total + settings.diversity * obj.diversity(paths, groups)
+    for weight, penalty in [(settings.l1, obj.L1), (settings.l2, obj.L2), (settings.tv, obj.total_variation)]:
+        if weight:
+            total = total - weight * penalty()
+    if settings.blur:
+        total = total - settings.blur * obj.blur_input_each_step()
+    return total
+
+
+def _chunks(batch: int, per_unit: int, chunk_units: int) -> list[slice]:
+    step = per_unit * max(1, chunk_units)
+    return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
+
+
+def render(
+    model: LoadedModel,
+    units: list[Unit | str],
+    settings: RenderSettings | None = None,
+    *,
+    device: str | torch.device = "auto",
+    chunk_units: int | None = None,
+    generator: torch.nn.Module | None = None,
+    latent_shape: tuple[int, ...] | None = None,
+    progress: bool = True,
+) -> Rendering:
+    """Render `settings.per_unit` feature visualizations for every unit, all in one optimization.
+
+    `chunk_units` bounds how many units go through the network at once (default: all on a GPU, 4 on
+    the CPU). With `generator` (and its `latent_shape`), images come from a generator's latent codes.
+    """
+    settings = settings or PRESETS["quick"]
+    dev = resolve_device(device)
+    if dev != model.device:
+        model.net.to(dev)
+        model.device = dev
+    units = [Unit.parse(u) for u in units]
+    resolved = [model.resolve_unit(u) for u in units]
+    n = settings.per_unit
+    paths = [info.path for info, _ in resolved for _ in range(n)]
+    chans = [ch for _, ch in resolved for _ in range(n)]
+    groups = [k for k in range(len(units)) for _ in range(n)]
+    seeds = image_seeds(settings.seed, [str(u) for u in units], n)
+    batch = len(seeds)
+
+    if generator is not None:
+        if latent_shape is None:
+            raise VizprobeError("a generator parameterization needs latent_shape=(...) of its input")
+        param: torch.nn.Module = GeneratorParam(generator, seeds, latent_shape, settings.size)
+    elif settings.param in PARAMS:
+        kwargs = {"decay": settings.decay} if settings.param == "fourier" else {}
+        param = PARAMS[settings.param](seeds, settings.size, **kwargs)
+    else:
+        raise VizprobeError(f"unknown parameterization {settings.param!r}; use one of {', '.join(PARAMS)}")
+    param = param.to(dev)
+    if settings.transforms not in tf.PRESETS:
+        raise VizprobeError(f"unknown transforms {settings.transforms!r}; use one of {', '.join(tf.PRESETS)}")
+    transform = tf.compose(tf.PRESETS[settings.transforms]())
+    objective = _objective(settings, paths, chans, groups)
+    tap = LayerTap(model.net, sorted(objective.layers | set(paths)))
+    optimizer = torch.optim.Adam([p for p in param.parameters() if p.requires_grad], lr=settings.lr)
+    rng = ImageRNG(seeds)
+    chunks = _chunks(batch, n, chunk_units or (len(units) if dev.type == "cuda" else 4))
+    normalize = model.preprocessing.normalize
+
+    def chunk_objective(images: torch.Tensor, inputs: torch.Tensor, part: slice) -> torch.Tensor:
+        acts = tap(normalize(inputs))
+        sub = _objective(settings, paths[part], chans[part], [g - groups[part.start] for g in groups[part]])
+        return sub(obj.RenderState(acts, images, inputs))
+
+    history = []
+    started = time.perf_counter()
+    bar = tqdm(range(settings.steps), desc="render", unit="step", disable=not progress)
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        images = param()
+        leaf = images.detach().requires_grad_(True)
+        total = 0.0
+        for part in chunks:
+            inputs = transform(leaf[part], rng[part], step)
+            score = chunk_objective(leaf[part], inputs, part)
+            (-score.sum()).backward()
+            total += float(score.detach().sum())
+        images.backward(leaf.grad)
+        optimizer.step()
+        history.append(total / batch)
+        bar.set_postfix(objective=f"{history[-1]:.3g}", refresh=False)
+    bar.close()
+    seconds = time.perf_counter() - started
+
+    with torch.no_grad():
+        images = param().detach()
+        final = torch.cat([
+            obj.channels(paths[part], chans[part])(
+                obj.RenderState(tap(normalize(images[part])), images[part], images[part])
+            )
+            for part in chunks
+        ])  # fmt: skip
+    return Rendering(units, images.cpu(), groups, seeds, final.cpu(), settings, seconds, history)

@@ -1,0 +1,100 @@
+"""The visualizations directory, format `vizprobe-visualizations` version 1.
+
+    OUT/
+      visualizations.json   model, weights, settings, and per unit: its images (file, seed, final
+                            activation), their mean, and with a scan the unit's top-1 natural
+                            activation and the ratio mean/top-1
+      LAYER_CHANNEL/00.png  one PNG per image (size x size, RGB)
+
+Written to a temporary sibling folder and renamed into place, so OUT is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vizprobe.errors import VizprobeError
+from vizprobe.files import atomic_write_json, safe_name
+from vizprobe.synthesis.render import Rendering
+
+FORMAT = "vizprobe-visualizations"
+VERSION = 1
+INDEX = "visualizations.json"
+
+
+def to_pil(image) -> Image.Image:
+    """(3, H, W) float tensor in [0, 1] -> 8-bit RGB image."""
+    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None) -> dict:
+    """Write PNGs and the index for `rendering`; `scan` (a ScanResult) adds natural top-1 references."""
+    import vizprobe
+
+    out = Path(out)
+    if out.exists() and not (out / INDEX).is_file():
+        raise VizprobeError(f"--out {out} exists and is not a visualizations dir; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        units = []
+        for k, unit in enumerate(rendering.units):
+            folder = f"{safe_name(unit.layer)}_{unit.channel:04d}"
+            (staging / folder).mkdir()
+            rows = [i for i, u in enumerate(rendering.unit_index) if u == k]
+            images = []
+            for j, i in enumerate(rows):
+                name = f"{folder}/{j:02d}.png"
+                to_pil(rendering.images[i]).save(staging / name)
+                images.append({"file": name, "seed": rendering.seeds[i], "activation": float(rendering.activations[i])})
+            entry = {
+                "unit": str(unit),
+                "layer_path": model.layer(unit.layer).path,
+                "channel": unit.channel,
+                "images": images,
+                "mean_activation": float(np.mean([im["activation"] for im in images])),
+            }
+            if scan is not None:
+                top1 = scan.top(unit, 1)[0].activation
+                entry["natural_top1"] = top1
+                entry["ratio_to_natural_top1"] = entry["mean_activation"] / top1 if top1 else None
+            units.append(entry)
+        index = {
+            "format": FORMAT,
+            "version": VERSION,
+            "vizprobe_version": vizprobe.__version__,
+            "model": model.name,
+            "weights": model.weights,
+            "settings": rendering.settings.to_dict(),
+            "seconds": round(rendering.seconds, 2),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "units": units,
+        }
+        atomic_write_json(staging / INDEX, index)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return index
+
+
+def load_visualizations(path: str | Path) -> dict:
+    """The index of a visualizations dir, with `dir` set; checks the format version."""
+    path = Path(path)
+    if not (path / INDEX).is_file():
+        raise VizprobeError(f"{path} is not a visualizations dir (no {INDEX}); run `vizprobe visualize` first")
+    index = json.loads((path / INDEX).read_text())
+    if index.get("format") != FORMAT or index.get("version") != VERSION:
+        raise VizprobeError(f"{path / INDEX} is not {FORMAT} v{VERSION}; re-render with this vizprobe")
+    index["dir"] = str(path)
+    return index
