@@ -9,7 +9,7 @@ from vizprobe.models import load_model
 from vizprobe.scan import scan
 from vizprobe.scan.sheet import write_contact_sheets
 from vizprobe.synthesis import preset, render
-from vizprobe.synthesis.store import save_visualizations
+from vizprobe.synthesis.store import overview_sheet, save_visualizations
 
 # Units from several depths of EfficientNet-Lite0 (early, middle, late blocks).
 DEMO_LAYERS = ["_blocks.2", "_blocks.5", "_blocks.8", "_blocks.12"]
@@ -38,10 +38,12 @@ def run_demo(
     print("[3/3] feature visualizations (preset quick) for the demo units")
     rendering = render(loaded, DEMO_UNITS, preset("quick", steps=steps), progress=progress)
     index = save_visualizations(rendering, out / "visualizations", loaded, result)
+    overview_sheet(out / "visualizations", result).save(out / "overview.png")
     for entry in index["units"]:
         print(
             f"      {entry['unit']:14s} synthetic {entry['mean_activation']:6.3g}  "
             f"natural top-1 {entry['natural_top1']:6.3g}"
         )
     print(f"done: scan run dir {out / 'scan'}, sheets in {out / 'sheets'}, visualizations in {out / 'visualizations'}")
+    print(f"      overview (synthetic | natural top-4 per unit): {out / 'overview.png'}")
     return out

@@ -107,15 +107,16 @@ def render(
     settings: RenderSettings | None = None,
     *,
     device: str | torch.device = "auto",
-    chunk_units: int | None = None,
+    chunk_images: int | None = None,
     generator: torch.nn.Module | None = None,
     latent_shape: tuple[int, ...] | None = None,
     progress: bool = True,
 ) -> Rendering:
     """Render `settings.per_unit` feature visualizations for every unit, all in one optimization.
 
-    `chunk_units` bounds how many units go through the network at once (default: all on a GPU, 4 on
-    the CPU). With `generator` (and its `latent_shape`), images come from a generator's latent codes.
+    `chunk_images` bounds how many images go through the network at once, rounded to whole units
+    (default: 256 on a GPU, 16 on the CPU, where larger batches were slower). With `generator` (and
+    its `latent_shape`), images come from a generator's latent codes.
     """
     settings = settings or PRESETS["quick"]
     dev = resolve_device(device)
@@ -125,10 +126,14 @@ def render(
     units = [Unit.parse(u) for u in units]
     resolved = [model.resolve_unit(u) for u in units]
     n = settings.per_unit
-    paths = [info.path for info, _ in resolved for _ in range(n)]
-    chans = [ch for _, ch in resolved for _ in range(n)]
-    groups = [k for k in range(len(units)) for _ in range(n)]
-    seeds = image_seeds(settings.seed, [str(u) for u in units], n)
+    # Units of the same layer go through the network together, shallow layers first, so that each
+    # chunk's forward pass stops as early as its units allow.
+    depth = {info.path: rank for rank, info in enumerate(model.layers)}
+    order = sorted(range(len(units)), key=lambda k: depth[resolved[k][0].path])
+    paths = [resolved[k][0].path for k in order for _ in range(n)]
+    chans = [resolved[k][1] for k in order for _ in range(n)]
+    groups = [k for k in order for _ in range(n)]
+    seeds = [seed for k in order for seed in image_seeds(settings.seed, [str(units[k])], n)]
     batch = len(seeds)
 
     if generator is not None:
@@ -148,17 +153,40 @@ def render(
     tap = LayerTap(model.net, sorted(objective.layers | set(paths)))
     optimizer = torch.optim.Adam([p for p in param.parameters() if p.requires_grad], lr=settings.lr)
     rng = ImageRNG(seeds)
-    chunks = _chunks(batch, n, chunk_units or (len(units) if dev.type == "cuda" else 4))
-    normalize = model.preprocessing.normalize
+    chunk_images = chunk_images or (256 if dev.type == "cuda" else 16)
+    chunks = _chunks(batch, n, max(1, chunk_images // n))
+    memory_format = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
+
+    def normalize(images: torch.Tensor) -> torch.Tensor:
+        return model.preprocessing.normalize(images).contiguous(memory_format=memory_format)
 
     def chunk_objective(images: torch.Tensor, inputs: torch.Tensor, part: slice) -> torch.Tensor:
         acts = tap(normalize(inputs))
-        sub = _objective(settings, paths[part], chans[part], [g - groups[part.start] for g in groups[part]])
+        sub = _objective(settings, paths[part], chans[part], groups[part])
         return sub(obj.RenderState(acts, images, inputs))
 
     history = []
     started = time.perf_counter()
     bar = tqdm(range(settings.steps), desc="render", unit="step", disable=not progress)
+    model.net.to(memory_format=memory_format)  # channels-last: 1.5x faster forward + backward on the CPU
+    try:
+        images = _optimize(bar, param, optimizer, transform, rng, chunks, chunk_objective, history, batch)
+        with torch.no_grad():
+            final = torch.cat([
+                obj.channels(paths[part], chans[part])(
+                    obj.RenderState(tap(normalize(images[part])), images[part], images[part])
+                )
+                for part in chunks
+            ])  # fmt: skip
+    finally:
+        model.net.to(memory_format=torch.contiguous_format)
+        bar.close()
+    seconds = time.perf_counter() - started
+    return Rendering(units, images.cpu(), groups, seeds, final.cpu(), settings, seconds, history)
+
+
+def _optimize(bar, param, optimizer, transform, rng, chunks, chunk_objective, history, batch) -> torch.Tensor:
+    """The steps: the parameterization once for the whole batch, the network chunk by chunk."""
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         images = param()
@@ -173,15 +201,5 @@ def render(
         optimizer.step()
         history.append(total / batch)
         bar.set_postfix(objective=f"{history[-1]:.3g}", refresh=False)
-    bar.close()
-    seconds = time.perf_counter() - started
-
     with torch.no_grad():
-        images = param().detach()
-        final = torch.cat([
-            obj.channels(paths[part], chans[part])(
-                obj.RenderState(tap(normalize(images[part])), images[part], images[part])
-            )
-            for part in chunks
-        ])  # fmt: skip
-    return Rendering(units, images.cpu(), groups, seeds, final.cpu(), settings, seconds, history)
+        return param().detach()

@@ -98,3 +98,38 @@ def load_visualizations(path: str | Path) -> dict:
         raise VizprobeError(f"{path / INDEX} is not {FORMAT} v{VERSION}; re-render with this vizprobe")
     index["dir"] = str(path)
     return index
+
+
+def overview_sheet(vis_dir: str | Path, scan=None, thumb: int = 96, natural: int = 4):
+    """One row per unit: its synthetic images, then (with a scan) its top natural images."""
+    from PIL import ImageDraw, ImageFont, ImageOps
+
+    from vizprobe.images import load_rgb
+
+    index = load_visualizations(vis_dir)
+    per_unit = max(len(u["images"]) for u in index["units"])
+    cols = per_unit + (natural if scan is not None else 0)
+    label_w, pad, gap = 110, 4, 16
+    width = label_w + cols * (thumb + pad) + (gap if scan is not None else 0)
+    height = 20 + len(index["units"]) * (thumb + pad)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text((label_w, 4), "synthetic (feature visualizations)", fill="black", font=font)
+    if scan is not None:
+        draw.text((label_w + per_unit * (thumb + pad) + gap, 4), f"natural top-{natural}", fill="black", font=font)
+    for row, unit in enumerate(index["units"]):
+        y = 20 + row * (thumb + pad)
+        draw.text((4, y + thumb // 2 - 12), unit["unit"], fill="black", font=font)
+        draw.text((4, y + thumb // 2 + 2), f"act {unit['mean_activation']:.3g}", fill=(90, 90, 90), font=font)
+        for j, image in enumerate(unit["images"]):
+            with Image.open(Path(vis_dir) / image["file"]) as im:
+                canvas.paste(
+                    im.convert("RGB").resize((thumb, thumb), Image.Resampling.BICUBIC), (label_w + j * (thumb + pad), y)
+                )
+        if scan is not None:
+            x0 = label_w + per_unit * (thumb + pad) + gap
+            for j, exemplar in enumerate(scan.top(unit["unit"], natural)):
+                tile = ImageOps.fit(load_rgb(exemplar.path), (thumb, thumb), Image.Resampling.BICUBIC)
+                canvas.paste(tile, (x0 + j * (thumb + pad), y))
+    return canvas
