@@ -4,8 +4,10 @@ Both sides render the same 16 units of efficientnet-lite0 with the same paramete
 decorrelated colour), transforms (lucid's standard set), objective (channel + diversity), steps,
 image size and images per unit. The reference is lucent's `render_vis` loop: one unit per call, the
 whole network run forward on every step with a hook on the unit's layer. vizprobe puts all units in
-one optimization, stops each forward pass at the deepest layer its chunk needs, and groups units of
-a layer together. Sides alternate; medians are printed with the mean final activation of each.
+one optimization, stops each forward pass at the deepest layer its chunk needs, groups units of a
+layer together and uses channels-last memory ("vizprobe batched", float32); by default it also
+runs the network under bfloat16 autocast where the hardware supports it ("vizprobe (auto)"). Sides
+alternate; medians are printed with the mean final activation (float32) of each.
 
     python benchmarks/visualize.py [--steps 48] [--size 128] [--per-unit 4] [--repeats 2] [--device cpu]
 """
@@ -23,6 +25,7 @@ from vizprobe.synthesis import objectives as obj
 from vizprobe.synthesis import preset, render
 from vizprobe.synthesis import transforms as tf
 from vizprobe.synthesis.param import FourierParam
+from vizprobe.synthesis.render import resolve_precision
 from vizprobe.synthesis.rng import ImageRNG, image_seeds
 from vizprobe.units import channel_mean
 
@@ -61,9 +64,9 @@ def lucent_style(model, units, settings, device) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, torch.cat(finals)
 
 
-def batched(model, units, settings, device) -> tuple[float, torch.Tensor]:
+def batched(model, units, settings, device, precision="fp32") -> tuple[float, torch.Tensor]:
     start = time.perf_counter()
-    rendering = render(model, units, settings, device=device, progress=False)
+    rendering = render(model, units, settings, device=device, precision=precision, progress=False)
     finals = torch.cat([rendering.unit_activations(k) for k in range(len(units))])
     return time.perf_counter() - start, finals
 
@@ -79,13 +82,16 @@ def main() -> None:
     model = load_model("efficientnet-lite0", device=args.device)
     settings = preset("quick", steps=args.steps, size=args.size, per_unit=args.per_unit)
     n_images = len(UNITS) * settings.per_unit
-    times: dict[str, list[float]] = {"one unit at a time": [], "vizprobe batched": []}
+    sides = ["one unit at a time", "vizprobe batched", "vizprobe (auto)"]
+    times: dict[str, list[float]] = {side: [] for side in sides}
     finals = {}
     for rep in range(args.repeats):
-        order = list(times) if rep % 2 == 0 else list(reversed(times))
-        for side in order:
-            run = lucent_style if side == "one unit at a time" else batched
-            seconds, finals[side] = run(model, UNITS, settings, model.device)
+        for side in sides[rep % 3 :] + sides[: rep % 3]:  # rotate the order every repeat
+            if side == "one unit at a time":
+                seconds, finals[side] = lucent_style(model, UNITS, settings, model.device)
+            else:
+                precision = "fp32" if side == "vizprobe batched" else "auto"
+                seconds, finals[side] = batched(model, UNITS, settings, model.device, precision)
             times[side].append(seconds)
             print(f"  run {rep + 1} {side:18s} {n_images / seconds:6.2f} img/s ({seconds:.1f} s)")
     print(
@@ -93,9 +99,13 @@ def main() -> None:
         f"device {model.device}, torch threads {torch.get_num_threads()}"
     )
     rates = {side: statistics.median(n_images / t for t in ts) for side, ts in times.items()}
+    base = rates["one unit at a time"]
     for side in times:
-        print(f"{side:18s} {rates[side]:6.2f} img/s  mean final activation {finals[side].mean():.3f}")
-    print(f"ratio: {rates['vizprobe batched'] / rates['one unit at a time']:.2f}x")
+        print(
+            f"{side:18s} {rates[side]:6.2f} img/s  ratio {rates[side] / base:.2f}x  "
+            f"mean final activation {finals[side].mean():.3f}"
+        )
+    print(f"(auto precision here: {resolve_precision('auto', model.device)}; final activations in float32)")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     for unit in units:
         model.resolve_unit(unit)  # fail on a bad unit before any work
     scan = ScanResult.load(args.scan) if args.scan else None
-    rendering = render(model, units, settings, device=args.device, progress=not args.quiet)
+    rendering = render(model, units, settings, device=args.device, precision=args.precision, progress=not args.quiet)
     index = save_visualizations(rendering, args.out, model, scan)
     steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
     print(f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", default=None, choices=("fourier", "pixel"), help="parameterization (default fourier)")
     p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 where native")
     p.add_argument("--scan", default=None, help="scan run dir: record natural top-1 activations beside")
     p.add_argument("--out", required=True, help="visualizations dir")
     p.set_defaults(func=cmd_visualize)

@@ -61,6 +61,53 @@ def preset(name: str, **overrides) -> RenderSettings:
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bfloat16 autocast where the hardware has it natively (1.8x faster forward + backward
+    on this project's AVX512-BF16 CPU), else float32. Final activations are always measured in float32."""
+    if precision not in PRECISIONS:
+        raise VizprobeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+class _Float32Convs:
+    """Inside: strided depthwise convolutions run in float32 even under bfloat16 autocast.
+
+    oneDNN's bfloat16 backward for them was 10-20x slower than float32 on this project's CPU
+    (measured: 25 ms against 1.4 ms for a 5x5 stride-2 depthwise conv on 16 x 144 x 38 x 38).
+    """
+
+    def __init__(self, net: torch.nn.Module, enabled: bool):
+        self.modules = [
+            m
+            for m in net.modules()
+            if enabled and isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 and max(m.stride) > 1
+        ]
+
+    def __enter__(self) -> None:
+        for module in self.modules:
+            original = module.forward
+
+            def forward(x, original=original, device=module.weight.device.type):
+                with torch.autocast(device, enabled=False):
+                    return original(x.float())
+
+            module.forward = forward
+
+    def __exit__(self, *exc) -> None:
+        for module in self.modules:
+            del module.forward  # back to the class's forward
+
+
 @dataclass
 class Rendering:
     """The images (B, 3, S, S) in [0, 1], grouped by unit, with each image's final activation."""
@@ -73,6 +120,7 @@ class Rendering:
     settings: RenderSettings
     seconds: float
     history: list[float] = field(default_factory=list)  # mean objective per step
+    precision: str = "fp32"
 
     def unit_images(self, k: int) -> torch.Tensor:
         return self.images[[i for i, u in enumerate(self.unit_index) if u == k]]
@@ -110,13 +158,15 @@ def render(
     chunk_images: int | None = None,
     generator: torch.nn.Module | None = None,
     latent_shape: tuple[int, ...] | None = None,
+    precision: str = "auto",
     progress: bool = True,
 ) -> Rendering:
     """Render `settings.per_unit` feature visualizations for every unit, all in one optimization.
 
     `chunk_images` bounds how many images go through the network at once, rounded to whole units
     (default: 256 on a GPU, 16 on the CPU, where larger batches were slower). With `generator` (and
-    its `latent_shape`), images come from a generator's latent codes.
+    its `latent_shape`), images come from a generator's latent codes. `precision` is that of the
+    network during optimization (see `resolve_precision`).
     """
     settings = settings or PRESETS["quick"]
     dev = resolve_device(device)
@@ -160,8 +210,12 @@ def render(
     def normalize(images: torch.Tensor) -> torch.Tensor:
         return model.preprocessing.normalize(images).contiguous(memory_format=memory_format)
 
+    precision = resolve_precision(precision, dev)
+
     def chunk_objective(images: torch.Tensor, inputs: torch.Tensor, part: slice) -> torch.Tensor:
-        acts = tap(normalize(inputs))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            acts = tap(normalize(inputs))
+        acts = {path: value.float() for path, value in acts.items()}
         sub = _objective(settings, paths[part], chans[part], groups[part])
         return sub(obj.RenderState(acts, images, inputs))
 
@@ -170,7 +224,8 @@ def render(
     bar = tqdm(range(settings.steps), desc="render", unit="step", disable=not progress)
     model.net.to(memory_format=memory_format)  # channels-last: 1.5x faster forward + backward on the CPU
     try:
-        images = _optimize(bar, param, optimizer, transform, rng, chunks, chunk_objective, history, batch)
+        with _Float32Convs(model.net, precision == "bf16" and dev.type == "cpu"):
+            images = _optimize(bar, param, optimizer, transform, rng, chunks, chunk_objective, history, batch)
         with torch.no_grad():
             final = torch.cat([
                 obj.channels(paths[part], chans[part])(
@@ -182,7 +237,7 @@ def render(
         model.net.to(memory_format=torch.contiguous_format)
         bar.close()
     seconds = time.perf_counter() - started
-    return Rendering(units, images.cpu(), groups, seeds, final.cpu(), settings, seconds, history)
+    return Rendering(units, images.cpu(), groups, seeds, final.cpu(), settings, seconds, history, precision)
 
 
 def _optimize(bar, param, optimizer, transform, rng, chunks, chunk_objective, history, batch) -> torch.Tensor:

@@ -74,6 +74,7 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
             "model": model.name,
             "weights": model.weights,
             "settings": rendering.settings.to_dict(),
+            "precision": rendering.precision,
             "seconds": round(rendering.seconds, 2),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "units": units,
