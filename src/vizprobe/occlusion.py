@@ -1,0 +1,228 @@
+"""Occlusion sweeps: a unit's activation for every position of a square patch over an image.
+
+The patch is filled with the mean colour of the pixels it covers (quantized to 8 bits, so a saved
+PNG is exactly the image that was measured). One sweep measures every channel of a layer at once.
+The exact sweep evaluates all positions in batches, through an inference copy of the network that
+stops at the layer; the fast search evaluates a coarse grid and refines the best and worst
+candidates by pattern search at the fine stride, with far fewer forward passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vizprobe.device import default_batch_size
+from vizprobe.errors import VizprobeError
+from vizprobe.models import LoadedModel
+from vizprobe.models.optimize import ChannelMeans, checked_inference_copy
+
+
+def patch_size(image_size: int, frac: float = 0.4) -> int:
+    """Side of the square patch in pixels (the paper: 40 % of 224 px = 90 px)."""
+    size = int(round(frac * image_size))
+    if not 0 < size <= image_size:
+        raise VizprobeError(
+            f"patch fraction {frac} gives a {size} px patch on a {image_size} px image; use 0 < frac <= 1"
+        )
+    return size
+
+
+def grid(image_size: int, patch: int, stride: int) -> np.ndarray:
+    """Top-left offsets along one axis: 0, stride, ... up to image_size - patch (the paper: 68 of them)."""
+    if patch > image_size:
+        raise VizprobeError(f"patch of {patch} px does not fit in a {image_size} px image; lower --patch-frac")
+    return np.arange(0, image_size - patch + 1, stride)
+
+
+def patch_means(image: torch.Tensor, positions: torch.Tensor, patch: int) -> torch.Tensor:
+    """(N, 3) mean colour under each patch (positions (N, 2) as (y0, x0)), by an integral image."""
+    c, h, w = image.shape
+    integral = torch.zeros(c, h + 1, w + 1, dtype=torch.float64, device=image.device)
+    integral[:, 1:, 1:] = image.double().cumsum(1).cumsum(2)
+    y0, x0 = positions[:, 0], positions[:, 1]
+    y1, x1 = y0 + patch, x0 + patch
+    total = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
+    return (total / (patch * patch)).T.float()
+
+
+def occlude(image: torch.Tensor, positions: torch.Tensor, patch: int) -> torch.Tensor:
+    """(N, 3, H, W): `image` (3, H, W) in [0, 1] with the patch at each position filled by its mean colour."""
+    positions = positions.to(image.device)
+    fill = torch.round(patch_means(image, positions, patch) * 255) / 255  # (N, 3), 8-bit exact
+    _, h, w = image.shape
+    rows = torch.arange(h, device=image.device)
+    cols = torch.arange(w, device=image.device)
+    inside_y = (rows[None] >= positions[:, :1]) & (rows[None] < positions[:, :1] + patch)  # (N, H)
+    inside_x = (cols[None] >= positions[:, 1:]) & (cols[None] < positions[:, 1:] + patch)  # (N, W)
+    mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # (N, 1, H, W)
+    return torch.where(mask, fill[:, :, None, None], image[None])
+
+
+@dataclass
+class OcclusionMap:
+    """Activations (channels, ny, nx) for patch offsets `ys` x `xs`; `base` is the unoccluded activation."""
+
+    activations: np.ndarray
+    ys: np.ndarray
+    xs: np.ndarray
+    patch: int
+    channels: list[int]
+    base: np.ndarray
+
+    def channel(self, channel: int) -> np.ndarray:
+        return self.activations[self.channels.index(channel)]
+
+    def extreme(self, channel: int, highest: bool) -> tuple[int, int, float]:
+        """(y0, x0, activation) of the position with the highest (or lowest) activation; first on ties."""
+        values = self.channel(channel)
+        flat = int(np.argmax(values) if highest else np.argmin(values))
+        iy, ix = divmod(flat, values.shape[1])
+        return int(self.ys[iy]), int(self.xs[ix]), float(values[iy, ix])
+
+
+@dataclass
+class SearchResult:
+    """Extreme positions per channel found by the fast search, and how many images it evaluated."""
+
+    best: dict[int, tuple[int, int, float]]
+    worst: dict[int, tuple[int, int, float]]
+    evaluations: int
+
+
+class Occluder:
+    """Measures occluded copies of images on one layer of a model, in batches.
+
+    The network is an inference copy (batch norms folded) cut after `layer`, in channels-last on
+    the CPU; `compile=True` adds `torch.compile`, which pays off over a few thousand images.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        layer: str,
+        *,
+        batch_size: int | None = None,
+        optimize: bool = True,
+        compile: bool = False,
+    ):
+        from vizprobe.models.optimize import compile_or_eager
+
+        self.model = model
+        self.info = model.layer(layer)
+        self.batch_size = batch_size or (2 * default_batch_size(model.device))
+        net = model.net
+        if optimize:
+            net = checked_inference_copy(net, [self.info.path], model.preprocessing.crop, model.device)
+        self.channels_last = model.device.type == "cpu"
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last) if optimize else net
+        self.forward: torch.nn.Module = ChannelMeans(net, [self.info.path])
+        self.compiled = False
+        if compile:
+            size = model.preprocessing.crop
+            example = torch.zeros(self.batch_size, 3, size, size, device=model.device)
+            self.forward, self.compiled = compile_or_eager(self.forward, self._prepare(example))
+
+    def _prepare(self, pixels: torch.Tensor) -> torch.Tensor:
+        batch = self.model.preprocessing.normalize(pixels)
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+    @torch.inference_mode()
+    def activations(self, image: torch.Tensor, positions: torch.Tensor, patch: int) -> torch.Tensor:
+        """(N, C) activations of every channel of the layer for the image occluded at each position."""
+        image = image.to(self.model.device)
+        out = []
+        for start in range(0, len(positions), self.batch_size):
+            chunk = positions[start : start + self.batch_size]
+            batch = occlude(image, chunk, patch)
+            if self.compiled and len(chunk) < self.batch_size:  # one static shape
+                batch = torch.cat([batch, batch[:1].expand(self.batch_size - len(chunk), -1, -1, -1)])
+            out.append(self.forward(self._prepare(batch))[0][: len(chunk)].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.info.channels)
+
+    @torch.inference_mode()
+    def base(self, image: torch.Tensor) -> torch.Tensor:
+        """(C,) activations of the unoccluded image."""
+        return self.forward(self._prepare(image[None].to(self.model.device)))[0][0].float().cpu()
+
+    def sweep(self, image: torch.Tensor, channels: list[int], patch_frac: float = 0.4, stride: int = 2) -> OcclusionMap:
+        """Exact: every position of the stride grid."""
+        _, h, w = image.shape
+        patch = patch_size(min(h, w), patch_frac)
+        ys, xs = grid(h, patch, stride), grid(w, patch, stride)
+        positions = torch.cartesian_prod(torch.from_numpy(ys), torch.from_numpy(xs))
+        acts = self.activations(image, positions, patch)[:, channels]  # (ny*nx, U)
+        maps = acts.T.reshape(len(channels), len(ys), len(xs)).numpy()
+        return OcclusionMap(maps, ys, xs, patch, list(channels), self.base(image)[channels].numpy())
+
+    def search(
+        self,
+        image: torch.Tensor,
+        channels: list[int],
+        patch_frac: float = 0.4,
+        stride: int = 2,
+        coarse: int = 8,
+        candidates: int = 5,
+        radius: int = 4,
+    ) -> SearchResult:
+        """Fast: see `coarse_to_fine`; about 500 positions per channel instead of 4624."""
+        _, h, w = image.shape
+        patch = patch_size(min(h, w), patch_frac)
+        ys, xs = grid(h, patch, stride), grid(w, patch, stride)
+
+        def evaluate(points: list[tuple[int, int]]) -> torch.Tensor:
+            return self.activations(image, torch.tensor(points), patch)
+
+        return coarse_to_fine(evaluate, ys, xs, channels, coarse=coarse, candidates=candidates, radius=radius)
+
+
+def coarse_to_fine(
+    evaluate,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    channels: list[int],
+    coarse: int = 8,
+    candidates: int = 5,
+    radius: int = 4,
+) -> SearchResult:
+    """Extreme positions of each channel's occlusion map without measuring the whole map.
+
+    `evaluate(points)` returns (N, C) activations for (y0, x0) points of the fine grid `ys` x `xs`.
+    Measures a coarse grid (every `coarse` px, edges included), then every fine position within
+    `radius` px of the `candidates` highest and lowest coarse points of each channel, and returns
+    the best measured. Occlusion maps are smooth at the scale of a 90 px patch, which is what makes
+    this work (its hit rate is measured in benchmarks/occlusion.py).
+    """
+    fine = {(int(y), int(x)) for y in ys for x in xs}
+    ystep = int(ys[1] - ys[0]) if len(ys) > 1 else 1
+    coarse = max(ystep, coarse - coarse % ystep)
+    cy = np.unique(np.append(ys[:: coarse // ystep], ys[-1]))
+    cx = np.unique(np.append(xs[:: coarse // ystep], xs[-1]))
+    seen: dict[tuple[int, int], torch.Tensor] = {}
+
+    def measure(points) -> None:
+        new = sorted({p for p in points if p not in seen})
+        if new:
+            for p, row in zip(new, evaluate(new), strict=True):
+                seen[p] = row
+
+    measure((int(y), int(x)) for y in cy for x in cx)
+    offsets = range(-radius, radius + 1)
+    wanted = set()
+    for c in channels:
+        ranked = sorted(seen, key=lambda p, c=c: (float(seen[p][c]), p))
+        for y, x in ranked[:candidates] + ranked[-candidates:]:
+            wanted |= {(y + dy, x + dx) for dy in offsets for dx in offsets} & fine
+    measure(wanted)
+    best = {}
+    worst = {}
+    for c in channels:
+        # Ties go to the first position in (y0, x0) order, as in OcclusionMap.extreme.
+        hi = max(seen, key=lambda p, c=c: (float(seen[p][c]), -p[0], -p[1]))
+        lo = min(seen, key=lambda p, c=c: (float(seen[p][c]), p[0], p[1]))
+        best[c] = (*hi, float(seen[hi][c]))
+        worst[c] = (*lo, float(seen[lo][c]))
+    return SearchResult(best, worst, len(seen))
