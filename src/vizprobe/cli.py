@@ -111,6 +111,45 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranks(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high)
+    except ValueError:
+        raise VizprobeError(f"bad rank range {text!r}: write FIRST-LAST, e.g. 21-200") from None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from vizprobe.scan import ScanResult
+    from vizprobe.stimuli import BuildSettings, build_stimuli
+    from vizprobe.stimuli.units import sample_units
+
+    scan = ScanResult.load(args.scan)
+    if bool(args.units) == bool(args.sample_units):
+        raise VizprobeError("pass either --units L:C,... or --sample-units N")
+    units = _csv(args.units) if args.units else sample_units(scan, args.sample_units, seed=args.seed)
+    settings = BuildSettings(
+        conditions=tuple(_csv(args.conditions)),
+        tasks_per_condition=args.tasks_per_condition,
+        image_sets=args.image_sets,
+        query_ranks=_ranks(args.query_ranks),
+        reference_ranks=_ranks(args.reference_ranks),
+        patch_frac=args.patch_frac,
+        stride=args.stride,
+        search=args.search,
+        seed=args.seed,
+    )
+    manifest = build_stimuli(scan, units, args.out, args.visualizations, settings, device=args.device,
+                             progress=not args.quiet)  # fmt: skip
+    kinds = {k: sum(t["kind"] == k for t in manifest["trials"]) for k in ("main", "catch", "practice")}
+    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    print(
+        f"stimulus package {args.out}: {len(manifest['units'])} units, trials: {counts}, "
+        f"{len(manifest['tasks'])} tasks, {len(manifest['images'])} images"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
@@ -167,6 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scan", default=None, help="scan run dir: record natural top-1 activations beside")
     p.add_argument("--out", required=True, help="visualizations dir")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("build", help="build a stimulus package (trials, references, tasks)")
+    p.add_argument("--scan", required=True, help="scan run dir")
+    p.add_argument("--visualizations", default=None, help="visualizations dir (for synthetic and mixed)")
+    p.add_argument("--units", default=None, help="comma-separated LAYER:CHANNEL")
+    p.add_argument("--sample-units", type=int, default=None, help="or: sample N units from the scanned layers")
+    p.add_argument("--conditions", default="synthetic,natural,mixed,blur,none")
+    p.add_argument("--tasks-per-condition", type=int, default=50)
+    p.add_argument("--image-sets", type=int, default=10)
+    p.add_argument("--query-ranks", default="1-20")
+    p.add_argument("--reference-ranks", default="21-200")
+    p.add_argument("--patch-frac", type=float, default=0.4)
+    p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--search", default="exact", choices=("exact", "fast"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--out", required=True, help="stimulus package dir")
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults")
     p.add_argument("--out", default="demo-output")

@@ -48,17 +48,23 @@ def patch_means(image: torch.Tensor, positions: torch.Tensor, patch: int) -> tor
     return (total / (patch * patch)).T.float()
 
 
-def occlude(image: torch.Tensor, positions: torch.Tensor, patch: int) -> torch.Tensor:
-    """(N, 3, H, W): `image` (3, H, W) in [0, 1] with the patch at each position filled by its mean colour."""
+def occlude(
+    image: torch.Tensor, positions: torch.Tensor, patch: int, source: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N, 3, H, W): `image` (3, H, W) in [0, 1] with the patch at each position filled by its mean
+    colour, or, given `source` (3, H, W), by the pixels of `source` there (a "retention" image)."""
     positions = positions.to(image.device)
-    fill = torch.round(patch_means(image, positions, patch) * 255) / 255  # (N, 3), 8-bit exact
+    if source is not None:
+        fill = source.to(image.device)[None]
+    else:
+        fill = (torch.round(patch_means(image, positions, patch) * 255) / 255)[:, :, None, None]  # 8-bit exact
     _, h, w = image.shape
     rows = torch.arange(h, device=image.device)
     cols = torch.arange(w, device=image.device)
     inside_y = (rows[None] >= positions[:, :1]) & (rows[None] < positions[:, :1] + patch)  # (N, H)
     inside_x = (cols[None] >= positions[:, 1:]) & (cols[None] < positions[:, 1:] + patch)  # (N, W)
     mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # (N, 1, H, W)
-    return torch.where(mask, fill[:, :, None, None], image[None])
+    return torch.where(mask, fill, image[None])
 
 
 @dataclass
@@ -131,13 +137,16 @@ class Occluder:
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
     @torch.inference_mode()
-    def activations(self, image: torch.Tensor, positions: torch.Tensor, patch: int) -> torch.Tensor:
-        """(N, C) activations of every channel of the layer for the image occluded at each position."""
+    def activations(
+        self, image: torch.Tensor, positions: torch.Tensor, patch: int, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N, C) activations of every channel of the layer for the image occluded at each position
+        (or, with `source`, for `image` with the patch taken from `source`; see `occlude`)."""
         image = image.to(self.model.device)
         out = []
         for start in range(0, len(positions), self.batch_size):
             chunk = positions[start : start + self.batch_size]
-            batch = occlude(image, chunk, patch)
+            batch = occlude(image, chunk, patch, source)
             if self.compiled and len(chunk) < self.batch_size:  # one static shape
                 batch = torch.cat([batch, batch[:1].expand(self.batch_size - len(chunk), -1, -1, -1)])
             out.append(self.forward(self._prepare(batch))[0][: len(chunk)].float().cpu())
@@ -146,7 +155,10 @@ class Occluder:
     @torch.inference_mode()
     def base(self, image: torch.Tensor) -> torch.Tensor:
         """(C,) activations of the unoccluded image."""
-        return self.forward(self._prepare(image[None].to(self.model.device)))[0][0].float().cpu()
+        batch = image[None].to(self.model.device)
+        if self.compiled:
+            batch = batch.expand(self.batch_size, -1, -1, -1)
+        return self.forward(self._prepare(batch))[0][0].float().cpu()
 
     def sweep(self, image: torch.Tensor, channels: list[int], patch_frac: float = 0.4, stride: int = 2) -> OcclusionMap:
         """Exact: every position of the stride grid."""
@@ -167,6 +179,7 @@ class Occluder:
         coarse: int = 8,
         candidates: int = 5,
         radius: int = 4,
+        source: torch.Tensor | None = None,
     ) -> SearchResult:
         """Fast: see `coarse_to_fine`; about 500 positions per channel instead of 4624."""
         _, h, w = image.shape
@@ -174,7 +187,7 @@ class Occluder:
         ys, xs = grid(h, patch, stride), grid(w, patch, stride)
 
         def evaluate(points: list[tuple[int, int]]) -> torch.Tensor:
-            return self.activations(image, torch.tensor(points), patch)
+            return self.activations(image, torch.tensor(points), patch, source)
 
         return coarse_to_fine(evaluate, ys, xs, channels, coarse=coarse, candidates=candidates, radius=radius)
 

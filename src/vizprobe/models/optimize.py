@@ -143,6 +143,12 @@ def compile_or_eager(module: nn.Module, example: torch.Tensor) -> tuple[nn.Modul
     Compilation needs a C++ compiler and costs seconds (cached on disk by inductor across runs),
     and pays off from a few hundred images on; any failure falls back to eager mode.
     """
+    import torch._dynamo
+
+    # Every compiled tap (a layer, a batch size) is one more specialization of the same code.
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 64))
     try:
         compiled = torch.compile(module, dynamic=False)
         with torch.inference_mode():

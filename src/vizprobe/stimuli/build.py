@@ -1,0 +1,293 @@
+"""Building a stimulus package: queries, occluded options, references per condition, catch and
+practice trials, and balanced per-participant task lists (Zimmermann et al. 2021)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.functional import gaussian_blur
+from tqdm.auto import tqdm
+
+from vizprobe.errors import VizprobeError
+from vizprobe.files import safe_name
+from vizprobe.images import load_rgb
+from vizprobe.models import LoadedModel, load_model
+from vizprobe.occlusion import Occluder, grid, occlude, patch_size
+from vizprobe.scan import ScanResult
+from vizprobe.stimuli.manifest import CONDITIONS, MANIFEST, SCHEMA_VERSION, dumps, sha256, validate
+from vizprobe.synthesis.store import load_visualizations
+from vizprobe.units import Unit
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Every number of the paper's stimuli, as a parameter with the paper's default."""
+
+    conditions: tuple[str, ...] = CONDITIONS
+    tasks_per_condition: int = 50
+    image_sets: int = 10
+    query_ranks: tuple[int, int] = (1, 20)
+    reference_ranks: tuple[int, int] = (21, 200)
+    references: int = 9
+    mixed_natural: int = 5
+    patch_frac: float = 0.4
+    stride: int = 2
+    search: str = "exact"
+    catch_per_task: int = 3
+    practice_trials: int = 3
+    blur_kernel: int = 21
+    seed: int = 0
+
+
+def _rng(seed: int, *keys: str | int) -> np.random.Generator:
+    return np.random.default_rng([seed, *(zlib.crc32(str(k).encode()) for k in keys)])
+
+
+def _to_pixels(model: LoadedModel, path: Path) -> torch.Tensor:
+    return model.preprocessing.to_pixels(load_rgb(path)).permute(2, 0, 1).float() / 255
+
+
+def _save(staging: Path, rel: str, pixels: torch.Tensor) -> str:
+    target = staging / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        array = (pixels.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        Image.fromarray(array).save(target, optimize=False)
+    return rel
+
+
+def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: BuildSettings) -> None:
+    unknown = [c for c in s.conditions if c not in CONDITIONS]
+    if unknown:
+        raise VizprobeError(f"unknown condition {unknown[0]!r}; use some of {', '.join(CONDITIONS)}")
+    if s.search not in ("exact", "fast"):
+        raise VizprobeError(f"--search {s.search}: use exact or fast")
+    needed = max(s.reference_ranks[1], s.query_ranks[1])
+    if s.query_ranks[1] - s.query_ranks[0] + 1 < s.image_sets:
+        raise VizprobeError(
+            f"{s.image_sets} image sets need {s.image_sets} query ranks, --query-ranks gives "
+            f"{s.query_ranks[1] - s.query_ranks[0] + 1}; widen them or lower --image-sets"
+        )
+    if s.reference_ranks[1] - s.reference_ranks[0] + 1 < s.references or s.reference_ranks[0] <= s.query_ranks[1]:
+        raise VizprobeError("--reference-ranks must lie below --query-ranks and hold at least 9 ranks")
+    n_valid = int(scan.meta.get("n_scanned", len(scan.images)))
+    if n_valid < needed + s.references:
+        raise VizprobeError(
+            f"the scan ranks {n_valid} images, but ranks up to {needed} plus {s.references} bottom exemplars "
+            f"are needed; scan more images or lower --reference-ranks"
+        )
+    synthetic_needed = max(
+        s.references if "synthetic" in s.conditions else 0,
+        s.references - s.mixed_natural if "mixed" in s.conditions else 0,
+    )
+    for unit in units:
+        scan.layer(unit.layer)  # raises for a layer not in the scan
+        if synthetic_needed:
+            if vis is None:
+                raise VizprobeError("conditions synthetic/mixed need --visualizations VIS_DIR (vizprobe visualize)")
+            entry = next((u for u in vis["units"] if u["unit"] == str(unit)), None)
+            if entry is None:
+                raise VizprobeError(
+                    f"unit {unit} has no visualizations in {vis['dir']}; render it with vizprobe visualize"
+                )
+            if len(entry["images"]) < synthetic_needed:
+                raise VizprobeError(
+                    f"unit {unit} has {len(entry['images'])} visualizations, {synthetic_needed} are needed; "
+                    f"render with --per-unit {synthetic_needed}"
+                )
+
+
+def build_stimuli(
+    scan: ScanResult | str | Path,
+    units: list[Unit | str],
+    out: str | Path,
+    visualizations: str | Path | None = None,
+    settings: BuildSettings | None = None,
+    *,
+    model: LoadedModel | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Write a stimulus package to `out` (via a temporary folder) and return its manifest."""
+    s = settings or BuildSettings()
+    scan = scan if isinstance(scan, ScanResult) else ScanResult.load(scan)
+    vis = load_visualizations(visualizations) if visualizations else None
+    units = [Unit.parse(u) for u in units]
+    _check_inputs(scan, vis, units, s)
+    if model is None:
+        weights = scan.meta.get("weights")
+        model = load_model(scan.model, weights=weights if weights and Path(weights).is_file() else None, device=device)
+    out = Path(out)
+    if out.exists() and not (out / MANIFEST).is_file():
+        raise VizprobeError(f"--out {out} exists and is not a stimulus package; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = _build(scan, vis, units, staging, s, model, progress)
+        manifest["images"] = {p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*.png"))}
+        validate(manifest)
+        (staging / MANIFEST).write_text(dumps(manifest))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel, progress: bool) -> dict:
+    size = model.preprocessing.crop
+    patch = patch_size(size, s.patch_frac)
+    grid(size, patch, s.stride)  # raises when the patch does not fit
+    occluders: dict[str, Occluder] = {}
+    trials, unit_entries, catch_ids, tags = [], [], {}, {}
+    practice_pool = []
+    bar = tqdm(total=len(units) * s.image_sets, desc="build", unit="query", disable=not progress)
+    for unit in units:
+        info, channel = model.resolve_unit(Unit(scan.layer(unit.layer).path, unit.channel))
+        layer_path = info.path
+        if layer_path not in occluders:
+            occluders[layer_path] = Occluder(
+                model, layer_path, compile=s.search == "exact" and model.device.type == "cpu"
+            )
+        occluder = occluders[layer_path]
+        unit_entries.append({"unit": str(unit), "layer": layer_path, "channel": channel})
+        tag = f"{safe_name(layer_path)}_{channel:04d}"
+        tags[str(unit)] = tag
+        rng = _rng(s.seed, str(unit))
+        ranked = scan.top(unit, s.reference_ranks[1])
+        bottom = scan.bottom(unit, s.references)
+        q0, q1 = s.query_ranks
+        query_ranks = sorted(rng.choice(np.arange(q0, q1 + 1), size=s.image_sets, replace=False).tolist())
+        bins = np.array_split(np.arange(s.reference_ranks[0], s.reference_ranks[1] + 1), s.references)
+        synthetic = []
+        if vis is not None:
+            entry = next((u for u in vis["units"] if u["unit"] == str(unit)), None)
+            for j, image in enumerate(entry["images"] if entry else []):
+                with Image.open(Path(vis["dir"]) / image["file"]) as im:
+                    rel = f"{tag}/synthetic/{j:02d}.png"
+                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                    im.convert("RGB").save(staging / rel)
+                synthetic.append(rel)
+        blurred_cache: dict[int, str] = {}
+        for image_set, rank in enumerate(query_ranks):
+            query = _to_pixels(model, ranked[rank - 1].path)
+            base = _save(staging, f"{tag}/set{image_set:02d}/query.png", query)
+            trial_id = f"{tag}-set{image_set:02d}"
+            activation_map = None
+            if s.search == "exact":
+                result = occluder.sweep(query, [channel], s.patch_frac, s.stride)
+                (hy, hx, high), (ly, lx, low) = result.extreme(channel, True), result.extreme(channel, False)
+                activation_map = f"{tag}/set{image_set:02d}/activation_map.npy"
+                np.save(staging / activation_map, result.channel(channel).astype(np.float32))
+            else:
+                found = occluder.search(query, [channel], s.patch_frac, s.stride)
+                (hy, hx, high), (ly, lx, low) = found.best[channel], found.worst[channel]
+            positions = torch.tensor([[hy, hx], [ly, lx]])
+            occluded = occlude(query, positions, patch)
+            option_a = {"image": _save(staging, f"{tag}/set{image_set:02d}/max.png", occluded[0]),
+                        "patch": [hx, hy, patch], "activation": high}  # fmt: skip
+            option_b = {"image": _save(staging, f"{tag}/set{image_set:02d}/min.png", occluded[1]),
+                        "patch": [lx, ly, patch], "activation": low}  # fmt: skip
+            trial_rng = _rng(s.seed, trial_id)
+            flip = bool(trial_rng.integers(2))
+            options = [option_b, option_a] if flip else [option_a, option_b]
+            ref_ranks = [int(trial_rng.choice(b)) for b in bins]
+            natural = [
+                _save(staging, f"{tag}/natural/{r:04d}.png", _to_pixels(model, ranked[r - 1].path)) for r in ref_ranks
+            ]
+            references = {}
+            if "natural" in s.conditions:
+                references["natural"] = natural
+            if "synthetic" in s.conditions:
+                references["synthetic"] = synthetic[: s.references]
+            if "mixed" in s.conditions:
+                references["mixed"] = natural[: s.mixed_natural] + synthetic[: s.references - s.mixed_natural]
+            if "blur" in s.conditions:
+                blurred = []
+                for r in ref_ranks:
+                    if r not in blurred_cache:
+                        blurred_cache[r] = _blur_reference(
+                            occluder, model, ranked[r - 1].path, channel, s, staging, f"{tag}/blur/{r:04d}.png"
+                        )
+                    blurred.append(blurred_cache[r])
+                references["blur"] = blurred
+            if "none" in s.conditions:
+                references["none"] = []
+            trial = {"trial_id": trial_id, "unit": str(unit), "image_set": image_set, "kind": "main",
+                     "base_image": base, "options": options, "correct": 1 if flip else 0,
+                     "references": references}  # fmt: skip
+            if activation_map:
+                trial["activation_map"] = activation_map
+            trials.append(trial)
+            # Catch: the query with its least harmful occlusion against a bottom exemplar of the unit.
+            for kind, pick in (("catch", image_set % len(bottom)), ("practice", (image_set + 1) % len(bottom))):
+                weak = bottom[pick]
+                weak_rel = _save(staging, f"{tag}/bottom/{weak.rank:04d}.png", _to_pixels(model, weak.path))
+                catch_first = bool(_rng(s.seed, kind, trial_id).integers(2))
+                strong = {"image": option_a["image"], "patch": option_a["patch"], "activation": high}
+                weak_option = {"image": weak_rel, "patch": None, "activation": weak.activation}
+                pair = [strong, weak_option] if catch_first else [weak_option, strong]
+                extra = dict(trial, trial_id=f"{kind}-{trial_id}", kind=kind, options=pair,
+                             correct=0 if catch_first else 1)  # fmt: skip
+                extra.pop("activation_map", None)
+                if kind == "catch":
+                    trials.append(extra)
+                    catch_ids.setdefault(str(unit), []).append(extra["trial_id"])
+                else:
+                    practice_pool.append(extra)
+            bar.update(1)
+    bar.close()
+    practice = [practice_pool[i] for i in range(0, len(practice_pool), max(1, s.image_sets))][: s.practice_trials]
+    trials.extend(practice)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model.name,
+        "image_size": size,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items()},
+        "units": unit_entries,
+        "trials": trials,
+        "practice_trial_ids": [t["trial_id"] for t in practice],
+        "tasks": _tasks(units, tags, catch_ids, s),
+        "images": {},
+    }
+
+
+def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: Path, rel: str) -> str:
+    """The reference blurred everywhere except the square whose retention activates the unit most."""
+    if (staging / rel).exists():
+        return rel
+    pixels = _to_pixels(model, path)
+    blurred = gaussian_blur(pixels, [s.blur_kernel, s.blur_kernel])
+    found = occluder.search(blurred, [channel], s.patch_frac, s.stride, source=pixels)
+    y, x, _ = found.best[channel]
+    patch = patch_size(pixels.shape[-1], s.patch_frac)
+    return _save(staging, rel, occlude(blurred, torch.tensor([[y, x]]), patch, source=pixels)[0])
+
+
+def _tasks(units: list[Unit], tags: dict[str, str], catch_ids: dict[str, list[str]], s: BuildSettings) -> list[dict]:
+    """Per condition, tasks with one main trial per unit and `catch_per_task` catch trials, shuffled.
+    Image sets rotate across tasks, so each (unit, image set) appears equally often (exactly when
+    the number of tasks is a multiple of the number of image sets, else within one)."""
+    tasks = []
+    for condition in s.conditions:
+        rng = _rng(s.seed, "tasks", condition)
+        offsets = rng.integers(0, s.image_sets, len(units))
+        for t in range(s.tasks_per_condition):
+            main = [f"{tags[str(unit)]}-set{int((t + offsets[u]) % s.image_sets):02d}" for u, unit in enumerate(units)]
+            chosen = rng.choice(len(units), size=min(s.catch_per_task, len(units)), replace=False)
+            catch = [catch_ids[str(units[i])][int(rng.integers(s.image_sets))] for i in sorted(chosen)]
+            trial_ids = main + catch
+            order = rng.permutation(len(trial_ids))
+            tasks.append(
+                {"task_id": f"{condition}-{t:03d}", "condition": condition, "trial_ids": [trial_ids[i] for i in order]}
+            )
+    return tasks

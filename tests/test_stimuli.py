@@ -1,0 +1,152 @@
+"""Stimulus packages built from the real scan, real visualizations and the real model."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vizprobe.errors import VizprobeError
+from vizprobe.stimuli import BuildSettings, build_stimuli, load_manifest
+from vizprobe.synthesis import preset, render
+from vizprobe.synthesis.store import save_visualizations
+
+UNITS = ["_blocks.5:10", "block8:12", "_blocks.12:7"]
+
+
+@pytest.fixture(scope="module")
+def visualizations(tmp_path_factory, lite0):
+    rendering = render(lite0, UNITS, preset("quick", per_unit=9, steps=6, size=64), device="cpu", progress=False)
+    out = tmp_path_factory.mktemp("vis") / "vis"
+    save_visualizations(rendering, out, lite0)
+    return out
+
+
+SETTINGS = BuildSettings(image_sets=2, tasks_per_condition=4, stride=16)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory, imagenet_scan, visualizations, lite0):
+    scan, _ = imagenet_scan
+    out = tmp_path_factory.mktemp("stimuli") / "pkg"
+    build_stimuli(scan, UNITS, out, visualizations, SETTINGS, model=lite0, progress=False)
+    return out
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_manifest_validates_and_images_match_their_hashes(package):
+    manifest = load_manifest(package, check_images=True)
+    assert manifest["schema_version"] == 1 and manifest["image_size"] == 224
+    assert [u["unit"] for u in manifest["units"]] == UNITS
+    assert manifest["units"][1]["layer"] == "_blocks.8" and manifest["units"][1]["channel"] == 12
+    kinds = Counter(t["kind"] for t in manifest["trials"])
+    assert kinds["main"] == 3 * 2 and kinds["catch"] == 3 * 2 and kinds["practice"] == 3
+    assert len(manifest["practice_trial_ids"]) == 3
+
+
+def test_options_are_occluded_where_the_manifest_says(package):
+    manifest = load_manifest(package)
+    for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
+        base = pixels(package / trial["base_image"])
+        for option in trial["options"]:
+            x0, y0, size = option["patch"]
+            assert size == 90
+            image = pixels(package / option["image"])
+            inside = np.zeros(base.shape[:2], dtype=bool)
+            inside[y0 : y0 + size, x0 : x0 + size] = True
+            assert (image[~inside] == base[~inside]).all()
+            patch = image[inside]
+            assert (patch == patch[0]).all()  # one colour: the patch's mean
+            assert np.abs(patch[0] - base[inside].mean(axis=0)).max() <= 1
+        assert trial["options"][trial["correct"]]["activation"] >= trial["options"][1 - trial["correct"]]["activation"]
+
+
+def test_options_are_the_extremes_of_the_saved_activation_map(package):
+    manifest = load_manifest(package)
+    for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
+        activation_map = np.load(package / trial["activation_map"])
+        assert activation_map.shape == (9, 9)  # stride 16 over 134 px of offsets
+        high = trial["options"][trial["correct"]]
+        low = trial["options"][1 - trial["correct"]]
+        assert high["activation"] == pytest.approx(float(activation_map.max()))
+        assert low["activation"] == pytest.approx(float(activation_map.min()))
+        x0, y0, _ = high["patch"]
+        assert activation_map[y0 // 16, x0 // 16] == pytest.approx(high["activation"])
+
+
+def test_references_per_condition_and_no_query_among_them(package):
+    manifest = load_manifest(package)
+    for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
+        refs = trial["references"]
+        assert {k: len(v) for k, v in refs.items()} == {"synthetic": 9, "natural": 9, "mixed": 9, "blur": 9, "none": 0}
+        assert refs["mixed"][:5] == refs["natural"][:5] and refs["mixed"][5:] == refs["synthetic"][:4]
+        query_hash = manifest["images"][trial["base_image"]]
+        assert query_hash not in {manifest["images"][r] for r in refs["natural"]}
+        for natural, blurred in zip(refs["natural"], refs["blur"], strict=True):
+            a, b = pixels(package / natural), pixels(package / blurred)
+            same = np.pad((a == b).all(axis=2).astype(np.int64), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+            boxes = same[90:, 90:] - same[:-90, 90:] - same[90:, :-90] + same[:-90, :-90]
+            assert boxes.max() == 90 * 90  # a sharp 90 px square is kept exactly...
+            assert same[-1, -1] < 224 * 224 - 2000  # ...and much of the rest is blurred
+
+
+def test_catch_trials_are_obvious(package):
+    manifest = load_manifest(package)
+    for trial in (t for t in manifest["trials"] if t["kind"] in ("catch", "practice")):
+        strong = trial["options"][trial["correct"]]
+        weak = trial["options"][1 - trial["correct"]]
+        assert strong["activation"] > weak["activation"] and weak["patch"] is None
+
+
+def test_tasks_are_balanced(package):
+    manifest = load_manifest(package)
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+    for condition in ("synthetic", "natural", "mixed", "blur", "none"):
+        tasks = [t for t in manifest["tasks"] if t["condition"] == condition]
+        assert len(tasks) == 4
+        counts = Counter()
+        for task in tasks:
+            kinds = Counter(trials[i]["kind"] for i in task["trial_ids"])
+            assert kinds == {"main": 3, "catch": 3}
+            assert {trials[i]["unit"] for i in task["trial_ids"] if trials[i]["kind"] == "main"} == set(UNITS)
+            counts.update(
+                (trials[i]["unit"], trials[i]["image_set"]) for i in task["trial_ids"] if trials[i]["kind"] == "main"
+            )
+        assert set(counts.values()) == {2}  # 4 tasks over 2 image sets: each (unit, set) twice
+
+
+def test_same_seed_same_bytes(tmp_path, imagenet_scan, lite0, package):
+    scan, _ = imagenet_scan
+    settings = BuildSettings(
+        image_sets=2, tasks_per_condition=3, stride=32, conditions=("natural", "none"), search="fast"
+    )
+    a = build_stimuli(scan, UNITS[:2], tmp_path / "a", None, settings, model=lite0, progress=False)
+    build_stimuli(scan, UNITS[:2], tmp_path / "b", None, settings, model=lite0, progress=False)
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == a
+    other = build_stimuli(scan, UNITS[:2], tmp_path / "c", None, BuildSettings(**{**settings.__dict__, "seed": 1}),
+                          model=lite0, progress=False)  # fmt: skip
+    assert other["tasks"] != a["tasks"]
+
+
+def test_bad_input_is_refused_and_leaves_nothing(tmp_path, imagenet_scan, visualizations, lite0):
+    scan, _ = imagenet_scan
+    with pytest.raises(VizprobeError, match="no visualizations"):
+        build_stimuli(scan, ["_blocks.5:11"], tmp_path / "x", visualizations, SETTINGS, model=lite0, progress=False)
+    with pytest.raises(VizprobeError, match="scan ranks 1000 images"):
+        build_stimuli(scan, UNITS, tmp_path / "x", visualizations,
+                      BuildSettings(reference_ranks=(21, 1995)), model=lite0, progress=False)  # fmt: skip
+    with pytest.raises(VizprobeError, match="not in this scan"):
+        build_stimuli(scan, ["_blocks.9:1"], tmp_path / "x", None,
+                      BuildSettings(conditions=("natural",)), model=lite0, progress=False)  # fmt: skip
+    with pytest.raises(VizprobeError, match="patch fraction"):
+        build_stimuli(scan, UNITS[:1], tmp_path / "x", None,
+                      BuildSettings(conditions=("none",), patch_frac=1.2), model=lite0, progress=False)  # fmt: skip
+    assert not (tmp_path / "x").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]
