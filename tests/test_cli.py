@@ -42,7 +42,13 @@ def test_scan_cli_with_sheet(capsys, tmp_path, subset_dir):
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu", "--steps", "8"]) == 0
+    args = ["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu", "--steps", "8", "--image-sets", "2"]
+    assert main([*args, "--stride", "32"]) == 0
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 4
-    assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * 4
+    assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * 9
+    from vizprobe.stimuli import load_manifest
+
+    manifest = load_manifest(tmp_path / "demo" / "stimuli", check_images=True)
+    assert {t["condition"] for t in manifest["tasks"]} == {"synthetic", "natural", "mixed", "blur", "none"}
+    assert (tmp_path / "demo" / "stimuli" / "inspect" / "trial_synthetic.png").is_file()
     assert "done" in capsys.readouterr().out

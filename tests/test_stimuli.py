@@ -150,3 +150,23 @@ def test_bad_input_is_refused_and_leaves_nothing(tmp_path, imagenet_scan, visual
                       BuildSettings(conditions=("none",), patch_frac=1.2), model=lite0, progress=False)  # fmt: skip
     assert not (tmp_path / "x").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]
+
+
+def test_build_and_inspect_cli(tmp_path, imagenet_scan, capsys):
+    from vizprobe.cli import main
+
+    scan, _ = imagenet_scan
+    out = tmp_path / "pkg"
+    code = main(["-q", "build", "--scan", str(scan.run_dir), "--sample-units", "2", "--conditions", "natural,blur,none",
+                 "--tasks-per-condition", "2", "--image-sets", "2", "--stride", "32", "--device", "cpu",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "2 units" in capsys.readouterr().out
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "trials: 4 main, 4 catch" in text and "natural 2" in text
+    pictures = sorted(p.name for p in (out / "inspect").glob("*.png"))
+    assert pictures == ["activation_map.png", "trial_blur.png", "trial_natural.png", "trial_none.png"]
+    assert Image.open(out / "inspect" / "trial_natural.png").width > 600
+    assert main(["-q", "build", "--scan", str(scan.run_dir), "--units", "block8:1", "--sample-units", "2",
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip

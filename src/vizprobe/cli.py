@@ -150,6 +150,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from vizprobe.stimuli.inspect import inspect_package
+
+    text, pictures = inspect_package(args.stimuli, args.out)
+    print(text)
+    for picture in pictures:
+        print(f"wrote {picture}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
@@ -160,6 +170,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         steps=args.steps,
+        image_sets=args.image_sets,
+        stride=args.stride,
     )
     return 0
 
@@ -225,12 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="stimulus package dir")
     p.set_defaults(func=cmd_build)
 
+    p = sub.add_parser("inspect", help="summarize a stimulus package and draw its trials")
+    p.add_argument("stimuli", help="stimulus package dir")
+    p.add_argument("--out", default=None, help="where to write the PNGs (default STIMULI/inspect)")
+    p.set_defaults(func=cmd_inspect)
+
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults")
     p.add_argument("--out", default="demo-output")
     p.add_argument("--images", default=None, help="image folder (default: embedded demo photos)")
     p.add_argument("--model", default="efficientnet-lite0")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--steps", type=int, default=None, help="visualization steps (default: the quick preset's)")
+    p.add_argument("--image-sets", type=int, default=3, help="image sets per unit in the stimulus package")
+    p.add_argument("--stride", type=int, default=2, help="occlusion stride in pixels")
     p.set_defaults(func=cmd_demo)
     return parser
 

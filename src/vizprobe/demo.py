@@ -8,6 +8,8 @@ from vizprobe.images import demo_images_dir
 from vizprobe.models import load_model
 from vizprobe.scan import scan
 from vizprobe.scan.sheet import write_contact_sheets
+from vizprobe.stimuli import BuildSettings, build_stimuli
+from vizprobe.stimuli.inspect import inspect_package
 from vizprobe.synthesis import preset, render
 from vizprobe.synthesis.store import overview_sheet, save_visualizations
 
@@ -23,20 +25,22 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     steps: int | None = None,
+    image_sets: int = 3,
+    stride: int = 2,
 ) -> Path:
     """Scan the images, write contact sheets, render feature visualizations; returns the output folder."""
     out = Path(out)
     images = Path(images) if images else demo_images_dir()
     loaded = load_model(model, device=device)
-    print(f"[1/3] scanning {images} with {model}")
+    print(f"[1/4] scanning {images} with {model}")
     result, stats = scan(loaded, images, DEMO_LAYERS, out / "scan", progress=progress)
     print(f"      {stats.computed} images at {stats.images_per_second:.1f} img/s, {stats.skipped} skipped")
-    print("[2/3] contact sheets (top-9 | bottom-9) for the demo units")
+    print("[2/4] contact sheets (top-9 | bottom-9) for the demo units")
     sheets = write_contact_sheets(result, out / "sheets", DEMO_UNITS, progress=progress)
     for sheet in sheets:
         print(f"      {sheet}")
-    print("[3/3] feature visualizations (preset quick) for the demo units")
-    rendering = render(loaded, DEMO_UNITS, preset("quick", steps=steps), progress=progress)
+    print("[3/4] feature visualizations (preset quick, 9 per unit) for the demo units")
+    rendering = render(loaded, DEMO_UNITS, preset("quick", steps=steps, per_unit=9), progress=progress)
     index = save_visualizations(rendering, out / "visualizations", loaded, result)
     overview_sheet(out / "visualizations", result).save(out / "overview.png")
     for entry in index["units"]:
@@ -44,6 +48,23 @@ def run_demo(
             f"      {entry['unit']:14s} synthetic {entry['mean_activation']:6.3g}  "
             f"natural top-1 {entry['natural_top1']:6.3g}"
         )
-    print(f"done: scan run dir {out / 'scan'}, sheets in {out / 'sheets'}, visualizations in {out / 'visualizations'}")
-    print(f"      overview (synthetic | natural top-4 per unit): {out / 'overview.png'}")
+    print("[4/4] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
+    n_images = int(result.meta["n_scanned"])
+    reference_last = min(200, n_images - 10)
+    settings = BuildSettings(
+        image_sets=image_sets,
+        tasks_per_condition=4,
+        query_ranks=(1, max(image_sets, 5)),
+        reference_ranks=(max(image_sets, 5) + 1, reference_last),
+        search="fast",
+        stride=stride,
+    )
+    build_stimuli(
+        result, DEMO_UNITS, out / "stimuli", out / "visualizations", settings, model=loaded, progress=progress
+    )
+    text, pictures = inspect_package(out / "stimuli")
+    print("      " + text.replace("\n", "\n      "))
+    print(f"done: scan {out / 'scan'}, sheets {out / 'sheets'}, visualizations {out / 'visualizations'},")
+    print(f"      overview {out / 'overview.png'} (synthetic | natural top-4 per unit),")
+    print(f"      stimulus package {out / 'stimuli'} (pictures of its trials in {out / 'stimuli' / 'inspect'})")
     return out
