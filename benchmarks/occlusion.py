@@ -145,13 +145,12 @@ def main() -> None:
     exact = statistics.median(exact_s)
     fast = statistics.median(fast_s)
     evaluations = statistics.median(r.evaluations for r in fast_results)
-    print(
-        f"queries: {len(queries)} (captum: {len(captum_s)}), 4624 positions each, torch threads {torch.get_num_threads()}"
-    )
+    print(f"queries: {len(queries)} (captum: {len(captum_s)}), 4624 positions each, threads {torch.get_num_threads()}")
     print(f"captum Occlusion (ppe {best_ppe}):  {captum:7.2f} s/query")
     print(
-        f"vizprobe exact sweep:          {exact:7.2f} s/query  {captum / exact:5.1f}x  (compile + warm-up once per layer: "
-        f"{', '.join(f'{k} {v:.0f} s' for k, v in setup.items())}); maps agree to {max(agreement):.1e}"
+        f"vizprobe exact sweep:          {exact:7.2f} s/query  {captum / exact:5.1f}x  "
+        f"(compile + warm-up once per layer: {', '.join(f'{k} {v:.0f} s' for k, v in setup.items())}); "
+        f"maps agree to {max(agreement):.1e}"
     )
     print(f"vizprobe fast search:          {fast:7.2f} s/query  {captum / fast:5.1f}x  ({evaluations:.0f} positions)")
     print(

@@ -170,3 +170,21 @@ def test_build_and_inspect_cli(tmp_path, imagenet_scan, capsys):
     assert Image.open(out / "inspect" / "trial_natural.png").width > 600
     assert main(["-q", "build", "--scan", str(scan.run_dir), "--units", "block8:1", "--sample-units", "2",
                  "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+
+
+def test_a_manifest_that_breaks_its_schema_is_refused(tmp_path, package):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(package, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["trials"][0]["correct"] = 2
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VizprobeError, match=r"fails its schema at trials/0/correct"):
+        load_manifest(broken)
+    manifest["trials"][0]["correct"] = 0
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    first = next(iter(manifest["images"]))
+    (broken / first).write_bytes(b"tampered")
+    with pytest.raises(VizprobeError, match="does not match its sha256"):
+        load_manifest(broken, check_images=True)
