@@ -91,7 +91,7 @@ def main() -> None:
             for unit in UNITS:
                 layer, channel = unit.split(":")
                 exemplar = result.top(unit, per_unit)[rank]
-                pixels = model.preprocessing.to_pixels(load_rgb(exemplar.path)).permute(2, 0, 1).float() / 255
+                pixels = model.preprocessing.pixels(load_rgb(exemplar.path))
                 queries.append((unit, layer, int(channel), pixels))
         queries = queries[: args.queries]
 

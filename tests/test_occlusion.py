@@ -12,7 +12,7 @@ from vizprobe.occlusion import Occluder, grid, occlude, patch_size
 
 
 def pixels(model, path) -> torch.Tensor:
-    return model.preprocessing.to_pixels(load_rgb(path)).permute(2, 0, 1).float() / 255
+    return model.preprocessing.pixels(load_rgb(path))
 
 
 def naive_map(model, image: torch.Tensor, layer: str, channel: int, patch: int, stride: int) -> np.ndarray:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from vizprobe.errors import VizprobeError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -31,6 +36,28 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def staged_dir(out: str | Path, marker: str, what: str) -> Iterator[Path]:
+    """Build a folder in a temporary sibling of `out`, then put it in place of `out` in one rename.
+
+    `out` may be replaced only if it holds `marker` (i.e. it is an earlier output of the same kind);
+    on any error the staging folder is removed and `out` is left as it was.
+    """
+    out = Path(out)
+    if out.exists() and not (out / marker).is_file():
+        raise VizprobeError(f"--out {out} exists and is not a {what}; choose a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def safe_name(text: str) -> str:

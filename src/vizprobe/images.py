@@ -77,6 +77,12 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise UnreadableImage(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
+def to_pil(image) -> Image.Image:
+    """(3, H, W) float tensor in [0, 1] -> 8-bit RGB image (rounded, so 8-bit values survive a round trip)."""
+    array = (image.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    return Image.fromarray(array)
+
+
 # Photos bundled inside scikit-image's wheel (no download), used to build the demo collection.
 _DEMO_PHOTOS = [
     "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",

@@ -17,7 +17,7 @@ import torch
 from vizprobe.device import default_batch_size
 from vizprobe.errors import VizprobeError
 from vizprobe.models import LoadedModel
-from vizprobe.models.optimize import ChannelMeans, checked_inference_copy
+from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 
 
 def patch_size(image_size: int, frac: float = 0.4) -> int:
@@ -114,8 +114,6 @@ class Occluder:
         optimize: bool = True,
         compile: bool = False,
     ):
-        from vizprobe.models.optimize import compile_or_eager
-
         self.model = model
         self.info = model.layer(layer)
         self.batch_size = batch_size or (2 * default_batch_size(model.device))
@@ -123,8 +121,8 @@ class Occluder:
         if optimize:
             net = checked_inference_copy(net, [self.info.path], model.preprocessing.crop, model.device)
         self.channels_last = model.device.type == "cpu"
-        if self.channels_last:
-            net = net.to(memory_format=torch.channels_last) if optimize else net
+        if self.channels_last and optimize:  # only our own copy: never change the caller's network
+            net = net.to(memory_format=torch.channels_last)
         self.forward: torch.nn.Module = ChannelMeans(net, [self.info.path])
         self.compiled = False
         if compile:

@@ -51,6 +51,10 @@ class Preprocessing:
         """Resized, cropped RGB image as a uint8 (H, W, 3) tensor, ready for `normalize_uint8`."""
         return torch.from_numpy(np.asarray(self.pil_geometry()(image), dtype=np.uint8).copy())
 
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """Resized, cropped RGB image as float (3, H, W) in [0, 1]: what occlusion and stimuli work on."""
+        return self.to_pixels(image).permute(2, 0, 1).float() / 255
+
     def normalize_uint8(self, pixels: torch.Tensor) -> torch.Tensor:
         """A (N, H, W, 3) uint8 batch as normalized float (N, 3, H, W) in channels-last memory.
 

@@ -105,10 +105,10 @@ class _RunDir:
     def open(self) -> _RunDir:
         meta_path = self.out / fmt.SCAN_JSON
         if meta_path.is_file():
-            self._check_same_scan(json.loads(meta_path.read_text()))
+            on_disk = json.loads(meta_path.read_text())
+            self._check_same_scan(on_disk)  # against the meta this call would write
+            self.meta = on_disk
             self.done = int(json.loads((self.out / fmt.PROGRESS_JSON).read_text())["done"])
-            self.meta = json.loads(meta_path.read_text())
-            mode = "r+"
         else:
             known = {fmt.IMAGES_TXT, fmt.ACTS_DIR, fmt.STATUS_NPY, fmt.PROGRESS_JSON, fmt.SKIPPED_TSV, fmt.TOPK_DIR}
             if self.out.exists() and any(
@@ -116,11 +116,10 @@ class _RunDir:
             ):
                 raise VizprobeError(f"--out {self.out} exists and is not a scan run dir; choose a new folder")
             self._create()
-            mode = "r+"
         n = len(self.images)
-        self.status = np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, mode=mode)
+        self.status = np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, mode="r+")
         for layer in self.meta["layers"]:
-            self.acts[layer["file"]] = np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], mode=mode)
+            self.acts[layer["file"]] = np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], mode="r+")
             assert self.acts[layer["file"]].shape == (n, layer["channels"])
         return self
 
@@ -218,7 +217,7 @@ def scan(
     """
     if isinstance(model, str):
         model = load_model(model, weights=weights, device=device)
-    dev = model.device if isinstance(model, LoadedModel) and device == "auto" else resolve_device(device)
+    dev = model.device if device == "auto" else resolve_device(device)
     if compile not in COMPILE_CHOICES:
         raise VizprobeError(f"compile={compile!r}: use one of {', '.join(COMPILE_CHOICES)}")
     if dev != model.device:
@@ -228,10 +227,13 @@ def scan(
     chunk_size = max(batch_size, chunk_size - chunk_size % batch_size)
     root = Path(images).expanduser().resolve()
     image_list = find_images(root)
-    infos = list({info.path: info for info in (model.layer(name) for name in layers)}.values())
-    if not infos:
+    named = {}  # module path -> (name as given, layer); a layer named twice is scanned once
+    for name in layers:
+        info = model.layer(name)
+        named.setdefault(info.path, (name, info))
+    if not named:
         raise VizprobeError("no layers given: pass --layers L1,L2 (see `vizprobe layers`)")
-    names = {model.layer(name).path: name for name in layers}
+    infos = [info for _, info in named.values()]
     import vizprobe
 
     meta = {
@@ -243,7 +245,7 @@ def scan(
         "preprocessing": model.preprocessing.to_dict(),
         "layers": [
             {
-                "name": names[info.path],
+                "name": named[info.path][0],
                 "path": info.path,
                 "aliases": list(info.aliases),
                 "channels": info.channels,

@@ -3,8 +3,6 @@ practice trials, and balanced per-participant task lists (Zimmermann et al. 2021
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,8 +14,8 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from vizprobe.errors import VizprobeError
-from vizprobe.files import safe_name
-from vizprobe.images import load_rgb
+from vizprobe.files import safe_name, staged_dir
+from vizprobe.images import load_rgb, to_pil
 from vizprobe.models import LoadedModel, load_model
 from vizprobe.occlusion import Occluder, grid, occlude, patch_size
 from vizprobe.scan import ScanResult
@@ -50,17 +48,21 @@ def _rng(seed: int, *keys: str | int) -> np.random.Generator:
     return np.random.default_rng([seed, *(zlib.crc32(str(k).encode()) for k in keys)])
 
 
-def _to_pixels(model: LoadedModel, path: Path) -> torch.Tensor:
-    return model.preprocessing.to_pixels(load_rgb(path)).permute(2, 0, 1).float() / 255
+def _load(model: LoadedModel, path: Path) -> torch.Tensor:
+    return model.preprocessing.pixels(load_rgb(path))
 
 
 def _save(staging: Path, rel: str, pixels: torch.Tensor) -> str:
+    """Write `pixels` (3, H, W) in [0, 1] as the PNG `rel` of the package."""
     target = staging / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        array = (pixels.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        Image.fromarray(array).save(target, optimize=False)
+    to_pil(pixels).save(target)
     return rel
+
+
+def _save_photo(staging: Path, rel: str, model: LoadedModel, path: Path) -> str:
+    """A natural image, cropped as the model sees it; decoded only once however many trials share it."""
+    return rel if (staging / rel).exists() else _save(staging, rel, _load(model, path))
 
 
 def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: BuildSettings) -> None:
@@ -76,7 +78,7 @@ def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: Buil
             f"{s.query_ranks[1] - s.query_ranks[0] + 1}; widen them or lower --image-sets"
         )
     if s.reference_ranks[1] - s.reference_ranks[0] + 1 < s.references or s.reference_ranks[0] <= s.query_ranks[1]:
-        raise VizprobeError("--reference-ranks must lie below --query-ranks and hold at least 9 ranks")
+        raise VizprobeError(f"--reference-ranks must lie below --query-ranks and hold at least {s.references} ranks")
     n_valid = int(scan.meta.get("n_scanned", len(scan.images)))
     if n_valid < needed + s.references:
         raise VizprobeError(
@@ -124,22 +126,11 @@ def build_stimuli(
     if model is None:
         weights = scan.meta.get("weights")
         model = load_model(scan.model, weights=weights if weights and Path(weights).is_file() else None, device=device)
-    out = Path(out)
-    if out.exists() and not (out / MANIFEST).is_file():
-        raise VizprobeError(f"--out {out} exists and is not a stimulus package; choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out, MANIFEST, "stimulus package") as staging:
         manifest = _build(scan, vis, units, staging, s, model, progress)
         manifest["images"] = {p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*.png"))}
         validate(manifest)
         (staging / MANIFEST).write_text(dumps(manifest))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -148,8 +139,7 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
     patch = patch_size(size, s.patch_frac)
     grid(size, patch, s.stride)  # raises when the patch does not fit
     occluders: dict[str, Occluder] = {}
-    trials, unit_entries, catch_ids, tags = [], [], {}, {}
-    practice_pool = []
+    trials, unit_entries, catch_ids, tags, practice = [], [], {}, {}, []
     bar = tqdm(total=len(units) * s.image_sets, desc="build", unit="query", disable=not progress)
     for unit in units:
         info, channel = model.resolve_unit(Unit(scan.layer(unit.layer).path, unit.channel))
@@ -171,7 +161,7 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
         synthetic = []
         if vis is not None:
             entry = next((u for u in vis["units"] if u["unit"] == str(unit)), None)
-            for j, image in enumerate(entry["images"] if entry else []):
+            for j, image in enumerate(entry["images"][: s.references] if entry else []):
                 with Image.open(Path(vis["dir"]) / image["file"]) as im:
                     rel = f"{tag}/synthetic/{j:02d}.png"
                     (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +169,7 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
                 synthetic.append(rel)
         blurred_cache: dict[int, str] = {}
         for image_set, rank in enumerate(query_ranks):
-            query = _to_pixels(model, ranked[rank - 1].path)
+            query = _load(model, ranked[rank - 1].path)
             base = _save(staging, f"{tag}/set{image_set:02d}/query.png", query)
             trial_id = f"{tag}-set{image_set:02d}"
             activation_map = None
@@ -201,9 +191,7 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
             flip = bool(trial_rng.integers(2))
             options = [option_b, option_a] if flip else [option_a, option_b]
             ref_ranks = [int(trial_rng.choice(b)) for b in bins]
-            natural = [
-                _save(staging, f"{tag}/natural/{r:04d}.png", _to_pixels(model, ranked[r - 1].path)) for r in ref_ranks
-            ]
+            natural = [_save_photo(staging, f"{tag}/natural/{r:04d}.png", model, ranked[r - 1].path) for r in ref_ranks]
             references = {}
             if "natural" in s.conditions:
                 references["natural"] = natural
@@ -229,9 +217,13 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
                 trial["activation_map"] = activation_map
             trials.append(trial)
             # Catch: the query with its least harmful occlusion against a bottom exemplar of the unit.
-            for kind, pick in (("catch", image_set % len(bottom)), ("practice", (image_set + 1) % len(bottom))):
+            # Practice trials are made the same way, from the first image set of the first units.
+            kinds = [("catch", image_set % len(bottom))]
+            if image_set == 0 and len(practice) < s.practice_trials:
+                kinds.append(("practice", (image_set + 1) % len(bottom)))
+            for kind, pick in kinds:
                 weak = bottom[pick]
-                weak_rel = _save(staging, f"{tag}/bottom/{weak.rank:04d}.png", _to_pixels(model, weak.path))
+                weak_rel = _save_photo(staging, f"{tag}/bottom/{weak.rank:04d}.png", model, weak.path)
                 catch_first = bool(_rng(s.seed, kind, trial_id).integers(2))
                 strong = {"image": option_a["image"], "patch": option_a["patch"], "activation": high}
                 weak_option = {"image": weak_rel, "patch": None, "activation": weak.activation}
@@ -243,10 +235,9 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
                     trials.append(extra)
                     catch_ids.setdefault(str(unit), []).append(extra["trial_id"])
                 else:
-                    practice_pool.append(extra)
+                    practice.append(extra)
             bar.update(1)
     bar.close()
-    practice = [practice_pool[i] for i in range(0, len(practice_pool), max(1, s.image_sets))][: s.practice_trials]
     trials.extend(practice)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -265,7 +256,7 @@ def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: P
     """The reference blurred everywhere except the square whose retention activates the unit most."""
     if (staging / rel).exists():
         return rel
-    pixels = _to_pixels(model, path)
+    pixels = _load(model, path)
     blurred = gaussian_blur(pixels, [s.blur_kernel, s.blur_kernel])
     found = occluder.search(blurred, [channel], s.patch_frac, s.stride, source=pixels)
     y, x, _ = found.best[channel]

@@ -56,25 +56,33 @@ class Objective:
         return f"Objective({self.name})"
 
 
-def _per_image_channels(state: RenderState, paths: Sequence[str], channels: Sequence[int], reduce) -> torch.Tensor:
-    """Gather, for image i, `reduce` of channel `channels[i]` of layer `paths[i]`."""
-    batch = state.images.shape[0]
-    out = torch.zeros(batch, device=state.images.device)
-    for path in set(paths):
-        rows = torch.tensor([i for i in range(batch) if paths[i] == path], device=out.device)
-        chans = torch.tensor([channels[i] for i in range(batch) if paths[i] == path], device=out.device)
-        maps = state.acts[path][rows, chans]  # (n, H, W)
-        out = out.index_put((rows,), reduce(maps))
-    return out
+def _per_image_channels(
+    paths: Sequence[str], channel_ids: Sequence[int], reduce
+) -> Callable[[RenderState], torch.Tensor]:
+    """A function giving, for image i, `reduce` of channel `channel_ids[i]` of layer `paths[i]`.
+
+    The row and channel indices per layer are worked out once here, not on every step.
+    """
+    plan = []
+    for path in sorted(set(paths)):
+        rows = [i for i, p in enumerate(paths) if p == path]
+        plan.append((path, torch.tensor(rows), torch.tensor([channel_ids[i] for i in rows])))
+
+    def fn(state: RenderState) -> torch.Tensor:
+        out = torch.zeros(len(paths), device=state.images.device)
+        for path, rows, chans in plan:
+            rows, chans = rows.to(out.device), chans.to(out.device)
+            out = out.index_put((rows,), reduce(state.acts[path][rows, chans]))
+        return out
+
+    return fn
 
 
 def channels(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:
     """Image i maximizes the spatial mean of channel `channel_ids[i]` of layer `paths[i]` (the unit activation)."""
     paths, channel_ids = list(paths), [int(c) for c in channel_ids]
     return Objective(
-        lambda s: _per_image_channels(s, paths, channel_ids, lambda m: channel_mean(m[:, None])[:, 0]),
-        "channels",
-        paths,
+        _per_image_channels(paths, channel_ids, lambda m: channel_mean(m[:, None])[:, 0]), "channels", paths
     )
 
 
@@ -90,7 +98,7 @@ def neurons(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:
     def centre(maps: torch.Tensor) -> torch.Tensor:
         return maps[:, maps.shape[1] // 2, maps.shape[2] // 2]
 
-    return Objective(lambda s: _per_image_channels(s, paths, channel_ids, centre), "neurons", paths)
+    return Objective(_per_image_channels(paths, channel_ids, centre), "neurons", paths)
 
 
 def negative_channels(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:

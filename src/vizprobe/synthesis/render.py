@@ -199,12 +199,14 @@ def render(
     if settings.transforms not in tf.PRESETS:
         raise VizprobeError(f"unknown transforms {settings.transforms!r}; use one of {', '.join(tf.PRESETS)}")
     transform = tf.compose(tf.PRESETS[settings.transforms]())
-    objective = _objective(settings, paths, chans, groups)
-    tap = LayerTap(model.net, sorted(objective.layers | set(paths)))
     optimizer = torch.optim.Adam([p for p in param.parameters() if p.requires_grad], lr=settings.lr)
     rng = ImageRNG(seeds)
     chunk_images = chunk_images or (256 if dev.type == "cuda" else 16)
     chunks = _chunks(batch, n, max(1, chunk_images // n))
+    # Built once: each chunk's objective, and a tap that stops the forward pass at the chunk's own
+    # deepest layer (not the deepest layer of all units).
+    objectives = {(c.start, c.stop): _objective(settings, paths[c], chans[c], groups[c]) for c in chunks}
+    taps = {key: LayerTap(model.net, sorted(o.layers)) for key, o in objectives.items()}
     memory_format = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
 
     def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -213,11 +215,11 @@ def render(
     precision = resolve_precision(precision, dev)
 
     def chunk_objective(images: torch.Tensor, inputs: torch.Tensor, part: slice) -> torch.Tensor:
+        key = (part.start, part.stop)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            acts = tap(normalize(inputs))
+            acts = taps[key](normalize(inputs))
         acts = {path: value.float() for path, value in acts.items()}
-        sub = _objective(settings, paths[part], chans[part], groups[part])
-        return sub(obj.RenderState(acts, images, inputs))
+        return objectives[key](obj.RenderState(acts, images, inputs))
 
     history = []
     started = time.perf_counter()
@@ -229,7 +231,7 @@ def render(
         with torch.no_grad():
             final = torch.cat([
                 obj.channels(paths[part], chans[part])(
-                    obj.RenderState(tap(normalize(images[part])), images[part], images[part])
+                    obj.RenderState(taps[(part.start, part.stop)](normalize(images[part])), images[part], images[part])
                 )
                 for part in chunks
             ])  # fmt: skip

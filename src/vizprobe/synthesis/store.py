@@ -6,14 +6,13 @@
                             activation and the ratio mean/top-1
       LAYER_CHANNEL/00.png  one PNG per image (size x size, RGB)
 
-Written to a temporary sibling folder and renamed into place, so OUT is never half-written.
+Written to a temporary sibling folder and renamed into place (`files.staged_dir`), so OUT is
+never half-written.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
-from vizprobe.files import atomic_write_json, safe_name
+from vizprobe.files import atomic_write_json, safe_name, staged_dir
+from vizprobe.images import to_pil
 from vizprobe.synthesis.render import Rendering
 
 FORMAT = "vizprobe-visualizations"
@@ -29,22 +29,11 @@ VERSION = 1
 INDEX = "visualizations.json"
 
 
-def to_pil(image) -> Image.Image:
-    """(3, H, W) float tensor in [0, 1] -> 8-bit RGB image."""
-    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-    return Image.fromarray(array)
-
-
 def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None) -> dict:
     """Write PNGs and the index for `rendering`; `scan` (a ScanResult) adds natural top-1 references."""
     import vizprobe
 
-    out = Path(out)
-    if out.exists() and not (out / INDEX).is_file():
-        raise VizprobeError(f"--out {out} exists and is not a visualizations dir; choose a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out, INDEX, "visualizations dir") as staging:
         units = []
         for k, unit in enumerate(rendering.units):
             folder = f"{safe_name(unit.layer)}_{unit.channel:04d}"
@@ -80,12 +69,6 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
             "units": units,
         }
         atomic_write_json(staging / INDEX, index)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return index
 
 
