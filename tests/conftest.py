@@ -65,3 +65,40 @@ def imagenet_scan(tmp_path_factory, lite0, imagenet_dir):
     from vizprobe.scan import scan
 
     return scan(lite0, imagenet_dir, SCAN_LAYERS, tmp_path_factory.mktemp("scan") / "run", progress=False)
+
+
+STIMULUS_UNITS = ["_blocks.5:10", "block8:12", "_blocks.12:7"]
+
+
+@pytest.fixture(scope="session")
+def visualizations(tmp_path_factory, lite0):
+    """Quick feature visualizations (9 per unit) of STIMULUS_UNITS."""
+    from vizprobe.synthesis import preset, render
+    from vizprobe.synthesis.store import save_visualizations
+
+    rendering = render(
+        lite0, STIMULUS_UNITS, preset("quick", per_unit=9, steps=6, size=64), device="cpu", progress=False
+    )
+    out = tmp_path_factory.mktemp("vis") / "vis"
+    save_visualizations(rendering, out, lite0)
+    return out
+
+
+def _stimulus_settings():
+    from vizprobe.stimuli import BuildSettings
+
+    return BuildSettings(image_sets=2, tasks_per_condition=4, stride=16)
+
+
+STIMULUS_SETTINGS = _stimulus_settings()
+
+
+@pytest.fixture(scope="session")
+def stimulus_package(tmp_path_factory, imagenet_scan, visualizations, lite0):
+    """A real five-condition stimulus package: 3 units x 2 image sets, 4 tasks per condition."""
+    from vizprobe.stimuli import build_stimuli
+
+    scan, _ = imagenet_scan
+    out = tmp_path_factory.mktemp("stimuli") / "pkg"
+    build_stimuli(scan, STIMULUS_UNITS, out, visualizations, STIMULUS_SETTINGS, model=lite0, progress=False)
+    return out

@@ -7,33 +7,17 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import STIMULUS_SETTINGS as SETTINGS
+from conftest import STIMULUS_UNITS as UNITS
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
 from vizprobe.stimuli import BuildSettings, build_stimuli, load_manifest
-from vizprobe.synthesis import preset, render
-from vizprobe.synthesis.store import save_visualizations
-
-UNITS = ["_blocks.5:10", "block8:12", "_blocks.12:7"]
 
 
-@pytest.fixture(scope="module")
-def visualizations(tmp_path_factory, lite0):
-    rendering = render(lite0, UNITS, preset("quick", per_unit=9, steps=6, size=64), device="cpu", progress=False)
-    out = tmp_path_factory.mktemp("vis") / "vis"
-    save_visualizations(rendering, out, lite0)
-    return out
-
-
-SETTINGS = BuildSettings(image_sets=2, tasks_per_condition=4, stride=16)
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory, imagenet_scan, visualizations, lite0):
-    scan, _ = imagenet_scan
-    out = tmp_path_factory.mktemp("stimuli") / "pkg"
-    build_stimuli(scan, UNITS, out, visualizations, SETTINGS, model=lite0, progress=False)
-    return out
+@pytest.fixture
+def package(stimulus_package):
+    return stimulus_package
 
 
 def pixels(path) -> np.ndarray:

@@ -1,0 +1,144 @@
+"""The responses format, defined once: the columns `vizprobe export` writes and `analyze` reads.
+
+One row per answered trial. Written by the experiment server's export, the machine observers and
+`simulate`; read by `analyze`. Only `REQUIRED` columns must be present; unknown extra columns are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import VizprobeError
+from .files import atomic_write_text
+
+RESPONSES_FORMAT_VERSION = 1
+CONDITIONS = ("synthetic", "natural", "mixed", "blur", "none")
+EXPERTISE = ("lay", "expert", "machine")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the responses format: its name, kind and the values it admits."""
+
+    name: str
+    kind: str  # "str" | "int" | "float" | "bool"
+    doc: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("participant_id", "str", "anonymous participant (or machine observer) id"),
+    Column("condition", "str", "reference condition of the participant's task", choices=CONDITIONS),
+    Column("task_id", "str", "task (trial list) the participant was given"),
+    Column("trial_id", "str", "trial id from the stimulus manifest"),
+    Column("unit", "str", "unit as LAYER:CHANNEL"),
+    Column("layer", "str", "layer of the unit"),
+    Column("image_set", "int", "image set of the trial", low=0),
+    Column("is_catch", "bool", "1 for catch trials"),
+    Column("is_practice", "bool", "1 for practice trials"),
+    Column("choice", "int", "0 = left option, 1 = right option", choices=(0, 1)),
+    Column("correct", "bool", "1 when the chosen option is the more activating one"),
+    Column("confidence", "int", "confidence rating 1 (unsure) to 3 (sure)", choices=(1, 2, 3)),
+    Column("rt_ms", "float", "response time in milliseconds", low=0),
+    Column("instruction_time_s", "float", "time spent on the instructions, seconds", low=0),
+    Column("total_time_s", "float", "time from consent to the last trial, seconds", low=0),
+    Column("practice_attempts", "int", "rounds of practice needed (0 when practice was skipped)", low=0),
+    Column("expertise", "str", "lay | expert | machine", choices=EXPERTISE),
+)
+COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+REQUIRED = ("participant_id", "condition", "trial_id", "correct")
+_BY_NAME = {c.name: c for c in COLUMNS}
+
+
+def _coerce(value, column: Column, row: int):
+    """Convert one cell to the column's kind, or raise naming the row (1-based, as in the file) and column."""
+
+    def bad(why: str) -> VizprobeError:
+        return VizprobeError(f"responses row {row}, column {column.name!r}: {why} (got {value!r}); fix the file")
+
+    if column.kind == "str":
+        out = str(value).strip()
+        if not out:
+            raise bad("empty value")
+    elif column.kind == "bool":
+        text = str(value).strip().lower()
+        if text in ("1", "1.0", "true", "yes"):
+            out = 1
+        elif text in ("0", "0.0", "false", "no"):
+            out = 0
+        else:
+            raise bad("expected 0 or 1")
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise bad(f"expected a number ({column.kind})") from None
+        if not math.isfinite(number):
+            raise bad("expected a finite number")
+        if column.kind == "int":
+            if number != int(number):
+                raise bad("expected a whole number")
+            out = int(number)
+        else:
+            out = number
+        if column.low is not None and out < column.low:
+            raise bad(f"must be >= {column.low:g}")
+        if column.high is not None and out > column.high:
+            raise bad(f"must be <= {column.high:g}")
+    if column.choices is not None and out not in column.choices:
+        raise bad(f"must be one of {', '.join(map(str, column.choices))}")
+    return out
+
+
+def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
+    """Check and type a responses table; missing optional cells become NA, bad cells raise with row and column."""
+    missing = [name for name in REQUIRED if name not in frame.columns]
+    if missing:
+        raise VizprobeError(
+            f"responses lack the required column(s) {', '.join(missing)}; the format needs {', '.join(REQUIRED)}"
+        )
+    out = frame.copy()
+    for name in frame.columns:
+        column = _BY_NAME.get(name)
+        if column is None:
+            continue  # unknown extra columns are kept as they are
+        values = []
+        for index, value in enumerate(frame[name].tolist()):
+            row = index + 2  # header is line 1
+            if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value == "":
+                if name in REQUIRED:
+                    raise VizprobeError(f"responses row {row}, column {name!r}: missing value; every row needs it")
+                values.append(pd.NA)
+            else:
+                values.append(_coerce(value, column, row))
+        dtype = {"str": "string", "int": "Int64", "bool": "Int64", "float": "Float64"}[column.kind]
+        out[name] = pd.array(values, dtype=dtype)
+    return out
+
+
+def read_responses(path: str | Path) -> pd.DataFrame:
+    """Read and validate a responses CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise VizprobeError(f"responses file {path} does not exist; pass the CSV written by `vizprobe export`")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise VizprobeError(f"responses file {path} is not a readable CSV ({error}); pass a CSV file") from None
+    return validate_responses(frame)
+
+
+def write_responses(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a responses table atomically: the known columns in format order first, extra columns after."""
+    frame = validate_responses(frame)
+    known = [name for name in COLUMN_NAMES if name in frame.columns]
+    extra = [name for name in frame.columns if name not in _BY_NAME]
+    path = Path(path)
+    atomic_write_text(path, frame[known + extra].to_csv(index=False))
+    return path
