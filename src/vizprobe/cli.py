@@ -160,6 +160,67 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vizprobe.experiment.server import serve
+
+    if args.task_timeout <= 0:
+        raise VizprobeError("--task-timeout must be a positive number of minutes")
+    serve(
+        args.stimuli,
+        args.db,
+        host=args.host,
+        port=args.port,
+        platform=args.platform,
+        completion_code=args.completion_code,
+        practice=args.practice,
+        practice_attempts=args.practice_attempts,
+        expert=args.expert,
+        admin_token=args.admin_token,
+        task_timeout_s=args.task_timeout * 60.0,
+        secret_file=args.secret_file,
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vizprobe.experiment.export import export_responses
+
+    path = export_responses(args.db, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from vizprobe.analysis import ExclusionCriteria, StatsSettings, analyze
+
+    criteria = ExclusionCriteria(
+        min_catch_accuracy=args.min_catch_accuracy,
+        min_instruction_time_s=args.min_instruction_time,
+        min_total_time_s=args.min_total_time,
+        max_total_time_s=args.max_total_time,
+        max_practice_attempts=args.max_practice_attempts,
+        require_both_sides=not args.allow_one_side,
+        require_two_confidence_levels=not args.allow_one_confidence,
+    )
+    settings = StatsSettings(n_resamples=args.resamples, ci_method=args.ci_method, seed=args.seed)
+    baselines = _csv(args.baselines) if args.baselines != "none" else []
+    results = analyze(args.responses, args.out, args.stimuli, criteria=criteria, settings=settings,
+                      baselines=baselines, min_shared_trials=args.min_shared_trials)  # fmt: skip
+    ex = results["exclusion"]
+    print(f"report: {results['paths']['report']}  (numbers: {results['paths']['results']})")
+    print(f"participants: {ex['n_before']}, excluded {ex['n_excluded']}, analyzed {ex['n_after']}")
+    for condition, s in results["accuracy"].items():
+        ci = f"[{s['ci_low']:.1%}, {s['ci_high']:.1%}]" if s["ci_low"] is not None else "[n/a]"
+        sem = f"{2 * s['sem']:.1%}" if s["sem"] is not None else "n/a"
+        print(f"  {condition:24s} {s['mean']:6.1%} +- {sem} (2 SEM), 95% CI {ci}, n = {s['n_participants']}")
+    machines = {f"baseline:{k}": v for k, v in results["baselines"].items()} | results["observers"]
+    for name, s in machines.items():
+        print(f"  {name:24s} {s['accuracy']:6.1%}  ({s['n_trials']} trials)")
+    for name, reason in results["skipped"].items():
+        print(f"  skipped {name}: {reason}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
@@ -241,6 +302,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stimuli", help="stimulus package dir")
     p.add_argument("--out", default=None, help="where to write the PNGs (default STIMULI/inspect)")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("serve", help="run the experiment server for participants")
+    p.add_argument("--stimuli", required=True, help="stimulus package dir")
+    p.add_argument("--db", default=None, help="SQLite path/URL or postgresql://... (default ./vizprobe-experiment.db)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--platform", default="local", choices=("local", "prolific", "mturk"))
+    p.add_argument("--completion-code", default=None, help="code shown at the end (default: generated once)")
+    p.add_argument("--practice", type=int, default=None, help="practice trials (default: all in the package; 0 skips)")
+    p.add_argument("--practice-attempts", type=int, default=5, help="practice rounds allowed (default 5)")
+    p.add_argument("--expert", action="store_true", help="mark sessions as expert")
+    p.add_argument("--admin-token", default=None, help="default: generated and printed at start")
+    p.add_argument("--task-timeout", type=float, default=30.0, help="minutes before an abandoned task is reassigned")
+    p.add_argument("--secret-file", default=None, help="HMAC key file (default: beside the SQLite file, or ./)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write the experiment's responses CSV")
+    p.add_argument("--db", required=True, help="the database `vizprobe serve` used")
+    p.add_argument("--out", required=True, help="responses CSV to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("analyze", help="exclusion, accuracy, baselines, error consistency -> report folder")
+    p.add_argument("--responses", required=True, help="responses CSV (vizprobe export) or database URL")
+    p.add_argument("--stimuli", default=None, help="stimulus package dir: adds the baselines and trial details")
+    p.add_argument("--out", required=True, help="report dir (report.html, results.json, figures/)")
+    p.add_argument("--baselines", default="center,variance,saliency,random,oracle", help="with --stimuli; or none")
+    p.add_argument("--min-catch-accuracy", type=float, default=2 / 3, help="exclude below (default 2/3)")
+    p.add_argument("--min-instruction-time", type=float, default=20.0, help="seconds; exclude below (default 20)")
+    p.add_argument("--min-total-time", type=float, default=90.0, help="seconds; exclude below (default 90)")
+    p.add_argument("--max-total-time", type=float, default=900.0, help="seconds; exclude above (default 900)")
+    p.add_argument("--max-practice-attempts", type=int, default=5, help="exclude above (default 5)")
+    p.add_argument("--allow-one-side", action="store_true", help="keep participants who always chose one side")
+    p.add_argument("--allow-one-confidence", action="store_true", help="keep who always gave one confidence")
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap and permutation resamples")
+    p.add_argument("--ci-method", default="percentile", choices=("percentile", "BCa", "basic"))
+    p.add_argument("--min-shared-trials", type=int, default=1, help="for a participant pair's kappa (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults")
     p.add_argument("--out", default="demo-output")

@@ -1,0 +1,228 @@
+"""Load test of `vizprobe serve`: concurrent simulated participants, the server SIGKILLed and restarted midway.
+
+Each participant runs a whole session as the page does (session, consent, instructions, practice rounds
+until perfect, every main and catch trial, complete), retrying with exponential back-off on network errors
+and 5xx. Once half of all answers are acknowledged the server is killed with SIGKILL and started again on
+the same database. At the end the database is read back with `export_frame` and every acknowledged answer
+is looked up: lost = acknowledged but not stored, duplicated = stored more often than acknowledged.
+
+    python benchmarks/load.py [--stimuli PKG] [--participants 200] [--db URL]
+
+Without --stimuli a package with enough tasks is built first (scan of the ImageNet samples in
+$VIZPROBE_IMAGES or ../shared/data/imagenet-samples, quick visualizations, like the test fixture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from vizprobe.experiment.export import export_frame
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
+UNITS = ["_blocks.5:10", "block8:12", "_blocks.12:7"]
+TOKEN = "bench-token"
+
+
+def build_package(out: Path, tasks_per_condition: int) -> Path:
+    """A real five-condition package like the test fixture's, with enough tasks for every participant."""
+    from vizprobe.models import load_model
+    from vizprobe.scan import scan
+    from vizprobe.stimuli import BuildSettings, build_stimuli
+    from vizprobe.synthesis import preset, render
+    from vizprobe.synthesis.store import save_visualizations
+
+    images = Path(os.environ.get("VIZPROBE_IMAGES", DEFAULT_IMAGES))
+    model = load_model("efficientnet-lite0", device="cpu")
+    result, _ = scan(model, images, ["_blocks.5", "block8", "_blocks.12"], out / "scan", progress=False)
+    rendering = render(model, UNITS, preset("quick", per_unit=9, steps=6, size=64), device="cpu", progress=False)
+    save_visualizations(rendering, out / "vis", model)
+    settings = BuildSettings(image_sets=2, tasks_per_condition=tasks_per_condition, stride=16)
+    build_stimuli(result, UNITS, out / "pkg", out / "vis", settings, model=model, progress=False)
+    return out / "pkg"
+
+
+@dataclass
+class Stats:
+    """What the clients saw: latencies of answered requests, retries, acknowledged answers."""
+
+    latencies: list[float] = field(default_factory=list)
+    by_route: dict[str, list[float]] = field(default_factory=dict)
+    retries: int = 0
+    acked: Counter = field(default_factory=Counter)  # (task_id, is_practice, trial_id) -> times acknowledged
+    answers: int = 0
+
+
+class Server:
+    """`vizprobe serve` as a subprocess that can be killed and restarted on the same database."""
+
+    def __init__(self, stimuli: Path, db: str, workdir: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.cmd = [sys.executable, "-m", "vizprobe.cli", "serve", "--stimuli", str(stimuli), "--db", db,
+                    "--port", str(self.port), "--platform", "prolific", "--admin-token", TOKEN,
+                    "--task-timeout", "120"]  # fmt: skip
+        self.workdir, self.proc = workdir, None
+
+    def start(self) -> float:
+        """Start and wait until it answers; returns the seconds that took."""
+        t0 = time.perf_counter()
+        log = open(self.workdir / "server.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited with {self.proc.returncode}; see {self.workdir / 'server.log'}")
+            try:
+                if httpx.get(self.base + "/api/config", timeout=1).status_code == 200:
+                    return time.perf_counter() - t0
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+THINK_S = 0.0  # mean pause before each request (a participant looking at the trial); set by --think-ms
+
+
+async def call(client: httpx.AsyncClient, stats: Stats, method: str, url: str, body: dict | None = None) -> dict:
+    """One request as the page sends it: retried with exponential back-off (50 ms .. 2 s) on network errors/5xx."""
+    if THINK_S:
+        await asyncio.sleep(random.uniform(0, 2 * THINK_S))
+    delay = 0.05
+    while True:
+        t0 = time.perf_counter()
+        try:
+            r = await client.request(method, url, json=body)
+            if r.status_code < 500:
+                stats.latencies.append(time.perf_counter() - t0)
+                stats.by_route.setdefault(url.rsplit("/", 1)[-1], []).append(stats.latencies[-1])
+                if r.status_code != 200:
+                    raise RuntimeError(f"{method} {url} -> {r.status_code} {r.text}")
+                return r.json()
+        except httpx.TransportError:
+            pass
+        stats.retries += 1
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 2.0)
+
+
+async def participant(client: httpx.AsyncClient, number: int, stats: Stats, rng: random.Random) -> None:
+    """A whole session; every acknowledged answer is counted under its export key."""
+    state = await call(client, stats, "POST", "/api/sessions", {"platform_ids": {"PROLIFIC_PID": f"bench-{number}"}})
+    sid, task = state["session_id"], state["task_id"]
+    await call(client, stats, "POST", f"/api/sessions/{sid}/events", {"event": "consent"})
+    await call(client, stats, "POST", f"/api/sessions/{sid}/events", {"event": "instructions", "duration_s": 30.0})
+    for attempt in range(1, 6):
+        perfect = True
+        for trial in state["practice"]:
+            choice = trial["correct"] if rng.random() < 0.9 else 1 - trial["correct"]
+            body = {"phase": "practice", "trial_index": trial["index"], "attempt": attempt, "choice": choice,
+                    "confidence": 3, "rt_ms": rng.uniform(400, 3000)}  # fmt: skip
+            result = await call(client, stats, "POST", f"/api/sessions/{sid}/responses", body)
+            stats.acked[(task, 1, trial["trial_id"])] += 1
+            perfect &= result["correct"] == 1
+        if perfect:
+            break
+    for trial in state["trials"]:
+        body = {"phase": "main", "trial_index": trial["index"], "attempt": 0, "choice": rng.randint(0, 1),
+                "confidence": rng.randint(1, 3), "rt_ms": rng.uniform(400, 3000)}  # fmt: skip
+        await call(client, stats, "POST", f"/api/sessions/{sid}/responses", body)
+        stats.acked[(task, 0, trial["trial_id"])] += 1
+    done = await call(client, stats, "POST", f"/api/sessions/{sid}/complete", {"total_time_s": 600.0})
+    assert done["completion_code"]
+
+
+async def run_clients(server: Server, n: int, seed: int, kill_at: float) -> tuple[Stats, float]:
+    """Run n participants at once; kill and restart the server once `kill_at` answers are acknowledged."""
+    stats = Stats()
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=30) as client:
+        tasks = [asyncio.create_task(participant(client, i, stats, random.Random(seed + i))) for i in range(n)]
+        downtime = 0.0
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(0.02)
+            if downtime == 0.0 and sum(stats.acked.values()) >= kill_at:
+                t0 = time.perf_counter()
+                server.kill()
+                await asyncio.to_thread(server.start)
+                downtime = time.perf_counter() - t0
+        for t in tasks:
+            t.result()
+    return stats, downtime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stimuli", type=Path, default=None, help="stimulus package with >= participants tasks")
+    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--db", default=None, help="default: a new SQLite file; or postgresql://... (empty db)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--think-ms", type=float, default=0.0, help="mean pause before each request (default 0)")
+    parser.add_argument("--no-kill", action="store_true", help="leave the server running (a baseline)")
+    args = parser.parse_args()
+    global THINK_S
+    THINK_S = args.think_ms / 1000
+    workdir = Path(tempfile.mkdtemp(prefix="vizprobe-load-"))
+    stimuli = args.stimuli or build_package(workdir, math.ceil(args.participants / 5))
+    manifest = json.loads((stimuli / "manifest.json").read_text())
+    n_tasks = len(manifest["tasks"])
+    per_participant = len(manifest.get("practice_trial_ids", [])) + len(manifest["tasks"][0]["trial_ids"])
+    if n_tasks < args.participants:
+        raise SystemExit(f"{stimuli} has {n_tasks} tasks; build one with --tasks-per-condition >= participants/5")
+    db = args.db or str(workdir / "load.db")
+    server = Server(stimuli, db, workdir)
+    server.start()
+    t0 = time.perf_counter()
+    try:
+        kill_at = math.inf if args.no_kill else args.participants * per_participant // 2
+        stats, downtime = asyncio.run(run_clients(server, args.participants, args.seed, kill_at))
+    finally:
+        wall = time.perf_counter() - t0
+        server.stop()
+    frame = export_frame(db)
+    stored = Counter(zip(frame["task_id"], frame["is_practice"].astype(int), frame["trial_id"], strict=True))
+    lost = sum(max(0, k - stored[key]) for key, k in stats.acked.items())
+    duplicated = sum(max(0, k - stats.acked[key]) for key, k in stored.items())
+    lat = sorted(stats.latencies)
+    kind = "postgresql" if db.startswith("postgres") else "sqlite"
+    print(f"participants {args.participants}, database {kind}, think time {args.think_ms:g} ms")
+    print(f"requests answered {len(lat)} in {wall:.1f} s: {len(lat) / wall:.0f} req/s; retries {stats.retries}")
+    print(f"latency p50 {1000 * statistics.median(lat):.1f} ms, p99 {1000 * lat[int(0.99 * (len(lat) - 1))]:.1f} ms")
+    for route, values in sorted(stats.by_route.items()):
+        print(f"  {route:10s} n={len(values):5d} p50 {1000 * statistics.median(values):7.1f} ms  "
+              f"p99 {1000 * sorted(values)[int(0.99 * (len(values) - 1))]:7.1f} ms")  # fmt: skip
+    if not args.no_kill:
+        print(f"server killed (SIGKILL) once and restarted: {downtime:.2f} s without a server")
+    print(f"responses sent (acknowledged) {sum(stats.acked.values())}, stored {len(frame)}, lost {lost}, "
+          f"duplicated {duplicated}")  # fmt: skip
+    if lost or duplicated:
+        raise SystemExit("FAIL: responses were lost or duplicated")
+
+
+if __name__ == "__main__":
+    main()

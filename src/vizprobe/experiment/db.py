@@ -1,0 +1,200 @@
+"""The experiment database: SQLAlchemy 2 mapped classes and the engine set-up (SQLite WAL or PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from vizprobe.errors import VizprobeError
+
+DEFAULT_DB = "vizprobe-experiment.db"
+FREE, RUNNING, COMPLETED = "free", "running", "completed"
+ACTIVE, DONE, EXPIRED = "active", "completed", "expired"
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: SQLite keeps no time zone, so every timestamp is naive UTC on both back ends."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Study(Base):
+    """The one study of this database: the stimulus manifest it was created from, and the server's settings."""
+
+    __tablename__ = "study"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    manifest_json: Mapped[str] = mapped_column(Text)
+    settings_json: Mapped[str] = mapped_column(Text, default="{}")
+    completion_code: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Task(Base):
+    """A task (trial list) of the manifest and its assignment state: free, running (by a session) or completed."""
+
+    __tablename__ = "tasks"
+    task_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    condition: Mapped[str] = mapped_column(String(20), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(10), default=FREE, index=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Participant(Base):
+    """A participant's session; the worker id and platform ids are kept only as HMACs."""
+
+    __tablename__ = "sessions"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    worker_hmac: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    platform_ids_hmac: Mapped[str] = mapped_column(Text, default="{}")
+    condition: Mapped[str] = mapped_column(String(20))
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.task_id"))
+    expertise: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(10), default=ACTIVE)
+    consented_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    instruction_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    practice_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    practice_passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_active_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    total_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    completion_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    debrief_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Response(Base):
+    """One answer; (session, phase, attempt, trial_index) is unique, which makes sending idempotent."""
+
+    __tablename__ = "responses"
+    __table_args__ = (UniqueConstraint("session_id", "phase", "attempt", "trial_index", name="uq_response_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    phase: Mapped[str] = mapped_column(String(10))
+    attempt: Mapped[int] = mapped_column(Integer)
+    trial_index: Mapped[int] = mapped_column(Integer)
+    trial_id: Mapped[str] = mapped_column(String(200))
+    choice: Mapped[int] = mapped_column(Integer)
+    confidence: Mapped[int] = mapped_column(Integer)
+    rt_ms: Mapped[float] = mapped_column(Float)
+    correct: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+def normalize_url(db: str | None) -> str:
+    """`None` -> SQLite file in the working directory; a bare path -> SQLite; `postgresql://` -> psycopg 3."""
+    if not db:
+        return f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    if "://" not in db:
+        return f"sqlite:///{Path(db).resolve()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if db.startswith(prefix):
+            return "postgresql+psycopg://" + db[len(prefix) :]
+    if db.startswith(("sqlite:///", "postgresql+psycopg://")):
+        return db
+    raise VizprobeError(f"--db {db!r} is not supported: give a file path, sqlite:///PATH or postgresql://...")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, else None."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise VizprobeError(f"--db {url!r} is not a database URL") from None
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if not parsed.database or parsed.database == ":memory:":
+        raise VizprobeError("--db must name a SQLite file (an in-memory database cannot be shared)")
+    return Path(parsed.database)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    """A SQLite engine in WAL mode whose transactions all start with BEGIN IMMEDIATE (writers never deadlock)."""
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # let the "begin" hook below issue BEGIN
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")  # a stored response survives a power cut, not only a crash
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """Engine, session factory and a transaction helper; SQLite transactions are also serialized in-process."""
+
+    def __init__(self, db: str | None, *, create: bool = True) -> None:
+        self.url = normalize_url(db)
+        self.path = sqlite_path(self.url)
+        if self.path is not None:
+            if not create and not self.path.is_file():
+                raise VizprobeError(f"no experiment database at {self.path}; pass the --db that `vizprobe serve` used")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(self.url)
+        else:
+            self.engine = create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._lock = threading.Lock() if self.path is not None else None
+        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        try:
+            if create:
+                Base.metadata.create_all(self.engine)
+            elif not inspect(self.engine).has_table("study"):
+                raise VizprobeError(f"{self.url_for_people} holds no vizprobe experiment; check --db")
+        except VizprobeError:
+            raise
+        except Exception as error:  # driver errors: refused connection, bad credentials, unreadable file
+            raise VizprobeError(
+                f"cannot open the database {self.url_for_people}: {str(error).splitlines()[0]}"
+            ) from None
+
+    @property
+    def url_for_people(self) -> str:
+        """The URL without its password, for messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any exception."""
+        with self._lock or nullcontext(), self._factory() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,69 @@
+"""Export the stored responses in the responses format; the database alone suffices (the manifest is stored in it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
+
+from .db import Database, Participant, Response
+from .study import load_study
+
+
+def participant_label(pk: int) -> str:
+    """Anonymous participant id from the session's order of arrival: p0001, p0002, ..."""
+    return f"p{pk:04d}"
+
+
+def frame_from_session(s: Session) -> pd.DataFrame:
+    """One row per stored response, practice rows included, in session order then phase, attempt and index."""
+    _, study = load_study(s)
+    query = (
+        select(Response, Participant)
+        .join(Participant, Participant.id == Response.session_id)
+        .order_by(Participant.pk, Response.phase.desc(), Response.attempt, Response.trial_index)
+    )
+    rows = []
+    for r, p in s.execute(query):
+        trial = study.trials[r.trial_id]
+        rows.append(
+            {
+                "participant_id": participant_label(p.pk),
+                "condition": p.condition,
+                "task_id": p.task_id,
+                "trial_id": r.trial_id,
+                "unit": trial["unit"],
+                "layer": study.layers.get(trial["unit"], trial["unit"].rpartition(":")[0]),
+                "image_set": trial["image_set"],
+                "is_catch": int(trial["kind"] == "catch"),
+                "is_practice": int(r.phase == "practice"),
+                "choice": r.choice,
+                "correct": r.correct,
+                "confidence": r.confidence,
+                "rt_ms": r.rt_ms,
+                "instruction_time_s": p.instruction_time_s,
+                "total_time_s": p.total_time_s,
+                "practice_attempts": p.practice_attempts,
+                "expertise": p.expertise,
+            }
+        )
+    return validate_responses(pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
+
+
+def export_frame(db_url: str) -> pd.DataFrame:
+    """The responses table of an experiment database (SQLite path/URL or postgresql://...)."""
+    db = Database(db_url, create=False)
+    try:
+        with db.tx() as s:
+            return frame_from_session(s)
+    finally:
+        db.dispose()
+
+
+def export_responses(db_url: str, out_csv: str | Path) -> Path:
+    """Write the responses CSV atomically; returns its path."""
+    return write_responses(export_frame(db_url), out_csv)

@@ -1,0 +1,28 @@
+"""Run the experiment app under uvicorn and tell the experimenter where the participant and admin pages are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import uvicorn
+
+from .app import create_app
+
+PARAMETERS = {
+    "local": "",
+    "prolific": "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
+    "mturk": "?workerId=WORKER_ID&assignmentId=ASSIGNMENT_ID&hitId=HIT_ID",
+}
+
+
+def serve(stimuli: str | Path, db: str | None, *, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """Create the app (fails fast on bad options), print the URLs, and serve until interrupted."""
+    app = create_app(stimuli, db, **options)
+    base = f"http://{host}:{port}"
+    platform = options.get("platform", "local")
+    print(f"database: {app.state.db.url_for_people}")
+    print(f"participant page: {base}/{PARAMETERS[platform]}")
+    print(f"admin page: {base}/admin?token={quote(app.state.admin_token)}")
+    print(f"completion code: {app.state.experiment.completion_code}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

@@ -1,0 +1,242 @@
+"""What the API does, without HTTP: sessions, events, responses, completion and progress, one transaction each."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .assignment import claim_task, release_abandoned
+from .db import ACTIVE, COMPLETED, DONE, EXPIRED, Database, Participant, Response, Study, Task, utcnow
+from .schemas import WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
+from .secret import keyed_hash, load_or_create_secret
+from .study import StudyManifest, open_study, trial_view
+
+PLATFORMS = ("local", "prolific", "mturk")
+PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc="
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status, a machine-readable code and a one-line message (nothing was stored)."""
+
+    def __init__(self, status: int, error: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message, self.extra = status, error, message, extra
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options of `vizprobe serve` that change what participants see or how tasks are handed out."""
+
+    platform: str = "local"
+    completion_code: str | None = None
+    n_practice: int = 3
+    practice_attempts: int = 5
+    expert: bool = False
+    task_timeout_s: float = 30 * 60.0
+
+
+class Experiment:
+    """The running study: database, manifest, settings and the secret for worker-id HMACs."""
+
+    def __init__(self, db: Database, manifest: dict, settings: Settings, secret_file: Path) -> None:
+        self.db, self.settings, self.study = db, settings, StudyManifest(manifest)
+        self.secret = load_or_create_secret(secret_file)
+        stored = {k: v for k, v in asdict(settings).items() if k != "completion_code"}
+        with db.tx() as s:
+            self.completion_code = open_study(s, manifest, stored, settings.completion_code).completion_code
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    def _session(self, s: Session, sid: str) -> Participant:
+        """The session row (locked on PostgreSQL); 404 when unknown, 409 when its task was handed to someone else."""
+        query = select(Participant).where(Participant.id == sid)
+        if self.db.is_postgres:
+            query = query.with_for_update()
+        participant = s.scalars(query).one_or_none()
+        if participant is None:
+            raise ApiError(404, "unknown_session", "no such session; reload the page to start again")
+        if participant.status == EXPIRED:
+            raise ApiError(409, "session_expired", "this session timed out and its task went to someone else")
+        return participant
+
+    def _answered(self, s: Session, sid: str) -> set[int]:
+        rows = s.scalars(select(Response.trial_index).where(Response.session_id == sid, Response.phase == "main"))
+        return set(rows)
+
+    def _redirect(self, code: str) -> str | None:
+        return PROLIFIC_DONE + quote(code) if self.settings.platform == "prolific" else None
+
+    def state(self, s: Session, p: Participant) -> dict:
+        """The SessionState of docs/experiment-api.md."""
+        trials = self.study.task_trials(p.task_id)
+        answered = self._answered(s, p.id)
+        next_index = next((i for i in range(len(trials)) if i not in answered), len(trials))
+        done = p.status == DONE
+        return {
+            "session_id": p.id,
+            "condition": p.condition,
+            "task_id": p.task_id,
+            "expertise": p.expertise,
+            "consented": p.consented_at is not None,
+            "instructions_done": p.instruction_time_s is not None,
+            "practice_passed": p.practice_passed,
+            "practice_attempts": p.practice_attempts,
+            "practice": [
+                trial_view(t, i, p.condition, practice=True)
+                for i, t in enumerate(self.study.practice_trials(self.settings.n_practice))
+            ],
+            "trials": [trial_view(t, i, p.condition, practice=False) for i, t in enumerate(trials)],
+            "next_trial_index": next_index,
+            "completed": done,
+            "completion_code": p.completion_code if done else None,
+            "redirect_url": self._redirect(p.completion_code) if done and p.completion_code else None,
+        }
+
+    # --- API ---------------------------------------------------------------------------------------------
+    def config(self) -> dict:
+        return {
+            "platform": self.settings.platform,
+            "practice_attempts": self.settings.practice_attempts,
+            "n_practice": self.settings.n_practice,
+            "texts": {},
+        }
+
+    def start(self, body: SessionIn) -> dict:
+        """Resume a session (reload or returning worker) or start one on the next task; retried once on a race."""
+        try:
+            return self._start(body)
+        except IntegrityError:  # the same worker started twice at once: the other request's session wins
+            return self._start(body)
+
+    def _start(self, body: SessionIn) -> dict:
+        worker = next((body.platform_ids[k] for k in WORKER_ID_KEYS if k in body.platform_ids), None)
+        worker_hmac = keyed_hash(self.secret, worker) if worker else None
+        now = utcnow()
+        with self.db.tx() as s:
+            if body.resume:
+                p = s.scalars(select(Participant).where(Participant.id == body.resume)).one_or_none()
+                if p is not None and (worker_hmac is None or p.worker_hmac in (None, worker_hmac)):
+                    if p.status == EXPIRED:
+                        raise ApiError(403, "session_expired", "this session timed out; thank you for your interest")
+                    p.last_active_at = now
+                    return self.state(s, p)
+            if worker_hmac is not None:
+                p = s.scalars(select(Participant).where(Participant.worker_hmac == worker_hmac)).one_or_none()
+                if p is not None:
+                    if p.status != ACTIVE:
+                        raise ApiError(403, "already_participated", "you have already taken part in this study")
+                    p.last_active_at = now
+                    return self.state(s, p)
+            release_abandoned(s, now, self.settings.task_timeout_s)
+            sid = secrets.token_urlsafe(18)
+            task = claim_task(s, sid, now, skip_locked=self.db.is_postgres)
+            if task is None:
+                raise ApiError(503, "no_tasks", "all tasks of this study are taken; thank you for your interest")
+            ids = {k: keyed_hash(self.secret, v) for k, v in sorted(body.platform_ids.items())}
+            p = Participant(
+                id=sid,
+                worker_hmac=worker_hmac,
+                platform=self.settings.platform,
+                platform_ids_hmac=json.dumps(ids),
+                condition=task.condition,
+                task_id=task.task_id,
+                expertise="expert" if self.settings.expert else "lay",
+                started_at=now,
+                last_active_at=now,
+            )
+            s.add(p)
+            s.flush()
+            return self.state(s, p)
+
+    def event(self, sid: str, body: EventIn) -> dict:
+        """Record consent or the instructions' reading time; the first value is kept."""
+        with self.db.tx() as s:
+            p = self._session(s, sid)
+            if body.event == "consent" and p.consented_at is None:
+                p.consented_at = utcnow()
+            elif body.event == "instructions" and p.instruction_time_s is None:
+                p.instruction_time_s = body.duration_s
+            p.last_active_at = utcnow()
+        return {"ok": True}
+
+    def _trial(self, p: Participant, body: ResponseIn) -> dict:
+        """The manifest trial a response answers; 422 when index or attempt is out of range."""
+        if body.phase == "practice":
+            trials, attempts = (
+                self.study.practice_trials(self.settings.n_practice),
+                (1, self.settings.practice_attempts),
+            )
+        else:
+            trials, attempts = self.study.task_trials(p.task_id), (0, 0)
+        if body.trial_index >= len(trials):
+            raise ApiError(422, "out_of_range", f"{body.phase} trial_index must be below {len(trials)}")
+        if not attempts[0] <= body.attempt <= attempts[1]:
+            raise ApiError(422, "out_of_range", f"{body.phase} attempt must be in {attempts[0]}..{attempts[1]}")
+        return trials[body.trial_index]
+
+    def respond(self, sid: str, body: ResponseIn) -> dict:
+        """Store one answer idempotently: same key and answer again is a duplicate; another answer is a conflict."""
+        with self.db.tx() as s:
+            p = self._session(s, sid)
+            trial = self._trial(p, body)
+            key = (Response.session_id == sid, Response.phase == body.phase, Response.attempt == body.attempt)
+            old = s.scalars(select(Response).where(*key, Response.trial_index == body.trial_index)).one_or_none()
+            if old is not None and (old.choice, old.confidence) != (body.choice, body.confidence):
+                raise ApiError(409, "conflicting_duplicate", "this trial already has a different answer")
+            correct = old.correct if old is not None else int(body.choice == trial["correct"])
+            if old is None:
+                s.add(Response(session_id=sid, trial_id=trial["trial_id"], correct=correct, **body.model_dump()))
+                s.flush()
+                if body.phase == "practice":
+                    p.practice_attempts = max(p.practice_attempts, body.attempt)
+                    right = s.scalar(select(func.count()).where(*key, Response.correct == 1))
+                    p.practice_passed = p.practice_passed or right == self.settings.n_practice
+            p.last_active_at = utcnow()
+            result = {"stored": True, "duplicate": old is not None}
+            if body.phase == "practice":
+                result["correct"] = correct
+            answered = self._answered(s, sid)
+            n = len(self.study.task_trials(p.task_id))
+            result["next_trial_index"] = next((i for i in range(n) if i not in answered), n)
+            return result
+
+    def complete(self, sid: str, body: CompleteIn) -> dict:
+        """Close the session and hand out the completion code, only when every main and catch answer is stored."""
+        with self.db.tx() as s:
+            p = self._session(s, sid)
+            if p.status != DONE:
+                answered = self._answered(s, sid)
+                missing = [i for i in range(len(self.study.task_trials(p.task_id))) if i not in answered]
+                if missing:
+                    raise ApiError(409, "incomplete", f"{len(missing)} trial(s) have no stored answer", missing=missing)
+                now = utcnow()
+                p.status, p.completed_at, p.last_active_at = DONE, now, now
+                p.total_time_s, p.debrief_json = body.total_time_s, json.dumps(body.debrief)
+                p.completion_code = self.completion_code
+                task = s.get(Task, p.task_id)
+                task.state, task.completed_at = COMPLETED, now
+            return {"completion_code": p.completion_code, "redirect_url": self._redirect(p.completion_code)}
+
+    def progress(self) -> dict:
+        """Tasks per condition and state, participants per condition, and the number of stored responses."""
+        with self.db.tx() as s:
+            out: dict[str, dict[str, int]] = {}
+            for condition, state, n in s.execute(
+                select(Task.condition, Task.state, func.count()).group_by(Task.condition, Task.state)
+            ):
+                row = out.setdefault(
+                    condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "participants": 0}
+                )
+                row["tasks"] += n
+                row[state] += n
+            for condition, n in s.execute(select(Participant.condition, func.count()).group_by(Participant.condition)):
+                out[condition]["participants"] = n
+            responses = s.scalar(select(func.count()).select_from(Response))
+            study = s.get(Study, 1)
+            return {"conditions": out, "responses": responses, "study_created": study.created_at.isoformat() + "Z"}

@@ -1,0 +1,400 @@
+"""vizprobe.analysis: hand-computed statistics, exclusion, kappa, baselines on a real package, the report and CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score
+
+from vizprobe.analysis import (
+    ExclusionCriteria,
+    StatsSettings,
+    analyze,
+    apply_exclusion,
+    error_consistency,
+    kappa,
+    kappa_matrix,
+    pairwise_tests,
+    run_baselines,
+    spectral_residual,
+    summarize,
+)
+from vizprobe.analysis.accuracy import participant_accuracy
+from vizprobe.analysis.baselines import CenterObserver, RandomObserver, load_image
+from vizprobe.analysis.groups import main_trials, with_groups
+from vizprobe.cli import main
+from vizprobe.errors import VizprobeError
+from vizprobe.observers import Observer, get_observer, trial_views
+from vizprobe.responses import validate_responses
+from vizprobe.stimuli.manifest import load_manifest
+
+FAST = StatsSettings(n_resamples=4000, seed=0)
+
+
+def _rows(pid: str, condition: str, outcomes: list[int], trials: list[str] | None = None, **extra) -> list[dict]:
+    trials = trials or [f"t{i}" for i in range(len(outcomes))]
+    return [dict(participant_id=pid, condition=condition, trial_id=t, correct=c, **extra)
+            for t, c in zip(trials, outcomes, strict=True)]  # fmt: skip
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def test_accuracy_mean_sem_and_bootstrap_match_hand_values():
+    frame = pd.DataFrame(
+        _rows("a", "natural", [1, 1, 1, 0]) + _rows("b", "natural", [1, 0]) + _rows("c", "natural", [1, 1, 1])
+        + _rows("d", "natural", [0, 0, 1, 1, 0])
+    )  # fmt: skip
+    per = participant_accuracy(with_groups(validate_responses(frame)))
+    values = np.array([0.75, 0.5, 1.0, 0.4])
+    assert per.set_index("participant_id")["accuracy"].to_dict() == dict(zip("abcd", values, strict=True))
+    s = summarize(per["accuracy"].to_numpy(), StatsSettings(n_resamples=20_000))
+    mean = values.sum() / 4
+    sem = np.sqrt(((values - mean) ** 2).sum() / 3) / 2
+    assert s["mean"] == pytest.approx(mean) and s["sem"] == pytest.approx(sem)
+    assert (s["two_sem_low"], s["two_sem_high"]) == pytest.approx((mean - 2 * sem, mean + 2 * sem))
+    # exact bootstrap distribution: all 4^4 equally likely resamples of the participants
+    means = np.array([np.mean(c) for c in itertools.product(values, repeat=4)])
+    assert s["ci_low"] == pytest.approx(np.percentile(means, 2.5), abs=0.02)
+    assert s["ci_high"] == pytest.approx(np.percentile(means, 97.5), abs=0.02)
+    assert s["n_participants"] == 4
+
+
+def test_summary_of_one_participant_or_identical_scores():
+    one = summarize(np.array([0.7]))
+    assert one["mean"] == 0.7 and np.isnan(one["sem"]) and np.isnan(one["ci_low"])
+    same = summarize(np.array([0.5, 0.5, 0.5]))
+    assert same["sem"] == 0 and same["ci_low"] == same["ci_high"] == 0.5
+
+
+def test_permutation_tests_with_holm_find_a_strong_difference_only():
+    rng = np.random.default_rng(3)
+    rows = []
+    for condition, p in (("synthetic", 0.9), ("natural", 0.5), ("none", 0.5)):
+        for k in range(12):
+            rows += _rows(f"{condition}{k}", condition, (rng.random(40) < p).astype(int).tolist())
+    per = participant_accuracy(with_groups(validate_responses(pd.DataFrame(rows))))
+    tests = {(r["a"], r["b"]): r for r in pairwise_tests(per, ["synthetic", "natural", "none"], FAST)}
+    strong, null = tests[("synthetic", "none")], tests[("natural", "none")]
+    assert strong["significant"] and strong["p_holm"] < 0.01 and strong["cohens_d"] > 2
+    assert not null["significant"]
+    x = per.loc[per["group"] == "synthetic", "accuracy"]
+    y = per.loc[per["group"] == "none", "accuracy"]
+    assert strong["difference"] == pytest.approx(x.mean() - y.mean())
+    pooled = np.sqrt((x.var() * 11 + y.var() * 11) / 22)
+    assert strong["cohens_d"] == pytest.approx((x.mean() - y.mean()) / pooled)
+    ps = sorted(r["p"] for r in tests.values())  # Holm by hand: step-down, monotone, capped at 1
+    holm = np.minimum(1, np.maximum.accumulate([p * (3 - i) for i, p in enumerate(ps)]))
+    assert sorted(r["p_holm"] for r in tests.values()) == pytest.approx(list(holm))
+
+
+# ---------------------------------------------------------------- error consistency
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([1, 1, 0, 0], [1, 1, 0, 0], 1.0),
+        ([1, 1, 0, 0], [0, 0, 1, 1], -1.0),
+        ([1, 1, 1, 0], [1, 0, 1, 0], 0.5),  # c_obs 3/4, c_exp 0.75*0.5 + 0.25*0.5 = 0.5
+        ([1, 1, 1], [1, 1, 1], 1.0),  # degenerate: c_obs = c_exp = 1 (both all right)
+        ([0, 0, 0], [0, 0, 0], 1.0),  # degenerate: both all wrong
+        ([1, 1, 1], [0, 0, 0], 0.0),  # c_obs = c_exp = 0
+        ([1, 1, 1, 1], [1, 0, 1, 0], 0.0),  # one constant observer: c_obs = c_exp
+    ],
+)
+def test_kappa_known_cases(a, b, expected):
+    assert error_consistency(a, b) == pytest.approx(expected)
+
+
+def test_kappa_degenerate_definitions():
+    assert kappa(1.0, 1.0) == 1.0
+    assert np.isnan(kappa(0.5, 1.0))  # c_exp = 1 with c_obs < 1: undefined (cannot arise on shared trials)
+    with pytest.raises(ValueError):
+        error_consistency([1, 0], [1])
+
+
+def test_kappa_equals_sklearn_cohen_kappa():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 40))
+        a, b = rng.integers(0, 2, n), rng.integers(0, 2, n)
+        if len(set(a)) == len(set(b)) == 1 and a[0] == b[0]:
+            continue  # degenerate: sklearn gives NaN, we define 1
+        assert error_consistency(a, b) == pytest.approx(cohen_kappa_score(a, b, labels=[0, 1]))
+
+
+def test_kappa_matrix_averages_pairs_over_shared_trials():
+    rng = np.random.default_rng(1)
+    rows, answers = [], {}
+    for condition, n in (("natural", 3), ("none", 2)):
+        for k in range(n):
+            trials = [f"t{i}" for i in sorted(rng.choice(8, size=6, replace=False))]
+            outcomes = rng.integers(0, 2, 6).tolist()
+            answers[(condition, f"{condition}{k}")] = dict(zip(trials, outcomes, strict=True))
+            rows += _rows(f"{condition}{k}", condition, outcomes, trials)
+    frame = main_trials(with_groups(validate_responses(pd.DataFrame(rows).sample(frac=1, random_state=0))))
+    matrix = kappa_matrix(frame, ["natural", "none"])
+
+    def by_hand(a: str, b: str) -> list[float]:
+        out = []
+        for (ca, pa), (cb, pb) in itertools.product(answers, answers):
+            if ca != a or cb != b or pa == pb or (a == b and pa > pb):
+                continue
+            shared = sorted(set(answers[(ca, pa)]) & set(answers[(cb, pb)]))
+            out.append(
+                error_consistency([answers[(ca, pa)][t] for t in shared], [answers[(cb, pb)][t] for t in shared])
+            )
+        return out
+
+    for a, b in itertools.product(["natural", "none"], repeat=2):
+        expected = by_hand(a, b)
+        assert matrix[a][b]["n_pairs"] == len(expected)
+        assert matrix[a][b]["mean"] == pytest.approx(np.mean(expected))
+        assert matrix[a][b]["sem"] == pytest.approx(stats.sem(expected) if len(expected) > 1 else np.nan, nan_ok=True)
+    assert matrix["natural"]["none"]["n_pairs"] == 6 and matrix["natural"]["natural"]["n_pairs"] == 3
+
+
+# ---------------------------------------------------------------- exclusion
+
+
+def _participant(pid: str, condition: str = "natural", **overrides) -> list[dict]:
+    """A participant passing every criterion; `overrides` break one."""
+    timing = ("instruction_time_s", "total_time_s", "practice_attempts")
+    info = dict(instruction_time_s=60.0, total_time_s=300.0, practice_attempts=1)
+    info |= {k: v for k, v in overrides.items() if k in timing}
+    info |= dict(participant_id=pid, condition=condition, is_practice=0)
+    catch = overrides.get("catch", [1, 1, 1])
+    choices = overrides.get("choices", [0, 1, 0, 1])
+    confidence = overrides.get("confidence", [1, 2, 3, 3])
+    rows = [info | dict(trial_id=f"m{i}", is_catch=0, choice=c, correct=i % 2, confidence=confidence[i])
+            for i, c in enumerate(choices)]  # fmt: skip
+    rows += [info | dict(trial_id=f"c{i}", is_catch=1, choice=choices[i], correct=c, confidence=confidence[i])
+             for i, c in enumerate(catch)]  # fmt: skip
+    return rows + [info | dict(trial_id="p0", is_catch=0, is_practice=1, choice=1, correct=1, confidence=2)]
+
+
+CRAFTED = {
+    "catch_accuracy": dict(catch=[1, 0, 0]),
+    "instruction_time": dict(instruction_time_s=12.0),
+    "total_time": dict(total_time_s=1200.0),
+    "practice_attempts": dict(practice_attempts=6),
+    "same_side": dict(choices=[1, 1, 1, 1]),
+    "same_confidence": dict(confidence=[2, 2, 2, 2]),
+}
+
+
+def test_each_crafted_participant_is_removed_by_exactly_its_criterion():
+    rows = _participant("good") + _participant("fast", total_time_s=60.0) + _participant("ok2", condition="none")
+    rows += [r for name, o in CRAFTED.items() for r in _participant(f"bad-{name}", **o)]
+    result = apply_exclusion(validate_responses(pd.DataFrame(rows)))
+    for name, entry in result.criteria.items():
+        expected = [f"bad-{name}"] + (["fast"] if name == "total_time" else [])
+        assert sorted(entry["participants"]) == sorted(expected), name
+        assert entry["excluded"] == len(expected) and entry["skipped"] is None
+    assert sorted(result.kept["participant_id"].unique()) == ["good", "ok2"]
+    assert result.per_condition == {"natural": {"before": 8, "excluded": 7, "after": 1},
+                                    "none": {"before": 1, "excluded": 0, "after": 1}}  # fmt: skip
+
+
+def test_exclusion_thresholds_are_parameters_and_missing_columns_are_skipped():
+    rows = [r for name, o in CRAFTED.items() for r in _participant(f"bad-{name}", **o)]
+    lenient = ExclusionCriteria(min_catch_accuracy=0.3, min_instruction_time_s=10, max_total_time_s=1500,
+                                max_practice_attempts=6, require_both_sides=False,
+                                require_two_confidence_levels=False)  # fmt: skip
+    assert apply_exclusion(validate_responses(pd.DataFrame(rows)), lenient).excluded == []
+    bare = validate_responses(pd.DataFrame(rows)[["participant_id", "condition", "trial_id", "correct"]])
+    result = apply_exclusion(bare)
+    assert result.excluded == []
+    assert all(entry["skipped"] for entry in result.criteria.values())
+    assert "no instruction_time_s column" in result.criteria["instruction_time"]["skipped"]
+
+
+def test_machine_observers_are_never_excluded():
+    rows = _participant("human", choices=[1, 1, 1, 1]) + [
+        dict(r, participant_id="baseline:center", expertise="machine", observer="baseline:center")
+        for r in _participant("x", choices=[1, 1, 1, 1])
+    ]
+    result = apply_exclusion(validate_responses(pd.DataFrame(rows)))
+    assert result.excluded == ["human"] and set(result.kept["participant_id"]) == {"baseline:center"}
+
+
+# ---------------------------------------------------------------- report and input errors
+
+
+def _study(seed: int = 0) -> pd.DataFrame:
+    """A small complete study: 3 conditions x 5 participants, 8 main + 3 catch trials each, and one machine."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for condition, p in (("synthetic", 0.8), ("natural", 0.7), ("none", 0.55)):
+        for k in range(5):
+            info = dict(participant_id=f"{condition[:3]}{k}", condition=condition, is_practice=0,
+                        instruction_time_s=40.0, total_time_s=400.0, practice_attempts=1,
+                        expertise="expert" if k < 2 else "lay")  # fmt: skip
+            for i in range(8):
+                answer = dict(choice=int(rng.integers(2)), correct=int(rng.random() < p),
+                              confidence=int(rng.integers(1, 4)), rt_ms=float(rng.uniform(500, 4000)))  # fmt: skip
+                rows.append(info | answer | dict(trial_id=f"u{i % 4}:{i}", unit=f"L{i % 2}:{i % 4}", is_catch=0))
+            for i in range(3):
+                rows.append(info | dict(trial_id=f"catch{i}", unit="L0:0", is_catch=1, choice=i % 2, correct=1,
+                                        confidence=3, rt_ms=900.0))  # fmt: skip
+    machine = dict(participant_id="model-x", condition="none", is_catch=0, is_practice=0, choice=1, expertise="machine")
+    rows += [machine | dict(trial_id=f"u{i % 4}:{i}", unit=f"L{i % 2}:{i % 4}", correct=int(i < 6)) for i in range(8)]
+    return pd.DataFrame(rows)
+
+
+def test_cli_analyze_writes_report_and_numbers_match_pandas(tmp_path: Path, capsys):
+    study = _study()
+    study.to_csv(tmp_path / "responses.csv", index=False)
+    out = tmp_path / "report"
+    assert (
+        main(["analyze", "--responses", str(tmp_path / "responses.csv"), "--out", str(out), "--resamples", "2000"]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert str(out / "report.html") in printed and "synthetic" in printed and "95% CI" in printed
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<img" in html and 'src="figures' not in html
+    for name in ("accuracy", "kappa", "per_layer", "per_unit", "confidence", "response_time"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+        assert (out / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    results = json.loads((out / "results.json").read_text())
+    humans = study[(study["expertise"] != "machine") & (study["is_catch"] == 0)]
+    per = humans.groupby(["condition", "participant_id"])["correct"].mean()
+    for condition in ("synthetic", "natural", "none"):
+        entry = results["accuracy"][condition]
+        assert entry["mean"] == pytest.approx(per[condition].mean())
+        assert entry["sem"] == pytest.approx(per[condition].std(ddof=1) / np.sqrt(5))
+        assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"] and entry["n_participants"] == 5
+    assert list(results["accuracy"]) == ["synthetic", "natural", "none"]
+    assert results["observers"]["model-x"]["accuracy"] == pytest.approx(0.75)
+    assert "model-x" in results["kappa"] and results["kappa"]["synthetic"]["model-x"]["n_pairs"] == 5
+    assert results["kappa"]["none"]["natural"]["n_pairs"] == 25
+    assert results["exclusion"]["n_before"] == 15 and results["exclusion"]["n_excluded"] == 0
+    assert set(results["accuracy_by_expertise"]["natural"]) == {"expert", "lay"}
+    assert set(results["accuracy_by_layer"]["none"]) == {"L0", "L1"}
+    assert results["skipped"] == {"baselines": "no stimulus package given (--stimuli)"}
+    assert len(results["pairwise"]) == 3
+
+
+def test_only_required_columns_still_gives_a_report(tmp_path: Path):
+    study = _study()[["participant_id", "condition", "trial_id", "correct"]]
+    results = analyze(study, tmp_path / "r", settings=FAST)
+    assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "figures" / "kappa.svg").is_file()
+    for name in ("accuracy_by_expertise", "accuracy_by_layer", "accuracy_by_unit", "confidence", "response_time",
+                 "baselines", "exclusion.catch_accuracy", "exclusion.total_time", "exclusion.same_side"):  # fmt: skip
+        assert results["skipped"][name], name
+    assert "Skipped analyses" in (tmp_path / "r" / "report.html").read_text()
+    assert results["accuracy"]["none"]["n_participants"] == 6  # the machine is a participant of none now
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [("correct", "maybe", "row 4, column 'correct'"), ("participant_id", "", "row 4, column 'participant_id'"),
+     ("confidence", "7", "row 4, column 'confidence'"), ("rt_ms", "fast", "row 4, column 'rt_ms'")],
+)  # fmt: skip
+def test_malformed_values_name_row_and_column(tmp_path: Path, capsys, column, value, message):
+    study = _study().astype(object)
+    study.loc[2, column] = value
+    study.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(VizprobeError, match=message):
+        analyze(tmp_path / "bad.csv", tmp_path / "r")
+    assert main(["analyze", "--responses", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_required_column_and_missing_file(tmp_path: Path):
+    with pytest.raises(VizprobeError, match="required column"):
+        analyze(_study().drop(columns=["correct"]), tmp_path / "r")
+    with pytest.raises(VizprobeError, match="does not exist"):
+        analyze(tmp_path / "nope.csv", tmp_path / "r")
+
+
+def test_database_url_is_read_through_the_export(tmp_path: Path, monkeypatch):
+    import vizprobe.experiment.export as export
+
+    seen = []
+    monkeypatch.setattr(export, "export_frame", lambda url: seen.append(url) or _study())
+    results = analyze("sqlite:///study.db", tmp_path / "r", settings=FAST)
+    assert seen == ["sqlite:///study.db"] and results["accuracy"]["natural"]["n_participants"] == 5
+
+
+# ---------------------------------------------------------------- baselines on a real stimulus package
+
+
+@pytest.fixture(scope="module")
+def baseline_rows(stimulus_package: Path) -> pd.DataFrame:
+    return run_baselines(stimulus_package, seed=0)
+
+
+def test_baselines_answer_every_main_trial(stimulus_package: Path, baseline_rows: pd.DataFrame):
+    manifest = load_manifest(stimulus_package)
+    main_ids = sorted(t["trial_id"] for t in manifest["trials"] if t["kind"] == "main")
+    for name in ("center", "variance", "saliency", "random", "oracle"):
+        rows = baseline_rows[baseline_rows["observer"] == f"baseline:{name}"]
+        assert sorted(rows["trial_id"]) == main_ids, name
+        assert set(rows["expertise"]) == {"machine"} and set(rows["condition"]) == {"none"}
+    assert baseline_rows.loc[baseline_rows["observer"] == "baseline:oracle", "correct"].eq(1).all()
+    for name in ("center", "variance", "saliency", "random"):
+        assert isinstance(get_observer(name), Observer)
+
+
+def test_random_is_reproducible_and_does_not_copy_the_answers(stimulus_package: Path):
+    views = trial_views(stimulus_package, "natural")
+    manifest = load_manifest(stimulus_package)
+    correct = np.array([next(t["correct"] for t in manifest["trials"] if t["trial_id"] == v.trial_id) for v in views])
+    runs = [RandomObserver(seed).predict(views) for seed in range(6)]
+    assert np.array_equal(runs[0], RandomObserver(0).predict(views))
+    assert np.array_equal(runs[0][::-1], RandomObserver(0).predict(views[::-1]))  # per trial, not per position
+    assert not all(np.array_equal(r, runs[0]) for r in runs[1:])
+    assert not all(np.array_equal(r, correct) or np.array_equal(r, 1 - correct) for r in runs)
+
+
+def test_center_matches_a_hand_check_of_patch_distances(stimulus_package: Path):
+    manifest = load_manifest(stimulus_package)
+    views = trial_views(stimulus_package, "blur")
+    answers = CenterObserver().predict(views)
+    size = manifest["image_size"]
+    checked = 0
+    for trial, answer in zip((t for t in manifest["trials"] if t["kind"] == "main"), answers, strict=True):
+        (lx, ly, ls), (rx, ry, rs) = (o["patch"] for o in trial["options"])
+        left = (lx + ls / 2 - size / 2) ** 2 + (ly + ls / 2 - size / 2) ** 2
+        right = (rx + rs / 2 - size / 2) ** 2 + (ry + rs / 2 - size / 2) ** 2
+        if left != right:
+            assert answer == (1.0 if right > left else 0.0), trial["trial_id"]
+            checked += 1
+    assert checked >= 2
+
+
+def test_saliency_on_real_images(stimulus_package: Path, baseline_rows: pd.DataFrame):
+    view = trial_views(stimulus_package, "none")[0]
+    image = load_image(view.query)
+    smap = spectral_residual(image)
+    assert smap.shape == image.shape[:2] and np.isfinite(smap).all() and smap.std() > 0 and smap.max() == 1
+    h, w = smap.shape
+    assert smap[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5].mean() > smap[:10, :10].mean()  # centre bias
+    flat = get_observer("saliency", model=lambda im: np.ones(im.shape[:2])).predict([view])
+    assert flat.tolist() == [0.5]  # a flat saliency map cannot choose
+    assert set(baseline_rows.loc[baseline_rows["observer"] == "baseline:saliency", "choice"]) <= {0, 1}
+
+
+def test_analyze_with_stimuli_shows_baselines_beside_humans(stimulus_package: Path, tmp_path: Path):
+    manifest = load_manifest(stimulus_package)
+    rows = []
+    for k, task in enumerate(manifest["tasks"]):
+        for i, tid in enumerate(task["trial_ids"]):
+            rows.append(dict(participant_id=f"p{k}", condition=task["condition"], trial_id=tid,
+                             correct=int((i + k) % 3 > 0)))  # fmt: skip
+    results = analyze(pd.DataFrame(rows), tmp_path / "r", stimulus_package, settings=FAST)
+    assert results["baselines"]["oracle"]["accuracy"] == 1.0
+    assert set(results["baselines"]) == {"center", "variance", "saliency", "random", "oracle"}
+    assert "baseline:center" in results["kappa"]["synthetic"]
+    assert results["exclusion"]["criteria"]["catch_accuracy"]["skipped"] is None  # is_catch filled from the manifest
+    assert set(results["accuracy_by_unit"]["natural"]) == {u["unit"] for u in manifest["units"]}
+    assert (tmp_path / "r" / "figures" / "per_unit.png").is_file()

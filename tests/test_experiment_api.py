@@ -1,0 +1,495 @@
+"""The experiment server's HTTP API against a real stimulus package, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, inspect, text
+
+from vizprobe.cli import main
+from vizprobe.errors import VizprobeError
+from vizprobe.experiment.app import create_app
+from vizprobe.experiment.export import export_frame
+from vizprobe.responses import COLUMN_NAMES, read_responses, validate_responses
+
+TOKEN = "admin-secret-token"
+
+
+# --- a throwaway PostgreSQL server ------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Start a PostgreSQL cluster in a temp dir (as user postgres: it refuses root); yield its base URL."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if not binaries:
+        pytest.skip("PostgreSQL binaries absent (/usr/lib/postgresql/*/bin): apt-get install postgresql (.ci/run does)")
+    bindir = Path(binaries[-1]).parent
+    home = Path(tempfile.mkdtemp(prefix="vizprobe-pg-"))
+    shutil.chown(home, "postgres", "postgres")
+    port = _free_port()
+
+    def as_postgres(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+
+    as_postgres(str(bindir / "initdb"), "-D", f"{home}/data", "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    as_postgres(str(bindir / "pg_ctl"), "-D", f"{home}/data", "-l", f"{home}/log", "-o", options, "-w", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        as_postgres(str(bindir / "pg_ctl"), "-D", f"{home}/data", "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL test server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "experiment.db")
+    base = request.getfixturevalue("postgres_server")
+    name = f"t{time.monotonic_ns()}"
+    engine = create_engine(base.replace("postgresql://", "postgresql+psycopg://") + "/postgres")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def make_client(stimulus_package: Path, db_url: str, tmp_path: Path):
+    """Factory of TestClients on one database; options as `create_app`'s; engines are closed afterwards."""
+    apps = []
+
+    def make(**options) -> TestClient:
+        options = {
+            "admin_token": TOKEN,
+            "secret_file": tmp_path / "secret",
+            "static_dir": tmp_path / "static",
+        } | options
+        app = create_app(stimulus_package, db_url, **options)
+        apps.append(app)
+        return TestClient(app)
+
+    yield make
+    for app in apps:
+        app.state.db.dispose()
+
+
+@pytest.fixture
+def client(make_client) -> TestClient:
+    return make_client(platform="prolific")
+
+
+@pytest.fixture(scope="session")
+def manifest(stimulus_package: Path) -> dict:
+    return json.loads((stimulus_package / "manifest.json").read_text())
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+def start(client: TestClient, status: int = 200, **platform_ids: str) -> dict:
+    r = client.post("/api/sessions", json={"platform_ids": platform_ids, "resume": platform_ids.pop("resume", None)})
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def answer(
+    client: TestClient,
+    sid: str,
+    index: int,
+    *,
+    phase: str = "main",
+    attempt: int = 0,
+    choice: int = 0,
+    confidence: int = 2,
+    status: int = 200,
+) -> dict:
+    body = {
+        "phase": phase,
+        "trial_index": index,
+        "attempt": attempt,
+        "choice": choice,
+        "confidence": confidence,
+        "rt_ms": 850.5 + index,
+    }
+    r = client.post(f"/api/sessions/{sid}/responses", json=body)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def finish_main(client: TestClient, state: dict) -> None:
+    for trial in state["trials"]:
+        answer(client, state["session_id"], trial["index"])
+
+
+def count_responses(client: TestClient) -> int:
+    return client.get("/api/admin/progress", params={"token": TOKEN}).json()["responses"]
+
+
+def assert_error(r, status: int, error: str) -> None:
+    assert r.status_code == status, (r.request.url, r.text[:300])
+    body = r.json()
+    assert body["error"] == error and isinstance(body["message"], str) and body["message"], body
+
+
+# --- the whole flow --------------------------------------------------------------------------------------------
+def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, tmp_path):
+    assert client.get("/api/config").json() == {
+        "platform": "prolific",
+        "practice_attempts": 5,
+        "n_practice": 3,
+        "texts": {},
+    }
+    state = start(client, PROLIFIC_PID="worker-A", STUDY_ID="study", SESSION_ID="sess")
+    sid, task = state["session_id"], next(t for t in manifest["tasks"] if t["task_id"] == state["task_id"])
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+    assert state["condition"] == task["condition"] and state["expertise"] == "lay"
+    assert [t["trial_id"] for t in state["trials"]] == task["trial_ids"]
+    assert [t["trial_id"] for t in state["practice"]] == manifest["practice_trial_ids"][:3]
+    assert all("correct" not in t for t in state["trials"]) and all("correct" in t for t in state["practice"])
+    first = trials[task["trial_ids"][0]]
+    assert state["trials"][0]["query"] == "/stimuli/" + first["base_image"]
+    assert state["trials"][0]["references"] == ["/stimuli/" + p for p in first["references"][task["condition"]]]
+
+    for event in (
+        {"event": "consent"},
+        {"event": "instructions", "duration_s": 12.5},
+        {"event": "consent"},
+        {"event": "instructions", "duration_s": 99.0},
+    ):
+        assert client.post(f"/api/sessions/{sid}/events", json=event).json() == {"ok": True}
+
+    # practice: round 1 has one wrong answer, round 2 is perfect
+    practice = state["practice"]
+    for t in practice:
+        wrong = t["index"] == 1
+        got = answer(client, sid, t["index"], phase="practice", attempt=1, choice=t["correct"] ^ wrong, confidence=3)
+        assert got["correct"] == int(not wrong) and got["next_trial_index"] == 0
+    assert start(client, resume=sid)["practice_passed"] is False
+    for t in practice:
+        assert answer(client, sid, t["index"], phase="practice", attempt=2, choice=t["correct"])["correct"] == 1
+    resumed = start(client, resume=sid)
+    assert resumed["practice_passed"] is True and resumed["practice_attempts"] == 2
+    assert resumed["consented"] and resumed["instructions_done"]
+
+    r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})
+    assert_error(r, 409, "incomplete")
+    assert r.json()["missing"] == list(range(len(task["trial_ids"])))
+    for i in range(len(task["trial_ids"])):
+        got = answer(client, sid, i, choice=i % 2, confidence=1 + i % 3)
+        assert got == {"stored": True, "duplicate": False, "next_trial_index": i + 1}
+    assert start(client, resume=sid)["completion_code"] is None  # not yet completed
+    r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0, "debrief": {"comments": "fine"}})
+    assert r.status_code == 200, r.text
+    code = r.json()["completion_code"]
+    assert r.json()["redirect_url"] == f"https://app.prolific.com/submissions/complete?cc={code}"
+    again = start(client, resume=sid)
+    assert (
+        again["completed"] and again["completion_code"] == code and again["next_trial_index"] == len(task["trial_ids"])
+    )
+
+    rows = []
+    common = {
+        "participant_id": "p0001",
+        "condition": task["condition"],
+        "task_id": task["task_id"],
+        "instruction_time_s": 12.5,
+        "total_time_s": 300.0,
+        "practice_attempts": 2,
+        "expertise": "lay",
+    }
+    layers = {u["unit"]: u["layer"] for u in manifest["units"]}
+
+    def row(trial_id: str, practice: int, choice: int, confidence: int, rt: float) -> dict:
+        t = trials[trial_id]
+        return common | {
+            "trial_id": trial_id,
+            "unit": t["unit"],
+            "layer": layers[t["unit"]],
+            "image_set": t["image_set"],
+            "is_catch": int(t["kind"] == "catch"),
+            "is_practice": practice,
+            "choice": choice,
+            "correct": int(choice == t["correct"]),
+            "confidence": confidence,
+            "rt_ms": rt,
+        }
+
+    for attempt in (1, 2):
+        for t in practice:
+            choice = t["correct"] ^ (attempt == 1 and t["index"] == 1)
+            rows.append(row(t["trial_id"], 1, choice, 3 if attempt == 1 else 2, 850.5 + t["index"]))
+    for i, trial_id in enumerate(task["trial_ids"]):
+        rows.append(row(trial_id, 0, i % 2, 1 + i % 3, 850.5 + i))
+    expected = validate_responses(pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
+    exported = export_frame(db_url)
+    pd.testing.assert_frame_equal(exported, expected)
+    assert exported["correct"].sum() not in (0, len(exported))  # both right and wrong answers are present
+    assert main(["export", "--db", db_url, "--out", str(tmp_path / "r.csv")]) == 0
+    pd.testing.assert_frame_equal(read_responses(tmp_path / "r.csv"), expected)
+    csv = client.get("/api/admin/export.csv", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert csv.status_code == 200 and csv.text == (tmp_path / "r.csv").read_text()
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+def test_bad_requests_are_refused_and_store_nothing(client, manifest):
+    state = start(client)
+    sid, n = state["session_id"], len(state["trials"])
+    for path in ("responses", "events", "complete"):
+        body = {
+            "responses": {"phase": "main", "trial_index": 0, "attempt": 0, "choice": 0, "confidence": 1, "rt_ms": 1},
+            "events": {"event": "consent"},
+            "complete": {},
+        }[path]
+        assert_error(client.post(f"/api/sessions/nope/{path}", json=body), 404, "unknown_session")
+    good = {"phase": "main", "trial_index": 0, "attempt": 0, "choice": 1, "confidence": 2, "rt_ms": 700.0}
+    bad = [
+        ({"trial_index": n}, "out_of_range"),
+        ({"trial_index": -1}, "invalid_request"),
+        ({"attempt": 1}, "out_of_range"),
+        ({"phase": "practice", "attempt": 0}, "out_of_range"),
+        ({"phase": "practice", "attempt": 6}, "out_of_range"),
+        ({"phase": "practice", "trial_index": 3}, "out_of_range"),
+        ({"confidence": 0}, "invalid_request"),
+        ({"confidence": 4}, "invalid_request"),
+        ({"confidence": "2"}, "invalid_request"),
+        ({"confidence": True}, "invalid_request"),
+        ({"choice": 2}, "invalid_request"),
+        ({"choice": None}, "invalid_request"),
+        ({"rt_ms": -5}, "invalid_request"),
+        ({"phase": "debrief"}, "invalid_request"),
+        ({"trial_index": 1.5}, "invalid_request"),
+    ]
+    for change, error in bad:
+        assert_error(client.post(f"/api/sessions/{sid}/responses", json=good | change), 422, error)
+    r = client.post(
+        f"/api/sessions/{sid}/responses", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_error(r, 422, "invalid_request")
+    assert_error(client.post(f"/api/sessions/{sid}/events", json={"event": "instructions"}), 422, "invalid_request")
+    assert_error(client.post(f"/api/sessions/{sid}/events", json={"event": "x"}), 422, "invalid_request")
+    assert_error(client.post("/api/sessions", json={"platform_ids": {"ip": "1.2.3.4"}}), 422, "invalid_request")
+    assert count_responses(client) == 0
+
+    assert answer(client, sid, 0, choice=1, confidence=2) == {"stored": True, "duplicate": False, "next_trial_index": 1}
+    assert answer(client, sid, 0, choice=1, confidence=2)["duplicate"] is True  # a retry: idempotent
+    for change in ({"choice": 0}, {"confidence": 3}):
+        assert_error(client.post(f"/api/sessions/{sid}/responses", json=good | change), 409, "conflicting_duplicate")
+    assert count_responses(client) == 1
+    row = export_frame(client.app.state.db.url).iloc[0]
+    assert (row["choice"], row["confidence"], row["rt_ms"]) == (1, 2, 850.5)
+
+
+def test_completion_code_only_when_every_answer_is_stored(make_client):
+    client = make_client(platform="mturk", completion_code="DONE-42")
+    state = start(client, workerId="W1", assignmentId="A1", hitId="H1")
+    sid = state["session_id"]
+    for trial in state["trials"][:-1]:
+        answer(client, sid, trial["index"])
+    r = client.post(f"/api/sessions/{sid}/complete", json={})
+    assert_error(r, 409, "incomplete")
+    assert r.json()["missing"] == [len(state["trials"]) - 1]
+    answer(client, sid, len(state["trials"]) - 1)
+    assert client.post(f"/api/sessions/{sid}/complete", json={}).json() == {
+        "completion_code": "DONE-42",
+        "redirect_url": None,
+    }
+    assert client.post(f"/api/sessions/{sid}/complete", json={}).json()["completion_code"] == "DONE-42"
+
+
+def test_image_route_serves_only_manifest_images(client, manifest, stimulus_package):
+    listed = next(iter(manifest["images"]))
+    r = client.get(f"/stimuli/{listed}")
+    assert r.status_code == 200 and r.content == (stimulus_package / listed).read_bytes()
+    assert (stimulus_package / "manifest.json").is_file()
+    for path in (
+        "manifest.json",
+        "..%2Fmanifest.json",
+        "%2e%2e/%2e%2e/etc/passwd",
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+        f"{listed}/../../manifest.json",
+        f"{listed}%2F..%2F..%2F..%2Fmanifest.json",
+        f"{listed}%00",
+        "nope.png",
+    ):
+        assert_error(client.get(f"/stimuli/{path}"), 404, "not_found")
+
+
+def test_front_page_needs_the_built_front_end(make_client, tmp_path):
+    client = make_client()
+    r = client.get("/")
+    assert_error(r, 503, "frontend_missing")
+    assert "make frontend" in r.json()["message"]
+    (tmp_path / "static").mkdir()
+    (tmp_path / "static" / "index.html").write_text("<!doctype html><title>study</title>")
+    (tmp_path / "static" / "app.js").write_text("console.log(1)")
+    assert "<title>study</title>" in client.get("/").text
+    assert client.get("/static/app.js").text == "console.log(1)"
+
+
+def test_admin_routes_need_the_token(client):
+    start(client)
+    for path in ("/admin", "/api/admin/progress", "/api/admin/export.csv"):
+        assert_error(client.get(path), 401, "unauthorized")
+        assert_error(client.get(path, params={"token": "wrong"}), 401, "unauthorized")
+        assert_error(client.get(path, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+        assert client.get(path, params={"token": TOKEN}).status_code == 200
+    progress = client.get("/api/admin/progress", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert sum(c["running"] for c in progress["conditions"].values()) == 1
+    assert {c["tasks"] for c in progress["conditions"].values()} == {4} and progress["responses"] == 0
+    page = client.get("/admin", params={"token": TOKEN}).text
+    assert "natural" in page and "/api/admin/export.csv?token=" in page
+
+
+# --- participants and tasks --------------------------------------------------------------------------------------
+def test_repeat_worker_is_turned_away_and_unfinished_one_resumes(client):
+    state = start(client, PROLIFIC_PID="repeat-worker")
+    assert start(client, PROLIFIC_PID="repeat-worker")["session_id"] == state["session_id"]  # unfinished: resume
+    finish_main(client, state)
+    assert client.post(f"/api/sessions/{state['session_id']}/complete", json={}).status_code == 200
+    assert_error(
+        client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "repeat-worker"}}),
+        403,
+        "already_participated",
+    )
+    assert_error(
+        client.post(
+            "/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "repeat-worker"}, "resume": "someone-else"}
+        ),
+        403,
+        "already_participated",
+    )
+    progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()
+    assert sum(c["participants"] for c in progress["conditions"].values()) == 1
+
+
+def test_reload_resumes_at_the_first_unanswered_trial(client):
+    state = start(client)
+    sid = state["session_id"]
+    for index in (0, 1, 3):
+        answer(client, sid, index)
+    resumed = start(client, resume=sid)
+    assert resumed["session_id"] == sid and resumed["task_id"] == state["task_id"]
+    assert resumed["next_trial_index"] == 2 and resumed["trials"] == state["trials"]
+    assert answer(client, sid, 2)["next_trial_index"] == 4
+
+
+def test_abandoned_task_returns_to_the_pool(make_client):
+    client = make_client(task_timeout_s=0.6)
+    a = start(client)
+    time.sleep(0.35)
+    answer(client, a["session_id"], 0)  # activity keeps the task
+    time.sleep(0.35)
+    b = start(client)
+    assert b["task_id"] != a["task_id"]
+    time.sleep(0.8)  # both silent longer than the timeout
+    c = start(client)
+    assert c["task_id"] == a["task_id"]  # first free task of the emptiest condition: a's, back in the pool
+    assert_error(
+        client.post(
+            f"/api/sessions/{a['session_id']}/responses",
+            json={"phase": "main", "trial_index": 1, "attempt": 0, "choice": 0, "confidence": 1, "rt_ms": 1},
+        ),
+        409,
+        "session_expired",
+    )
+    assert_error(client.post("/api/sessions", json={"resume": a["session_id"]}), 403, "session_expired")
+    progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()["conditions"]
+    assert sum(c["running"] for c in progress.values()) == 1
+
+
+def test_assignment_balances_conditions(client, manifest):
+    conditions = sorted({t["condition"] for t in manifest["tasks"]})
+    taken: Counter = Counter()
+    tasks = set()
+    for _ in range(len(manifest["tasks"])):
+        state = start(client)
+        taken[state["condition"]] += 1
+        tasks.add(state["task_id"])
+        assert max(taken.values()) - min(taken[c] for c in conditions) <= 1
+    assert len(tasks) == len(manifest["tasks"])
+    assert_error(client.post("/api/sessions", json={}), 503, "no_tasks")
+
+
+def test_concurrent_starts_get_distinct_tasks(client, manifest):
+    with ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(lambda i: start(client, workerId=f"w{i}"), range(len(manifest["tasks"]))))
+    assert len({s["task_id"] for s in states}) == len(manifest["tasks"])
+    assert Counter(s["condition"] for s in states) == Counter(t["condition"] for t in manifest["tasks"])
+
+
+def test_no_worker_id_ip_or_user_agent_in_clear(client, db_url):
+    secrets_ = ["PID-7c1e5a", "STUDY-99ab", "SESS-31f0", "UA-marker-5150", "198.51.100.23"]
+    r = client.post(
+        "/api/sessions",
+        json={"platform_ids": {"PROLIFIC_PID": secrets_[0], "STUDY_ID": secrets_[1], "SESSION_ID": secrets_[2]}},
+        headers={"User-Agent": secrets_[3], "X-Forwarded-For": secrets_[4]},
+    )
+    state = r.json()
+    answer(client, state["session_id"], 0)
+    client.post(
+        f"/api/sessions/{state['session_id']}/events", json={"event": "consent"}, headers={"User-Agent": secrets_[3]}
+    )
+    engine = client.app.state.db.engine
+    with engine.connect() as conn:
+        tables = inspect(conn).get_table_names()
+        dump = "\n".join(repr(row) for name in tables for row in conn.execute(text(f'SELECT * FROM "{name}"')))
+    assert {"sessions", "responses", "tasks", "study"} <= set(tables)
+    assert state["session_id"] in dump  # the dump really holds the rows
+    for needle in [*secrets_, "testclient", "127.0.0.1"]:
+        assert needle not in dump, needle
+    secret = client.app.state.experiment.secret.decode()
+    assert secret not in dump
+    db = client.app.state.db
+    if db.path is not None:  # the raw SQLite files, journal included
+        raw = b"".join(p.read_bytes() for p in db.path.parent.glob(db.path.name + "*") if p.suffix != ".secret")
+        for needle in secrets_:
+            assert needle.encode() not in raw
+
+
+# --- options -----------------------------------------------------------------------------------------------------
+def test_practice_can_be_skipped_and_sessions_marked_expert(make_client, db_url):
+    client = make_client(practice=0, expert=True)
+    state = start(client)
+    assert state["practice"] == [] and state["expertise"] == "expert"
+    answer(client, state["session_id"], 0, phase="practice", attempt=1, status=422)
+    finish_main(client, state)
+    frame = export_frame(db_url)
+    assert set(frame["expertise"]) == {"expert"} and set(frame["practice_attempts"]) == {0}
+    assert frame["is_practice"].sum() == 0
+
+
+def test_bad_server_options_fail_with_one_line(stimulus_package, tmp_path, capsys, manifest):
+    for args in (["--practice", "99"], ["--practice-attempts", "0"], ["--task-timeout", "0"]):
+        assert main(["serve", "--stimuli", str(stimulus_package), "--db", str(tmp_path / "x.db"), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("vizprobe serve: error:") and err.count("\n") == 1
+    assert main(["serve", "--stimuli", str(tmp_path / "none"), "--db", str(tmp_path / "x.db")]) == 2
+    assert main(["export", "--db", str(tmp_path / "missing.db"), "--out", str(tmp_path / "r.csv")]) == 2
+    assert "no experiment database" in capsys.readouterr().err
+    assert main(["export", "--db", "mysql://x/y", "--out", str(tmp_path / "r.csv")]) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = json.loads((stimulus_package / "manifest.json").read_text())
+    changed["tasks"] = changed["tasks"][:-1]
+    (other / "manifest.json").write_text(json.dumps(changed))
+    create_app(stimulus_package, str(tmp_path / "x.db"), secret_file=tmp_path / "s").state.db.dispose()
+    with pytest.raises(VizprobeError, match="another stimulus package"):
+        create_app(other, str(tmp_path / "x.db"), secret_file=tmp_path / "s")
