@@ -1,6 +1,11 @@
-"""Device choice (`auto|cpu|cuda`) and batch sizes that suit it."""
+"""Device choice (`auto|cpu|cuda`) and batch sizes that suit it. torch is imported on use (the CLI stays light)."""
 
-import torch
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 from vizprobe.errors import VizprobeError
 
@@ -9,6 +14,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """Turn `auto|cpu|cuda[:N]` into a torch device; `auto` takes the GPU when one is present."""
+    import torch
+
     if isinstance(spec, torch.device):
         return spec
     if spec == "auto":
