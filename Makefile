@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean frontend
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,23 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test]'
 	touch $(VENV)/.installed $@
 
-demo: $(VENV)/.installed
+# The participant page (jsPsych), bundled into the package's static files; rebuilt when its sources or lock change.
+STATIC := src/vizprobe/experiment/static
+FRONTEND_SRC := frontend/package.json frontend/package-lock.json frontend/build.mjs $(wildcard frontend/src/*)
+
+frontend: $(STATIC)/index.html
+
+$(STATIC)/index.html: $(FRONTEND_SRC)
+	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+demo: $(VENV)/.installed frontend
 	$(BIN)/vizprobe demo --out $(DEMO_OUT)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-test: $(VENV)/.installed-test lint
+test: $(VENV)/.installed-test lint frontend
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed

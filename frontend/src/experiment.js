@@ -1,0 +1,276 @@
+// The participant's page: consent -> instructions -> practice (repeated until perfect, at most K rounds) ->
+// main and catch trials -> debrief -> completion code (or the platform's redirect).
+//
+// The server is the source of truth (docs/experiment-api.md): the page asks it for the session's state, skips
+// whatever the state says is done, and shows a trial only after the previous answer is stored. The session id
+// is kept in localStorage, so a reload resumes at the first unanswered trial instead of starting over.
+import { initJsPsych } from "jspsych";
+import CallFunction from "@jspsych/plugin-call-function";
+import HtmlButtonResponse from "@jspsych/plugin-html-button-response";
+import Instructions from "@jspsych/plugin-instructions";
+import Preload from "@jspsych/plugin-preload";
+import SurveyHtmlForm from "@jspsych/plugin-survey-html-form";
+
+import { api, ApiError } from "./api.js";
+import { completionHtml, DEFAULT_TEXTS, escapeHtml, showMessage } from "./pages.js";
+import OcclusionTrial from "./plugin-occlusion-trial.js";
+import "./app.css";
+
+const STORAGE_KEY = "vizprobe.session";
+const PLATFORM_KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId"];
+const REDIRECT_DELAY_MS = 3000;
+
+/** The platform's URL parameters (Prolific, MTurk); empty ones are left out. */
+export function platformIds(search) {
+  const params = new URLSearchParams(search);
+  return Object.fromEntries(PLATFORM_KEYS.filter((k) => params.get(k)).map((k) => [k, params.get(k)]));
+}
+
+// localStorage may be unavailable (private mode, blocked storage): then a reload simply starts a new session.
+const stored = {
+  get() {
+    try {
+      return JSON.parse(localStorage.getItem(STORAGE_KEY)) ?? null;
+    } catch {
+      return null;
+    }
+  },
+  set(value) {
+    try {
+      localStorage.setItem(STORAGE_KEY, JSON.stringify(value));
+    } catch {
+      /* see above */
+    }
+  },
+  clear() {
+    try {
+      localStorage.removeItem(STORAGE_KEY);
+    } catch {
+      /* see above */
+    }
+  },
+};
+
+/** Resume the stored session if any; a timed-out one is forgotten and a new session is asked for once. */
+async function startSession(ids) {
+  const saved = stored.get();
+  try {
+    return await api.start(ids, saved?.session_id ?? null);
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "session_expired" && saved) {
+      stored.clear();
+      return api.start(ids, null); // a returning worker id is then turned away by the server
+    }
+    throw err;
+  }
+}
+
+/** A page for a refusal or an error the timeline cannot recover from; returns a promise that never settles. */
+function stop(err, texts) {
+  const refusals = {
+    already_participated: texts.already_participated,
+    no_tasks: texts.no_tasks,
+    session_expired: texts.expired,
+  };
+  let html = refusals[err?.code];
+  if (!html) {
+    if (err?.code === "unknown_session") stored.clear();
+    const detail = err instanceof ApiError ? err.message : String(err);
+    html = `<h1>Something went wrong</h1><p>${escapeHtml(detail)}</p>
+      <p>Please reload this page; your answers so far are saved.</p>`;
+  }
+  showMessage(html);
+  return new Promise(() => {});
+}
+
+function showEnd(code, redirectUrl) {
+  showMessage(completionHtml(code, redirectUrl));
+  if (redirectUrl) setTimeout(() => window.location.assign(redirectUrl), REDIRECT_DELAY_MS);
+}
+
+/** Every image a still-to-do part of the session shows, for the preload step. */
+function imagesToLoad(state, withPractice) {
+  const trials = [...(withPractice ? state.practice : []), ...state.trials.slice(state.next_trial_index)];
+  return [...new Set(trials.flatMap((t) => [...t.references, t.query, ...t.options]))];
+}
+
+function instructionPages(texts, state, config) {
+  const hasReferences = state.trials.some((t) => t.references.length > 0);
+  const practice =
+    config.n_practice > 0
+      ? `First you practise on ${config.n_practice} trials with feedback; the practice is repeated until all
+         answers are right (at most ${config.practice_attempts} rounds).`
+      : "";
+  return texts.instructions.map((page) =>
+    page
+      .replace("REFERENCES_SENTENCE", hasReferences ? texts.references_sentence : texts.no_references_sentence)
+      .replace("PRACTICE_SENTENCE", practice),
+  );
+}
+
+/** The feedback page after a practice trial: right or wrong, with the correct option outlined. */
+function feedbackHtml(trial, answer) {
+  const right = answer.correct === 1;
+  const options = trial.options
+    .map((src, i) => `<img class="vp-fb-option ${i === trial.correct ? "vp-fb-correct" : ""}" src="${encodeURI(src)}"
+      alt="${i === 0 ? "left" : "right"} option">`)
+    .join("");
+  return `<div class="vp-feedback ${right ? "vp-right" : "vp-wrong"}">
+      <h2>${right ? "Correct!" : "Incorrect."}</h2>
+      <p>The ${trial.correct === 0 ? "left" : "right"} image (outlined) activates the unit more strongly.</p>
+      <div class="vp-fb-options">${options}</div></div>`;
+}
+
+function buildTimeline(jsPsych, config, state, texts, startedAt) {
+  const sid = state.session_id;
+  const attemptsAllowed = config.practice_attempts;
+  // A timeline step that waits for a server call; a final refusal replaces the page.
+  const serverStep = (call) => ({
+    type: CallFunction,
+    async: true,
+    func: (done) => call().then(done, (err) => stop(err, texts)),
+  });
+  // One occlusion trial whose answer is stored before the trial ends (see the plugin's `on_answer`).
+  const occlusionTrial = (trial, phase, attempt, progress) => ({
+    type: OcclusionTrial,
+    references: trial.references,
+    query: trial.query,
+    options: trial.options,
+    index: trial.index,
+    progress,
+    data: { phase, trial_id: trial.trial_id, kind: trial.kind },
+    on_answer: async (answer) => {
+      const a = attempt();
+      const { index, choice, confidence, rt } = answer;
+      const body = { phase, trial_index: index, attempt: a, choice, confidence, rt_ms: rt };
+      const result = await api.respond(sid, body).catch((err) => stop(err, texts));
+      return { attempt: a, correct: result.correct ?? null };
+    },
+  });
+
+  const timeline = [];
+  const doPractice =
+    state.practice.length > 0 && !state.practice_passed && state.practice_attempts < attemptsAllowed;
+  timeline.push({
+    type: Preload,
+    images: imagesToLoad(state, doPractice),
+    message: "<p>Loading images…</p>",
+    show_progress_bar: true,
+    max_load_time: 120000,
+    error_message: "<p>Some images could not be loaded. Please check your connection and reload this page.</p>",
+  });
+
+  if (!state.consented) {
+    timeline.push({ type: HtmlButtonResponse, stimulus: texts.consent, choices: [texts.consent_button] });
+    timeline.push(serverStep(() => api.event(sid, "consent")));
+  }
+
+  if (!state.instructions_done) {
+    let readingSeconds = 0;
+    timeline.push({
+      type: Instructions,
+      pages: instructionPages(texts, state, config),
+      show_clickable_nav: true,
+      button_label_previous: "Back",
+      button_label_next: "Next",
+      on_finish: (data) => (readingSeconds = data.rt / 1000),
+    });
+    timeline.push(serverStep(() => api.event(sid, "instructions", { duration_s: readingSeconds })));
+  }
+
+  if (doPractice) {
+    // A reload during practice starts the next round: the interrupted round's answers are already stored
+    // under its attempt number and cannot be given again.
+    let attempt = state.practice_attempts;
+    let results = [];
+    const n = state.practice.length;
+    const round = [
+      { type: CallFunction, func: () => ((attempt += 1), (results = [])) },
+      {
+        type: HtmlButtonResponse,
+        stimulus: () =>
+          attempt === 1
+            ? `<h1>Practice</h1><p>${n} practice trials with feedback.</p>`
+            : `<h1>Practice round ${attempt} of at most ${attemptsAllowed}</h1>
+               <p>Not all answers of the last round were right. Let's practise once more.</p>`,
+        choices: ["Start practice"],
+      },
+    ];
+    for (const trial of state.practice) {
+      round.push({
+        ...occlusionTrial(trial, "practice", () => attempt, `Practice ${trial.index + 1} of ${n}`),
+        on_finish: (data) => results.push(data.correct),
+      });
+      round.push({
+        type: HtmlButtonResponse,
+        stimulus: () => feedbackHtml(trial, jsPsych.data.getLastTrialData().values()[0]),
+        choices: ["Continue"],
+      });
+    }
+    timeline.push({
+      timeline: round,
+      loop_function: () => !results.every((c) => c === 1) && attempt < attemptsAllowed,
+    });
+  }
+
+  const remaining = state.trials.slice(state.next_trial_index);
+  const total = state.trials.length;
+  if (remaining.length > 0) {
+    const resumed = state.next_trial_index > 0;
+    timeline.push({
+      type: HtmlButtonResponse,
+      stimulus: resumed
+        ? `<h1>Welcome back</h1><p>Your answers so far are saved. You continue with trial
+             ${state.next_trial_index + 1} of ${total}.</p>`
+        : `<h1>The main part</h1><p>Now come ${total} trials, without feedback.</p>`,
+      choices: ["Continue"],
+    });
+    for (const trial of remaining) {
+      timeline.push(occlusionTrial(trial, "main", () => 0, `Trial ${trial.index + 1} of ${total}`));
+    }
+  }
+
+  let comments = "";
+  timeline.push({
+    type: SurveyHtmlForm,
+    html: texts.debrief,
+    button_label: "Finish",
+    on_finish: (data) => (comments = data.response?.comments ?? ""),
+  });
+  timeline.push(
+    serverStep(async () => {
+      const totalTime = Math.max(0, (Date.now() - startedAt) / 1000);
+      const end = await api.complete(sid, { total_time_s: totalTime, debrief: { comments } });
+      state.completed = true;
+      Object.assign(state, { completion_code: end.completion_code, redirect_url: end.redirect_url });
+    }),
+  );
+  return timeline;
+}
+
+async function main() {
+  let texts = DEFAULT_TEXTS;
+  let config;
+  let state;
+  try {
+    config = await api.config();
+    texts = { ...DEFAULT_TEXTS, ...(config.texts ?? {}) };
+    state = await startSession(platformIds(window.location.search));
+  } catch (err) {
+    return stop(err, texts);
+  }
+  const saved = stored.get();
+  const startedAt = saved?.session_id === state.session_id && saved.started_at ? saved.started_at : Date.now();
+  stored.set({ session_id: state.session_id, started_at: startedAt });
+
+  // Exposed for the experimenter's console and the browser test (it holds nothing the page has not got anyway).
+  window.vizprobe = { config, state };
+  if (state.completed) return showEnd(state.completion_code, state.redirect_url);
+  document.getElementById("vp-root").replaceChildren(); // jsPsych adds its own elements; drop "Loading…"
+  const jsPsych = initJsPsych({ display_element: "vp-root" });
+  window.vizprobe.jsPsych = jsPsych;
+  await jsPsych.run(buildTimeline(jsPsych, config, state, texts, startedAt));
+  showEnd(state.completion_code, state.redirect_url);
+}
+
+main();

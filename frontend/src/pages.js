@@ -1,0 +1,78 @@
+// Texts of the study and the few pages shown outside the jsPsych timeline (refusals, fatal errors, the end).
+//
+// Texts can be overridden by the server's /api/config "texts" object (same keys), so a lab can adapt the
+// consent form to its ethics approval without rebuilding the page.
+
+export const DEFAULT_TEXTS = {
+  consent: `
+    <h1>Welcome</h1>
+    <p>This is a study on how people understand the inner workings of artificial neural networks.
+       It takes about 10 to 20 minutes. You will look at images and answer with mouse clicks.</p>
+    <p>We store only your answers, response times and the comments you choose to give. We do not store your
+       name, IP address or browser details; platform ids are stored only in a keyed, irreversible form.
+       Participation is voluntary and you may stop at any time by closing this page.</p>
+    <p>By clicking "I agree" you confirm that you are at least 18 years old and consent to take part.</p>`,
+  consent_button: "I agree",
+  instructions: [
+    `<h1>Instructions (1/3)</h1>
+     <p>A neural network that recognizes objects in photos is built of many <em>units</em>.
+        Each unit responds (is <em>activated</em>) more strongly to some image content than to other content.</p>
+     <p>In each trial you learn about one unit and then predict how it responds.</p>`,
+    `<h1>Instructions (2/3)</h1>
+     <p>REFERENCES_SENTENCE</p>
+     <p>On the right you see a <strong>query image</strong>. Below it are two copies of that image in which a
+        different square patch is hidden. Your task: decide <strong>which of the two copies activates the unit
+        more strongly</strong>.</p>`,
+    `<h1>Instructions (3/3)</h1>
+     <p>Answer with one of six buttons: <strong>3 2 1 | 1 2 3</strong>. The left three choose the left image,
+        the right three the right image. The number is your confidence: 3 = sure, 2 = fairly sure, 1 = guessing.</p>
+     <p>PRACTICE_SENTENCE Some trials are easy checks of attention. Please answer every trial carefully;
+        there is no time limit, but try not to think longer than necessary.</p>`,
+  ],
+  references_sentence:
+    "On the left of the screen you see 9 images that strongly activate the unit: they show what the unit responds to.",
+  no_references_sentence: "You will not see any explanation of the unit: rely on your intuition.",
+  debrief: `
+    <h1>Almost done</h1>
+    <p>Thank you! Do you have any comments about the study (for example, a strategy you used, or anything
+       that was unclear)? This is optional.</p>
+    <textarea name="comments" rows="5" cols="60" maxlength="5000" aria-label="comments"></textarea>`,
+  already_participated: `<h1>Thank you for your interest</h1>
+    <p>Our records show that you have already taken part in this study, so you cannot take part again.
+       You may close this page.</p>`,
+  no_tasks: `<h1>Thank you for your interest</h1>
+    <p>All places in this study are currently taken. Please try again later, or close this page.</p>`,
+  expired: `<h1>This session has timed out</h1>
+    <p>Your session was inactive for too long and your place was given to someone else. Thank you for your time;
+       you may close this page.</p>`,
+};
+
+/** Replace the whole page body's visible content with a message (used when the timeline cannot go on). */
+export function showMessage(html) {
+  const target = document.querySelector(".jspsych-content") ?? document.getElementById("vp-root");
+  target.innerHTML = `<div class="vp-message">${html}</div>`;
+}
+
+/** Show or hide the small "saving…" note in the corner. */
+export function savingNote(visible, text = "saving…") {
+  const note = document.getElementById("vp-saving");
+  if (!note) return;
+  note.textContent = text;
+  note.hidden = !visible;
+}
+
+/** The last page: the completion code, and for Prolific a link (we also redirect automatically). */
+export function completionHtml(code, redirectUrl) {
+  const redirect = redirectUrl
+    ? `<p>You will be taken back to Prolific in a few seconds.
+         If nothing happens, <a id="vp-redirect" href="${escapeHtml(redirectUrl)}">click here</a>.</p>`
+    : "<p>Please copy this code into the platform to confirm that you completed the study.</p>";
+  return `<h1>Thank you!</h1>
+    <p>Your answers have been saved. Your completion code is:</p>
+    <p class="vp-code" id="vp-completion-code">${escapeHtml(code)}</p>
+    ${redirect}`;
+}
+
+export function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

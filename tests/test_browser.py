@@ -1,0 +1,303 @@
+"""A real browser (headless Chromium driven by Playwright) takes part in the study against `vizprobe serve`.
+
+One participant does everything a crowd worker does: consent, instructions, a failed and then a passed practice
+round, the main and catch trials with a page reload midway, the debrief, and the completion code. The database
+must then hold exactly the answers that were clicked, once each.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from vizprobe.experiment.app import STATIC_DIR
+from vizprobe.experiment.db import Database, Participant
+from vizprobe.experiment.export import export_frame
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+N_PRACTICE, ATTEMPTS = 2, 3
+CODE = "BROWSER-TEST-CODE"
+WORKER = "prolific-worker-42"
+# The six confidence buttons left to right, as (choice, confidence): "3 2 1 | 1 2 3".
+BUTTONS = [(0, 3), (0, 2), (0, 1), (1, 1), (1, 2), (1, 3)]
+SCREENSHOT = Path("/tmp/vizprobe-trial.png")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(),
+        reason="/usr/bin/chromium absent: apt-get install chromium chromium-driver (.ci/run does)",
+    ),
+    pytest.mark.skipif(not (STATIC_DIR / "index.html").is_file(), reason="front end not built: run `make frontend`"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve(stimulus_package: Path, tmp_path: Path):
+    """Start `vizprobe serve` in a subprocess on a fresh SQLite database; returns (base URL, database path)."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*options: str) -> tuple[str, Path]:
+        port, db = _free_port(), tmp_path / f"experiment{len(procs)}.db"
+        command = [sys.executable, "-c", "import sys; from vizprobe.cli import main; sys.exit(main())", "serve"]
+        command += ["--stimuli", str(stimulus_package), "--db", str(db), "--port", str(port), *options]
+        log = tmp_path / f"serve{len(procs)}.log"
+        with log.open("w") as out:
+            procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/api/config", timeout=2).status_code == 200:
+                    return base, db
+            except httpx.TransportError:
+                pass
+            assert procs[-1].poll() is None, f"vizprobe serve exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"vizprobe serve did not answer within 60 s: {log.read_text()}"
+            time.sleep(0.2)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _click(page, name: str) -> None:
+    page.get_by_role("button", name=name, exact=True).click()
+
+
+def _answer(page, index: int, button: int) -> None:
+    """Wait until trial `index` accepts answers (images decoded), then click confidence button `button`."""
+    trial = page.locator(f'.vp-trial[data-index="{index}"]')
+    trial.locator(".vp-conf:not([disabled])").first.wait_for()
+    trial.locator(".vp-conf").nth(button).click()
+
+
+def _button_for(choice: int, confidence: int) -> int:
+    return BUTTONS.index((choice, confidence))
+
+
+def _assert_trial_fits(page, n_references: int) -> None:
+    """Every image and button of the trial lies inside the 1280x800 viewport, and nothing needs scrolling."""
+    parts = {".vp-ref": n_references, ".vp-query": 1, ".vp-option": 2, ".vp-conf": 6}
+    for selector, count in parts.items():
+        items = page.locator(selector)
+        assert items.count() == count, selector
+        for i in range(count):
+            box = items.nth(i).bounding_box()
+            assert box is not None and box["width"] > 0 and box["height"] > 0, (selector, i)
+            assert box["x"] >= 0 and box["y"] >= 0, (selector, i, box)
+            assert box["x"] + box["width"] <= VIEWPORT["width"], (selector, i, box)
+            assert box["y"] + box["height"] <= VIEWPORT["height"], (selector, i, box)
+            if selector != ".vp-conf":
+                assert box["width"] >= 120, f"{selector} {i} is too small to see: {box}"
+                assert items.nth(i).evaluate("img => img.complete && img.naturalWidth > 0"), (selector, i)
+    overflow = page.evaluate("document.documentElement.scrollHeight - window.innerHeight")
+    assert overflow <= 0, f"the trial needs {overflow}px of scrolling at 1280x800"
+
+
+def test_participant_completes_a_session_in_chromium(serve, browser):
+    options = ["--practice", str(N_PRACTICE), "--practice-attempts", str(ATTEMPTS), "--completion-code", CODE]
+    base, db = serve(*options)
+    url = f"{base}/?PROLIFIC_PID={WORKER}&STUDY_ID=study-1&SESSION_ID=sess-1"
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    posts: list[dict] = []  # every answer the page sent, retries and re-sends included
+
+    def record(request) -> None:
+        if request.method == "POST" and request.url.endswith("/responses"):
+            posts.append(json.loads(request.post_data))
+
+    page.on("request", record)
+
+    # Main trial 1 meets a flaky network: the first try reaches the server but its answer is lost on the way back,
+    # the second gets a 503. The page must retry (showing "saving…") and the answer must be stored exactly once.
+    tries = Counter()
+
+    def flaky_network(route) -> None:
+        body = json.loads(route.request.post_data)
+        key = (body["phase"], body["trial_index"])
+        tries[key] += 1
+        if key != ("main", 1) or tries[key] > 2:
+            route.continue_()
+        elif tries[key] == 1:
+            route.fetch()  # the server stores the answer...
+            route.abort("failed")  # ...but the page never hears back
+        else:
+            route.fulfill(status=503, json={"error": "unavailable", "message": "restarting"})
+
+    page.route("**/api/sessions/*/responses", flaky_network)
+    page.goto(url)
+
+    # Consent and instructions (three pages, read for a moment so the reading time is measurable).
+    _click(page, "I agree")
+    for _ in range(3):
+        page.wait_for_timeout(100)
+        _click(page, "Next >")
+    state = page.evaluate("window.vizprobe.state")
+    practice, trials = state["practice"], state["trials"]
+    assert len(practice) == N_PRACTICE and all(t["kind"] == "practice" for t in practice)
+    assert all("correct" not in t for t in trials)
+    assert len(trials[0]["references"]) == 9, "the first participant gets 'blur' (fewest tasks taken, alphabetical)"
+
+    # Practice round 1: the first answer wrong on purpose, so the round is repeated.
+    _click(page, "Start practice")
+    wrong = 1 - practice[0]["correct"]
+    _answer(page, 0, _button_for(wrong, 2))
+    page.get_by_role("heading", name="Incorrect.").wait_for()
+    _click(page, "Continue")
+    _answer(page, 1, _button_for(practice[1]["correct"], 3))
+    page.get_by_role("heading", name="Correct!").wait_for()
+    _click(page, "Continue")
+    # Round 2: all right, then the main part starts.
+    page.get_by_role("heading", name=f"Practice round 2 of at most {ATTEMPTS}").wait_for()
+    _click(page, "Start practice")
+    for t in practice:
+        _answer(page, t["index"], _button_for(t["correct"], 1))
+        page.get_by_role("heading", name="Correct!").wait_for()
+        _click(page, "Continue")
+
+    # Main and catch trials; the page is reloaded halfway and must come back at the first unanswered trial.
+    page.get_by_role("heading", name="The main part").wait_for()
+    _click(page, "Continue")
+    expected, middle = {}, len(trials) // 2
+    for t in trials:
+        i = t["index"]
+        if i == middle:
+            page.locator(f'.vp-trial[data-index="{i}"]').wait_for()  # shown only once answer i-1 is stored
+            page.reload()
+            page.get_by_role("heading", name="Welcome back").wait_for()
+            assert f"trial {i + 1} of {len(trials)}" in page.inner_text("body")
+            _click(page, "Continue")
+        trial = page.locator(".vp-trial")
+        trial.locator(".vp-conf:not([disabled])").first.wait_for()
+        assert trial.get_attribute("data-index") == str(i), "resumed at the wrong trial"
+        assert page.locator(".vp-query").get_attribute("src") == t["query"]
+        assert [page.locator(".vp-option").nth(k).get_attribute("src") for k in (0, 1)] == t["options"]
+        if i == 0:
+            _assert_trial_fits(page, n_references=9)
+            page.screenshot(path=str(SCREENSHOT))
+        button = (3 * i + 1) % 6
+        expected[t["trial_id"]] = BUTTONS[button]
+        _answer(page, i, button)
+        if i == 1:
+            page.locator("#vp-saving").wait_for(state="visible")
+            page.locator("#vp-saving").wait_for(state="hidden")
+
+    # Debrief, then the completion code, shown only once the server confirmed every answer.
+    page.locator("textarea[name=comments]").fill("The blurred images were hard.")
+    _click(page, "Finish")
+    code = page.locator("#vp-completion-code")
+    code.wait_for()
+    assert code.inner_text() == CODE
+    assert not errors, errors
+
+    # Each answer was sent exactly once (no trial answered twice, nothing re-sent after the reload).
+    main_posts = Counter(p["trial_index"] for p in posts if p["phase"] == "main")
+    assert main_posts == Counter(range(len(trials))) + Counter({1: 2}), "only the flaky trial 1 is sent again"
+    assert len({json.dumps(p, sort_keys=True) for p in posts if p["phase"] == "main" and p["trial_index"] == 1}) == 1
+    practice_posts = [(p["attempt"], p["trial_index"]) for p in posts if p["phase"] == "practice"]
+    assert practice_posts == [(1, 0), (1, 1), (2, 0), (2, 1)]
+
+    # The same worker in a fresh browser (no stored session) is turned away politely.
+    other = browser.new_context(viewport=VIEWPORT).new_page()
+    other.goto(url)
+    other.get_by_text("you have already taken part").wait_for()
+
+    frame = export_frame(str(db))
+    assert frame["participant_id"].nunique() == 1
+    assert set(frame["condition"]) == {state["condition"]} and set(frame["task_id"]) == {state["task_id"]}
+    assert (frame["practice_attempts"] == 2).all() and (frame["expertise"] == "lay").all()
+    assert (frame["instruction_time_s"] > 0.2).all() and (frame["total_time_s"] > 0).all()
+    assert (frame["rt_ms"] > 0).all()
+
+    drill = frame[frame["is_practice"] == 1]
+    assert list(drill["trial_id"]) == [t["trial_id"] for t in practice] * 2
+    assert list(drill["correct"]) == [0, 1, 1, 1]
+    assert list(drill["choice"]) == [wrong, practice[1]["correct"], practice[0]["correct"], practice[1]["correct"]]
+    assert list(drill["confidence"]) == [2, 3, 1, 1]
+
+    main = frame[frame["is_practice"] == 0]
+    assert list(main["trial_id"]) == [t["trial_id"] for t in trials]
+    assert list(main["is_catch"]) == [int(t["kind"] == "catch") for t in trials]
+    assert dict(zip(main["trial_id"], zip(main["choice"], main["confidence"], strict=True), strict=True)) == expected
+
+    database = Database(str(db), create=False)
+    try:
+        with database.tx() as s:
+            (participant,) = s.scalars(select(Participant)).all()
+            assert json.loads(participant.debrief_json) == {"comments": "The blurred images were hard."}
+            assert participant.completion_code == CODE
+    finally:
+        database.dispose()
+
+
+def test_prolific_redirect_and_no_tasks_page(serve, browser):
+    """Without practice, a Prolific participant is sent back to Prolific; once every task is taken, newcomers are
+    told so politely."""
+    base, _ = serve("--platform", "prolific", "--practice", "0", "--completion-code", "PROLIFIC-CODE")
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    # Prolific's page, answered locally: the browser must never leave the machine.
+    page.route("https://app.prolific.com/**", lambda route: route.fulfill(body="<h1>Prolific</h1>"))
+    page.goto(f"{base}/?PROLIFIC_PID=worker-7&STUDY_ID=study-1&SESSION_ID=sess-7")
+    _click(page, "I agree")
+    for _ in range(3):
+        _click(page, "Next >")
+    page.get_by_role("heading", name="The main part").wait_for()
+    _click(page, "Continue")
+    for t in page.evaluate("window.vizprobe.state.trials"):
+        _answer(page, t["index"], 0)
+    _click(page, "Finish")
+    assert page.locator("#vp-completion-code").inner_text() == "PROLIFIC-CODE"
+    page.wait_for_url("https://app.prolific.com/submissions/complete?cc=PROLIFIC-CODE")
+
+    for _ in range(100):  # take every remaining task
+        if httpx.post(f"{base}/api/sessions", json={"platform_ids": {}, "resume": None}).status_code == 503:
+            break
+    newcomer = browser.new_context(viewport=VIEWPORT).new_page()
+    newcomer.goto(f"{base}/?PROLIFIC_PID=worker-8")
+    newcomer.get_by_text("All places in this study are currently taken").wait_for()
