@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vizprobe.analysis import analyze, run_baselines
 from vizprobe.images import demo_images_dir
 from vizprobe.models import load_model
 from vizprobe.scan import scan
@@ -28,18 +29,18 @@ def run_demo(
     image_sets: int = 3,
     stride: int = 2,
 ) -> Path:
-    """Scan the images, write contact sheets, render feature visualizations; returns the output folder."""
+    """The whole study on one machine: scan, sheets, visualizations, stimuli, machine answers, report."""
     out = Path(out)
     images = Path(images) if images else demo_images_dir()
     loaded = load_model(model, device=device)
-    print(f"[1/4] scanning {images} with {model}")
+    print(f"[1/6] scanning {images} with {model}")
     result, stats = scan(loaded, images, DEMO_LAYERS, out / "scan", progress=progress)
     print(f"      {stats.computed} images at {stats.images_per_second:.1f} img/s, {stats.skipped} skipped")
-    print("[2/4] contact sheets (top-9 | bottom-9) for the demo units")
+    print("[2/6] contact sheets (top-9 | bottom-9) for the demo units")
     sheets = write_contact_sheets(result, out / "sheets", DEMO_UNITS, progress=progress)
     for sheet in sheets:
         print(f"      {sheet}")
-    print("[3/4] feature visualizations (preset quick, 9 per unit) for the demo units")
+    print("[3/6] feature visualizations (preset quick, 9 per unit) for the demo units")
     rendering = render(loaded, DEMO_UNITS, preset("quick", steps=steps, per_unit=9), progress=progress)
     index = save_visualizations(rendering, out / "visualizations", loaded, result)
     overview_sheet(out / "visualizations", result).save(out / "overview.png")
@@ -48,7 +49,7 @@ def run_demo(
             f"      {entry['unit']:14s} synthetic {entry['mean_activation']:6.3g}  "
             f"natural top-1 {entry['natural_top1']:6.3g}"
         )
-    print("[4/4] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
+    print("[4/6] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
     n_images = int(result.meta["n_scanned"])
     reference_last = min(200, n_images - 10)
     settings = BuildSettings(
@@ -64,7 +65,22 @@ def run_demo(
     )
     text, pictures = inspect_package(out / "stimuli")
     print("      " + text.replace("\n", "\n      "))
-    print(f"done: scan {out / 'scan'}, sheets {out / 'sheets'}, visualizations {out / 'visualizations'},")
-    print(f"      overview {out / 'overview.png'} (synthetic | natural top-4 per unit),")
+    print("[5/6] machine observers and baselines answer every trial")
+    machine = _machine_answers(out / "stimuli", device=device, progress=progress)
+    machine.to_csv(out / "machine-responses.csv", index=False)
+    print(f"      {len(machine)} answers -> {out / 'machine-responses.csv'}")
+    print("[6/6] report")
+    results = analyze(machine, out / "report", out / "stimuli")
+    for name, entry in (results["baselines"] | results["observers"]).items():
+        print(f"      {name:28s} {entry['accuracy']:6.1%} of {entry['n_trials']} trials")
+    print(f"done: report {out / 'report' / 'report.html'}")
     print(f"      stimulus package {out / 'stimuli'} (pictures of its trials in {out / 'stimuli' / 'inspect'})")
+    print(f"      scan {out / 'scan'}, sheets {out / 'sheets'}, visualizations {out / 'visualizations'},")
+    print(f"      overview {out / 'overview.png'} (synthetic | natural top-4 per unit)")
+    print(f"start the experiment on it: vizprobe serve --stimuli {out / 'stimuli'}")
     return out
+
+
+def _machine_answers(package: Path, device: str, progress: bool):
+    """Baselines (and the machine observers, where registered) on every main trial of every condition."""
+    return run_baselines(package)
