@@ -43,7 +43,7 @@ def test_scan_cli_with_sheet(capsys, tmp_path, subset_dir):
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
     args = ["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu", "--steps", "8", "--image-sets", "2"]
-    assert main([*args, "--stride", "32"]) == 0
+    assert main([*args, "--stride", "32", "--participants", "3"]) == 0
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 4
     assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * 9
     from vizprobe.stimuli import load_manifest
@@ -51,4 +51,15 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     manifest = load_manifest(tmp_path / "demo" / "stimuli", check_images=True)
     assert {t["condition"] for t in manifest["tasks"]} == {"synthetic", "natural", "mixed", "blur", "none"}
     assert (tmp_path / "demo" / "stimuli" / "inspect" / "trial_synthetic.png").is_file()
-    assert "done" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "vizprobe serve --stimuli" in out
+    results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
+    assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    assert set(results["accuracy"]) == {"synthetic", "natural", "mixed", "blur", "none"}  # simulated participants
+    assert all(entry["n_participants"] >= 1 for entry in results["accuracy"].values())
+    assert {"center", "variance", "saliency", "random", "oracle"} <= set(results["baselines"])
+    assert results["baselines"]["oracle"]["accuracy"] == 1.0
+    machines = set(results["observers"])
+    assert any("similarity" in name for name in machines)
+    labels = set(results["kappa"])
+    assert any("similarity" in name for name in labels) and "natural" in labels  # machines beside humans

@@ -221,6 +221,53 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_observe(args: argparse.Namespace) -> int:
+    from vizprobe.observers.answer import answer_package, as_observer, predicted_accuracy
+    from vizprobe.responses import write_responses
+
+    observer = as_observer(args.observer, device=args.device)
+    conditions = _csv(args.conditions) if args.conditions else None
+    responses = answer_package(args.stimuli, observer, conditions)
+    write_responses(responses, args.out)
+    print(f"{observer.name} answered {len(responses)} trials -> {args.out}")
+    for row in predicted_accuracy(responses).itertuples():
+        print(f"  {row.condition:10s} {row.accuracy:6.1%}  95% CI [{row.ci_low:.1%}, {row.ci_high:.1%}] "
+              f"(Wilson, {row.n_trials} main trials)")  # fmt: skip
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from vizprobe.observers.answer import as_observer
+    from vizprobe.observers.simulate import simulate
+    from vizprobe.responses import write_responses
+
+    observer = as_observer(args.observer, device=args.device)
+    conditions = _csv(args.conditions) if args.conditions else None
+    responses = simulate(args.stimuli, observer, participants=args.participants, lapse=args.lapse,
+                         noise=args.noise, seed=args.seed, conditions=conditions)  # fmt: skip
+    write_responses(responses, args.out)
+    n = responses["participant_id"].nunique()
+    print(f"{n} simulated participants ({observer.name}, lapse {args.lapse}, noise {args.noise}), "
+          f"{len(responses)} answers -> {args.out}")  # fmt: skip
+    return 0
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    from vizprobe.observers.power import power_analysis
+
+    result = power_analysis(args.effect, args.baseline_accuracy, args.trials, args.alpha, args.power,
+                            between_sd=args.between_sd, simulations=args.simulations, seed=args.seed)  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    n, achieved = result.participants_per_condition, result.achieved_power
+    print(f"participants per condition: {n} (simulated power {achieved:.3f} over {result.simulations} studies; "
+          f"{result.test})")  # fmt: skip
+    print(f"closed-form two-proportion test (trials pooled, no between-participant sd): "
+          f"{result.closed_form_participants}")  # fmt: skip
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
@@ -233,6 +280,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         steps=args.steps,
         image_sets=args.image_sets,
         stride=args.stride,
+        participants=args.participants,
     )
     return 0
 
@@ -341,6 +389,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_analyze)
 
+    p = sub.add_parser("observe", help="a machine observer answers every trial and condition of a stimulus package")
+    p.add_argument("--stimuli", required=True, help="stimulus package dir")
+    p.add_argument("--observer", default="similarity", help="registered observer (default similarity)")
+    p.add_argument("--conditions", default=None, help="comma-separated (default: all in the package)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--out", required=True, help="responses CSV to write")
+    p.set_defaults(func=cmd_observe)
+
+    p = sub.add_parser("simulate", help="simulated participants from a machine observer, to rehearse an analysis")
+    p.add_argument("--stimuli", required=True, help="stimulus package dir")
+    p.add_argument("--observer", default="similarity", help="registered observer (default similarity)")
+    p.add_argument("--participants", type=int, default=20, help="per condition (default 20)")
+    p.add_argument("--lapse", type=float, default=0.05, help="rate of random answers (default 0.05)")
+    p.add_argument("--noise", type=float, default=0.5, help="sd of per-trial noise on the logit (default 0.5)")
+    p.add_argument("--conditions", default=None, help="comma-separated (default: all in the package)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    p.add_argument("--out", required=True, help="responses CSV to write")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("power", help="participants per condition to detect an accuracy difference (simulation)")
+    p.add_argument("--effect", type=float, required=True, help="accuracy difference between conditions, e.g. 0.05")
+    p.add_argument("--baseline-accuracy", type=float, default=0.6, help="accuracy of the weaker condition")
+    p.add_argument("--trials", type=int, default=18, help="main trials per participant (default 18)")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--power", type=float, default=0.8)
+    p.add_argument("--between-sd", type=float, default=0.0, help="sd of participants' true accuracies (default 0)")
+    p.add_argument("--simulations", type=int, default=2000, help="simulated studies per N (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_power)
+
     p = sub.add_parser("demo", help="run the pipeline on the embedded defaults")
     p.add_argument("--out", default="demo-output")
     p.add_argument("--images", default=None, help="image folder (default: embedded demo photos)")
@@ -349,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="visualization steps (default: the quick preset's)")
     p.add_argument("--image-sets", type=int, default=3, help="image sets per unit in the stimulus package")
     p.add_argument("--stride", type=int, default=2, help="occlusion stride in pixels")
+    p.add_argument("--participants", type=int, default=10, help="simulated participants per condition")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from vizprobe.analysis import analyze, run_baselines
 from vizprobe.images import demo_images_dir
 from vizprobe.models import load_model
+from vizprobe.observers.answer import answer_package, predicted_accuracy
+from vizprobe.observers.similarity import SimilarityObserver
+from vizprobe.observers.simulate import simulate
+from vizprobe.responses import write_responses
 from vizprobe.scan import scan
 from vizprobe.scan.sheet import write_contact_sheets
 from vizprobe.stimuli import BuildSettings, build_stimuli
@@ -28,19 +34,20 @@ def run_demo(
     steps: int | None = None,
     image_sets: int = 3,
     stride: int = 2,
+    participants: int = 10,
 ) -> Path:
     """The whole study on one machine: scan, sheets, visualizations, stimuli, machine answers, report."""
     out = Path(out)
     images = Path(images) if images else demo_images_dir()
     loaded = load_model(model, device=device)
-    print(f"[1/6] scanning {images} with {model}")
+    print(f"[1/7] scanning {images} with {model}")
     result, stats = scan(loaded, images, DEMO_LAYERS, out / "scan", progress=progress)
     print(f"      {stats.computed} images at {stats.images_per_second:.1f} img/s, {stats.skipped} skipped")
-    print("[2/6] contact sheets (top-9 | bottom-9) for the demo units")
+    print("[2/7] contact sheets (top-9 | bottom-9) for the demo units")
     sheets = write_contact_sheets(result, out / "sheets", DEMO_UNITS, progress=progress)
     for sheet in sheets:
         print(f"      {sheet}")
-    print("[3/6] feature visualizations (preset quick, 9 per unit) for the demo units")
+    print("[3/7] feature visualizations (preset quick, 9 per unit) for the demo units")
     rendering = render(loaded, DEMO_UNITS, preset("quick", steps=steps, per_unit=9), progress=progress)
     index = save_visualizations(rendering, out / "visualizations", loaded, result)
     overview_sheet(out / "visualizations", result).save(out / "overview.png")
@@ -49,7 +56,7 @@ def run_demo(
             f"      {entry['unit']:14s} synthetic {entry['mean_activation']:6.3g}  "
             f"natural top-1 {entry['natural_top1']:6.3g}"
         )
-    print("[4/6] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
+    print("[4/7] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
     n_images = int(result.meta["n_scanned"])
     reference_last = min(200, n_images - 10)
     settings = BuildSettings(
@@ -65,22 +72,24 @@ def run_demo(
     )
     text, pictures = inspect_package(out / "stimuli")
     print("      " + text.replace("\n", "\n      "))
-    print("[5/6] machine observers and baselines answer every trial")
-    machine = _machine_answers(out / "stimuli", device=device, progress=progress)
-    machine.to_csv(out / "machine-responses.csv", index=False)
-    print(f"      {len(machine)} answers -> {out / 'machine-responses.csv'}")
-    print("[6/6] report")
-    results = analyze(machine, out / "report", out / "stimuli")
-    for name, entry in (results["baselines"] | results["observers"]).items():
-        print(f"      {name:28s} {entry['accuracy']:6.1%} of {entry['n_trials']} trials")
+    print("[5/7] machine observers (similarity) and baselines answer every trial of every condition")
+    observer = SimilarityObserver(device=device)
+    machine = pd.concat([answer_package(out / "stimuli", observer), run_baselines(out / "stimuli")])
+    write_responses(machine, out / "machine-responses.csv")
+    for row in predicted_accuracy(machine[machine["is_catch"] == 0]).itertuples():
+        print(f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]")
+    print(f"[6/7] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
+    simulated = simulate(out / "stimuli", observer, participants=participants, seed=0)
+    write_responses(simulated, out / "simulated-responses.csv")
+    print("      a rehearsal of the analysis, not data: run `vizprobe serve` for real participants")
+    print("[7/7] report (simulated participants beside the machine observers and baselines)")
+    combined = write_responses(pd.concat([simulated, machine]), out / "demo-responses.csv")
+    results = analyze(combined, out / "report", out / "stimuli")
+    for condition, entry in results["accuracy"].items():
+        print(f"      simulated {condition:9s} {entry['mean']:6.1%} (n = {entry['n_participants']})")
     print(f"done: report {out / 'report' / 'report.html'}")
     print(f"      stimulus package {out / 'stimuli'} (pictures of its trials in {out / 'stimuli' / 'inspect'})")
     print(f"      scan {out / 'scan'}, sheets {out / 'sheets'}, visualizations {out / 'visualizations'},")
     print(f"      overview {out / 'overview.png'} (synthetic | natural top-4 per unit)")
     print(f"start the experiment on it: vizprobe serve --stimuli {out / 'stimuli'}")
     return out
-
-
-def _machine_answers(package: Path, device: str, progress: bool):
-    """Baselines (and the machine observers, where registered) on every main trial of every condition."""
-    return run_baselines(package)

@@ -1,0 +1,93 @@
+"""Simulated participants: an observer's choice probabilities plus noise and lapses, to rehearse an analysis.
+
+Each simulated participant of a condition takes one of the package's tasks for that condition (in turn, so
+tasks are used evenly) and answers its main and catch trials. On a trial with observer probability p the
+participant's own probability is q = logistic(logit(p) + noise * e), e ~ N(0, 1) drawn per trial; with
+probability `lapse` the answer is a fair coin instead, else it is drawn with probability q. Confidence
+grows with |q - 1/2| (with jitter), response times are log-normal (faster when confident), and the timing
+and practice columns are drawn so that most participants pass the default exclusion criteria.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from vizprobe.errors import VizprobeError
+from vizprobe.observers.answer import (
+    as_observer,
+    correct_answers,
+    in_format_order,
+    package_conditions,
+    predict_package,
+)
+from vizprobe.observers.base import Observer
+from vizprobe.responses import validate_responses
+from vizprobe.stimuli.manifest import load_manifest
+
+
+def _participant(task: dict, p_right: dict, key: dict, lapse: float, noise: float, rng) -> pd.DataFrame:
+    """One simulated participant's answers to the trials of `task`, in task order."""
+    ids = task["trial_ids"]
+    p = np.clip(np.array([p_right[t] for t in ids]), 1e-4, 1 - 1e-4)
+    q = expit(np.log(p / (1 - p)) + noise * rng.standard_normal(len(ids)))
+    coin = rng.random(len(ids)) < 0.5
+    choice = np.where(rng.random(len(ids)) < lapse, coin, rng.random(len(ids)) < q).astype(int)
+    sure = np.abs(q - 0.5)
+    confidence = np.clip(np.rint(1 + 4 * sure + rng.normal(0, 0.6, len(ids))), 1, 3).astype(int)
+    rt_ms = np.exp(rng.normal(np.log(3000) - 0.6 * sure, 0.45, len(ids)))
+    attempts = int(min(5, rng.geometric(0.8)))
+    instruction = float(np.exp(rng.normal(np.log(60), 0.4)))
+    total = instruction + attempts * 3 * 4.0 + rt_ms.sum() / 1000 + float(rng.uniform(40, 120))
+    return pd.DataFrame({
+        "task_id": task["task_id"], "trial_id": ids, "choice": choice,
+        "correct": (choice == np.array([key[t] for t in ids])).astype(int), "confidence": confidence,
+        "rt_ms": rt_ms.round(1), "instruction_time_s": round(instruction, 2), "total_time_s": round(total, 2),
+        "practice_attempts": attempts,
+    })  # fmt: skip
+
+
+def simulate(
+    package: str | Path,
+    observer: Observer | str,
+    participants: int = 20,
+    lapse: float = 0.05,
+    noise: float = 0.5,
+    seed: int = 0,
+    conditions: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Responses of `participants` simulated lay participants per condition (see the module doc)."""
+    if participants < 1:
+        raise VizprobeError(f"participants must be at least 1, got {participants}")
+    if not 0 <= lapse <= 1 or noise < 0:
+        raise VizprobeError(f"lapse must lie in [0, 1] and noise be >= 0 (got lapse {lapse}, noise {noise})")
+    package = Path(package)
+    manifest = load_manifest(package)
+    observer = as_observer(observer)
+    conditions = list(conditions) if conditions else package_conditions(manifest)
+    predicted = predict_package(package, observer, conditions, ("main", "catch"), manifest=manifest)
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+    layers = {u["unit"]: u["layer"] for u in manifest["units"]}
+    key = correct_answers(manifest)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for condition in conditions:
+        tasks = [t for t in manifest["tasks"] if t["condition"] == condition]
+        rows = predicted[predicted["condition"] == condition]
+        p_right = dict(zip(rows["trial_id"], rows["p_right"], strict=True))
+        for k in range(participants):
+            rows = _participant(tasks[k % len(tasks)], p_right, key, lapse, noise, rng)
+            frames.append(rows.assign(participant_id=f"sim:{condition}:{k:03d}", condition=condition))
+    out = pd.concat(frames, ignore_index=True)
+    out["unit"] = out["trial_id"].map(lambda t: trials[t]["unit"])
+    out["layer"] = out["unit"].map(layers)
+    out["image_set"] = out["trial_id"].map(lambda t: trials[t]["image_set"])
+    out["is_catch"] = out["trial_id"].map(lambda t: int(trials[t]["kind"] == "catch"))
+    out["is_practice"] = 0
+    out["expertise"] = "lay"
+    out["simulated_from"] = observer.name
+    return validate_responses(in_format_order(out))
