@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=300, help="photos scanned for the query images")
     parser.add_argument("--captum-queries", type=int, default=2)
     parser.add_argument("--queries", type=int, default=12, help="queries for the exact sweep and fast search")
+    parser.add_argument("--whole-queries", type=int, default=4, help="queries for the sweep without windows")
     args = parser.parse_args()
     model = load_model("efficientnet-lite0", device="cpu")
     root = Path(args.images)
@@ -95,21 +96,31 @@ def main() -> None:
                 queries.append((unit, layer, int(channel), pixels))
         queries = queries[: args.queries]
 
-        occluders, setup = {}, {}
+        occluders, wholes, setup = {}, {}, {}
         for layer in layers:
             start = time.perf_counter()
             occluders[layer] = Occluder(model, layer, compile=True)
             occluders[layer].sweep(queries[0][3], [0], stride=64)  # warm up
             setup[layer] = time.perf_counter() - start
-        exact_s, fast_s, exact_maps, fast_results = [], [], [], []
-        for unit, layer, channel, pixels in queries:
+            wholes[layer] = Occluder(model, layer, compile=True, incremental=False)
+            wholes[layer].sweep(queries[0][3], [0], stride=64)
+        exact_s, fast_s, whole_s, exact_maps, fast_results, whole_diff = [], [], [], [], [], []
+        for i, (unit, layer, channel, pixels) in enumerate(queries):
             start = time.perf_counter()
             exact_maps.append(occluders[layer].sweep(pixels, [channel]))
             exact_s.append(time.perf_counter() - start)
             start = time.perf_counter()
             fast_results.append(occluders[layer].search(pixels, [channel]))
             fast_s.append(time.perf_counter() - start)
-            print(f"  {unit:14s} exact {exact_s[-1]:6.1f} s   fast {fast_s[-1]:5.2f} s")
+            line = f"  {unit:14s} exact {exact_s[-1]:6.1f} s   fast {fast_s[-1]:5.2f} s"
+            if i < args.whole_queries:  # the same sweep on whole occluded images (no windows), compiled
+                start = time.perf_counter()
+                whole = wholes[layer].sweep(pixels, [channel]).channel(channel)
+                whole_s.append(time.perf_counter() - start)
+                ours = exact_maps[-1].channel(channel)
+                whole_diff.append(float(np.abs(ours - whole).max() / np.abs(whole).max()))
+                line += f"   whole images {whole_s[-1]:6.1f} s"
+            print(line)
 
         _, layer, channel, pixels = queries[0]
         ppe_times = {}
@@ -152,6 +163,13 @@ def main() -> None:
         f"(compile + warm-up once per layer: {', '.join(f'{k} {v:.0f} s' for k, v in setup.items())}); "
         f"maps agree to {max(agreement):.1e}"
     )
+    if whole_s:
+        whole = statistics.median(whole_s)
+        paired = statistics.median(w / e for w, e in zip(whole_s, exact_s, strict=False))
+        print(
+            f"  exact sweep on whole images:  {whole:7.2f} s/query  {captum / whole:5.1f}x  "
+            f"(windows are {paired:.2f}x faster on the same queries; maps agree to {max(whole_diff):.1e})"
+        )
     print(f"vizprobe fast search:          {fast:7.2f} s/query  {captum / fast:5.1f}x  ({evaluations:.0f} positions)")
     print(
         f"fast search: same extreme position {same}/{n}; activation within 0.5 % of the true extreme {within}/{n}; "

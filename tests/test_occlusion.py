@@ -90,3 +90,22 @@ def test_fast_search_finds_the_extremes_of_top_images(lite0, imagenet_scan):
         spread = float(exact.activations.max() - exact.activations.min())
         assert fast.best[12][2] >= exact.extreme(12, True)[2] - 0.01 * spread
         assert fast.worst[12][2] <= exact.extreme(12, False)[2] + 0.01 * spread
+
+
+@pytest.mark.parametrize("layer", ["_blocks.1", "_blocks.5", "_blocks.12"])
+def test_incremental_equals_whole_image_computation(lite0, imagenet_files, layer):
+    """Windows around the patch give the same activations as whole occluded images, corners included."""
+    incremental = Occluder(lite0, layer)
+    whole = Occluder(lite0, layer, incremental=False)
+    chain = incremental.incremental_chain(90)
+    assert chain is not None and chain.windowed >= 2  # the early stages really run on windows
+    assert whole.incremental_chain(90) is None
+    image, other = pixels(lite0, imagenet_files[412]), pixels(lite0, imagenet_files[77])
+    ys = grid(224, 90, 14)
+    positions = torch.cartesian_prod(torch.from_numpy(ys), torch.from_numpy(ys))
+    for source in (None, other):  # mean-colour fill, and retention of another image's pixels
+        expected = whole.activations(image, positions, 90, source)
+        got = incremental.activations(image, positions, 90, source)
+        assert (expected - whole.base(image)).abs().max() > 1e-3  # occlusion matters on this layer
+        relative = (got - expected).abs().max() / expected.abs().max()
+        assert relative < 1e-5, f"{layer}: {relative:.2e}"

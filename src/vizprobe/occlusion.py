@@ -3,12 +3,14 @@
 The patch is filled with the mean colour of the pixels it covers (quantized to 8 bits, so a saved
 PNG is exactly the image that was measured). One sweep measures every channel of a layer at once.
 The exact sweep evaluates all positions in batches, through an inference copy of the network that
-stops at the layer; the fast search evaluates a coarse grid and refines the best and worst
-candidates by pattern search at the fine stride, with far fewer forward passes.
+stops at the layer and, where the model allows, recomputes its early stages only around the patch
+(`vizprobe.incremental`); the fast search evaluates a coarse grid and every fine position around
+the best and worst coarse candidates, with far fewer forward passes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 
 from vizprobe.device import default_batch_size
 from vizprobe.errors import VizprobeError
+from vizprobe.incremental import IncrementalChain
 from vizprobe.models import LoadedModel
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 
@@ -102,7 +105,9 @@ class Occluder:
     """Measures occluded copies of images on one layer of a model, in batches.
 
     The network is an inference copy (batch norms folded) cut after `layer`, in channels-last on
-    the CPU; `compile=True` adds `torch.compile`, which pays off over a few thousand images.
+    the CPU; `compile=True` adds `torch.compile`, which pays off over a few thousand images. Where
+    the model is a chain of local stages (`ModelSpec.chain`) and `layer` ends one, the early stages
+    are recomputed only around the patch (`vizprobe.incremental`; `incremental=False` turns it off).
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class Occluder:
         batch_size: int | None = None,
         optimize: bool = True,
         compile: bool = False,
+        incremental: bool = True,
     ):
         self.model = model
         self.info = model.layer(layer)
@@ -125,10 +131,41 @@ class Occluder:
             net = net.to(memory_format=torch.channels_last)
         self.forward: torch.nn.Module = ChannelMeans(net, [self.info.path])
         self.compiled = False
+        self._stages = self._chain_to_layer(net) if incremental and optimize else None
+        self._chains: dict[int, tuple[IncrementalChain, Callable]] = {}
+        self._compile = compile
         if compile:
             size = model.preprocessing.crop
             example = torch.zeros(self.batch_size, 3, size, size, device=model.device)
             self.forward, self.compiled = compile_or_eager(self.forward, self._prepare(example))
+
+    def _chain_to_layer(self, net: torch.nn.Module) -> list | None:
+        """The model's stages up to the one that outputs the layer, or None (no chain, or not a stage)."""
+        chain = self.model.spec.chain(net) if self.model.spec.chain else []
+        paths = [path for path, _ in chain]
+        return chain[: paths.index(self.info.path) + 1] if self.info.path in paths else None
+
+    def incremental_chain(self, patch: int) -> IncrementalChain | None:
+        """The windowed computation for this patch size, or None where nothing would be saved."""
+        if self._stages is None:
+            return None
+        if patch not in self._chains:
+            size = self.model.preprocessing.crop
+            probe = self._prepare(torch.zeros(1, 3, size, size, device=self.model.device))
+            chain = IncrementalChain(self._stages, patch, probe, self.channels_last)
+            call = chain
+            if self._compile and chain.windowed:  # one static shape: full batches of positions
+                generator = torch.Generator().manual_seed(0)
+                image = torch.rand(3, size, size, generator=generator).to(self.model.device)
+                at = torch.randint(0, size - patch + 1, (self.batch_size, 2), generator=generator)
+                at = at.to(self.model.device)
+                with torch.inference_mode():
+                    clean = chain.clean_maps(self._prepare(image[None]))
+                    example = (self._prepare(occlude(image, at, patch)), at, clean)
+                call, _ = compile_or_eager(chain, *example)
+            self._chains[patch] = (chain, call)
+        chain, _ = self._chains[patch]
+        return chain if chain.windowed else None
 
     def _prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         batch = self.model.preprocessing.normalize(pixels)
@@ -141,10 +178,21 @@ class Occluder:
         """(N, C) activations of every channel of the layer for the image occluded at each position
         (or, with `source`, for `image` with the patch taken from `source`; see `occlude`)."""
         image = image.to(self.model.device)
+        square = image.shape[-2] == image.shape[-1] == self.model.preprocessing.crop
+        chain = self.incremental_chain(patch) if square else None
+        clean = chain.clean_maps(self._prepare(image[None])) if chain else None
         out = []
         for start in range(0, len(positions), self.batch_size):
             chunk = positions[start : start + self.batch_size]
             batch = occlude(image, chunk, patch, source)
+            if chain is not None:
+                call = self._chains[patch][1]
+                at = chunk.to(device=self.model.device, dtype=torch.long)
+                if call is not chain and len(chunk) < self.batch_size:  # the compiled call's one shape
+                    batch = torch.cat([batch, batch[:1].expand(self.batch_size - len(chunk), -1, -1, -1)])
+                    at = torch.cat([at, at[:1].expand(self.batch_size - len(chunk), -1)])
+                out.append(call(self._prepare(batch), at, clean)[: len(chunk)].float().cpu())
+                continue
             if self.compiled and len(chunk) < self.batch_size:  # one static shape
                 batch = torch.cat([batch, batch[:1].expand(self.batch_size - len(chunk), -1, -1, -1)])
             out.append(self.forward(self._prepare(batch))[0][: len(chunk)].float().cpu())
@@ -174,12 +222,12 @@ class Occluder:
         channels: list[int],
         patch_frac: float = 0.4,
         stride: int = 2,
-        coarse: int = 8,
+        coarse: int = 12,
         candidates: int = 5,
-        radius: int = 4,
+        radius: int | None = None,
         source: torch.Tensor | None = None,
     ) -> SearchResult:
-        """Fast: see `coarse_to_fine`; about 500 positions per channel instead of 4624."""
+        """Fast: see `coarse_to_fine`; a few hundred positions per channel instead of 4624 (stride 2)."""
         _, h, w = image.shape
         patch = patch_size(min(h, w), patch_frac)
         ys, xs = grid(h, patch, stride), grid(w, patch, stride)
@@ -195,21 +243,25 @@ def coarse_to_fine(
     ys: np.ndarray,
     xs: np.ndarray,
     channels: list[int],
-    coarse: int = 8,
+    coarse: int = 12,
     candidates: int = 5,
-    radius: int = 4,
+    radius: int | None = None,
 ) -> SearchResult:
     """Extreme positions of each channel's occlusion map without measuring the whole map.
 
     `evaluate(points)` returns (N, C) activations for (y0, x0) points of the fine grid `ys` x `xs`.
     Measures a coarse grid (every `coarse` px, edges included), then every fine position within
     `radius` px of the `candidates` highest and lowest coarse points of each channel, and returns
-    the best measured. Occlusion maps are smooth at the scale of a 90 px patch, which is what makes
-    this work (its hit rate is measured in benchmarks/occlusion.py).
+    the best measured. The default radius is half the coarse spacing rounded up to the fine grid, so
+    that a candidate's window reaches its neighbours' windows at any stride. Occlusion maps are
+    smooth at the scale of a 90 px patch, which is what makes this work (its hit rate is measured
+    in benchmarks/occlusion.py).
     """
     fine = {(int(y), int(x)) for y in ys for x in xs}
     ystep = int(ys[1] - ys[0]) if len(ys) > 1 else 1
     coarse = max(ystep, coarse - coarse % ystep)
+    if radius is None:
+        radius = -(-(coarse // 2) // ystep) * ystep  # ceil to the fine grid
     cy = np.unique(np.append(ys[:: coarse // ystep], ys[-1]))
     cx = np.unique(np.append(xs[:: coarse // ystep], xs[-1]))
     seen: dict[tuple[int, int], torch.Tensor] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -137,8 +138,8 @@ class ChannelMeans(nn.Module):
         return tuple(channel_mean(outputs[p]) for p in self.paths)
 
 
-def compile_or_eager(module: nn.Module, example: torch.Tensor) -> tuple[nn.Module, bool]:
-    """`torch.compile(module)` if it compiles and agrees with eager on `example`; else `module`.
+def compile_or_eager(module: Callable, *example) -> tuple[Callable, bool]:
+    """`torch.compile(module)` if it compiles and agrees with eager on the `example` arguments; else `module`.
 
     Compilation needs a C++ compiler and costs seconds (cached on disk by inductor across runs),
     and pays off from a few hundred images on; any failure falls back to eager mode.
@@ -152,11 +153,13 @@ def compile_or_eager(module: nn.Module, example: torch.Tensor) -> tuple[nn.Modul
     try:
         compiled = torch.compile(module, dynamic=False)
         with torch.inference_mode():
-            got = compiled(example)
-            expected = module(example)
+            got = compiled(*example)
+            expected = module(*example)
     except Exception as exc:  # compilation can fail in many ways; eager mode always works
         log.info("torch.compile unavailable (%s); running eagerly", str(exc).splitlines()[0][:100] if str(exc) else exc)
         return module, False
+    if torch.is_tensor(expected):
+        expected, got = (expected,), (got,)
     for a, b in zip(expected, got, strict=True):
         if not ((a - b).abs().max() / a.abs().max().clamp_min(1e-6)) < 1e-4:
             log.info("torch.compile changed the activations; running eagerly")

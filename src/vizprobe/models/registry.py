@@ -30,6 +30,9 @@ class ModelSpec:
     aliases: dict[str, str] = field(default_factory=dict)
     needs_weights: bool = False
     description: str = ""
+    # The network (or an inference copy of it) as a chain of stages, each (path of the module whose
+    # output it is, module), for incremental occlusion; None where the network is not such a chain.
+    chain: Callable[[nn.Module], list[tuple[str, nn.Module]]] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
