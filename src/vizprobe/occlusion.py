@@ -222,8 +222,8 @@ class Occluder:
         channels: list[int],
         patch_frac: float = 0.4,
         stride: int = 2,
-        coarse: int = 12,
-        candidates: int = 5,
+        coarse: int = 8,
+        candidates: int = 8,
         radius: int | None = None,
         source: torch.Tensor | None = None,
     ) -> SearchResult:
@@ -243,8 +243,8 @@ def coarse_to_fine(
     ys: np.ndarray,
     xs: np.ndarray,
     channels: list[int],
-    coarse: int = 12,
-    candidates: int = 5,
+    coarse: int = 8,
+    candidates: int = 8,
     radius: int | None = None,
 ) -> SearchResult:
     """Extreme positions of each channel's occlusion map without measuring the whole map.
