@@ -12,13 +12,12 @@ plus the window's sum. The result equals the full computation up to float roundi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-Stage = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
+Stage = tuple[str, nn.Module]
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,8 @@ def conv_reach(module: nn.Module) -> int:
     return max(reach, 1)
 
 
-def _ceil_to(value: int, step: int) -> int:
+def ceil_to(value: int, step: int) -> int:
+    """The smallest multiple of `step` that is >= `value`."""
     return -(-value // step) * step
 
 
@@ -57,7 +57,7 @@ def plan_windows(geometry: list[Geometry], patch: int, max_fraction: float = 0.8
     windows, changed = [], patch
     for g in geometry:
         out_side = -(-(changed + 2 * g.reach) // g.stride) + 2  # every output that can see a changed row
-        in_side = _ceil_to((out_side - 1) * g.stride + 1 + 2 * _ceil_to(g.reach, g.stride), g.stride)
+        in_side = ceil_to((out_side - 1) * g.stride + 1 + 2 * ceil_to(g.reach, g.stride), g.stride)
         aligned = (g.in_side - in_side) % g.stride == 0 and g.in_side == g.out_side * g.stride
         if not (aligned and in_side <= max_fraction * g.in_side and out_side < g.out_side):
             break
@@ -103,14 +103,12 @@ class IncrementalChain:
         self.geometry = []
         x = probe
         with torch.inference_mode():
-            for _, fn in stages:
-                y = fn(x)
-                module = fn if isinstance(fn, nn.Module) else getattr(fn, "module", None)
-                reach = conv_reach(module) if isinstance(module, nn.Module) else max(x.shape[-1], 1)
-                self.geometry.append(Geometry(x.shape[-1] // y.shape[-1], reach, x.shape[-1], y.shape[-1]))
+            for _, stage in stages:
+                y = stage(x)
+                side, out = x.shape[-1], y.shape[-1]
+                self.geometry.append(Geometry(side // out, conv_reach(stage), side, out))
                 x = y
         self.windows = plan_windows(self.geometry, patch)
-        self.patch = patch
 
     @property
     def windowed(self) -> int:
@@ -133,7 +131,7 @@ class IncrementalChain:
         square starting at `changed` (its side is the previous window's)."""
         g, w = self.geometry[k], self.windows[k]
         out_start = torch.div(changed - g.reach, g.stride, rounding_mode="floor").clamp(0, g.out_side - w.out_side)
-        in_start = (out_start * g.stride - _ceil_to(g.reach, g.stride)).clamp(0, g.in_side - w.in_side)
+        in_start = (out_start * g.stride - ceil_to(g.reach, g.stride)).clamp(0, g.in_side - w.in_side)
         return in_start, out_start
 
     def __call__(self, images: torch.Tensor, patch_starts: torch.Tensor, clean: list[torch.Tensor]) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 
 from vizprobe.device import default_batch_size
 from vizprobe.errors import VizprobeError
-from vizprobe.incremental import IncrementalChain
+from vizprobe.incremental import IncrementalChain, ceil_to
 from vizprobe.models import LoadedModel
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 
@@ -147,8 +147,12 @@ class Occluder:
 
     def incremental_chain(self, patch: int) -> IncrementalChain | None:
         """The windowed computation for this patch size, or None where nothing would be saved."""
+        return self._incremental(patch)[0]
+
+    def _incremental(self, patch: int) -> tuple[IncrementalChain | None, Callable | None]:
+        """The chain for this patch size and the callable that runs it (compiled where asked)."""
         if self._stages is None:
-            return None
+            return None, None
         if patch not in self._chains:
             size = self.model.preprocessing.crop
             probe = self._prepare(torch.zeros(1, 3, size, size, device=self.model.device))
@@ -164,8 +168,13 @@ class Occluder:
                     example = (self._prepare(occlude(image, at, patch)), at, clean)
                 call, _ = compile_or_eager(chain, *example)
             self._chains[patch] = (chain, call)
-        chain, _ = self._chains[patch]
-        return chain if chain.windowed else None
+        chain, call = self._chains[patch]
+        return (chain, call) if chain.windowed else (None, None)
+
+    def _full_batch(self, batch: torch.Tensor, *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """`batch` (and `more`) padded with copies of their first row to the compiled batch size."""
+        missing = self.batch_size - len(batch)
+        return tuple(torch.cat([t, t[:1].expand(missing, *t.shape[1:])]) for t in (batch, *more))
 
     def _prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         batch = self.model.preprocessing.normalize(pixels)
@@ -179,23 +188,22 @@ class Occluder:
         (or, with `source`, for `image` with the patch taken from `source`; see `occlude`)."""
         image = image.to(self.model.device)
         square = image.shape[-2] == image.shape[-1] == self.model.preprocessing.crop
-        chain = self.incremental_chain(patch) if square else None
+        chain, call = self._incremental(patch) if square else (None, None)
         clean = chain.clean_maps(self._prepare(image[None])) if chain else None
         out = []
         for start in range(0, len(positions), self.batch_size):
             chunk = positions[start : start + self.batch_size]
             batch = occlude(image, chunk, patch, source)
             if chain is not None:
-                call = self._chains[patch][1]
                 at = chunk.to(device=self.model.device, dtype=torch.long)
                 if call is not chain and len(chunk) < self.batch_size:  # the compiled call's one shape
-                    batch = torch.cat([batch, batch[:1].expand(self.batch_size - len(chunk), -1, -1, -1)])
-                    at = torch.cat([at, at[:1].expand(self.batch_size - len(chunk), -1)])
-                out.append(call(self._prepare(batch), at, clean)[: len(chunk)].float().cpu())
-                continue
-            if self.compiled and len(chunk) < self.batch_size:  # one static shape
-                batch = torch.cat([batch, batch[:1].expand(self.batch_size - len(chunk), -1, -1, -1)])
-            out.append(self.forward(self._prepare(batch))[0][: len(chunk)].float().cpu())
+                    batch, at = self._full_batch(batch, at)
+                values = call(self._prepare(batch), at, clean)
+            else:
+                if self.compiled and len(chunk) < self.batch_size:  # one static shape
+                    (batch,) = self._full_batch(batch)
+                values = self.forward(self._prepare(batch))[0]
+            out.append(values[: len(chunk)].float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.info.channels)
 
     @torch.inference_mode()
@@ -261,7 +269,7 @@ def coarse_to_fine(
     ystep = int(ys[1] - ys[0]) if len(ys) > 1 else 1
     coarse = max(ystep, coarse - coarse % ystep)
     if radius is None:
-        radius = -(-(coarse // 2) // ystep) * ystep  # ceil to the fine grid
+        radius = ceil_to(coarse // 2, ystep)
     cy = np.unique(np.append(ys[:: coarse // ystep], ys[-1]))
     cx = np.unique(np.append(xs[:: coarse // ystep], xs[-1]))
     seen: dict[tuple[int, int], torch.Tensor] = {}

@@ -105,6 +105,3 @@ def power_analysis(
         effect=effect, baseline_accuracy=baseline_accuracy, trials=trials, alpha=alpha, power=power,
         between_sd=between_sd, simulations=simulations,
     )  # fmt: skip
-
-
-power = power_analysis
