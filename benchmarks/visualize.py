@@ -1,13 +1,16 @@
 """Feature visualization throughput: one unit at a time (as lucent does) against vizprobe's batched render.
 
-Both sides render the same 16 units of efficientnet-lite0 with the same parameterization (Fourier,
+All sides render the same 16 units of efficientnet-lite0 with the same parameterization (Fourier,
 decorrelated colour), transforms (lucid's standard set), objective (channel + diversity), steps,
-image size and images per unit. The reference is lucent's `render_vis` loop: one unit per call, the
-whole network run forward on every step with a hook on the unit's layer. vizprobe puts all units in
-one optimization, stops each forward pass at the deepest layer its chunk needs, groups units of a
-layer together and uses channels-last memory ("vizprobe batched", float32); by default it also
-runs the network under bfloat16 autocast where the hardware supports it ("vizprobe (auto)"). Sides
-alternate; medians are printed with the mean final activation (float32) of each.
+image size, network input size and images per unit:
+- "lucent 0.1.8": the peer library itself (`pip install -e '.[bench]'`), `render_vis` once per unit,
+  its own transforms, resized to vizprobe's network input size (`fixed_image_size`), frozen weights;
+- "one unit at a time": lucent's loop built from vizprobe's parts (the whole network forward with a
+  hook on the unit's layer, each transform its own resampling, as lucent does);
+- "vizprobe batched" (float32) and "vizprobe (auto)" (bfloat16 autocast where the hardware has it):
+  all units in one optimization, each forward pass stopped at its chunk's deepest layer, batch norms
+  folded, channels-last memory, the affine transforms merged into one resampling.
+Sides rotate; medians are printed with the mean final activation of each (float32, original net).
 
     python benchmarks/visualize.py [--steps 48] [--size 128] [--per-unit 4] [--repeats 2] [--device cpu]
 """
@@ -15,6 +18,7 @@ alternate; medians are printed with the mean final activation (float32) of each.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -32,6 +36,57 @@ from vizprobe.units import channel_mean
 UNITS = [f"_blocks.{b}:{c}" for b in (3, 6, 9, 12) for c in (1, 5, 9, 13)]
 
 
+def sequential(transforms):
+    """Each transform resamples on its own, as in lucid and lucent (vizprobe merges the affine ones)."""
+
+    def apply(images, rng, step):
+        for k, transform in enumerate(transforms):
+            images = transform(images, rng.fork(k + 1), step)
+        return images
+
+    return apply
+
+
+def unit_activations(model, images, unit) -> torch.Tensor:
+    """The unit's channel-mean activation on finished images, float32, on the original network."""
+    info, channel = model.resolve_unit(unit)
+    with torch.no_grad():
+        acts = model.tap([info.path])(model.preprocessing.normalize(images.to(model.device)))
+    return channel_mean(acts[info.path])[:, channel].cpu()
+
+
+def lucent_library(model, units, settings, device) -> tuple[float, torch.Tensor]:
+    """lucent's own `render_vis`, one call per unit, at vizprobe's network input size."""
+    from lucent.optvis import objectives as lo
+    from lucent.optvis import param as lp
+    from lucent.optvis import render as lr
+    from lucent.optvis import transform as lt
+
+    size_in = tf.compose(tf.standard())(torch.zeros(1, 3, settings.size, settings.size), ImageRNG([0]), 0).shape[-1]
+    # lucent leaves a hook on every module after each call: each unit gets a fresh copy of the net.
+    nets = [copy.deepcopy(model.net) for _ in units]
+    start = time.perf_counter()
+    finals = []
+    for unit, net in zip(units, nets, strict=True):
+        info, channel = model.resolve_unit(unit)
+        layer = info.path.replace(".", "_")  # lucent's names for nested modules
+        objective = lo.channel(layer, channel) - settings.diversity * lo.diversity(layer)
+        (images,) = lr.render_vis(
+            net,
+            objective,
+            lambda: lp.image(settings.size, batch=settings.per_unit),
+            optimizer=lambda params: torch.optim.Adam(params, lr=settings.lr),
+            transforms=[*lt.standard_transforms, model.preprocessing.normalize],
+            thresholds=(settings.steps,),
+            preprocess=False,
+            progress=False,
+            show_image=False,
+            fixed_image_size=size_in,
+        )
+        finals.append(unit_activations(model, torch.from_numpy(images).permute(0, 3, 1, 2), unit))
+    return time.perf_counter() - start, torch.cat(finals)
+
+
 def lucent_style(model, units, settings, device) -> tuple[float, torch.Tensor]:
     """One `render_vis`-like call per unit: full forward pass, a hook on the layer, one objective."""
     start = time.perf_counter()
@@ -41,7 +96,7 @@ def lucent_style(model, units, settings, device) -> tuple[float, torch.Tensor]:
         info, channel = model.resolve_unit(unit)
         seeds = image_seeds(settings.seed, [unit], settings.per_unit)
         param = FourierParam(seeds, settings.size).to(device)
-        transform = tf.compose(tf.standard())
+        transform = sequential(tf.standard())
         optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr)
         rng = ImageRNG(seeds)
         captured = {}
@@ -56,18 +111,16 @@ def lucent_style(model, units, settings, device) -> tuple[float, torch.Tensor]:
             loss = -objective(obj.RenderState({info.path: captured["layer"]}, images, inputs)).sum()
             loss.backward()
             optimizer.step()
-        with torch.no_grad():
-            images = param()
-            model.net(model.preprocessing.normalize(images))
-            finals.append(channel_mean(captured["layer"])[:, channel])
         handle.remove()
+        with torch.no_grad():
+            finals.append(unit_activations(model, param(), unit))
     return time.perf_counter() - start, torch.cat(finals)
 
 
 def batched(model, units, settings, device, precision="fp32") -> tuple[float, torch.Tensor]:
     start = time.perf_counter()
     rendering = render(model, units, settings, device=device, precision=precision, progress=False)
-    finals = torch.cat([rendering.unit_activations(k) for k in range(len(units))])
+    finals = torch.cat([unit_activations(model, rendering.unit_images(k), u) for k, u in enumerate(units)])
     return time.perf_counter() - start, finals
 
 
@@ -83,11 +136,19 @@ def main() -> None:
     settings = preset("quick", steps=args.steps, size=args.size, per_unit=args.per_unit)
     n_images = len(UNITS) * settings.per_unit
     sides = ["one unit at a time", "vizprobe batched", "vizprobe (auto)"]
+    try:
+        import lucent.optvis.render  # noqa: F401
+
+        sides.insert(0, "lucent 0.1.8")
+    except ImportError as exc:
+        print(f"lucent not measured ({exc}); pip install -e '.[bench]' adds it")
     times: dict[str, list[float]] = {side: [] for side in sides}
     finals = {}
     for rep in range(args.repeats):
-        for side in sides[rep % 3 :] + sides[: rep % 3]:  # rotate the order every repeat
-            if side == "one unit at a time":
+        for side in sides[rep % len(sides) :] + sides[: rep % len(sides)]:  # rotate the order every repeat
+            if side == "lucent 0.1.8":
+                seconds, finals[side] = lucent_library(model, UNITS, settings, model.device)
+            elif side == "one unit at a time":
                 seconds, finals[side] = lucent_style(model, UNITS, settings, model.device)
             else:
                 precision = "fp32" if side == "vizprobe batched" else "auto"
@@ -100,9 +161,11 @@ def main() -> None:
     )
     rates = {side: statistics.median(n_images / t for t in ts) for side, ts in times.items()}
     base = rates["one unit at a time"]
+    lucent = rates.get("lucent 0.1.8")
     for side in times:
+        versus_lucent = f"  vs lucent {rates[side] / lucent:.2f}x" if lucent else ""
         print(
-            f"{side:18s} {rates[side]:6.2f} img/s  ratio {rates[side] / base:.2f}x  "
+            f"{side:18s} {rates[side]:6.2f} img/s  ratio {rates[side] / base:.2f}x{versus_lucent}  "
             f"mean final activation {finals[side].mean():.3f}"
         )
     print(f"(auto precision here: {resolve_precision('auto', model.device)}; final activations in float32)")

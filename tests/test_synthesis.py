@@ -142,6 +142,28 @@ def test_transforms_are_batched_with_independent_randomness():
     assert (standard(base, rng, 4) - out).abs().mean() > 0  # another step, another draw
 
 
+def test_composed_affine_transforms_are_one_resampling_of_the_same_draws():
+    """compose() multiplies consecutive affine transforms into one grid_sample: two integer jitters
+    compose exactly, and lucid's whole standard chain matches stage-by-stage resampling up to the
+    blur of the extra interpolations (a smooth test image, so interpolation error is small)."""
+    smooth = torch.nn.functional.interpolate(torch.rand(6, 3, 8, 8), size=(64, 64), mode="bicubic")
+    rng = ImageRNG(list(range(6)))
+
+    def one_by_one(transforms, images, step):
+        for k, transform in enumerate(transforms):
+            images = transform(images, rng.fork(k + 1), step)
+        return images
+
+    jitters = [tf.jitter(8), tf.jitter(4)]
+    torch.testing.assert_close(tf.compose(jitters)(smooth, rng, 5), one_by_one(jitters, smooth, 5), atol=1e-5, rtol=0)
+    standard = tf.standard()
+    merged, staged = tf.compose(standard)(smooth, rng, 3), one_by_one(standard, smooth, 3)
+    assert merged.shape == staged.shape == (6, 3, 64 + 24 - 12, 64 + 24 - 12)
+    inner = (slice(None), slice(None), slice(12, -12), slice(12, -12))  # away from the reflected borders
+    assert (merged - staged)[inner].abs().mean() < 0.01 * smooth.std()
+    assert (merged - staged).abs().mean() < 0.05 * smooth.std()
+
+
 def test_generator_parameterization_raises_activation(lite0):
     torch.manual_seed(0)
     generator = nn.Sequential(

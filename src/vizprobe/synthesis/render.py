@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from vizprobe.device import resolve_device
 from vizprobe.errors import VizprobeError
 from vizprobe.models import LoadedModel
+from vizprobe.models.optimize import checked_inference_copy
 from vizprobe.synthesis import objectives as obj
 from vizprobe.synthesis import transforms as tf
 from vizprobe.synthesis.param import PARAMS, GeneratorParam
@@ -206,7 +207,10 @@ def render(
     # Built once: each chunk's objective, and a tap that stops the forward pass at the chunk's own
     # deepest layer (not the deepest layer of all units).
     objectives = {(c.start, c.stop): _objective(settings, paths[c], chans[c], groups[c]) for c in chunks}
-    taps = {key: LayerTap(model.net, sorted(o.layers)) for key, o in objectives.items()}
+    # Batch norms folded into the convolutions and paddings merged into them (the same layer outputs,
+    # checked before use): 1.4x faster steps on the CPU.
+    net = checked_inference_copy(model.net, sorted(set(paths)), settings.size, dev, widen=True)
+    taps = {key: LayerTap(net, sorted(o.layers)) for key, o in objectives.items()}
     memory_format = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
 
     def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -224,9 +228,9 @@ def render(
     history = []
     started = time.perf_counter()
     bar = tqdm(range(settings.steps), desc="render", unit="step", disable=not progress)
-    model.net.to(memory_format=memory_format)  # channels-last: 1.5x faster forward + backward on the CPU
+    net.to(memory_format=memory_format)  # channels-last: 1.5x faster forward + backward on the CPU
     try:
-        with _Float32Convs(model.net, precision == "bf16" and dev.type == "cpu"):
+        with _Float32Convs(net, precision == "bf16" and dev.type == "cpu"):
             images = _optimize(bar, param, optimizer, transform, rng, chunks, chunk_objective, history, batch)
         with torch.no_grad():
             final = torch.cat([
@@ -236,7 +240,7 @@ def render(
                 for part in chunks
             ])  # fmt: skip
     finally:
-        model.net.to(memory_format=torch.contiguous_format)
+        net.to(memory_format=torch.contiguous_format)
         bar.close()
     seconds = time.perf_counter() - started
     return Rendering(units, images.cpu(), groups, seeds, final.cpu(), settings, seconds, history, precision)

@@ -1,9 +1,11 @@
 """Random transforms applied before every step, each image with its own randomness.
 
 Plain torch, batched: a transform is a callable `(images, rng, step) -> images`. Jitter, scale and
-rotation are affine resamplings with one matrix per image, so a batch of any size costs one
-`grid_sample`. Scaling keeps the image size (a zoom about the centre), which is what lets images of
-different units share a batch.
+rotation are `Affine` transforms: one matrix per image, so a batch of any size costs one
+`grid_sample`, and `compose` multiplies the matrices of consecutive affine transforms so that a
+whole jitter-scale-rotate-jitter chain is a single resampling (one bilinear interpolation instead
+of four, and a quarter of the work; lucid resamples at every stage). Scaling keeps the image size
+(a zoom about the centre), which is what lets images of different units share a batch.
 """
 
 from __future__ import annotations
@@ -17,11 +19,47 @@ import torch.nn.functional as F
 from vizprobe.synthesis.rng import ImageRNG
 
 Transform = Callable[[torch.Tensor, ImageRNG, int], torch.Tensor]
+Size = tuple[int, int]
 
 
-def _affine(images: torch.Tensor, theta: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _pixel_to_grid(size: Size) -> torch.Tensor:
+    """Pixel-centre coordinates (x, y, 1) -> grid_sample's normalized coordinates (align_corners=False)."""
+    h, w = size
+    return torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
+
+
+def _grid_to_pixel(size: Size) -> torch.Tensor:
+    h, w = size
+    return torch.tensor([[w / 2, 0, (w - 1) / 2], [0, h / 2, (h - 1) / 2], [0, 0, 1]])
+
+
+def resample(images: torch.Tensor, matrices: torch.Tensor, size: Size) -> torch.Tensor:
+    """Output pixel p of image i is input pixel `matrices[i] @ p` (bilinear, reflected at the borders)."""
+    theta = (_pixel_to_grid(tuple(images.shape[-2:])) @ matrices @ _grid_to_pixel(size))[:, :2]
     grid = F.affine_grid(theta.to(images), [images.shape[0], images.shape[1], *size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class Affine:
+    """A geometric transform as per-image matrices from output to input pixel coordinates."""
+
+    def matrices(self, batch: int, size: Size, rng: ImageRNG, step: int) -> tuple[torch.Tensor, Size]:
+        """(B, 3, 3) matrices and the output size, for inputs of `size`."""
+        raise NotImplementedError
+
+    def __call__(self, images: torch.Tensor, rng: ImageRNG, step: int) -> torch.Tensor:
+        matrices, size = self.matrices(images.shape[0], tuple(images.shape[-2:]), rng, step)
+        return resample(images, matrices, size)
+
+
+def _about_centre(linear: torch.Tensor, size: Size) -> torch.Tensor:
+    """(B, 2, 2) linear maps -> (B, 3, 3) affine maps that keep the image centre fixed."""
+    h, w = size
+    centre = torch.tensor([(w - 1) / 2, (h - 1) / 2])
+    out = torch.eye(3).repeat(linear.shape[0], 1, 1)
+    out[:, :2, :2] = linear
+    out[:, :2, 2] = centre - linear @ centre
+    return out
 
 
 def pad(width: int, value: float | None = 0.5) -> Transform:
@@ -35,61 +73,63 @@ def pad(width: int, value: float | None = 0.5) -> Transform:
     return apply
 
 
-def jitter(d: int) -> Transform:
-    """Crop each image by `d` pixels at a random integer offset (lucid's jitter)."""
+class jitter(Affine):  # noqa: N801 - a transform factory, named like the others
+    """Crop each image by `d` pixels at a random integer offset (lucid's jitter): exact, no blur."""
 
-    def apply(images: torch.Tensor, rng: ImageRNG, step: int) -> torch.Tensor:
-        b, _, h, w = images.shape
-        offsets = (rng.uniform(step, 0, 2) * (d + 1)).floor().clamp_max(d)  # (B, 2) in 0..d
-        # Integer shifts of a crop, expressed in grid_sample's normalized coordinates: exact, no blur.
-        oh, ow = h - d, w - d
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = ow / w
-        theta[:, 1, 1] = oh / h
-        theta[:, 0, 2] = (2 * offsets[:, 0] + ow - w) / w
-        theta[:, 1, 2] = (2 * offsets[:, 1] + oh - h) / h
-        return _affine(images, theta, (oh, ow))
+    def __init__(self, d: int):
+        self.d = d
 
-    return apply
+    def matrices(self, batch, size, rng, step):
+        offsets = (rng.uniform(step, 0, 2) * (self.d + 1)).floor().clamp_max(self.d)  # (B, 2) in 0..d
+        out = torch.eye(3).repeat(batch, 1, 1)
+        out[:, :2, 2] = offsets
+        return out, (size[0] - self.d, size[1] - self.d)
 
 
-def random_scale(scales: Sequence[float]) -> Transform:
+class random_scale(Affine):  # noqa: N801
     """Zoom each image about its centre by a factor drawn from `scales`, keeping its size."""
-    options = [float(s) for s in scales]
 
-    def apply(images: torch.Tensor, rng: ImageRNG, step: int) -> torch.Tensor:
-        factor = rng.choice(step, 0, options)
-        theta = torch.zeros(images.shape[0], 2, 3)
-        theta[:, 0, 0] = 1 / factor
-        theta[:, 1, 1] = 1 / factor
-        return _affine(images, theta, tuple(images.shape[-2:]))
+    def __init__(self, scales: Sequence[float]):
+        self.options = [float(s) for s in scales]
 
-    return apply
+    def matrices(self, batch, size, rng, step):
+        factor = rng.choice(step, 0, self.options)
+        return _about_centre(torch.diag_embed((1 / factor)[:, None].expand(batch, 2)), size), size
 
 
-def random_rotate(degrees: Sequence[float]) -> Transform:
+class random_rotate(Affine):  # noqa: N801
     """Rotate each image about its centre by an angle (degrees) drawn from `degrees`."""
-    options = [float(a) for a in degrees]
 
-    def apply(images: torch.Tensor, rng: ImageRNG, step: int) -> torch.Tensor:
-        angle = rng.choice(step, 0, options) * math.pi / 180
-        theta = torch.zeros(images.shape[0], 2, 3)
-        theta[:, 0, 0] = torch.cos(angle)
-        theta[:, 0, 1] = -torch.sin(angle)
-        theta[:, 1, 0] = torch.sin(angle)
-        theta[:, 1, 1] = torch.cos(angle)
-        return _affine(images, theta, tuple(images.shape[-2:]))
+    def __init__(self, degrees: Sequence[float]):
+        self.options = [float(a) for a in degrees]
 
-    return apply
+    def matrices(self, batch, size, rng, step):
+        angle = rng.choice(step, 0, self.options) * math.pi / 180
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        linear = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        return _about_centre(linear, size), size
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:
-    """Apply in order; the k-th transform draws from its own random stream `rng.fork(k)`."""
+    """Apply in order; the k-th transform draws from its own random stream `rng.fork(k)`.
+
+    Runs of consecutive `Affine` transforms become one resampling with the product of their matrices.
+    """
 
     def apply(images: torch.Tensor, rng: ImageRNG, step: int) -> torch.Tensor:
+        pending: torch.Tensor | None = None
+        size: Size = tuple(images.shape[-2:])
         for k, transform in enumerate(transforms):
-            images = transform(images, rng.fork(k + 1), step)
-        return images
+            stream = rng.fork(k + 1)
+            if isinstance(transform, Affine):
+                matrices, size = transform.matrices(images.shape[0], size, stream, step)
+                pending = matrices if pending is None else pending @ matrices
+                continue
+            if pending is not None:
+                images, pending = resample(images, pending, size), None
+            images = transform(images, stream, step)
+            size = tuple(images.shape[-2:])
+        return images if pending is None else resample(images, pending, size)
 
     return apply
 
