@@ -136,6 +136,9 @@ def main() -> None:
     settings = preset("quick", steps=args.steps, size=args.size, per_unit=args.per_unit)
     n_images = len(UNITS) * settings.per_unit
     sides = ["one unit at a time", "vizprobe batched", "vizprobe (auto)"]
+    if resolve_precision("auto", model.device) == "fp32":
+        sides.remove("vizprobe (auto)")  # the same as float32 on hardware without native bfloat16
+        print("vizprobe (auto) is float32 here (no native bfloat16): measured once as 'vizprobe batched'")
     try:
         import lucent.optvis.render  # noqa: F401
 
