@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -61,36 +60,8 @@ def _set(net: nn.Module, path: str, module: nn.Module) -> None:
     setattr(net.get_submodule(parent) if parent else net, name, module)
 
 
-def _absorb_padding(conv: nn.Conv2d, padding: tuple[int, int, int, int], widen: bool) -> bool:
-    """Move a zero padding (left, right, top, bottom) in front of `conv` into its own padding, if exact.
-
-    Symmetric paddings move as they are. With `widen`, an asymmetric one (TF "same", e.g. (0, 1))
-    becomes the larger symmetric padding with zero taps added to the kernel's short side of a
-    depthwise convolution: the same outputs without a padded copy of the input (forward + backward
-    of Lite0's first strided depthwise conv 3x faster alone, 16 x 96 x 70 x 70), for a few more
-    multiply-adds.
-    """
-    left, right, top, bottom = padding
-    if conv.padding_mode != "zeros" or tuple(conv.padding) != (0, 0):
-        return False
-    if left == right and top == bottom:
-        conv.padding = (top, left)
-        return True
-    if not widen or tuple(conv.dilation) != (1, 1) or conv.groups != conv.in_channels:
-        return False  # depthwise only: a widened stem convolution was slower
-    ph, pw = max(top, bottom), max(left, right)
-    weight = F.pad(conv.weight.data, (pw - left, pw - right, ph - top, ph - bottom))
-    conv.weight = nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
-    conv.kernel_size, conv.padding = tuple(weight.shape[-2:]), (ph, pw)
-    return True
-
-
-def inference_copy(net: nn.Module, keep: set[str], example: torch.Tensor, widen: bool = False) -> nn.Module:
-    """A copy of `net` for inference in which the outputs of the `keep` layers are unchanged.
-
-    `widen`: absorb asymmetric paddings too (see `_absorb_padding`); it widens kernels, so windowed
-    computations that bound a convolution's reach by its kernel size should leave it off.
-    """
+def inference_copy(net: nn.Module, keep: set[str], example: torch.Tensor) -> nn.Module:
+    """A copy of `net` for inference in which the outputs of the `keep` layers are unchanged."""
     fast = copy.deepcopy(net).eval()
     modules = dict(fast.named_modules())
     folded = merged = 0
@@ -111,35 +82,35 @@ def inference_copy(net: nn.Module, keep: set[str], example: torch.Tensor, widen:
             isinstance(a, nn.ZeroPad2d)
             and isinstance(b, nn.Conv2d)
             and producer not in keep
-            and _absorb_padding(b, a.padding, widen)
+            and b.padding_mode == "zeros"
+            and tuple(b.padding) == (0, 0)
         ):
-            _set(fast, producer, nn.Identity())
-            merged += 1
+            left, right, top, bottom = a.padding
+            if left == right and top == bottom:
+                b.padding = (top, left)
+                _set(fast, producer, nn.Identity())
+                merged += 1
     for path, module in list(fast.named_modules()):
         # Convolutions that pad inside their own forward (TF "same" padding, as in EfficientNet-Lite).
         pad = getattr(module, "static_padding", None)
-        if (
-            isinstance(module, nn.Conv2d)
-            and isinstance(pad, nn.ZeroPad2d)
-            and path not in keep
-            and _absorb_padding(module, pad.padding, widen)
-        ):
-            module.static_padding = nn.Identity()
-            merged += 1
+        if isinstance(module, nn.Conv2d) and isinstance(pad, nn.ZeroPad2d) and path not in keep:
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom and tuple(module.padding) == (0, 0):
+                module.padding = (top, left)
+                module.static_padding = nn.Identity()
+                merged += 1
     log.debug("inference copy: folded %d batch norms, merged %d paddings", folded, merged)
     return fast
 
 
-def checked_inference_copy(
-    net: nn.Module, keep: list[str], size: int, device: torch.device, widen: bool = False
-) -> nn.Module:
+def checked_inference_copy(net: nn.Module, keep: list[str], size: int, device: torch.device) -> nn.Module:
     """`inference_copy`, used only if the kept layers agree with the original on a test batch."""
     from vizprobe.units import LayerTap
 
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn(2, 3, size, size, generator=generator).to(device)
     try:
-        fast = inference_copy(net, set(keep), probe[:1], widen)
+        fast = inference_copy(net, set(keep), probe[:1])
     except RuntimeError as exc:  # e.g. a user's hook holds non-leaf tensors, which deepcopy refuses
         log.info("no inference copy (%s); using the original network", str(exc).splitlines()[0][:100])
         return net
