@@ -2,7 +2,7 @@
 
 One participant does everything a crowd worker does: consent, instructions, a failed and then a passed practice
 round, the main and catch trials with a page reload midway, the debrief, and the completion code. The database
-must then hold exactly the answers that were clicked, once each.
+must then hold exactly the answers that were given (by mouse or keyboard), once each.
 """
 
 from __future__ import annotations
@@ -108,11 +108,15 @@ def _click(page, name: str) -> None:
     page.get_by_role("button", name=name, exact=True).click()
 
 
-def _answer(page, index: int, button: int) -> None:
-    """Wait until trial `index` accepts answers (images decoded), then click confidence button `button`."""
+def _answer(page, index: int, button: int, keyboard: bool = False) -> None:
+    """Wait until trial `index` accepts answers (images decoded), then click confidence button `button`
+    (or press its key, 1-6 in screen order)."""
     trial = page.locator(f'.vp-trial[data-index="{index}"]')
     trial.locator(".vp-conf:not([disabled])").first.wait_for()
-    trial.locator(".vp-conf").nth(button).click()
+    if keyboard:
+        page.keyboard.press(str(button + 1))
+    else:
+        trial.locator(".vp-conf").nth(button).click()
 
 
 def _button_for(choice: int, confidence: int) -> int:
@@ -190,6 +194,12 @@ def test_participant_completes_a_session_in_chromium(serve, browser):
     _answer(page, 0, _button_for(wrong, 2))
     page.get_by_role("heading", name="Incorrect.").wait_for()
     _click(page, "Continue")
+    # A reload in the middle of the round finishes the same round (attempt 1) at its second trial.
+    page.locator('.vp-trial[data-index="1"]').wait_for()
+    page.reload()
+    page.get_by_role("heading", name="Welcome back").wait_for()
+    assert "practice round 1 with trial 2 of 2" in " ".join(page.inner_text("body").split())
+    _click(page, "Continue practice")
     _answer(page, 1, _button_for(practice[1]["correct"], 3))
     page.get_by_role("heading", name="Correct!").wait_for()
     _click(page, "Continue")
@@ -223,7 +233,7 @@ def test_participant_completes_a_session_in_chromium(serve, browser):
             page.screenshot(path=str(SCREENSHOT))
         button = (3 * i + 1) % 6
         expected[t["trial_id"]] = BUTTONS[button]
-        _answer(page, i, button)
+        _answer(page, i, button, keyboard=i % 2 == 1)  # half by mouse, half by keyboard
         if i == 1:
             page.locator("#vp-saving").wait_for(state="visible")
             page.locator("#vp-saving").wait_for(state="hidden")

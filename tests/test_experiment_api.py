@@ -177,15 +177,21 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
 
     # practice: round 1 has one wrong answer, round 2 is perfect
     practice = state["practice"]
+    assert state["practice_answers"] == []
     for t in practice:
         wrong = t["index"] == 1
         got = answer(client, sid, t["index"], phase="practice", attempt=1, choice=t["correct"] ^ wrong, confidence=3)
         assert got["correct"] == int(not wrong) and got["next_trial_index"] == 0
+        # A reload in the middle of the round sees what the round has so far, to finish it.
+        so_far = start(client, resume=sid)["practice_answers"]
+        done = practice[: t["index"] + 1]
+        assert so_far == [{"trial_index": u["index"], "correct": int(u["index"] != 1)} for u in done]
     assert start(client, resume=sid)["practice_passed"] is False
     for t in practice:
         assert answer(client, sid, t["index"], phase="practice", attempt=2, choice=t["correct"])["correct"] == 1
     resumed = start(client, resume=sid)
     assert resumed["practice_passed"] is True and resumed["practice_attempts"] == 2
+    assert resumed["practice_answers"] == [{"trial_index": t["index"], "correct": 1} for t in practice]  # round 2
     assert resumed["consented"] and resumed["instructions_done"]
 
     r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})

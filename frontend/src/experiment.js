@@ -149,8 +149,12 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
   });
 
   const timeline = [];
+  const n = state.practice.length;
+  // A reload in the middle of a practice round finishes that round at its first unanswered trial.
+  const sofar = state.practice_answers ?? [];
+  const unfinished = state.practice_attempts > 0 && sofar.length > 0 && sofar.length < n;
   const doPractice =
-    state.practice.length > 0 && !state.practice_passed && state.practice_attempts < attemptsAllowed;
+    n > 0 && !state.practice_passed && (unfinished || state.practice_attempts < attemptsAllowed);
   timeline.push({
     type: Preload,
     images: imagesToLoad(state, doPractice),
@@ -179,32 +183,47 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
   }
 
   if (doPractice) {
-    // A reload during practice starts the next round: the interrupted round's answers are already stored
-    // under its attempt number and cannot be given again.
-    let attempt = state.practice_attempts;
+    // The interrupted round (if any) keeps its attempt number and stored answers; later rounds start afresh.
+    const resumedAttempt = unfinished ? state.practice_attempts : null;
+    const answeredBefore = new Set(sofar.map((a) => a.trial_index));
+    let attempt = unfinished ? state.practice_attempts - 1 : state.practice_attempts;
     let results = [];
-    const n = state.practice.length;
+    const skip = (trial) => attempt === resumedAttempt && answeredBefore.has(trial.index);
     const round = [
-      { type: CallFunction, func: () => ((attempt += 1), (results = [])) },
+      {
+        type: CallFunction,
+        func: () => {
+          attempt += 1;
+          results = attempt === resumedAttempt ? sofar.map((a) => a.correct) : [];
+        },
+      },
       {
         type: HtmlButtonResponse,
         stimulus: () =>
-          attempt === 1
-            ? `<h1>Practice</h1><p>${n} practice trials with feedback.</p>`
-            : `<h1>Practice round ${attempt} of at most ${attemptsAllowed}</h1>
-               <p>Not all answers of the last round were right. Let's practise once more.</p>`,
-        choices: ["Start practice"],
+          attempt === resumedAttempt
+            ? `<h1>Welcome back</h1><p>Your answers so far are saved. You continue practice round ${attempt}
+                 with trial ${sofar.length + 1} of ${n}.</p>`
+            : attempt === 1
+              ? `<h1>Practice</h1><p>${n} practice trials with feedback.</p>`
+              : `<h1>Practice round ${attempt} of at most ${attemptsAllowed}</h1>
+                 <p>Not all answers of the last round were right. Let's practise once more.</p>`,
+        choices: () => [attempt === resumedAttempt ? "Continue practice" : "Start practice"],
       },
     ];
     for (const trial of state.practice) {
       round.push({
-        ...occlusionTrial(trial, "practice", () => attempt, `Practice ${trial.index + 1} of ${n}`),
-        on_finish: (data) => results.push(data.correct),
-      });
-      round.push({
-        type: HtmlButtonResponse,
-        stimulus: () => feedbackHtml(trial, jsPsych.data.getLastTrialData().values()[0]),
-        choices: ["Continue"],
+        conditional_function: () => !skip(trial),
+        timeline: [
+          {
+            ...occlusionTrial(trial, "practice", () => attempt, `Practice ${trial.index + 1} of ${n}`),
+            on_finish: (data) => results.push(data.correct),
+          },
+          {
+            type: HtmlButtonResponse,
+            stimulus: () => feedbackHtml(trial, jsPsych.data.getLastTrialData().values()[0]),
+            choices: ["Continue"],
+          },
+        ],
       });
     }
     timeline.push({

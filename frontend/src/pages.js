@@ -7,7 +7,7 @@ export const DEFAULT_TEXTS = {
   consent: `
     <h1>Welcome</h1>
     <p>This is a study on how people understand the inner workings of artificial neural networks.
-       It takes about 10 to 20 minutes. You will look at images and answer with mouse clicks.</p>
+       It takes about 10 to 20 minutes. You will look at images and answer with the mouse or the keyboard.</p>
     <p>We store only your answers, response times and the comments you choose to give. We do not store your
        name, IP address or browser details; platform ids are stored only in a keyed, irreversible form.
        Participation is voluntary and you may stop at any time by closing this page.</p>
@@ -25,7 +25,8 @@ export const DEFAULT_TEXTS = {
         more strongly</strong>.</p>`,
     `<h1>Instructions (3/3)</h1>
      <p>Answer with one of six buttons: <strong>3 2 1 | 1 2 3</strong>. The left three choose the left image,
-        the right three the right image. The number is your confidence: 3 = sure, 2 = fairly sure, 1 = guessing.</p>
+        the right three the right image. The number is your confidence: 3 = sure, 2 = fairly sure, 1 = guessing.
+        Keys <strong>1</strong> to <strong>6</strong> press the six buttons from left to right.</p>
      <p>PRACTICE_SENTENCE Some trials are easy checks of attention. Please answer every trial carefully;
         there is no time limit, but try not to think longer than necessary.</p>`,
   ],

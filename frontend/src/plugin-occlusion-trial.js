@@ -3,7 +3,7 @@
 // Left: the unit's 9 "favourite images" (reference explanations) in a 3x3 grid; absent in condition `none`.
 // Right: the unoccluded query image, below it the two occluded versions side by side, the question, and six
 // confidence buttons "3 2 1 | 1 2 3": the left three pick the left image (confidence 3, 2, 1 from the outside in),
-// the right three pick the right image (1, 2, 3 from the inside out).
+// the right three pick the right image (1, 2, 3 from the inside out). Keys 1-6 press the buttons in screen order.
 //
 // The trial ends only after `on_answer` (the experiment's save-to-server step) has resolved, so the next trial
 // can never be shown before the answer is stored. Whatever `on_answer` resolves to is merged into the data.
@@ -18,6 +18,8 @@ export const BUTTONS = [
   [1, 2],
   [1, 3],
 ];
+/** The keyboard keys of the buttons, in the same order. */
+export const KEYS = ["1", "2", "3", "4", "5", "6"];
 
 const info = {
   name: "occlusion-trial",
@@ -47,7 +49,7 @@ const info = {
     choice: { type: ParameterType.INT },
     /** 1 (unsure) to 3 (sure). */
     confidence: { type: ParameterType.INT },
-    /** Milliseconds from the moment all images were displayed to the click. */
+    /** Milliseconds from the moment all images were displayed to the click or key press. */
     rt: { type: ParameterType.FLOAT },
   },
 };
@@ -65,7 +67,8 @@ function trialHtml(trial) {
   const buttons = BUTTONS.map(
     ([choice, confidence], i) =>
       `<button type="button" class="jspsych-btn vp-conf vp-side-${choice}" data-button="${i}"
-         data-choice="${choice}" data-confidence="${confidence}" disabled>${confidence}</button>` +
+         data-choice="${choice}" data-confidence="${confidence}" aria-keyshortcuts="${KEYS[i]}"
+         title="key ${KEYS[i]}" disabled>${confidence}</button>` +
       (i === 2 ? '<span class="vp-divider" aria-hidden="true"></span>' : ""),
   ).join("");
   return `
@@ -84,6 +87,7 @@ function trialHtml(trial) {
         <p class="vp-question">${trial.question}</p>
         <div class="vp-buttons" role="group" aria-label="answer with confidence">${buttons}</div>
         <div class="vp-scale"><span>← left: sure … unsure</span><span>right: unsure … sure →</span></div>
+        <div class="vp-keys">or keys <kbd>1</kbd> <kbd>2</kbd> <kbd>3</kbd> | <kbd>4</kbd> <kbd>5</kbd> <kbd>6</kbd></div>
       </section>
     </div>`;
 }
@@ -105,9 +109,9 @@ class OcclusionTrialPlugin {
     buttons.forEach((b) => (b.disabled = false));
     const start = performance.now();
 
+    let onKey;
     const answer = await new Promise((resolve) => {
-      root.querySelector(".vp-buttons").addEventListener("click", (event) => {
-        const button = event.target.closest(".vp-conf");
+      const pick = (button) => {
         if (!button || button.disabled) return;
         resolve({
           index: trial.index,
@@ -116,8 +120,17 @@ class OcclusionTrialPlugin {
           rt: Math.round((performance.now() - start) * 10) / 10,
           button,
         });
-      });
+      };
+      root.querySelector(".vp-buttons").addEventListener("click", (event) => pick(event.target.closest(".vp-conf")));
+      // A key held down since the previous trial repeats: only a fresh press answers.
+      onKey = (event) => {
+        if (event.repeat || event.altKey || event.ctrlKey || event.metaKey) return;
+        const i = KEYS.indexOf(event.key);
+        if (i >= 0) pick(buttons[i]);
+      };
+      document.addEventListener("keydown", onKey);
     });
+    document.removeEventListener("keydown", onKey);
     // One answer per trial: freeze the buttons and mark the chosen one while the answer is being saved.
     buttons.forEach((b) => (b.disabled = true));
     answer.button.classList.add("vp-chosen");

@@ -69,6 +69,15 @@ class Experiment:
         rows = s.scalars(select(Response.trial_index).where(Response.session_id == sid, Response.phase == "main"))
         return set(rows)
 
+    def _practice_answers(self, s: Session, p: Participant) -> list[dict]:
+        """The stored answers of the latest practice round, so that a reload can finish that round."""
+        rows = s.execute(
+            select(Response.trial_index, Response.correct)
+            .where(Response.session_id == p.id, Response.phase == "practice", Response.attempt == p.practice_attempts)
+            .order_by(Response.trial_index)
+        )
+        return [{"trial_index": index, "correct": correct} for index, correct in rows]
+
     def _redirect(self, code: str) -> str | None:
         return PROLIFIC_DONE + quote(code) if self.settings.platform == "prolific" else None
 
@@ -87,6 +96,7 @@ class Experiment:
             "instructions_done": p.instruction_time_s is not None,
             "practice_passed": p.practice_passed,
             "practice_attempts": p.practice_attempts,
+            "practice_answers": self._practice_answers(s, p),
             "practice": [
                 trial_view(t, i, p.condition, practice=True)
                 for i, t in enumerate(self.study.practice_trials(self.settings.n_practice))
