@@ -90,6 +90,10 @@ def test_fast_search_finds_the_extremes_of_top_images(lite0, imagenet_scan):
         spread = float(exact.activations.max() - exact.activations.min())
         assert fast.best[12][2] >= exact.extreme(12, True)[2] - 0.01 * spread
         assert fast.worst[12][2] <= exact.extreme(12, False)[2] + 0.01 * spread
+        # One side only (blurred references need the best square): fewer images, the same best.
+        best_only = occluder.search(image, [12], stride=4, extremes="best")
+        assert best_only.evaluations < fast.evaluations
+        assert best_only.best[12] == fast.best[12]
 
 
 @pytest.mark.parametrize("layer", ["_blocks.1", "_blocks.5", "_blocks.12"])

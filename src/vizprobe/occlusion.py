@@ -234,6 +234,7 @@ class Occluder:
         candidates: int = 8,
         radius: int | None = None,
         source: torch.Tensor | None = None,
+        extremes: str = "both",
     ) -> SearchResult:
         """Fast: see `coarse_to_fine`; a few hundred positions per channel instead of 4624 (stride 2)."""
         _, h, w = image.shape
@@ -243,7 +244,9 @@ class Occluder:
         def evaluate(points: list[tuple[int, int]]) -> torch.Tensor:
             return self.activations(image, torch.tensor(points), patch, source)
 
-        return coarse_to_fine(evaluate, ys, xs, channels, coarse=coarse, candidates=candidates, radius=radius)
+        return coarse_to_fine(
+            evaluate, ys, xs, channels, coarse=coarse, candidates=candidates, radius=radius, extremes=extremes
+        )
 
 
 def coarse_to_fine(
@@ -254,6 +257,7 @@ def coarse_to_fine(
     coarse: int = 8,
     candidates: int = 8,
     radius: int | None = None,
+    extremes: str = "both",
 ) -> SearchResult:
     """Extreme positions of each channel's occlusion map without measuring the whole map.
 
@@ -263,8 +267,11 @@ def coarse_to_fine(
     the best measured. The default radius is half the coarse spacing rounded up to the fine grid, so
     that a candidate's window reaches its neighbours' windows at any stride. Occlusion maps are
     smooth at the scale of a 90 px patch, which is what makes this work (its hit rate is measured
-    in benchmarks/occlusion.py).
+    in benchmarks/occlusion.py). `extremes="best"` (or `"worst"`) refines only around the highest
+    (lowest) candidates, for callers that need one side; the other side is then the coarse one.
     """
+    if extremes not in ("both", "best", "worst"):
+        raise VizprobeError(f"extremes={extremes!r}: use both, best or worst")
     fine = {(int(y), int(x)) for y in ys for x in xs}
     ystep = int(ys[1] - ys[0]) if len(ys) > 1 else 1
     coarse = max(ystep, coarse - coarse % ystep)
@@ -285,7 +292,10 @@ def coarse_to_fine(
     wanted = set()
     for c in channels:
         ranked = sorted(seen, key=lambda p, c=c: (float(seen[p][c]), p))
-        for y, x in ranked[:candidates] + ranked[-candidates:]:
+        chosen = (ranked[:candidates] if extremes != "best" else []) + (
+            ranked[-candidates:] if extremes != "worst" else []
+        )
+        for y, x in chosen:
             wanted |= {(y + dy, x + dx) for dy in offsets for dx in offsets} & fine
     measure(wanted)
     best = {}

@@ -258,7 +258,7 @@ def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: P
         return rel
     pixels = _load(model, path)
     blurred = gaussian_blur(pixels, [s.blur_kernel, s.blur_kernel])
-    found = occluder.search(blurred, [channel], s.patch_frac, s.stride, source=pixels)
+    found = occluder.search(blurred, [channel], s.patch_frac, s.stride, source=pixels, extremes="best")
     y, x, _ = found.best[channel]
     patch = patch_size(pixels.shape[-1], s.patch_frac)
     return _save(staging, rel, occlude(blurred, torch.tensor([[y, x]]), patch, source=pixels)[0])
