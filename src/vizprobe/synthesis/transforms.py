@@ -4,8 +4,8 @@ Plain torch, batched: a transform is a callable `(images, rng, step) -> images`.
 rotation are `Affine` transforms: one matrix per image, so a batch of any size costs one
 `grid_sample`, and `compose` multiplies the matrices of consecutive affine transforms so that a
 whole jitter-scale-rotate-jitter chain is a single resampling (one bilinear interpolation instead
-of four, and a quarter of the work; lucid resamples at every stage). Scaling keeps the image size
-(a zoom about the centre), which is what lets images of different units share a batch.
+of four, a quarter of the resampling work; lucid resamples at every stage). Scaling keeps the
+image size (a zoom about the centre), which is what lets images of different units share a batch.
 """
 
 from __future__ import annotations
