@@ -10,7 +10,8 @@ image size, network input size and images per unit:
 - "vizprobe batched" (float32) and "vizprobe (auto)" (bfloat16 autocast where the hardware has it):
   all units in one optimization, each forward pass stopped at its chunk's deepest layer, batch norms
   folded, channels-last memory, the affine transforms merged into one resampling.
-Sides rotate; medians are printed with the mean final activation of each (float32, original net).
+Sides rotate; medians are printed with the mean final activation of each (float32, original net,
+measured after the timed rendering).
 
     python benchmarks/visualize.py [--steps 48] [--size 128] [--per-unit 4] [--repeats 2] [--device cpu]
 """
@@ -31,7 +32,6 @@ from vizprobe.synthesis import transforms as tf
 from vizprobe.synthesis.param import FourierParam
 from vizprobe.synthesis.render import resolve_precision
 from vizprobe.synthesis.rng import ImageRNG, image_seeds
-from vizprobe.units import channel_mean
 
 UNITS = [f"_blocks.{b}:{c}" for b in (3, 6, 9, 12) for c in (1, 5, 9, 13)]
 
@@ -47,15 +47,16 @@ def sequential(transforms):
     return apply
 
 
-def unit_activations(model, images, unit) -> torch.Tensor:
-    """The unit's channel-mean activation on finished images, float32, on the original network."""
-    info, channel = model.resolve_unit(unit)
+def final_activations(model, units, images_per_unit) -> torch.Tensor:
+    """Each unit's activation on its finished images, float32, on the original network (not timed)."""
     with torch.no_grad():
-        acts = model.tap([info.path])(model.preprocessing.normalize(images.to(model.device)))
-    return channel_mean(acts[info.path])[:, channel].cpu()
+        return torch.cat([
+            model.unit_activations(model.preprocessing.normalize(images), [unit])[:, 0].cpu()
+            for unit, images in zip(units, images_per_unit, strict=True)
+        ])  # fmt: skip
 
 
-def lucent_library(model, units, settings, device) -> tuple[float, torch.Tensor]:
+def lucent_library(model, units, settings, device) -> tuple[float, list[torch.Tensor]]:
     """lucent's own `render_vis`, one call per unit, at vizprobe's network input size."""
     from lucent.optvis import objectives as lo
     from lucent.optvis import param as lp
@@ -66,7 +67,7 @@ def lucent_library(model, units, settings, device) -> tuple[float, torch.Tensor]
     # lucent leaves a hook on every module after each call: each unit gets a fresh copy of the net.
     nets = [copy.deepcopy(model.net) for _ in units]
     start = time.perf_counter()
-    finals = []
+    rendered = []
     for unit, net in zip(units, nets, strict=True):
         info, channel = model.resolve_unit(unit)
         layer = info.path.replace(".", "_")  # lucent's names for nested modules
@@ -83,14 +84,14 @@ def lucent_library(model, units, settings, device) -> tuple[float, torch.Tensor]
             show_image=False,
             fixed_image_size=size_in,
         )
-        finals.append(unit_activations(model, torch.from_numpy(images).permute(0, 3, 1, 2), unit))
-    return time.perf_counter() - start, torch.cat(finals)
+        rendered.append(torch.from_numpy(images).permute(0, 3, 1, 2))
+    return time.perf_counter() - start, rendered
 
 
-def lucent_style(model, units, settings, device) -> tuple[float, torch.Tensor]:
+def lucent_style(model, units, settings, device) -> tuple[float, list[torch.Tensor]]:
     """One `render_vis`-like call per unit: full forward pass, a hook on the layer, one objective."""
     start = time.perf_counter()
-    finals = []
+    rendered = []
     modules = dict(model.net.named_modules())
     for unit in units:
         info, channel = model.resolve_unit(unit)
@@ -113,15 +114,14 @@ def lucent_style(model, units, settings, device) -> tuple[float, torch.Tensor]:
             optimizer.step()
         handle.remove()
         with torch.no_grad():
-            finals.append(unit_activations(model, param(), unit))
-    return time.perf_counter() - start, torch.cat(finals)
+            rendered.append(param())
+    return time.perf_counter() - start, rendered
 
 
-def batched(model, units, settings, device, precision="fp32") -> tuple[float, torch.Tensor]:
+def batched(model, units, settings, device, precision="fp32") -> tuple[float, list[torch.Tensor]]:
     start = time.perf_counter()
     rendering = render(model, units, settings, device=device, precision=precision, progress=False)
-    finals = torch.cat([unit_activations(model, rendering.unit_images(k), u) for k, u in enumerate(units)])
-    return time.perf_counter() - start, finals
+    return time.perf_counter() - start, [rendering.unit_images(k) for k in range(len(units))]
 
 
 def main() -> None:
@@ -150,12 +150,13 @@ def main() -> None:
     for rep in range(args.repeats):
         for side in sides[rep % len(sides) :] + sides[: rep % len(sides)]:  # rotate the order every repeat
             if side == "lucent 0.1.8":
-                seconds, finals[side] = lucent_library(model, UNITS, settings, model.device)
+                seconds, rendered = lucent_library(model, UNITS, settings, model.device)
             elif side == "one unit at a time":
-                seconds, finals[side] = lucent_style(model, UNITS, settings, model.device)
+                seconds, rendered = lucent_style(model, UNITS, settings, model.device)
             else:
                 precision = "fp32" if side == "vizprobe batched" else "auto"
-                seconds, finals[side] = batched(model, UNITS, settings, model.device, precision)
+                seconds, rendered = batched(model, UNITS, settings, model.device, precision)
+            finals[side] = final_activations(model, UNITS, rendered)
             times[side].append(seconds)
             print(f"  run {rep + 1} {side:18s} {n_images / seconds:6.2f} img/s ({seconds:.1f} s)")
     print(
