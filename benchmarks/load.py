@@ -45,13 +45,13 @@ def build_package(out: Path, tasks_per_condition: int) -> Path:
     from vizprobe.models import load_model
     from vizprobe.scan import scan
     from vizprobe.stimuli import BuildSettings, build_stimuli
-    from vizprobe.synthesis import preset, render
+    from vizprobe.synthesis import preset, render_units
     from vizprobe.synthesis.store import save_visualizations
 
     images = Path(os.environ.get("VIZPROBE_IMAGES", DEFAULT_IMAGES))
     model = load_model("efficientnet-lite0", device="cpu")
     result, _ = scan(model, images, ["_blocks.5", "block8", "_blocks.12"], out / "scan", progress=False)
-    rendering = render(model, UNITS, preset("quick", per_unit=9, steps=6, size=64), device="cpu", progress=False)
+    rendering = render_units(model, UNITS, preset("quick", per_unit=9, steps=6, size=64), progress=False)
     save_visualizations(rendering, out / "vis", model)
     settings = BuildSettings(image_sets=2, tasks_per_condition=tasks_per_condition, stride=16)
     build_stimuli(result, UNITS, out / "pkg", out / "vis", settings, model=model, progress=False)

@@ -27,10 +27,10 @@ import torch
 
 from vizprobe.models import load_model
 from vizprobe.synthesis import objectives as obj
-from vizprobe.synthesis import preset, render
+from vizprobe.synthesis import preset, render_units
 from vizprobe.synthesis import transforms as tf
 from vizprobe.synthesis.param import FourierParam
-from vizprobe.synthesis.render import resolve_precision
+from vizprobe.synthesis.rendering import resolve_precision
 from vizprobe.synthesis.rng import ImageRNG, image_seeds
 
 UNITS = [f"_blocks.{b}:{c}" for b in (3, 6, 9, 12) for c in (1, 5, 9, 13)]
@@ -69,8 +69,8 @@ def lucent_library(model, units, settings, device) -> tuple[float, list[torch.Te
     start = time.perf_counter()
     rendered = []
     for unit, net in zip(units, nets, strict=True):
-        info, channel = model.resolve_unit(unit)
-        layer = info.path.replace(".", "_")  # lucent's names for nested modules
+        unit = model.resolve_unit(unit)
+        layer, channel = unit.layer.replace(".", "_"), unit.channel  # lucent's names for nested modules
         objective = lo.channel(layer, channel) - settings.diversity * lo.diversity(layer)
         (images,) = lr.render_vis(
             net,
@@ -94,22 +94,23 @@ def lucent_style(model, units, settings, device) -> tuple[float, list[torch.Tens
     rendered = []
     modules = dict(model.net.named_modules())
     for unit in units:
-        info, channel = model.resolve_unit(unit)
-        seeds = image_seeds(settings.seed, [unit], settings.per_unit)
+        unit = model.resolve_unit(unit)
+        path, channel = unit.layer, unit.channel
+        seeds = image_seeds(model.name, [unit], settings.per_unit, settings.seed)
         param = FourierParam(seeds, settings.size).to(device)
         transform = sequential(tf.standard())
         optimizer = torch.optim.Adam(param.parameters(), lr=settings.lr)
         rng = ImageRNG(seeds)
         captured = {}
-        handle = modules[info.path].register_forward_hook(lambda m, i, o, c=captured: c.__setitem__("layer", o))
-        objective = obj.channel(info.path, channel, settings.per_unit)
-        objective = objective + settings.diversity * obj.diversity([info.path] * settings.per_unit, [0] * len(seeds))
+        handle = modules[path].register_forward_hook(lambda m, i, o, c=captured: c.__setitem__("layer", o))
+        objective = obj.channel(path, channel, settings.per_unit)
+        objective = objective + settings.diversity * obj.diversity([path] * settings.per_unit, [0] * len(seeds))
         for step in range(settings.steps):
             optimizer.zero_grad()
             images = param()
             inputs = transform(images, rng, step)
             model.net(model.preprocessing.normalize(inputs))
-            loss = -objective(obj.RenderState({info.path: captured["layer"]}, images, inputs)).sum()
+            loss = -objective(obj.RenderState({path: captured["layer"]}, images, inputs)).sum()
             loss.backward()
             optimizer.step()
         handle.remove()
@@ -120,7 +121,7 @@ def lucent_style(model, units, settings, device) -> tuple[float, list[torch.Tens
 
 def batched(model, units, settings, device, precision="fp32") -> tuple[float, list[torch.Tensor]]:
     start = time.perf_counter()
-    rendering = render(model, units, settings, device=device, precision=precision, progress=False)
+    rendering = render_units(model, units, settings, precision=precision, progress=False)
     return time.perf_counter() - start, [rendering.unit_images(k) for k in range(len(units))]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 
@@ -21,18 +22,17 @@ from vizprobe.analysis import (
     kappa,
     kappa_matrix,
     pairwise_tests,
-    run_baselines,
-    spectral_residual,
     summarize,
 )
 from vizprobe.analysis.accuracy import participant_accuracy
-from vizprobe.analysis.baselines import CenterObserver, RandomObserver, load_image
 from vizprobe.analysis.groups import main_trials, with_groups
 from vizprobe.cli import main
 from vizprobe.errors import VizprobeError
 from vizprobe.observers import Observer, get_observer, trial_views
+from vizprobe.observers.answer import run_baselines
+from vizprobe.observers.baselines import CenterObserver, RandomObserver, load_image, spectral_residual
 from vizprobe.responses import validate_responses
-from vizprobe.stimuli.manifest import load_manifest
+from vizprobe.stimuli.manifest import Manifest
 
 FAST = StatsSettings(n_resamples=4000, seed=0)
 
@@ -334,7 +334,7 @@ def baseline_rows(stimulus_package: Path) -> pd.DataFrame:
 
 
 def test_baselines_answer_every_main_trial(stimulus_package: Path, baseline_rows: pd.DataFrame):
-    manifest = load_manifest(stimulus_package)
+    manifest = Manifest.load(stimulus_package).data
     main_ids = sorted(t["trial_id"] for t in manifest["trials"] if t["kind"] == "main")
     for name in ("center", "variance", "saliency", "random", "oracle"):
         rows = baseline_rows[baseline_rows["observer"] == f"baseline:{name}"]
@@ -345,9 +345,36 @@ def test_baselines_answer_every_main_trial(stimulus_package: Path, baseline_rows
         assert isinstance(get_observer(name), Observer)
 
 
+def test_baselines_as_observers_answer_as_the_old_formulas(stimulus_package: Path, baseline_rows: pd.DataFrame):
+    """The baselines' answers, recomputed here from their formulas (centre distance, patch variance of the
+    query, a sha256 coin per trial, the manifest's key), are the rows `run_baselines` gives."""
+    import hashlib
+
+    manifest = Manifest.load(stimulus_package).data
+    size = manifest["image_size"]
+
+    def coin(trial_id: str, salt: str) -> int:
+        return hashlib.sha256(f"vizprobe-baseline-{salt}:0:{trial_id}".encode()).digest()[0] & 1
+
+    def pick(left: float, right: float, trial_id: str) -> int:  # lower score wins; a tie is a coin
+        return 1 if right < left else 0 if left < right else coin(trial_id, "tie")
+
+    for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
+        query = np.asarray(Image.open(stimulus_package / trial["base_image"]).convert("RGB"), dtype=np.float64) / 255
+        (lx, ly, ls), (rx, ry, rs) = (o["patch"] for o in trial["options"])
+        distance = [-np.hypot(x + s / 2 - size / 2, y + s / 2 - size / 2) for x, y, s in ((lx, ly, ls), (rx, ry, rs))]
+        variance = [query[y : y + s, x : x + s].var() for x, y, s in ((lx, ly, ls), (rx, ry, rs))]
+        expected = {"center": pick(*distance, trial["trial_id"]), "variance": pick(*variance, trial["trial_id"]),
+                    "random": coin(trial["trial_id"], "random"), "oracle": trial["correct"]}  # fmt: skip
+        for name, choice in expected.items():
+            row = baseline_rows[(baseline_rows["observer"] == f"baseline:{name}")
+                                & (baseline_rows["trial_id"] == trial["trial_id"])]  # fmt: skip
+            assert row["choice"].tolist() == [choice], (name, trial["trial_id"])
+
+
 def test_random_is_reproducible_and_does_not_copy_the_answers(stimulus_package: Path):
     views = trial_views(stimulus_package, "natural")
-    manifest = load_manifest(stimulus_package)
+    manifest = Manifest.load(stimulus_package).data
     correct = np.array([next(t["correct"] for t in manifest["trials"] if t["trial_id"] == v.trial_id) for v in views])
     runs = [RandomObserver(seed).predict(views) for seed in range(6)]
     assert np.array_equal(runs[0], RandomObserver(0).predict(views))
@@ -357,7 +384,7 @@ def test_random_is_reproducible_and_does_not_copy_the_answers(stimulus_package: 
 
 
 def test_center_matches_a_hand_check_of_patch_distances(stimulus_package: Path):
-    manifest = load_manifest(stimulus_package)
+    manifest = Manifest.load(stimulus_package).data
     views = trial_views(stimulus_package, "blur")
     answers = CenterObserver().predict(views)
     size = manifest["image_size"]
@@ -385,7 +412,7 @@ def test_saliency_on_real_images(stimulus_package: Path, baseline_rows: pd.DataF
 
 
 def test_analyze_with_stimuli_shows_baselines_beside_humans(stimulus_package: Path, tmp_path: Path):
-    manifest = load_manifest(stimulus_package)
+    manifest = Manifest.load(stimulus_package).data
     rows = []
     for k, task in enumerate(manifest["tasks"]):
         for i, tid in enumerate(task["trial_ids"]):

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import need_service
 from sqlalchemy import select
 
 from vizprobe.experiment.app import STATIC_DIR
-from vizprobe.experiment.db import Database, Participant
+from vizprobe.experiment.db import Database, ParticipantSession
 from vizprobe.experiment.export import export_frame
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,14 +43,14 @@ WORKER = "prolific-worker-42"
 BUTTONS = [(0, 3), (0, 2), (0, 1), (1, 1), (1, 2), (1, 3)]
 SCREENSHOT = Path("/tmp/vizprobe-trial.png")
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.is_file(),
-        reason="/usr/bin/chromium absent: apt-get install chromium chromium-driver (.ci/run does)",
-    ),
-    pytest.mark.skipif(not (STATIC_DIR / "index.html").is_file(), reason="front end not built: run `make frontend`"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _chromium_and_front_end():
+    """The browser tests need Chromium (a service: under CI=true its absence fails) and the built page."""
+    need_service(CHROMIUM.is_file(), "/usr/bin/chromium absent: apt-get install chromium chromium-driver")
+    need_service((STATIC_DIR / "index.html").is_file(), "front end not built: run `make frontend`")
 
 
 def _free_port() -> int:
@@ -279,7 +280,7 @@ def test_participant_completes_a_session_in_chromium(serve, browser):
     database = Database(str(db), create=False)
     try:
         with database.tx() as s:
-            (participant,) = s.scalars(select(Participant)).all()
+            (participant,) = s.scalars(select(ParticipantSession)).all()
             assert json.loads(participant.debrief_json) == {"comments": "The blurred images were hard."}
             assert participant.completion_code == CODE
     finally:

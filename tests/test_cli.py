@@ -22,8 +22,8 @@ def test_models_lists_zoo(capsys):
     assert "efficientnet-lite0" in out and "googlenet" in out
 
 
-def test_bad_layer_is_one_line_error(capsys, tmp_path, imagenet_dir):
-    code = main(["-q", "scan", "--device", "cpu", "--images", str(imagenet_dir), "--layers", "_blocks.88",
+def test_bad_layer_is_one_line_error(capsys, tmp_path, photos_dir):
+    code = main(["-q", "scan", "--device", "cpu", "--images", str(photos_dir), "--layers", "_blocks.88",
                  "--out", str(tmp_path / "run")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert code == 2
@@ -32,7 +32,7 @@ def test_bad_layer_is_one_line_error(capsys, tmp_path, imagenet_dir):
 
 
 def test_scan_cli_with_sheet(capsys, tmp_path, subset_dir):
-    folder = subset_dir(100)
+    folder = subset_dir(10)
     code = main(["-q", "scan", "--device", "cpu", "--images", str(folder), "--layers", "_blocks.2",
                  "--top-k", "5", "--sheet", "--out", str(tmp_path / "run")])  # fmt: skip
     assert code == 0
@@ -46,9 +46,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert main([*args, "--stride", "32", "--participants", "3"]) == 0
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 4
     assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * 9
-    from vizprobe.stimuli import load_manifest
+    from vizprobe.stimuli import Manifest
 
-    manifest = load_manifest(tmp_path / "demo" / "stimuli", check_images=True)
+    manifest = Manifest.load(tmp_path / "demo" / "stimuli", check_images=True).data
     assert {t["condition"] for t in manifest["tasks"]} == {"synthetic", "natural", "mixed", "blur", "none"}
     assert (tmp_path / "demo" / "stimuli" / "inspect" / "trial_synthetic.png").is_file()
     out = capsys.readouterr().out

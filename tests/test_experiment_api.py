@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import need_service
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
 
@@ -38,8 +39,7 @@ def _free_port() -> int:
 def postgres_server():
     """Start a PostgreSQL cluster in a temp dir (as user postgres: it refuses root); yield its base URL."""
     binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    if not binaries:
-        pytest.skip("PostgreSQL binaries absent (/usr/lib/postgresql/*/bin): apt-get install postgresql (.ci/run does)")
+    need_service(bool(binaries), "PostgreSQL binaries absent (/usr/lib/postgresql/*/bin): apt-get install postgresql")
     bindir = Path(binaries[-1]).parent
     home = Path(tempfile.mkdtemp(prefix="vizprobe-pg-"))
     shutil.chown(home, "postgres", "postgres")
@@ -499,3 +499,26 @@ def test_bad_server_options_fail_with_one_line(stimulus_package, tmp_path, capsy
     create_app(stimulus_package, str(tmp_path / "x.db"), secret_file=tmp_path / "s").state.db.dispose()
     with pytest.raises(VizprobeError, match="another stimulus package"):
         create_app(other, str(tmp_path / "x.db"), secret_file=tmp_path / "s")
+
+
+def test_openapi_documents_the_typed_api_and_texts_are_settable(make_client, tmp_path, stimulus_package, capsys):
+    """The schema at /openapi.json (shown at /docs) has the request and response models; `--texts` overrides
+    reach the page's config, and a bad texts file is one line, with nothing served."""
+    client = make_client(texts={"consent_button": "Yes, I agree", "instructions": ["<p>page 1</p>"]})
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert {"SessionState", "TrialOut", "RespondOut", "CompleteOut", "ConfigOut", "ErrorOut"} <= set(schemas)
+    ok = spec["paths"]["/api/sessions"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok["$ref"].endswith("/SessionState")
+    assert "/stimuli/{path}" not in spec["paths"] and "/admin" not in spec["paths"]
+    texts = client.get("/api/config").json()["texts"]
+    assert texts == {"consent_button": "Yes, I agree", "instructions": ["<p>page 1</p>"]}
+    state = start(client)
+    assert all("correct" not in t for t in state["trials"]) and all("correct" in t for t in state["practice"])
+    bad = tmp_path / "texts.json"
+    bad.write_text(json.dumps({"consent_buton": "typo"}))
+    code = main(["serve", "--stimuli", str(stimulus_package), "--db", str(tmp_path / "t.db"), "--texts", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown text 'consent_buton'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.db").exists()

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import pick
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
@@ -30,8 +31,8 @@ def test_find_images_errors(tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "LA", "I;16", "1"])
-def test_odd_modes_become_rgb(tmp_path, imagenet_files, mode):
-    photo = Image.open(imagenet_files[1]).convert("RGB").resize((64, 48))
+def test_odd_modes_become_rgb(tmp_path, photo_files, mode):
+    photo = Image.open(pick(photo_files, 1)).convert("RGB").resize((64, 48))
     if mode == "I;16":
         image = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
     elif mode == "LA":
@@ -55,8 +56,8 @@ def test_transparent_pixels_become_white(tmp_path):
     assert np.asarray(load_rgb(tmp_path / "clear.png")).min() == 255
 
 
-def test_truncated_and_fake_images_raise_unreadable(tmp_path, imagenet_files):
-    data = imagenet_files[0].read_bytes()
+def test_truncated_and_fake_images_raise_unreadable(tmp_path, photo_files):
+    data = pick(photo_files, 0).read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (tmp_path / "fake.jpg").write_text("this is not an image")
     for name in ("truncated.jpg", "fake.jpg"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import pick
 
 from vizprobe.errors import VizprobeError
 from vizprobe.images import load_rgb
@@ -45,8 +46,8 @@ def test_wrong_preprocessing_fails_the_accuracy_bar(lite0, imagenet_files):
     assert right_acc > wrong_acc
 
 
-def test_unit_activation_is_spatial_mean_of_channel(lite0, imagenet_files):
-    image = lite0.preprocessing(load_rgb(imagenet_files[0]))[None]
+def test_unit_activation_is_spatial_mean_of_channel(lite0, photo_files):
+    image = lite0.preprocessing(load_rgb(photo_files[0]))[None]
     captured = {}
     handle = dict(lite0.net.named_modules())["_blocks.8"].register_forward_hook(
         lambda m, i, o: captured.setdefault("out", o)
@@ -94,11 +95,11 @@ def test_googlenet_without_weights_says_how_to_pass_them():
         load_model("googlenet", device="cpu")
 
 
-def test_googlenet_paper_names_and_branches(googlenet_weights, imagenet_files):
+def test_googlenet_paper_names_and_branches(googlenet_weights, photo_files):
     model = load_model("googlenet", weights=googlenet_weights, device="cpu")
     assert model.layer("mixed4a").path == "inception4a"
     assert model.layer("mixed4a/pool").path == "inception4a.branch4"
-    image = model.preprocessing(load_rgb(imagenet_files[10]))[None]
+    image = model.preprocessing(load_rgb(pick(photo_files, 10)))[None]
     info_1x1 = model.layer("mixed4a/1x1")
     with torch.inference_mode():
         acts = model.unit_activations(image, ["mixed4a/3x3:12", "mixed4a/pool:7", "mixed4a:0"])
@@ -142,12 +143,14 @@ def test_not_a_state_dict_is_refused(tmp_path):
         load_model("googlenet", weights=path, device="cpu")
 
 
-def test_inference_copy_keeps_outputs_and_input_gradients(lite0, imagenet_files):
+def test_inference_copy_keeps_outputs_and_input_gradients(lite0, photo_files):
     """Folded batch norms and merged paddings change no layer output and, up to rounding at ReLU6
     kinks, not the gradient with respect to the image, which feature visualization follows."""
     from vizprobe.models.optimize import inference_copy
 
-    images = torch.stack([lite0.preprocessing.pil_transform()(load_rgb(f)) for f in imagenet_files[::250]])
+    images = torch.stack(
+        [lite0.preprocessing.pil_transform()(load_rgb(f)) for f in photo_files[:: len(photo_files) // 4][:4]]
+    )
     keep = ["_blocks.3", "_blocks.12"]
     fast = inference_copy(lite0.net, set(keep), images[:1])
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
@@ -164,3 +167,31 @@ def test_inference_copy_keeps_outputs_and_input_gradients(lite0, imagenet_files)
     # the original network does the same to ~0.01 % of the pixels); the gradient stays the same.
     assert (got_grad - expected_grad).norm() / expected_grad.norm() < 0.02
     assert ((got_grad - expected_grad).abs() > 1e-3 * expected_grad.abs().max()).float().mean() < 0.005
+
+
+def test_a_cpu_run_never_moves_the_callers_model(monkeypatch, tmp_path, subset_dir):
+    """Scan, render and occlusion use the model's device and never call `.to` on the caller's network
+    (a spy on every `nn.Module.to`); `LoadedModel.to` gives a new object."""
+    from vizprobe.occlusion import Occluder
+    from vizprobe.scan import scan
+    from vizprobe.synthesis import preset, render_units
+
+    model = load_model("efficientnet-lite0", device="cpu")
+    mine = {id(m) for m in model.net.modules()}
+    moved = []
+    original = torch.nn.Module.to
+
+    def spy(self, *args, **kwargs):
+        if id(self) in mine:
+            moved.append((type(self).__name__, args, kwargs))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    render_units(model, ["_blocks.4:1"], preset("quick", steps=2, per_unit=2, size=64), progress=False)
+    scan(model, subset_dir(5), ["_blocks.4"], tmp_path / "run", device="cpu", compile="off", progress=False)
+    scan(model, subset_dir(4, "other"), ["_blocks.4"], tmp_path / "run2", optimize=False, progress=False)
+    Occluder(model, "_blocks.4").sweep(torch.rand(3, 224, 224), [1], stride=56)
+    copy = model.to("cpu")
+    assert copy is not model and copy.device == model.device
+    assert moved == []
+    assert all(p.is_contiguous() for p in model.net.parameters())

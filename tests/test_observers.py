@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import reference_ranks
 from scipy.stats import binomtest
 
 from vizprobe.cli import main
@@ -19,7 +20,7 @@ from vizprobe.observers.power import closed_form_participants, power_analysis
 from vizprobe.observers.similarity import SimilarityObserver
 from vizprobe.observers.simulate import simulate
 from vizprobe.responses import COLUMN_NAMES, read_responses, validate_responses
-from vizprobe.stimuli.manifest import MANIFEST, dumps, load_manifest
+from vizprobe.stimuli.manifest import MANIFEST, Manifest, dumps
 
 # Drawn once by `sample_units(scan, 16, seed=1)` on a scan of these layers (not chosen for accuracy).
 NATURAL_UNITS = ["_blocks.2:11", "_blocks.5:40", "block8:84", "_blocks.12:182", "_blocks.2:0", "_blocks.5:11",
@@ -33,21 +34,21 @@ def observer():
 
 
 @pytest.fixture(scope="module")
-def natural_package(tmp_path_factory, imagenet_scan, lite0):
+def natural_package(tmp_path_factory, photo_scan, lite0):
     """16 units x 5 image sets = 80 main trials of real photos (conditions natural and none), fast to build."""
     from vizprobe.stimuli import BuildSettings, build_stimuli
 
     settings = BuildSettings(conditions=("natural", "none"), image_sets=5, tasks_per_condition=4, stride=16,
-                             search="fast")  # fmt: skip
+                             search="fast", reference_ranks=reference_ranks(len(photo_scan[0].images)))  # fmt: skip
     out = tmp_path_factory.mktemp("natural") / "pkg"
-    build_stimuli(imagenet_scan[0], NATURAL_UNITS, out, None, settings, model=lite0, progress=False)
+    build_stimuli(photo_scan[0], NATURAL_UNITS, out, None, settings, model=lite0, progress=False)
     return out
 
 
 def _scrambled_copy(package: Path, target: Path) -> Path:
     """A copy whose option activations and activation maps are random (the manifest stays schema-valid)."""
     shutil.copytree(package, target)
-    manifest = load_manifest(target)
+    manifest = Manifest.load(target).data
     rng = np.random.default_rng(123)
     for trial in manifest["trials"]:
         for option in trial["options"]:
@@ -56,13 +57,13 @@ def _scrambled_copy(package: Path, target: Path) -> Path:
             path = target / trial["activation_map"]
             np.save(path, rng.normal(size=np.load(path).shape).astype(np.float32))
     (target / MANIFEST).write_text(dumps(manifest))
-    load_manifest(target)  # still valid
+    Manifest.load(target)  # still valid
     return target
 
 
 def test_observers_never_read_activations(stimulus_package, observer, tmp_path):
     copy = _scrambled_copy(stimulus_package, tmp_path / "scrambled")
-    assert any((copy / t["activation_map"]).exists() for t in load_manifest(copy)["trials"] if "activation_map" in t)
+    assert any((copy / t.activation_map).exists() for t in Manifest.load(copy).trials.values() if t.activation_map)
     original = predict_package(stimulus_package, observer)
     scrambled = predict_package(copy, SimilarityObserver(device="cpu"))
     assert set(original["condition"]) == {"synthetic", "natural", "mixed", "blur", "none"}
@@ -97,7 +98,7 @@ def test_answers_are_batched_and_match_one_at_a_time(stimulus_package, observer)
 
 def test_answer_package_rows_are_responses(stimulus_package, observer):
     responses = answer_package(stimulus_package, observer, conditions=["natural", "none"])
-    manifest = load_manifest(stimulus_package)
+    manifest = Manifest.load(stimulus_package).data
     n_trials = sum(t["kind"] in ("main", "catch") for t in manifest["trials"])
     assert len(responses) == 2 * n_trials
     assert set(responses["participant_id"]) == {"machine:similarity"}
@@ -110,7 +111,7 @@ def test_answer_package_rows_are_responses(stimulus_package, observer):
 def test_simulate_gives_valid_plausible_participants(stimulus_package, observer):
     responses = simulate(stimulus_package, observer, participants=3, seed=1)
     validate_responses(responses)
-    manifest = load_manifest(stimulus_package)
+    manifest = Manifest.load(stimulus_package).data
     task_length = len(manifest["tasks"][0]["trial_ids"])
     assert len(responses) == 5 * 3 * task_length
     assert list(responses.columns[: len(COLUMN_NAMES)]) == list(COLUMN_NAMES)

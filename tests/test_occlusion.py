@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import pick
 
 from vizprobe.errors import VizprobeError
 from vizprobe.images import load_rgb
@@ -36,10 +37,10 @@ def naive_map(model, image: torch.Tensor, layer: str, channel: int, patch: int, 
 
 
 @pytest.mark.parametrize("compile", [False, True])
-def test_exact_sweep_equals_naive_loop(lite0, imagenet_files, compile):
+def test_exact_sweep_equals_naive_loop(lite0, photo_files, compile):
     occluder = Occluder(lite0, "block8", compile=compile)
     for index in (207, 948):
-        image = pixels(lite0, imagenet_files[index])
+        image = pixels(lite0, photo_files[index])
         result = occluder.sweep(image, [12, 40], stride=16)
         assert result.patch == 90 and list(result.ys) == list(range(0, 135, 16))
         for channel in (12, 40):
@@ -58,8 +59,8 @@ def test_paper_grid_and_patch():
         patch_size(224, 1.5)
 
 
-def test_occlude_fills_exactly_the_patch_with_its_mean(lite0, imagenet_files):
-    image = pixels(lite0, imagenet_files[3])
+def test_occlude_fills_exactly_the_patch_with_its_mean(lite0, photo_files):
+    image = pixels(lite0, pick(photo_files, 3))
     out = occlude(image, torch.tensor([[10, 120]]), 90)[0]
     region = image[:, 10:100, 120:210]
     fill = torch.round(region.double().mean(dim=(1, 2)) * 255) / 255
@@ -69,8 +70,8 @@ def test_occlude_fills_exactly_the_patch_with_its_mean(lite0, imagenet_files):
     assert torch.equal(out[:, outside], image[:, outside])
 
 
-def test_extremes_are_argmax_and_argmin(lite0, imagenet_files):
-    result = Occluder(lite0, "_blocks.5").sweep(pixels(lite0, imagenet_files[100]), [10], stride=8)
+def test_extremes_are_argmax_and_argmin(lite0, photo_files):
+    result = Occluder(lite0, "_blocks.5").sweep(pixels(lite0, pick(photo_files, 100)), [10], stride=8)
     values = result.channel(10)
     y, x, a = result.extreme(10, highest=True)
     assert a == values.max() and values[list(result.ys).index(y), list(result.xs).index(x)] == a
@@ -78,9 +79,9 @@ def test_extremes_are_argmax_and_argmin(lite0, imagenet_files):
     assert a == values.min() and values[list(result.ys).index(y), list(result.xs).index(x)] == a
 
 
-def test_fast_search_finds_the_extremes_of_top_images(lite0, imagenet_scan):
+def test_fast_search_finds_the_extremes_of_top_images(lite0, photo_scan):
     """On a unit's strongly activating photos, the fast search lands on (or next to) the exact extremes."""
-    scan, _ = imagenet_scan
+    scan, _ = photo_scan
     occluder = Occluder(lite0, "block8", compile=True)
     for exemplar in scan.top("block8:12", 2):
         image = pixels(lite0, exemplar.path)
@@ -97,14 +98,14 @@ def test_fast_search_finds_the_extremes_of_top_images(lite0, imagenet_scan):
 
 
 @pytest.mark.parametrize("layer", ["_blocks.1", "_blocks.5", "_blocks.12"])
-def test_incremental_equals_whole_image_computation(lite0, imagenet_files, layer):
+def test_incremental_equals_whole_image_computation(lite0, photo_files, layer):
     """Windows around the patch give the same activations as whole occluded images, corners included."""
     incremental = Occluder(lite0, layer)
     whole = Occluder(lite0, layer, incremental=False)
     chain = incremental.incremental_chain(90)
     assert chain is not None and chain.windowed >= 2  # the early stages really run on windows
     assert whole.incremental_chain(90) is None
-    image, other = pixels(lite0, imagenet_files[412]), pixels(lite0, imagenet_files[77])
+    image, other = pixels(lite0, pick(photo_files, 412)), pixels(lite0, pick(photo_files, 77))
     ys = grid(224, 90, 14)
     positions = torch.cartesian_prod(torch.from_numpy(ys), torch.from_numpy(ys))
     for source in (None, other):  # mean-colour fill, and retention of another image's pixels

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import pick
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
@@ -39,15 +40,15 @@ def per_image_activations(model, files: list[Path], layer: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def full_scan(imagenet_scan):
-    return imagenet_scan
+def full_scan(photo_scan):
+    return photo_scan
 
 
-def test_scan_top20_matches_per_image_computation(full_scan, lite0, imagenet_files):
+def test_scan_top20_matches_per_image_computation(full_scan, lite0, photo_files):
     result, stats = full_scan
-    assert stats.computed == 1000 and stats.skipped == 0
-    reference = per_image_activations(lite0, imagenet_files, "_blocks.8")
-    names = [f.name for f in imagenet_files]
+    assert stats.computed == len(photo_files) and stats.skipped == 0
+    reference = per_image_activations(lite0, photo_files, "_blocks.8")
+    names = [f.name for f in photo_files]
     for channel in (0, 7, 33, 111):
         expected = [names[i] for i in np.argsort(-reference[:, channel], kind="stable")[:20]]
         got = [e.path.name for e in result.top(f"block8:{channel}", 20)]
@@ -72,7 +73,7 @@ def test_scan_result_api(full_scan):
     meta = json.loads((result.run_dir / "scan.json").read_text())
     assert meta["model"] == "efficientnet-lite0" and meta["preprocessing"]["interpolation"] == "bicubic"
     assert meta["vizprobe_version"] and meta["status"] == "complete"
-    assert result.activations("block4").shape == (1000, 40)
+    assert result.activations("block4").shape == (len(result.images), 40)
     with pytest.raises(VizprobeError, match="not in this scan"):
         result.top("_blocks.9:0")
     assert [layer.name for layer in result.layers] == ["_blocks.2", "_blocks.4", "_blocks.5", "block8", "_blocks.12"]
@@ -93,14 +94,14 @@ def test_contact_sheet(full_scan, tmp_path):
     assert np.abs(tile - np.asarray(bottom1, dtype=float)).mean() > 5
 
 
-def test_corrupt_and_non_image_files_are_skipped(tmp_path, subset_dir, imagenet_files, lite0, caplog):
-    folder = subset_dir(50)
-    data = imagenet_files[3].read_bytes()
+def test_corrupt_and_non_image_files_are_skipped(tmp_path, subset_dir, photo_files, lite0, caplog):
+    folder = subset_dir(20)
+    data = pick(photo_files, 3).read_bytes()
     (folder / "corrupt.jpg").write_bytes(data[:2000])
     (folder / "readme.JPEG").write_text("I am a text file with an image extension")
     (folder / "notes.txt").write_text("ignored entirely")
-    Image.open(imagenet_files[5]).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.open(imagenet_files[6]).convert("L").save(folder / "grey.png")
+    Image.open(pick(photo_files, 5)).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.open(pick(photo_files, 6)).convert("L").save(folder / "grey.png")
     with caplog.at_level(logging.WARNING, logger="vizprobe"):
         result, stats = scan(lite0, folder, ["_blocks.4"], tmp_path / "run", batch_size=4, progress=False)
     assert stats.skipped == 2
@@ -123,7 +124,7 @@ def _run_cli_scan(folder: Path, out: Path) -> subprocess.Popen:
 
 
 def test_killed_scan_resumes_to_the_same_result(tmp_path, subset_dir, lite0):
-    folder = subset_dir(3)  # 334 photos
+    folder = subset_dir(334)
     out = tmp_path / "killed"
     proc = _run_cli_scan(folder, out)
     deadline = time.time() + 240
@@ -158,7 +159,7 @@ def test_killed_scan_resumes_to_the_same_result(tmp_path, subset_dir, lite0):
 
 
 def test_out_dir_that_is_not_a_scan_is_refused(tmp_path, subset_dir, lite0):
-    folder = subset_dir(200)
+    folder = subset_dir(5)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "thesis.tex").write_text("precious")
     with pytest.raises(VizprobeError, match="not a scan run dir"):

@@ -7,12 +7,14 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import STIMULUS_CANONICAL as CANONICAL
 from conftest import STIMULUS_SETTINGS as SETTINGS
 from conftest import STIMULUS_UNITS as UNITS
+from conftest import reference_ranks
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
-from vizprobe.stimuli import BuildSettings, build_stimuli, load_manifest
+from vizprobe.stimuli import BuildSettings, Manifest, build_stimuli
 
 
 @pytest.fixture
@@ -25,9 +27,10 @@ def pixels(path) -> np.ndarray:
 
 
 def test_manifest_validates_and_images_match_their_hashes(package):
-    manifest = load_manifest(package, check_images=True)
-    assert manifest["schema_version"] == 1 and manifest["image_size"] == 224
-    assert [u["unit"] for u in manifest["units"]] == UNITS
+    manifest = Manifest.load(package, check_images=True).data
+    assert manifest["schema_version"] == 2 and manifest["image_size"] == 224
+    assert [u["unit"] for u in manifest["units"]] == CANONICAL
+    assert [u["label"] for u in manifest["units"]] == UNITS  # as the user wrote them
     assert manifest["units"][1]["layer"] == "_blocks.8" and manifest["units"][1]["channel"] == 12
     kinds = Counter(t["kind"] for t in manifest["trials"])
     assert kinds["main"] == 3 * 2 and kinds["catch"] == 3 * 2 and kinds["practice"] == 3
@@ -35,7 +38,7 @@ def test_manifest_validates_and_images_match_their_hashes(package):
 
 
 def test_options_are_occluded_where_the_manifest_says(package):
-    manifest = load_manifest(package)
+    manifest = Manifest.load(package).data
     for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
         base = pixels(package / trial["base_image"])
         for option in trial["options"]:
@@ -52,7 +55,7 @@ def test_options_are_occluded_where_the_manifest_says(package):
 
 
 def test_options_are_the_extremes_of_the_saved_activation_map(package):
-    manifest = load_manifest(package)
+    manifest = Manifest.load(package).data
     for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
         activation_map = np.load(package / trial["activation_map"])
         assert activation_map.shape == (9, 9)  # stride 16 over 134 px of offsets
@@ -65,7 +68,7 @@ def test_options_are_the_extremes_of_the_saved_activation_map(package):
 
 
 def test_references_per_condition_and_no_query_among_them(package):
-    manifest = load_manifest(package)
+    manifest = Manifest.load(package).data
     for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
         refs = trial["references"]
         assert {k: len(v) for k, v in refs.items()} == {"synthetic": 9, "natural": 9, "mixed": 9, "blur": 9, "none": 0}
@@ -81,7 +84,7 @@ def test_references_per_condition_and_no_query_among_them(package):
 
 
 def test_catch_trials_are_obvious(package):
-    manifest = load_manifest(package)
+    manifest = Manifest.load(package).data
     for trial in (t for t in manifest["trials"] if t["kind"] in ("catch", "practice")):
         strong = trial["options"][trial["correct"]]
         weak = trial["options"][1 - trial["correct"]]
@@ -89,7 +92,7 @@ def test_catch_trials_are_obvious(package):
 
 
 def test_tasks_are_balanced(package):
-    manifest = load_manifest(package)
+    manifest = Manifest.load(package).data
     trials = {t["trial_id"]: t for t in manifest["trials"]}
     for condition in ("synthetic", "natural", "mixed", "blur", "none"):
         tasks = [t for t in manifest["tasks"] if t["condition"] == condition]
@@ -98,51 +101,54 @@ def test_tasks_are_balanced(package):
         for task in tasks:
             kinds = Counter(trials[i]["kind"] for i in task["trial_ids"])
             assert kinds == {"main": 3, "catch": 3}
-            assert {trials[i]["unit"] for i in task["trial_ids"] if trials[i]["kind"] == "main"} == set(UNITS)
+            assert {trials[i]["unit"] for i in task["trial_ids"] if trials[i]["kind"] == "main"} == set(CANONICAL)
             counts.update(
                 (trials[i]["unit"], trials[i]["image_set"]) for i in task["trial_ids"] if trials[i]["kind"] == "main"
             )
         assert set(counts.values()) == {2}  # 4 tasks over 2 image sets: each (unit, set) twice
 
 
-def test_same_seed_same_bytes(tmp_path, imagenet_scan, lite0, package):
-    scan, _ = imagenet_scan
-    settings = BuildSettings(
-        image_sets=2, tasks_per_condition=3, stride=32, conditions=("natural", "none"), search="fast"
-    )
+def test_same_seed_same_bytes(tmp_path, photo_scan, lite0, package):
+    scan, _ = photo_scan
+    settings = BuildSettings(image_sets=2, tasks_per_condition=3, stride=32, conditions=("natural", "none"),
+                             search="fast", reference_ranks=reference_ranks(len(scan.images)))  # fmt: skip
     a = build_stimuli(scan, UNITS[:2], tmp_path / "a", None, settings, model=lite0, progress=False)
     build_stimuli(scan, UNITS[:2], tmp_path / "b", None, settings, model=lite0, progress=False)
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
-    assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == a
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == a.data
     other = build_stimuli(scan, UNITS[:2], tmp_path / "c", None, BuildSettings(**{**settings.__dict__, "seed": 1}),
                           model=lite0, progress=False)  # fmt: skip
-    assert other["tasks"] != a["tasks"]
+    assert other.data["tasks"] != a.data["tasks"]
 
 
-def test_bad_input_is_refused_and_leaves_nothing(tmp_path, imagenet_scan, visualizations, lite0):
-    scan, _ = imagenet_scan
+def test_bad_input_is_refused_and_leaves_nothing(tmp_path, photo_scan, visualizations, lite0):
+    scan, _ = photo_scan
     with pytest.raises(VizprobeError, match="no visualizations"):
         build_stimuli(scan, ["_blocks.5:11"], tmp_path / "x", visualizations, SETTINGS, model=lite0, progress=False)
-    with pytest.raises(VizprobeError, match="scan ranks 1000 images"):
+    with pytest.raises(VizprobeError, match=f"scan ranks {len(scan.images)} images"):
         build_stimuli(scan, UNITS, tmp_path / "x", visualizations,
                       BuildSettings(reference_ranks=(21, 1995)), model=lite0, progress=False)  # fmt: skip
     with pytest.raises(VizprobeError, match="not in this scan"):
         build_stimuli(scan, ["_blocks.9:1"], tmp_path / "x", None,
-                      BuildSettings(conditions=("natural",)), model=lite0, progress=False)  # fmt: skip
+                      BuildSettings(conditions=("natural",), reference_ranks=reference_ranks(len(scan.images))),
+                      model=lite0, progress=False)  # fmt: skip
     with pytest.raises(VizprobeError, match="patch fraction"):
         build_stimuli(scan, UNITS[:1], tmp_path / "x", None,
-                      BuildSettings(conditions=("none",), patch_frac=1.2), model=lite0, progress=False)  # fmt: skip
+                      BuildSettings(conditions=("none",), patch_frac=1.2,
+                                    reference_ranks=reference_ranks(len(scan.images))),
+                      model=lite0, progress=False)  # fmt: skip
     assert not (tmp_path / "x").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]
 
 
-def test_build_and_inspect_cli(tmp_path, imagenet_scan, capsys):
+def test_build_and_inspect_cli(tmp_path, photo_scan, capsys):
     from vizprobe.cli import main
 
-    scan, _ = imagenet_scan
+    scan, _ = photo_scan
     out = tmp_path / "pkg"
     code = main(["-q", "build", "--scan", str(scan.run_dir), "--sample-units", "2", "--conditions", "natural,blur,none",
                  "--tasks-per-condition", "2", "--image-sets", "2", "--stride", "32", "--device", "cpu",
+                 "--reference-ranks", "{}-{}".format(*reference_ranks(len(scan.images))),
                  "--out", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     assert "2 units" in capsys.readouterr().out
@@ -165,10 +171,47 @@ def test_a_manifest_that_breaks_its_schema_is_refused(tmp_path, package):
     manifest["trials"][0]["correct"] = 2
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(VizprobeError, match=r"fails its schema at trials/0/correct"):
-        load_manifest(broken)
+        Manifest.load(broken)
     manifest["trials"][0]["correct"] = 0
     (broken / "manifest.json").write_text(json.dumps(manifest))
     first = next(iter(manifest["images"]))
     (broken / first).write_bytes(b"tampered")
     with pytest.raises(VizprobeError, match="does not match its sha256"):
-        load_manifest(broken, check_images=True)
+        Manifest.load(broken, check_images=True)
+
+
+def test_visualizations_and_builds_agree_on_units_whatever_the_spelling(tmp_path, photo_scan, visualizations, lite0):
+    """The visualizations were rendered for `block8:12` (alias) and `_blocks.5:10` (path); a build naming
+    them the other way round finds both, and its synthetic references are those very images."""
+    scan, _ = photo_scan
+    ranks = reference_ranks(len(scan.images))
+    settings = BuildSettings(conditions=("synthetic",), image_sets=1, tasks_per_condition=1, stride=32,
+                             search="fast", practice_trials=0, reference_ranks=ranks)  # fmt: skip
+    out = tmp_path / "pkg"
+    manifest = build_stimuli(scan, ["_blocks.8:12", "block5:10"], out, visualizations, settings, model=lite0,
+                             progress=False)  # fmt: skip
+    assert list(manifest.units) == ["_blocks.8:12", "_blocks.5:10"]
+    index = json.loads((visualizations / "visualizations.json").read_text())
+    rendered = {u["unit"]: u for u in index["units"]}
+    for unit in manifest.units:
+        trial = next(t for t in manifest.trials.values() if t.unit == unit and t.kind == "main")
+        first = trial.references_for("synthetic")[0]
+        assert (pixels(out / first) == pixels(visualizations / rendered[unit]["images"][0]["file"])).all()
+    with pytest.raises(VizprobeError, match="named twice"):
+        build_stimuli(scan, ["_blocks.8:12", "block8:12"], tmp_path / "twice", visualizations, settings, model=lite0,
+                      progress=False)  # fmt: skip
+
+
+def test_an_old_or_inconsistent_manifest_is_refused_in_one_line(tmp_path, package):
+    import shutil
+
+    broken = tmp_path / "old"
+    shutil.copytree(package, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    (broken / "manifest.json").write_text(json.dumps(dict(manifest, schema_version=1)))
+    with pytest.raises(VizprobeError, match="schema_version 1; this vizprobe reads 2: rebuild the package"):
+        Manifest.load(broken)
+    manifest["tasks"][0]["trial_ids"][0] = "no-such-trial"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VizprobeError, match="names unknown trial 'no-such-trial'"):
+        Manifest.load(broken)

@@ -11,7 +11,7 @@ from torch import nn
 
 from vizprobe.cli import main
 from vizprobe.synthesis import objectives as obj
-from vizprobe.synthesis import preset, render
+from vizprobe.synthesis import preset, render_units
 from vizprobe.synthesis import transforms as tf
 from vizprobe.synthesis.objectives import gram_similarity
 from vizprobe.synthesis.rng import ImageRNG
@@ -21,15 +21,15 @@ DEPTHS = ["_blocks.2:3", "_blocks.5:10", "_blocks.8:12", "_blocks.12:7"]
 
 @pytest.fixture(scope="module")
 def quick_rendering(lite0):
-    return render(lite0, DEPTHS, preset("quick"), device="cpu", progress=False)
+    return render_units(lite0, DEPTHS, preset("quick"), progress=False)
 
 
 def median_top9(scan, unit) -> float:
     return float(np.median([e.activation for e in scan.top(unit, 9)]))
 
 
-def test_quick_preset_beats_natural_top9(quick_rendering, imagenet_scan):
-    scan, _ = imagenet_scan
+def test_quick_preset_beats_natural_top9(quick_rendering, photo_scan):
+    scan, _ = photo_scan
     for k, unit in enumerate(DEPTHS):
         synthetic = float(quick_rendering.unit_activations(k).mean())
         natural = median_top9(scan, unit.replace("_blocks.8", "block8"))
@@ -54,11 +54,11 @@ def high_frequency_share(images: torch.Tensor) -> float:
     return float(power[:, high].sum() / power.sum())
 
 
-def test_pixel_parameterization_is_high_frequency_rubbish(lite0, quick_rendering, imagenet_scan):
-    scan, _ = imagenet_scan
+def test_pixel_parameterization_is_high_frequency_rubbish(lite0, quick_rendering, photo_scan):
+    scan, _ = photo_scan
     unit = "_blocks.8:12"
     settings = preset("quick", param="pixel", transforms="none", diversity=0.0)
-    pixel = render(lite0, [unit], settings, device="cpu", progress=False)
+    pixel = render_units(lite0, [unit], settings, progress=False)
     assert float(pixel.activations.mean()) > median_top9(scan, unit.replace("_blocks.8", "block8"))
     fourier_share = high_frequency_share(quick_rendering.unit_images(2))
     pixel_share = high_frequency_share(pixel.images)
@@ -74,31 +74,65 @@ def mean_pairwise_gram_similarity(model, images, layer):
 
 def test_diversity_makes_images_differ(lite0):
     unit = "_blocks.5:10"
-    on = render(lite0, [unit], preset("quick", diversity=5.0), device="cpu", progress=False)
-    off = render(lite0, [unit], preset("quick", diversity=0.0), device="cpu", progress=False)
+    on = render_units(lite0, [unit], preset("quick", diversity=5.0), progress=False)
+    off = render_units(lite0, [unit], preset("quick", diversity=0.0), progress=False)
     with torch.no_grad():
         sim_on = mean_pairwise_gram_similarity(lite0, on.images, "_blocks.5")
         sim_off = mean_pairwise_gram_similarity(lite0, off.images, "_blocks.5")
     assert sim_on < sim_off
 
 
-def test_negative_objective_goes_below_bottom9(lite0, imagenet_scan):
-    scan, _ = imagenet_scan
+def test_negative_objective_goes_below_bottom9(lite0, photo_scan):
+    scan, _ = photo_scan
     unit = "_blocks.5:10"
-    rendering = render(lite0, [unit], preset("quick", negative=True), device="cpu", progress=False)
+    rendering = render_units(lite0, [unit], preset("quick", negative=True), progress=False)
     bottom9 = [e.activation for e in scan.bottom(unit, 9)]
     assert float(rendering.activations.max()) < min(bottom9), (rendering.activations, bottom9)
 
 
 def test_same_seed_same_images_any_batch(lite0):
     settings = preset("quick", steps=12)
-    a = render(lite0, ["_blocks.4:1", "_blocks.4:2"], settings, device="cpu", progress=False)
-    b = render(lite0, ["_blocks.4:1", "_blocks.4:2"], settings, device="cpu", progress=False)
+    a = render_units(lite0, ["_blocks.4:1", "_blocks.4:2"], settings, progress=False)
+    b = render_units(lite0, ["_blocks.4:1", "_blocks.4:2"], settings, progress=False)
     torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
-    alone = render(lite0, ["_blocks.4:2"], settings, device="cpu", progress=False)
+    alone = render_units(lite0, ["_blocks.4:2"], settings, progress=False)
     torch.testing.assert_close(alone.images, a.unit_images(1), rtol=0, atol=2e-3)
-    other_seed = render(lite0, ["_blocks.4:2"], preset("quick", steps=12, seed=1), device="cpu", progress=False)
+    other_seed = render_units(lite0, ["_blocks.4:2"], preset("quick", steps=12, seed=1), progress=False)
     assert (other_seed.images - alone.images).abs().mean() > 0.01
+
+
+def test_seeds_differ_per_unit_and_not_per_spelling(lite0):
+    """Initial images (0 steps) of different units differ, even where the old 8-byte label hash collided
+    (`_blocks.8:12`, `_blocks.8:13`, `_blocks.5:10`); the alias of a unit gives its images bit for bit."""
+    settings = preset("quick", steps=0, per_unit=2)
+    units = ["_blocks.8:12", "_blocks.8:13", "_blocks.5:10"]
+    rendering = render_units(lite0, units, settings, progress=False)
+    firsts = [rendering.unit_images(k) for k in range(3)]
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        assert (firsts[a] - firsts[b]).abs().max() > 1e-3, (units[a], units[b])
+    assert len(set(rendering.seeds)) == len(rendering.seeds)
+    again = render_units(lite0, ["_blocks.8:12"], settings, progress=False)
+    alias = render_units(lite0, ["block8:12"], settings, progress=False)
+    assert torch.equal(again.images, firsts[0]) and torch.equal(alias.images, firsts[0])
+    assert alias.units[0] == again.units[0] and alias.units[0].display == "block8:12"
+    assert alias.seeds == again.seeds
+
+
+def test_core_render_takes_a_composed_objective(lite0):
+    """`render` knows nothing of units: a hand-made objective, parameterization and optimizer go straight in,
+    and the unit's activation (the one definition, measured independently) rises."""
+    from vizprobe.synthesis import render
+    from vizprobe.synthesis.param import FourierParam
+
+    param = FourierParam([11, 12], 64)
+    with torch.no_grad():
+        before = lite0.unit_activations(lite0.preprocessing.normalize(param()), ["_blocks.5:10"])[:, 0]
+    objective = obj.channel("_blocks.5", 10, 2) - 0.1 * obj.L2()
+    result = render(lite0, objective, param, tf.compose(tf.standard()), lambda p: torch.optim.Adam(p, lr=0.05),
+                    steps=24, progress=False)  # fmt: skip
+    assert result.images.shape == (2, 3, 64, 64) and len(result.history) == 24
+    after = lite0.unit_activations(lite0.preprocessing.normalize(result.images), ["_blocks.5:10"])[:, 0]
+    assert (after > before + 1.0).all(), (before, after)
 
 
 def test_each_image_gradient_reaches_only_its_unit(lite0):
@@ -175,21 +209,22 @@ def test_generator_parameterization_raises_activation(lite0):
     )
     before = generator[0].weight.clone()
     settings = preset("quick", steps=30, size=96, diversity=0.0)
-    rendering = render(lite0, ["_blocks.4:1"], settings, generator=generator, latent_shape=(16,), progress=False)
+    rendering = render_units(lite0, ["_blocks.4:1"], settings, generator=generator, latent_shape=(16,), progress=False)
     first = rendering.history[0]
     assert rendering.history[-1] > first + 0.5
     assert torch.equal(generator[0].weight, before)  # the generator itself is not trained
 
 
-def test_visualize_cli(tmp_path, imagenet_scan, capsys):
-    scan, _ = imagenet_scan
+def test_visualize_cli(tmp_path, photo_scan, capsys):
+    scan, _ = photo_scan
     out = tmp_path / "vis"
     code = main(["-q", "visualize", "--device", "cpu", "--units", "_blocks.4:1,block8:3", "--per-unit", "2",
                  "--steps", "8", "--size", "64", "--scan", str(scan.run_dir), "--out", str(out)])  # fmt: skip
     assert code == 0
     index = json.loads((out / "visualizations.json").read_text())
     assert index["format"] == "vizprobe-visualizations" and index["settings"]["steps"] == 8
-    assert [u["unit"] for u in index["units"]] == ["_blocks.4:1", "block8:3"]
+    assert [u["unit"] for u in index["units"]] == ["_blocks.4:1", "_blocks.8:3"]  # canonical keys
+    assert [u["label"] for u in index["units"]] == ["_blocks.4:1", "block8:3"]  # as typed, for display
     entry = index["units"][1]
     assert entry["layer_path"] == "_blocks.8" and len(entry["images"]) == 2
     assert entry["natural_top1"] == pytest.approx(scan.top("block8:3", 1)[0].activation)

@@ -10,6 +10,7 @@ from importlib import import_module
 from vizprobe.errors import VizprobeError
 
 __version__ = "0.1.0"
+DEFAULT_MODEL = "efficientnet-lite0"  # the model whose weights ship with the package (PyPI)
 
 _LAZY = {
     "list_models": "vizprobe.models",
@@ -18,7 +19,7 @@ _LAZY = {
     "Unit": "vizprobe.units",
 }
 
-__all__ = ["ScanResult", "Unit", "VizprobeError", "__version__", "list_models", "load_model"]
+__all__ = ["DEFAULT_MODEL", "ScanResult", "Unit", "VizprobeError", "__version__", "list_models", "load_model"]
 
 
 def __getattr__(name: str):

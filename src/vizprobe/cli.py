@@ -1,19 +1,64 @@
-"""`vizprobe <verb>`: parse arguments, call the Python API, print. Nothing else lives here."""
+"""`vizprobe <verb>`: parse arguments, call the Python API, print. Nothing else lives here.
+
+Options that are settings leave their value None when not given, so the API's default applies; their
+help shows that default, read from where it is defined (a settings dataclass or a function's signature)
+only when help is printed, so `--help` cannot disagree with the code and the CLI starts without torch.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import logging
 import sys
+from importlib import import_module
 from pathlib import Path
 
-from vizprobe.device import DEVICE_CHOICES
+from vizprobe import DEFAULT_MODEL
+from vizprobe.device import BATCH_SIZES, DEVICE_CHOICES
 from vizprobe.errors import VizprobeError
 
 
+def default_of(where: str) -> object:
+    """The default of `module:Owner.name`: a dataclass field's default or a function parameter's."""
+    module, _, path = where.partition(":")
+    owner_name, _, name = path.rpartition(".")
+    owner = getattr(import_module(module), owner_name)
+    if dataclasses.is_dataclass(owner):
+        return next(f.default for f in dataclasses.fields(owner) if f.name == name)
+    return inspect.signature(owner).parameters[name].default
+
+
+class _Help(argparse.HelpFormatter):
+    """Appends each option's default, read from its source (`action.default_from`), to its help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        where = getattr(action, "default_from", None)
+        if where is None:
+            return action.help or ""
+        value = default_of(where)
+        shown = f"{value:.4g}" if isinstance(value, float) else f"{value}"
+        return f"{action.help} (default {shown})"
+
+
+def _setting(parser: argparse.ArgumentParser, flag: str, where: str, help: str, **kwargs) -> None:
+    """An option whose default lives in the API (`where`): None here, shown in --help."""
+    action = parser.add_argument(flag, default=None, help=help, **kwargs)
+    action.default_from = where
+
+
+def _given(args: argparse.Namespace, *names: str, rename: dict[str, str] | None = None) -> dict:
+    """The named options the user gave (None ones left out, so the API's defaults apply)."""
+    rename = rename or {}
+    return {rename.get(n, n): getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="efficientnet-lite0", help="model name (see `vizprobe models`)")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"model name (see `vizprobe models`; default {DEFAULT_MODEL})"
+    )
     parser.add_argument("--weights", default=None, help="local state dict (.pth) for models without embedded weights")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: the GPU when present")
 
@@ -63,11 +108,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         args.out,
         weights=args.weights,
         device=args.device,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        top_k=args.top_k,
-        compile=args.compile,
         progress=not args.quiet,
+        **_given(args, "batch_size", "workers", "top_k", "compile"),
     )
     print(
         f"scanned {stats.computed} images ({stats.images_per_second:.1f} img/s), "
@@ -82,9 +124,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def cmd_visualize(args: argparse.Namespace) -> int:
     from vizprobe.models import load_model
     from vizprobe.scan import ScanResult
-    from vizprobe.synthesis import preset, render
+    from vizprobe.synthesis import preset, render_units
     from vizprobe.synthesis.store import save_visualizations
-    from vizprobe.units import parse_units
 
     settings = preset(
         args.preset,
@@ -95,12 +136,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         seed=args.seed,
         negative=True if args.negative else None,
     )
-    units = parse_units(args.units)
     model = load_model(args.model, weights=args.weights, device=args.device)
-    for unit in units:
-        model.resolve_unit(unit)  # fail on a bad unit before any work
+    units = model.resolve_units(args.units)  # fail on a bad unit before any work
     scan = ScanResult.load(args.scan) if args.scan else None
-    rendering = render(model, units, settings, device=args.device, precision=args.precision, progress=not args.quiet)
+    rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet)
     index = save_visualizations(rendering, args.out, model, scan)
     steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
     print(f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
@@ -122,36 +161,32 @@ def _ranks(text: str) -> tuple[int, int]:
 def cmd_build(args: argparse.Namespace) -> int:
     from vizprobe.scan import ScanResult
     from vizprobe.stimuli import BuildSettings, build_stimuli
+    from vizprobe.stimuli.manifest import TRIAL_KINDS
     from vizprobe.stimuli.units import sample_units
 
     scan = ScanResult.load(args.scan)
     if bool(args.units) == bool(args.sample_units):
         raise VizprobeError("pass either --units L:C,... or --sample-units N")
-    units = _csv(args.units) if args.units else sample_units(scan, args.sample_units, seed=args.seed)
-    settings = BuildSettings(
-        conditions=tuple(_csv(args.conditions)),
-        tasks_per_condition=args.tasks_per_condition,
-        image_sets=args.image_sets,
-        query_ranks=_ranks(args.query_ranks),
-        reference_ranks=_ranks(args.reference_ranks),
-        patch_frac=args.patch_frac,
-        stride=args.stride,
-        search=args.search,
-        seed=args.seed,
-    )
+    units = _csv(args.units) if args.units else sample_units(scan, args.sample_units, seed=args.seed or 0)
+    given = _given(args, "tasks_per_condition", "image_sets", "patch_frac", "stride", "search", "seed")
+    if args.conditions:
+        given["conditions"] = tuple(_csv(args.conditions))
+    for name in ("query_ranks", "reference_ranks"):
+        if getattr(args, name):
+            given[name] = _ranks(getattr(args, name))
+    settings = BuildSettings(**given)
     manifest = build_stimuli(scan, units, args.out, args.visualizations, settings, device=args.device,
                              progress=not args.quiet)  # fmt: skip
-    kinds = {k: sum(t["kind"] == k for t in manifest["trials"]) for k in ("main", "catch", "practice")}
-    counts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    counts = ", ".join(f"{len(manifest.trials_of([kind]))} {kind}" for kind in TRIAL_KINDS)
     print(
-        f"stimulus package {args.out}: {len(manifest['units'])} units, trials: {counts}, "
-        f"{len(manifest['tasks'])} tasks, {len(manifest['images'])} images"
+        f"stimulus package {args.out}: {len(manifest.units)} units, trials: {counts}, "
+        f"{len(manifest.tasks)} tasks, {len(manifest.images)} images"
     )
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from vizprobe.stimuli.inspect import inspect_package
+    from vizprobe.stimuli.pictures import inspect_package
 
     text, pictures = inspect_package(args.stimuli, args.out)
     print(text)
@@ -162,23 +197,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from vizprobe.experiment.server import serve
+    from vizprobe.experiment.settings import Settings, load_texts
 
-    if args.task_timeout <= 0:
-        raise VizprobeError("--task-timeout must be a positive number of minutes")
-    serve(
-        args.stimuli,
-        args.db,
-        host=args.host,
-        port=args.port,
-        platform=args.platform,
-        completion_code=args.completion_code,
-        practice=args.practice,
-        practice_attempts=args.practice_attempts,
-        expert=args.expert,
-        admin_token=args.admin_token,
-        task_timeout_s=args.task_timeout * 60.0,
-        secret_file=args.secret_file,
+    options = _given(args, "platform", "completion_code", "practice", "practice_attempts")
+    if args.task_timeout is not None:
+        options["task_timeout_s"] = args.task_timeout * 60.0
+    settings = Settings.from_options(
+        **options, expert=args.expert, texts=load_texts(args.texts) if args.texts else None
     )
+    serve(args.stimuli, args.db, settings, host=args.host, port=args.port, admin_token=args.admin_token,
+          secret_file=args.secret_file)  # fmt: skip
     return 0
 
 
@@ -193,19 +221,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from vizprobe.analysis import ExclusionCriteria, StatsSettings, analyze
 
-    criteria = ExclusionCriteria(
-        min_catch_accuracy=args.min_catch_accuracy,
-        min_instruction_time_s=args.min_instruction_time,
-        min_total_time_s=args.min_total_time,
-        max_total_time_s=args.max_total_time,
-        max_practice_attempts=args.max_practice_attempts,
-        require_both_sides=not args.allow_one_side,
-        require_two_confidence_levels=not args.allow_one_confidence,
-    )
-    settings = StatsSettings(n_resamples=args.resamples, ci_method=args.ci_method, seed=args.seed)
-    baselines = _csv(args.baselines) if args.baselines != "none" else []
-    results = analyze(args.responses, args.out, args.stimuli, criteria=criteria, settings=settings,
-                      baselines=baselines, min_shared_trials=args.min_shared_trials)  # fmt: skip
+    thresholds = _given(args, "min_catch_accuracy", "min_instruction_time_s", "min_total_time_s",
+                        "max_total_time_s", "max_practice_attempts")  # fmt: skip
+    if args.allow_one_side:
+        thresholds["require_both_sides"] = False
+    if args.allow_one_confidence:
+        thresholds["require_two_confidence_levels"] = False
+    criteria = ExclusionCriteria(**thresholds)
+    settings = StatsSettings(**_given(args, "resamples", "ci_method", "seed", rename={"resamples": "n_resamples"}))
+    options = _given(args, "min_shared_trials")
+    if args.baselines is not None:
+        options["baselines"] = _csv(args.baselines) if args.baselines != "none" else []
+    results = analyze(args.responses, args.out, args.stimuli, criteria=criteria, settings=settings, **options)
     ex = results["exclusion"]
     print(f"report: {results['paths']['report']}  (numbers: {results['paths']['results']})")
     print(f"participants: {ex['n_before']}, excluded {ex['n_excluded']}, analyzed {ex['n_after']}")
@@ -222,12 +249,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_observe(args: argparse.Namespace) -> int:
-    from vizprobe.observers.answer import answer_package, as_observer, predicted_accuracy
+    from vizprobe.observers import get_observer
+    from vizprobe.observers.answer import answer_package, predicted_accuracy
     from vizprobe.responses import write_responses
+    from vizprobe.stimuli.manifest import Manifest
 
-    observer = as_observer(args.observer, device=args.device)
+    manifest = Manifest.load(args.stimuli)
+    observer = get_observer(args.observer, device=args.device, manifest=manifest)
     conditions = _csv(args.conditions) if args.conditions else None
-    responses = answer_package(args.stimuli, observer, conditions)
+    responses = answer_package(manifest, observer, conditions)
     write_responses(responses, args.out)
     print(f"{observer.name} answered {len(responses)} trials -> {args.out}")
     for row in predicted_accuracy(responses).itertuples():
@@ -237,26 +267,27 @@ def cmd_observe(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from vizprobe.observers.answer import as_observer
+    from vizprobe.observers import get_observer
     from vizprobe.observers.simulate import simulate
     from vizprobe.responses import write_responses
+    from vizprobe.stimuli.manifest import Manifest
 
-    observer = as_observer(args.observer, device=args.device)
+    manifest = Manifest.load(args.stimuli)
+    observer = get_observer(args.observer, device=args.device, manifest=manifest)
     conditions = _csv(args.conditions) if args.conditions else None
-    responses = simulate(args.stimuli, observer, participants=args.participants, lapse=args.lapse,
-                         noise=args.noise, seed=args.seed, conditions=conditions)  # fmt: skip
+    options = _given(args, "participants", "lapse", "noise", "seed")
+    responses = simulate(manifest, observer, conditions=conditions, **options)
     write_responses(responses, args.out)
     n = responses["participant_id"].nunique()
-    print(f"{n} simulated participants ({observer.name}, lapse {args.lapse}, noise {args.noise}), "
-          f"{len(responses)} answers -> {args.out}")  # fmt: skip
+    print(f"{n} simulated participants ({observer.name}), {len(responses)} answers -> {args.out}")
     return 0
 
 
 def cmd_power(args: argparse.Namespace) -> int:
     from vizprobe.observers.power import power_analysis
 
-    result = power_analysis(args.effect, args.baseline_accuracy, args.trials, args.alpha, args.power,
-                            between_sd=args.between_sd, simulations=args.simulations, seed=args.seed)  # fmt: skip
+    options = _given(args, "baseline_accuracy", "trials", "alpha", "power", "between_sd", "simulations", "seed")
+    result = power_analysis(args.effect, **options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -271,166 +302,173 @@ def cmd_power(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
-    run_demo(
-        out=args.out,
-        images=args.images,
-        model=args.model,
-        device=args.device,
-        progress=not args.quiet,
-        steps=args.steps,
-        image_sets=args.image_sets,
-        stride=args.stride,
-        participants=args.participants,
-    )
+    run_demo(out=args.out, images=args.images, model=args.model, device=args.device, progress=not args.quiet,
+             **_given(args, "steps", "image_sets", "stride", "participants"))  # fmt: skip
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vizprobe", description=__doc__)
+    from vizprobe.experiment.settings import PLATFORMS
+    from vizprobe.scan.settings import COMPILE_CHOICES, COMPILE_MIN_IMAGES
+    from vizprobe.stimuli.settings import SEARCHES
+    from vizprobe.synthesis.settings import PRECISIONS, PRESETS
+
+    parser = argparse.ArgumentParser(prog="vizprobe", description=__doc__, formatter_class=_Help)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="verb", required=True)
 
-    p = sub.add_parser("models", help="list the model zoo")
-    p.set_defaults(func=cmd_models)
+    def verb(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+        p.set_defaults(func=func)
+        return p
 
-    p = sub.add_parser("layers", help="list a model's layers with output shapes")
+    verb("models", "list the model zoo", cmd_models)
+
+    p = verb("layers", "list a model's layers with output shapes", cmd_layers)
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_layers)
 
-    p = sub.add_parser("scan", help="record every image's activation for every channel of some layers")
+    scan = "vizprobe.scan.settings:ScanSettings"
+    p = verb("scan", "record every image's activation for every channel of some layers", cmd_scan)
     _add_model_args(p)
     p.add_argument("--images", default=None, help="image folder, searched recursively (default: embedded demo)")
     p.add_argument("--layers", required=True, help="comma-separated layer paths or aliases")
-    p.add_argument("--top-k", type=int, default=200, help="top/bottom images to index per unit (default 200)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 16 on the CPU, 128 on a GPU")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
-    p.add_argument(
-        "--compile", default="auto", choices=("auto", "on", "off"), help="torch.compile (auto: >=500 images)"
-    )
+    _setting(p, "--top-k", f"{scan}.top_k", "top/bottom images to index per unit", type=int)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default {BATCH_SIZES['cpu']} on the CPU, {BATCH_SIZES['cuda']} on a GPU")  # fmt: skip
+    _setting(p, "--workers", f"{scan}.workers", "decoding threads", type=int)
+    _setting(p, "--compile", f"{scan}.compile", f"torch.compile (auto: from {COMPILE_MIN_IMAGES} images)",
+             choices=COMPILE_CHOICES)  # fmt: skip
     p.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG per unit")
     p.add_argument("--out", required=True, help="run directory (an unfinished one is resumed)")
-    p.set_defaults(func=cmd_scan)
 
-    p = sub.add_parser("visualize", help="render feature visualizations (activation maximization)")
+    p = verb("visualize", "render feature visualizations (activation maximization)", cmd_visualize)
     _add_model_args(p)
-    p.add_argument("--units", required=True, help="comma-separated LAYER:CHANNEL")
-    p.add_argument("--preset", default="quick", choices=("quick", "paper"), help="paper: Zimmermann et al. 2021")
-    p.add_argument("--per-unit", type=int, default=None, help="images per unit (paper: 9)")
-    p.add_argument("--steps", type=int, default=None, help="optimization steps (paper: 2560)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels")
-    p.add_argument("--param", default=None, choices=("fourier", "pixel"), help="parameterization (default fourier)")
+    p.add_argument("--units", required=True, help="comma-separated LAYER:CHANNEL (paths or aliases)")
+    p.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="paper: Zimmermann et al. 2021")
+    for flag, name, kind, text in [("--per-unit", "per_unit", int, "images per unit"),
+                                   ("--steps", "steps", int, "optimization steps"),
+                                   ("--size", "size", int, "image side in pixels"),
+                                   ("--param", "param", str, "parameterization (fourier or pixel)"),
+                                   ("--seed", "seed", int, "base seed of the images")]:  # fmt: skip
+        p.add_argument(flag, type=kind, default=None, help=f"{text} (default: the preset's; paper "
+                       f"{getattr(PRESETS['paper'], name)}, quick {getattr(PRESETS['quick'], name)})")  # fmt: skip
     p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="auto: bf16 where native")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 where native")
     p.add_argument("--scan", default=None, help="scan run dir: record natural top-1 activations beside")
     p.add_argument("--out", required=True, help="visualizations dir")
-    p.set_defaults(func=cmd_visualize)
 
-    p = sub.add_parser("build", help="build a stimulus package (trials, references, tasks)")
+    build = "vizprobe.stimuli.settings:BuildSettings"
+    p = verb("build", "build a stimulus package (trials, references, tasks)", cmd_build)
     p.add_argument("--scan", required=True, help="scan run dir")
     p.add_argument("--visualizations", default=None, help="visualizations dir (for synthetic and mixed)")
     p.add_argument("--units", default=None, help="comma-separated LAYER:CHANNEL")
     p.add_argument("--sample-units", type=int, default=None, help="or: sample N units from the scanned layers")
-    p.add_argument("--conditions", default="synthetic,natural,mixed,blur,none")
-    p.add_argument("--tasks-per-condition", type=int, default=50)
-    p.add_argument("--image-sets", type=int, default=10)
-    p.add_argument("--query-ranks", default="1-20")
-    p.add_argument("--reference-ranks", default="21-200")
-    p.add_argument("--patch-frac", type=float, default=0.4)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--search", default="exact", choices=("exact", "fast"))
-    p.add_argument("--seed", type=int, default=0)
+    _setting(p, "--conditions", f"{build}.conditions", "comma-separated reference conditions")
+    _setting(p, "--tasks-per-condition", f"{build}.tasks_per_condition", "tasks (participants) per condition",
+             type=int)  # fmt: skip
+    _setting(p, "--image-sets", f"{build}.image_sets", "image sets (queries) per unit", type=int)
+    _setting(p, "--query-ranks", f"{build}.query_ranks", "ranks of the queries among the top images, FIRST-LAST")
+    _setting(p, "--reference-ranks", f"{build}.reference_ranks", "ranks of the natural references, FIRST-LAST")
+    _setting(p, "--patch-frac", f"{build}.patch_frac", "occluding square's side, fraction of the image",
+             type=float)  # fmt: skip
+    _setting(p, "--stride", f"{build}.stride", "occlusion stride in pixels", type=int)
+    _setting(p, "--search", f"{build}.search", "occlusion: whole map or coarse-to-fine", choices=SEARCHES)
+    _setting(p, "--seed", f"{build}.seed", "seed of every random draw", type=int)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", required=True, help="stimulus package dir")
-    p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("inspect", help="summarize a stimulus package and draw its trials")
+    p = verb("inspect", "summarize a stimulus package and draw its trials", cmd_inspect)
     p.add_argument("stimuli", help="stimulus package dir")
     p.add_argument("--out", default=None, help="where to write the PNGs (default STIMULI/inspect)")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("serve", help="run the experiment server for participants")
+    serve = "vizprobe.experiment.settings:Settings"
+    p = verb("serve", "run the experiment server for participants", cmd_serve)
     p.add_argument("--stimuli", required=True, help="stimulus package dir")
     p.add_argument("--db", default=None, help="SQLite path/URL or postgresql://... (default ./vizprobe-experiment.db)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--platform", default="local", choices=("local", "prolific", "mturk"))
+    _setting(p, "--platform", f"{serve}.platform", "crowd platform", choices=tuple(PLATFORMS))
     p.add_argument("--completion-code", default=None, help="code shown at the end (default: generated once)")
     p.add_argument("--practice", type=int, default=None, help="practice trials (default: all in the package; 0 skips)")
-    p.add_argument("--practice-attempts", type=int, default=5, help="practice rounds allowed (default 5)")
+    _setting(p, "--practice-attempts", f"{serve}.practice_attempts", "practice rounds allowed", type=int)
     p.add_argument("--expert", action="store_true", help="mark sessions as expert")
+    p.add_argument("--texts", default=None, help="JSON file of page texts to replace (keys: see docs)")
     p.add_argument("--admin-token", default=None, help="default: generated and printed at start")
-    p.add_argument("--task-timeout", type=float, default=30.0, help="minutes before an abandoned task is reassigned")
+    p.add_argument("--task-timeout", type=float, default=None,
+                   help=f"minutes of silence before a task is reassigned (default "
+                        f"{default_of(f'{serve}.task_timeout_s') / 60:g})")  # fmt: skip
     p.add_argument("--secret-file", default=None, help="HMAC key file (default: beside the SQLite file, or ./)")
-    p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("export", help="write the experiment's responses CSV")
+    p = verb("export", "write the experiment's responses CSV", cmd_export)
     p.add_argument("--db", required=True, help="the database `vizprobe serve` used")
     p.add_argument("--out", required=True, help="responses CSV to write")
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("analyze", help="exclusion, accuracy, baselines, error consistency -> report folder")
+    criteria = "vizprobe.analysis.exclusion:ExclusionCriteria"
+    stats = "vizprobe.analysis.accuracy:StatsSettings"
+    analyze = "vizprobe.analysis.report:analyze"
+    p = verb("analyze", "exclusion, accuracy, baselines, error consistency -> report folder", cmd_analyze)
     p.add_argument("--responses", required=True, help="responses CSV (vizprobe export) or database URL")
     p.add_argument("--stimuli", default=None, help="stimulus package dir: adds the baselines and trial details")
     p.add_argument("--out", required=True, help="report dir (report.html, results.json, figures/)")
-    p.add_argument("--baselines", default="center,variance,saliency,random,oracle", help="with --stimuli; or none")
-    p.add_argument("--min-catch-accuracy", type=float, default=2 / 3, help="exclude below (default 2/3)")
-    p.add_argument("--min-instruction-time", type=float, default=20.0, help="seconds; exclude below (default 20)")
-    p.add_argument("--min-total-time", type=float, default=90.0, help="seconds; exclude below (default 90)")
-    p.add_argument("--max-total-time", type=float, default=900.0, help="seconds; exclude above (default 900)")
-    p.add_argument("--max-practice-attempts", type=int, default=5, help="exclude above (default 5)")
+    _setting(p, "--baselines", f"{analyze}.baselines", "with --stimuli: comma-separated observers, or none")
+    _setting(p, "--min-catch-accuracy", f"{criteria}.min_catch_accuracy", "exclude below", type=float)
+    _setting(p, "--min-instruction-time", f"{criteria}.min_instruction_time_s", "seconds; exclude below",
+             type=float, dest="min_instruction_time_s")  # fmt: skip
+    _setting(p, "--min-total-time", f"{criteria}.min_total_time_s", "seconds; exclude below", type=float,
+             dest="min_total_time_s")  # fmt: skip
+    _setting(p, "--max-total-time", f"{criteria}.max_total_time_s", "seconds; exclude above", type=float,
+             dest="max_total_time_s")  # fmt: skip
+    _setting(p, "--max-practice-attempts", f"{criteria}.max_practice_attempts", "exclude above", type=int)
     p.add_argument("--allow-one-side", action="store_true", help="keep participants who always chose one side")
     p.add_argument("--allow-one-confidence", action="store_true", help="keep who always gave one confidence")
-    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap and permutation resamples")
-    p.add_argument("--ci-method", default="percentile", choices=("percentile", "BCa", "basic"))
-    p.add_argument("--min-shared-trials", type=int, default=1, help="for a participant pair's kappa (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_analyze)
+    _setting(p, "--resamples", f"{stats}.n_resamples", "bootstrap and permutation resamples", type=int)
+    _setting(p, "--ci-method", f"{stats}.ci_method", "bootstrap interval", choices=("percentile", "BCa", "basic"))
+    _setting(p, "--min-shared-trials", f"{analyze}.min_shared_trials", "for a participant pair's kappa", type=int)
+    _setting(p, "--seed", f"{stats}.seed", "resampling seed", type=int)
 
-    p = sub.add_parser("observe", help="a machine observer answers every trial and condition of a stimulus package")
+    p = verb("observe", "a machine observer answers every trial and condition of a stimulus package", cmd_observe)
     p.add_argument("--stimuli", required=True, help="stimulus package dir")
-    p.add_argument("--observer", default="similarity", help="registered observer (default similarity)")
+    p.add_argument("--observer", default="similarity", help="registered observer (see vizprobe.observers)")
     p.add_argument("--conditions", default=None, help="comma-separated (default: all in the package)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", required=True, help="responses CSV to write")
-    p.set_defaults(func=cmd_observe)
 
-    p = sub.add_parser("simulate", help="simulated participants from a machine observer, to rehearse an analysis")
+    simulate = "vizprobe.observers.simulate:simulate"
+    p = verb("simulate", "simulated participants from a machine observer, to rehearse an analysis", cmd_simulate)
     p.add_argument("--stimuli", required=True, help="stimulus package dir")
-    p.add_argument("--observer", default="similarity", help="registered observer (default similarity)")
-    p.add_argument("--participants", type=int, default=20, help="per condition (default 20)")
-    p.add_argument("--lapse", type=float, default=0.05, help="rate of random answers (default 0.05)")
-    p.add_argument("--noise", type=float, default=0.5, help="sd of per-trial noise on the logit (default 0.5)")
+    p.add_argument("--observer", default="similarity", help="registered observer (see vizprobe.observers)")
+    _setting(p, "--participants", f"{simulate}.participants", "per condition", type=int)
+    _setting(p, "--lapse", f"{simulate}.lapse", "rate of random answers", type=float)
+    _setting(p, "--noise", f"{simulate}.noise", "sd of per-trial noise on the logit", type=float)
     p.add_argument("--conditions", default=None, help="comma-separated (default: all in the package)")
-    p.add_argument("--seed", type=int, default=0)
+    _setting(p, "--seed", f"{simulate}.seed", "seed", type=int)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", required=True, help="responses CSV to write")
-    p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("power", help="participants per condition to detect an accuracy difference (simulation)")
+    power = "vizprobe.observers.power:power_analysis"
+    p = verb("power", "participants per condition to detect an accuracy difference (simulation)", cmd_power)
     p.add_argument("--effect", type=float, required=True, help="accuracy difference between conditions, e.g. 0.05")
-    p.add_argument("--baseline-accuracy", type=float, default=0.6, help="accuracy of the weaker condition")
-    p.add_argument("--trials", type=int, default=18, help="main trials per participant (default 18)")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--power", type=float, default=0.8)
-    p.add_argument("--between-sd", type=float, default=0.0, help="sd of participants' true accuracies (default 0)")
-    p.add_argument("--simulations", type=int, default=2000, help="simulated studies per N (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
+    _setting(p, "--baseline-accuracy", f"{power}.baseline_accuracy", "accuracy of the weaker condition", type=float)
+    _setting(p, "--trials", f"{power}.trials", "main trials per participant", type=int)
+    _setting(p, "--alpha", f"{power}.alpha", "significance level", type=float)
+    _setting(p, "--power", f"{power}.power", "wanted power", type=float)
+    _setting(p, "--between-sd", f"{power}.between_sd", "sd of participants' true accuracies", type=float)
+    _setting(p, "--simulations", f"{power}.simulations", "simulated studies per N", type=int)
+    _setting(p, "--seed", f"{power}.seed", "seed", type=int)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_power)
 
-    p = sub.add_parser("demo", help="run the pipeline on the embedded defaults")
+    demo = "vizprobe.demo:run_demo"
+    p = verb("demo", "run the pipeline on the embedded defaults", cmd_demo)
     p.add_argument("--out", default="demo-output")
     p.add_argument("--images", default=None, help="image folder (default: embedded demo photos)")
-    p.add_argument("--model", default="efficientnet-lite0")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--steps", type=int, default=None, help="visualization steps (default: the quick preset's)")
-    p.add_argument("--image-sets", type=int, default=3, help="image sets per unit in the stimulus package")
-    p.add_argument("--stride", type=int, default=2, help="occlusion stride in pixels")
-    p.add_argument("--participants", type=int, default=10, help="simulated participants per condition")
-    p.set_defaults(func=cmd_demo)
+    _setting(p, "--image-sets", f"{demo}.image_sets", "image sets per unit in the stimulus package", type=int)
+    _setting(p, "--stride", f"{demo}.stride", "occlusion stride in pixels", type=int)
+    _setting(p, "--participants", f"{demo}.participants", "simulated participants per condition", type=int)
     return parser
 
 

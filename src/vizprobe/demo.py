@@ -6,18 +6,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from vizprobe.analysis import analyze, run_baselines
+from vizprobe import DEFAULT_MODEL
+from vizprobe.analysis import analyze
 from vizprobe.images import demo_images_dir
 from vizprobe.models import load_model
-from vizprobe.observers.answer import answer_package, predicted_accuracy
+from vizprobe.observers.answer import answer_package, predicted_accuracy, run_baselines
 from vizprobe.observers.similarity import SimilarityObserver
 from vizprobe.observers.simulate import simulate
 from vizprobe.responses import write_responses
 from vizprobe.scan import scan
 from vizprobe.scan.sheet import write_contact_sheets
 from vizprobe.stimuli import BuildSettings, build_stimuli
-from vizprobe.stimuli.inspect import inspect_package
-from vizprobe.synthesis import preset, render
+from vizprobe.stimuli.pictures import inspect_package
+from vizprobe.synthesis import preset, render_units
 from vizprobe.synthesis.store import overview_sheet, save_visualizations
 
 # Units from several depths of EfficientNet-Lite0 (early, middle, late blocks).
@@ -28,7 +29,7 @@ DEMO_UNITS = ["_blocks.2:3", "_blocks.5:10", "_blocks.8:12", "_blocks.12:7"]
 def run_demo(
     out: str | Path = "demo-output",
     images: str | Path | None = None,
-    model: str = "efficientnet-lite0",
+    model: str = DEFAULT_MODEL,
     device: str = "auto",
     progress: bool = True,
     steps: int | None = None,
@@ -48,7 +49,7 @@ def run_demo(
     for sheet in sheets:
         print(f"      {sheet}")
     print("[3/7] feature visualizations (preset quick, 9 per unit) for the demo units")
-    rendering = render(loaded, DEMO_UNITS, preset("quick", steps=steps, per_unit=9), progress=progress)
+    rendering = render_units(loaded, DEMO_UNITS, preset("quick", steps=steps, per_unit=9), progress=progress)
     index = save_visualizations(rendering, out / "visualizations", loaded, result)
     overview_sheet(out / "visualizations", result).save(out / "overview.png")
     for entry in index["units"]:
@@ -73,7 +74,7 @@ def run_demo(
     text, pictures = inspect_package(out / "stimuli")
     print("      " + text.replace("\n", "\n      "))
     print("[5/7] machine observers (similarity) and baselines answer every trial of every condition")
-    observer = SimilarityObserver(device=device)
+    observer = SimilarityObserver(device=loaded.device)
     machine = pd.concat([answer_package(out / "stimuli", observer), run_baselines(out / "stimuli")])
     write_responses(machine, out / "machine-responses.csv")
     for row in predicted_accuracy(machine[machine["is_catch"] == 0]).itertuples():

@@ -29,6 +29,11 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise VizprobeError(f"unknown device {spec!r}; use one of auto, cpu, cuda")
 
 
-def default_batch_size(device: torch.device) -> int:
-    """Batch size for inference: small on the CPU (fits the caches: 4 was fastest, see benchmarks/), large on a GPU."""
-    return 128 if device.type == "cuda" else 4
+# Inference batch sizes by device type: small on the CPU (fits the caches: 4 was fastest, benchmarks/README.md).
+BATCH_SIZES = {"cpu": 4, "cuda": 128}
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Batch size for inference on `device` (a torch device or its type)."""
+    kind = device if isinstance(device, str) else device.type
+    return BATCH_SIZES.get(kind, BATCH_SIZES["cpu"])

@@ -14,9 +14,8 @@ import pandas as pd
 
 from .errors import VizprobeError
 from .files import atomic_write_text
+from .stimuli.manifest import CONDITIONS
 
-RESPONSES_FORMAT_VERSION = 1
-CONDITIONS = ("synthetic", "natural", "mixed", "blur", "none")
 EXPERTISE = ("lay", "expert", "machine")
 
 
@@ -29,7 +28,6 @@ class Column:
     doc: str
     choices: tuple | None = None
     low: float | None = None
-    high: float | None = None
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -89,8 +87,6 @@ def _coerce(value, column: Column, row: int):
             out = number
         if column.low is not None and out < column.low:
             raise bad(f"must be >= {column.low:g}")
-        if column.high is not None and out > column.high:
-            raise bad(f"must be <= {column.high:g}")
     if column.choices is not None and out not in column.choices:
         raise bad(f"must be one of {', '.join(map(str, column.choices))}")
     return out

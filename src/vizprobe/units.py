@@ -2,28 +2,39 @@
 
 A unit's activation on an image is the spatial mean of one channel of one layer's output
 (`channel_mean`). Scan, synthesis, occlusion and observers all go through this module.
+
+A unit's canonical form names its layer by module path (`_blocks.8:12`, never the alias `block8:12`);
+`LoadedModel.resolve_unit` turns any spelling into it once, and seeds, file names, index and manifest
+keys all use `str(unit)` of the canonical form. What the user typed stays as `label`, for display.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used, so readers of units (analysis, server) stay light
+    import torch
+    from torch import nn
 
 from vizprobe.errors import VizprobeError
+from vizprobe.files import safe_name
 
 _UNIT_RE = re.compile(r"^\s*(?P<layer>[^:\s]+)\s*:\s*(?P<channel>\d+)\s*$")
 
 
 @dataclass(frozen=True, order=True)
 class Unit:
-    """One channel of one layer; `layer` is a module path or a registered alias, as written."""
+    """One channel of one layer; `layer` is a module path (canonical) or, before resolution, an alias.
+
+    `label` is how the user wrote the unit; it is for display only and takes no part in equality.
+    """
 
     layer: str
     channel: int
+    label: str | None = field(default=None, compare=False)
 
     @classmethod
     def parse(cls, text: str | Unit) -> Unit:
@@ -37,6 +48,25 @@ class Unit:
 
     def __str__(self) -> str:
         return f"{self.layer}:{self.channel}"
+
+    @property
+    def display(self) -> str:
+        """The spelling the user chose (an alias, say), else the canonical one."""
+        return self.label or str(self)
+
+    @property
+    def folder(self) -> str:
+        """A file-system-safe name (`_blocks.8_0012`), used for the unit's folders in every output."""
+        return f"{safe_name(self.layer)}_{self.channel:04d}"
+
+
+def unit_layer(unit: str | Unit) -> str:
+    """The layer part of a unit (`mixed4a/3x3:12` -> `mixed4a/3x3`), for tables without a manifest; a name
+    that is not LAYER:CHANNEL (another study's unit ids) is its own layer."""
+    if isinstance(unit, Unit):
+        return unit.layer
+    match = _UNIT_RE.match(unit)
+    return match["layer"] if match else unit.strip()
 
 
 def parse_units(text: str | Iterable[str | Unit]) -> list[Unit]:
@@ -123,6 +153,8 @@ def discover_layers(model: nn.Module, input_size: int, device: torch.device) -> 
     Modules reused within one pass (a shared activation function, say) have no single output and
     are left out.
     """
+    import torch
+
     calls: dict[str, list[torch.Size]] = {}
     kinds = {}
     handles = []

@@ -1,13 +1,11 @@
 """Analysis of responses: exclusion, accuracy, baselines, error consistency, and the report."""
 
 from vizprobe.analysis.accuracy import StatsSettings, accuracy_table, pairwise_tests, summarize
-from vizprobe.analysis.baselines import BASELINES, run_baselines, spectral_residual
 from vizprobe.analysis.consistency import error_consistency, kappa, kappa_matrix
 from vizprobe.analysis.exclusion import ExclusionCriteria, apply_exclusion
 from vizprobe.analysis.report import analyze, compute, load_responses
 
 __all__ = [
-    "BASELINES",
     "ExclusionCriteria",
     "StatsSettings",
     "accuracy_table",
@@ -19,7 +17,5 @@ __all__ = [
     "kappa_matrix",
     "load_responses",
     "pairwise_tests",
-    "run_baselines",
-    "spectral_residual",
     "summarize",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from vizprobe.analysis.groups import human_rows
-from vizprobe.responses import CONDITIONS
+from vizprobe.stimuli.manifest import ordered_conditions
 
 KEY = ["condition", "participant_id"]
 
@@ -119,7 +119,7 @@ def apply_exclusion(frame: pd.DataFrame, criteria: ExclusionCriteria | None = No
     result.kept = frame[~drop].copy()
     result.excluded = sorted(pid for _, pid in failed)
     counts = participants["condition"].value_counts()
-    for condition in (c for c in CONDITIONS if c in counts):
+    for condition in ordered_conditions(counts.index):
         n_out = sum(1 for cond, _ in failed if cond == condition)
         n = int(counts[condition])
         result.per_condition[condition] = {"before": n, "excluded": n_out, "after": n - n_out}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from vizprobe.responses import CONDITIONS
+from vizprobe.stimuli.manifest import ordered_conditions
 
 
 def human_rows(frame: pd.DataFrame) -> pd.Series:
@@ -55,5 +55,4 @@ def with_groups(frame: pd.DataFrame) -> pd.DataFrame:
 
 def group_order(groups: pd.Series) -> list[str]:
     """Human conditions in the paper's order first, then the machine labels sorted."""
-    present = set(groups.dropna().astype(str))
-    return [c for c in CONDITIONS if c in present] + sorted(present - set(CONDITIONS))
+    return ordered_conditions(groups.dropna().astype(str))

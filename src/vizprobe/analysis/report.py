@@ -24,15 +24,17 @@ from vizprobe.analysis.accuracy import (
     participant_accuracy,
     summarize,
 )
-from vizprobe.analysis.baselines import BASELINES, SaliencyModel, run_baselines
 from vizprobe.analysis.consistency import kappa_matrix
 from vizprobe.analysis.exclusion import ExclusionCriteria, apply_exclusion
 from vizprobe.analysis.groups import group_order, main_trials, with_groups
 from vizprobe.analysis.html import render_html
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_json, atomic_write_text, staged_dir
-from vizprobe.responses import CONDITIONS, read_responses, validate_responses
-from vizprobe.stimuli.manifest import load_manifest
+from vizprobe.observers.answer import run_baselines
+from vizprobe.observers.baselines import BASELINES, SaliencyModel
+from vizprobe.responses import read_responses, validate_responses
+from vizprobe.stimuli.manifest import Manifest
+from vizprobe.units import unit_layer
 
 REPORT_VERSION = 1
 MARKER = "results.json"
@@ -52,16 +54,15 @@ def load_responses(responses: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, 
     return read_responses(text), text
 
 
-def _fill_from_manifest(frame: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+def _fill_from_manifest(frame: pd.DataFrame, manifest: Manifest) -> pd.DataFrame:
     """Fill missing unit/layer/image_set/is_catch/is_practice cells from the manifest, by trial_id."""
-    layers = {u["unit"]: u["layer"] for u in manifest["units"]}
-    known = {t["trial_id"]: t for t in manifest["trials"]}
+    known = manifest.trials
     fields = {
-        "unit": lambda t: t["unit"],
-        "layer": lambda t: layers.get(t["unit"], t["unit"].rsplit(":", 1)[0]),
-        "image_set": lambda t: t["image_set"],
-        "is_catch": lambda t: int(t["kind"] == "catch"),
-        "is_practice": lambda t: int(t["kind"] == "practice"),
+        "unit": lambda t: t.unit,
+        "layer": lambda t: manifest.layer_of(t.unit),
+        "image_set": lambda t: t.image_set,
+        "is_catch": lambda t: int(t.kind == "catch"),
+        "is_practice": lambda t: int(t.kind == "practice"),
     }
     out = frame.copy()
     for column, get in fields.items():
@@ -104,11 +105,11 @@ def _response_times(frame: pd.DataFrame, groups: Sequence[str], settings: StatsS
     return out, per
 
 
-def _levels(frame: pd.DataFrame, column: str, manifest: dict | None) -> list[str]:
+def _levels(frame: pd.DataFrame, column: str, manifest: Manifest | None) -> list[str]:
     """Layers or units in manifest order when a manifest is given, else sorted."""
     present = [str(v) for v in frame[column].dropna().unique()]
     if manifest is not None:
-        order = [u[column] if column in u else u["unit"] for u in manifest["units"]]
+        order = [getattr(u, column) for u in manifest.units.values()]
         return [v for v in dict.fromkeys(order) if v in present] + sorted(set(present) - set(order))
     return sorted(present)
 
@@ -139,7 +140,7 @@ def _machine_stats(main: pd.DataFrame, machines: Sequence[str], per: pd.DataFram
 
 def compute(
     frame: pd.DataFrame,
-    manifest: dict | None = None,
+    manifest: Manifest | None = None,
     baselines: pd.DataFrame | None = None,
     criteria: ExclusionCriteria | None = None,
     settings: StatsSettings = DEFAULT_STATS,
@@ -150,11 +151,11 @@ def compute(
     skipped: dict[str, str] = {}
     if manifest is not None:
         frame = _fill_from_manifest(frame, manifest)
-        unknown = set(frame["trial_id"]) - {t["trial_id"] for t in manifest["trials"]}
+        unknown = set(frame["trial_id"]) - set(manifest.trials)
         if unknown:
             skipped["trial_lookup"] = f"{len(unknown)} trial ids are not in the stimulus package (not looked up)"
     if "layer" not in frame.columns and "unit" in frame.columns:
-        frame = frame.assign(layer=frame["unit"].astype("string").str.rsplit(":", n=1).str[0])
+        frame = frame.assign(layer=frame["unit"].map(lambda u: unit_layer(u) if isinstance(u, str) else pd.NA))
     excluded = apply_exclusion(frame, criteria)
     for name, entry in excluded.criteria.items():
         if entry["skipped"]:
@@ -170,7 +171,7 @@ def compute(
     if main.empty:
         raise VizprobeError("the responses hold no main trials after exclusion; nothing to analyze")
     order = group_order(main["group"])
-    humans = [g for g in order if g in CONDITIONS and main.loc[main["group"] == g, "is_human"].any()]
+    humans = [g for g in order if main.loc[main["group"] == g, "is_human"].all()]
     machines = [g for g in order if g not in humans]
     per_participant = participant_accuracy(main)
     human_main = main[main["is_human"]]
@@ -248,8 +249,8 @@ def analyze(
 ) -> dict:
     """Analyze responses and write OUT_DIR/report.html, results.json and figures/ (PNG + SVG); return results."""
     frame, source = load_responses(responses)
-    manifest = load_manifest(stimuli) if stimuli is not None else None
-    rows = run_baselines(stimuli, baselines, settings.seed, saliency_model) if stimuli and baselines else None
+    manifest = Manifest.load(stimuli) if stimuli is not None else None
+    rows = run_baselines(manifest, baselines, settings.seed, saliency_model) if manifest and baselines else None
     results, tables = compute(frame, manifest, rows, criteria, settings, min_shared_trials)
     results["input"]["source"] = source
     results["input"]["stimuli"] = str(stimuli) if stimuli is not None else None

@@ -1,4 +1,8 @@
-"""The FastAPI app of `vizprobe serve`: the participant page, the stimulus images, the JSON API and the admin page."""
+"""The FastAPI app of `vizprobe serve`: the participant page, the stimulus images, the JSON API and the admin page.
+
+One router per area (pages, participant API, admin); handlers get the running `Experiment` through
+`Depends(experiment)` and return typed response models, so the OpenAPI schema at `/docs` documents the API.
+"""
 
 from __future__ import annotations
 
@@ -6,75 +10,82 @@ import hmac
 import html
 import secrets
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vizprobe.errors import VizprobeError
-from vizprobe.stimuli.manifest import load_manifest
+from vizprobe.stimuli.manifest import Manifest
 
 from .db import Database
 from .export import frame_from_session
-from .schemas import CompleteIn, EventIn, ResponseIn, SessionIn
+from .schemas import (
+    CompleteIn,
+    CompleteOut,
+    ConfigOut,
+    ErrorOut,
+    EventIn,
+    OkOut,
+    ProgressOut,
+    RespondOut,
+    ResponseIn,
+    SessionIn,
+    SessionState,
+)
 from .secret import default_secret_file
-from .service import PLATFORMS, ApiError, Experiment, Settings
+from .service import ApiError, Experiment
+from .settings import Settings
 
 STATIC_DIR = Path(__file__).with_name("static")
-
-
-def _error(status: int, error: str, message: str, **extra: object) -> JSONResponse:
-    return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
-
-
-def _check_options(n_practice: int, available: int, attempts: int, platform: str, timeout_s: float) -> None:
-    """Refuse impossible server options with one line naming the fix."""
-    if platform not in PLATFORMS:
-        raise VizprobeError(f"--platform {platform!r}: choose one of {', '.join(PLATFORMS)}")
-    if not 0 <= n_practice <= available:
-        raise VizprobeError(f"--practice {n_practice}: the package has {available} practice trials (0 skips)")
-    if attempts < 1:
-        raise VizprobeError(f"--practice-attempts {attempts}: must be at least 1")
-    if timeout_s <= 0:
-        raise VizprobeError("--task-timeout must be positive")
+ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 409, 422, 503)}
 
 
 def create_app(
     stimuli_dir: str | Path,
     db_url: str | None = None,
+    settings: Settings | None = None,
     *,
-    platform: str = "local",
-    completion_code: str | None = None,
-    practice: int | None = None,
-    practice_attempts: int = 5,
-    expert: bool = False,
     admin_token: str | None = None,
-    task_timeout_s: float = 30 * 60.0,
     secret_file: str | Path | None = None,
     static_dir: str | Path | None = None,
+    **options,
 ) -> FastAPI:
-    """Build the app for one stimulus package and database (created on first start; the manifest is stored in it)."""
-    stimuli_dir = Path(stimuli_dir)
-    manifest = load_manifest(stimuli_dir)
-    available = len(manifest.get("practice_trial_ids", []))
-    n_practice = available if practice is None else practice
-    _check_options(n_practice, available, practice_attempts, platform, task_timeout_s)
-    db = Database(db_url)
-    settings = Settings(platform, completion_code, n_practice, practice_attempts, expert, task_timeout_s)
-    experiment = Experiment(db, manifest, settings, Path(secret_file or default_secret_file(db.path)))
-    static = Path(static_dir or STATIC_DIR)
+    """Build the app for one stimulus package and database (created on first start; the manifest is stored in it).
 
-    app = FastAPI(title="vizprobe experiment", docs_url=None, redoc_url=None, openapi_url=None)
+    `settings` (or the same fields as keyword `options`, None meaning the default) are checked against the
+    package before anything is opened.
+    """
+    stimuli_dir = Path(stimuli_dir)
+    manifest = Manifest.load(stimuli_dir)
+    settings = (settings or Settings.from_options(**options)).checked(len(manifest.practice_ids))
+    db = Database(db_url)
+    experiment = Experiment(db, manifest, settings, Path(secret_file or default_secret_file(db.path)))
+    app = FastAPI(title="vizprobe experiment", version="1", docs_url="/docs", redoc_url=None)
     app.state.experiment, app.state.db = experiment, db
     app.state.admin_token = admin_token or secrets.token_urlsafe(16)
+    app.state.stimuli_dir, app.state.static_dir = stimuli_dir.resolve(), Path(static_dir or STATIC_DIR)
     _add_error_handlers(app)
-    _add_pages(app, stimuli_dir, experiment, static)
-    _add_api(app, experiment)
-    _add_admin(app, experiment)
+    app.mount("/static", StaticFiles(directory=app.state.static_dir, check_dir=False), name="static")
+    app.include_router(pages)
+    app.include_router(api, prefix="/api", responses=ERRORS)
+    app.include_router(admin, responses=ERRORS)
     return app
+
+
+def experiment(request: Request) -> Experiment:
+    """The running study (a dependency of every handler)."""
+    return request.app.state.experiment
+
+
+Study = Annotated[Experiment, Depends(experiment)]
+
+
+def _error(status: int, error: str, message: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -97,75 +108,85 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(exc.status_code, code, str(exc.detail))
 
 
-def _add_pages(app: FastAPI, stimuli_dir: Path, experiment: Experiment, static: Path) -> None:
-    """The participant page, its built scripts, and the manifest's images (nothing else from the package)."""
-    app.mount("/static", StaticFiles(directory=static, check_dir=False), name="static")
-
-    @app.get("/", include_in_schema=False)
-    def index() -> Response:
-        page = static / "index.html"
-        if not page.is_file():
-            return _error(503, "frontend_missing", "front end not built: run `make frontend`")
-        return FileResponse(page, headers={"Cache-Control": "no-cache"})
-
-    root = stimuli_dir.resolve()
-
-    @app.get("/stimuli/{path:path}", include_in_schema=False)
-    def stimulus(path: str) -> Response:
-        target = (root / path).resolve() if path in experiment.study.images else None
-        if target is None or not target.is_relative_to(root) or not target.is_file():
-            raise ApiError(404, "not_found", "no such stimulus image")
-        return FileResponse(target, headers={"Cache-Control": "public, max-age=86400, immutable"})
+# --- pages: the participant page and the manifest's images (nothing else from the package) ----------------------
+pages = APIRouter(include_in_schema=False)
 
 
-def _add_api(app: FastAPI, experiment: Experiment) -> None:
-    """The participant API of docs/experiment-api.md; each handler hands the checked body to the service."""
-
-    @app.get("/api/config")
-    def config() -> dict:
-        return experiment.config()
-
-    @app.post("/api/sessions")
-    def start(body: SessionIn) -> dict:
-        return experiment.start(body)
-
-    @app.post("/api/sessions/{sid}/events")
-    def event(sid: str, body: EventIn) -> dict:
-        return experiment.event(sid, body)
-
-    @app.post("/api/sessions/{sid}/responses")
-    def respond(sid: str, body: ResponseIn) -> dict:
-        return experiment.respond(sid, body)
-
-    @app.post("/api/sessions/{sid}/complete")
-    def complete(sid: str, body: CompleteIn) -> dict:
-        return experiment.complete(sid, body)
+@pages.get("/")
+def index(request: Request) -> Response:
+    page = request.app.state.static_dir / "index.html"
+    if not page.is_file():
+        return _error(503, "frontend_missing", "front end not built: run `make frontend`")
+    return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
 
-def _add_admin(app: FastAPI, experiment: Experiment) -> None:
-    """Progress and export behind the admin token (Bearer header or ?token=)."""
+@pages.get("/stimuli/{path:path}")
+def stimulus(path: str, request: Request, study: Study) -> Response:
+    root = request.app.state.stimuli_dir
+    target = (root / path).resolve() if path in study.study.images else None
+    if target is None or not target.is_relative_to(root) or not target.is_file():
+        raise ApiError(404, "not_found", "no such stimulus image")
+    return FileResponse(target, headers={"Cache-Control": "public, max-age=86400, immutable"})
 
-    def require_token(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token", "")
-        if not hmac.compare_digest(given.encode(), app.state.admin_token.encode()):
-            raise ApiError(401, "unauthorized", "admin routes need the admin token (printed by `vizprobe serve`)")
-        return given
 
-    @app.get("/api/admin/progress")
-    def progress(_: str = Depends(require_token)) -> dict:
-        return experiment.progress()
+# --- the participant API of docs/experiment-api.md: each handler hands the checked body to the service ------------
+api = APIRouter(tags=["participant"])
 
-    @app.get("/api/admin/export.csv")
-    def export_csv(_: str = Depends(require_token)) -> Response:
-        with experiment.db.tx() as s:
-            frame = frame_from_session(s)
-        headers = {"Content-Disposition": 'attachment; filename="responses.csv"'}
-        return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
 
-    @app.get("/admin", include_in_schema=False)
-    def admin_page(token: str = Depends(require_token)) -> HTMLResponse:
-        return HTMLResponse(admin_html(experiment.progress(), token))
+@api.get("/config", response_model=ConfigOut)
+def config(study: Study) -> dict:
+    return study.config()
+
+
+@api.post("/sessions", response_model=SessionState, response_model_exclude_unset=True)
+def start(body: SessionIn, study: Study) -> dict:
+    return study.start(body)
+
+
+@api.post("/sessions/{sid}/events", response_model=OkOut)
+def event(sid: str, body: EventIn, study: Study) -> dict:
+    return study.event(sid, body)
+
+
+@api.post("/sessions/{sid}/responses", response_model=RespondOut, response_model_exclude_unset=True)
+def respond(sid: str, body: ResponseIn, study: Study) -> dict:
+    return study.respond(sid, body)
+
+
+@api.post("/sessions/{sid}/complete", response_model=CompleteOut)
+def complete(sid: str, body: CompleteIn, study: Study) -> dict:
+    return study.complete(sid, body)
+
+
+# --- admin: progress and export behind the admin token (Bearer header or ?token=) -------------------------------
+def admin_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    given = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+    if not hmac.compare_digest(given.encode(), request.app.state.admin_token.encode()):
+        raise ApiError(401, "unauthorized", "admin routes need the admin token (printed by `vizprobe serve`)")
+    return given
+
+
+AdminToken = Annotated[str, Depends(admin_token)]
+admin = APIRouter(tags=["admin"])
+
+
+@admin.get("/api/admin/progress", response_model=ProgressOut)
+def progress(_: AdminToken, study: Study) -> dict:
+    return study.progress()
+
+
+@admin.get("/api/admin/export.csv", response_class=Response)
+def export_csv(_: AdminToken, study: Study) -> Response:
+    with study.db.tx() as s:
+        frame = frame_from_session(s)
+    headers = {"Content-Disposition": 'attachment; filename="responses.csv"'}
+    return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
+
+
+@admin.get("/admin", include_in_schema=False)
+def admin_page(token: AdminToken, study: Study) -> HTMLResponse:
+    return HTMLResponse(admin_html(study.progress(), token))
 
 
 def admin_html(progress: dict, token: str) -> str:

@@ -7,26 +7,24 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from .db import ACTIVE, COMPLETED, EXPIRED, FREE, RUNNING, Participant, Task
-
-DEFAULT_TIMEOUT_S = 30 * 60.0
+from .db import ParticipantSession, SessionStatus, Task, TaskState
 
 
 def release_abandoned(session: Session, now: datetime, timeout_s: float) -> int:
     """Return to the pool every running task whose session has been silent for longer than `timeout_s`."""
     cutoff = now - timedelta(seconds=timeout_s)
     expired = session.execute(
-        update(Participant)
-        .where(Participant.status == ACTIVE, Participant.last_active_at < cutoff)
-        .values(status=EXPIRED)
-        .returning(Participant.id)
+        update(ParticipantSession)
+        .where(ParticipantSession.status == SessionStatus.ACTIVE, ParticipantSession.last_active_at < cutoff)
+        .values(status=SessionStatus.EXPIRED)
+        .returning(ParticipantSession.id)
     )
     stale_ids = list(expired.scalars())
     if stale_ids:
         session.execute(
             update(Task)
-            .where(Task.state == RUNNING, Task.session_id.in_(stale_ids))
-            .values(state=FREE, session_id=None, started_at=None)
+            .where(Task.state == TaskState.RUNNING, Task.session_id.in_(stale_ids))
+            .values(state=TaskState.FREE, session_id=None, started_at=None)
         )
     return len(stale_ids)
 
@@ -34,7 +32,9 @@ def release_abandoned(session: Session, now: datetime, timeout_s: float) -> int:
 def taken_per_condition(session: Session) -> dict[str, int]:
     """Completed-or-running tasks per condition (conditions with none count 0)."""
     rows = session.execute(
-        select(Task.condition, func.count()).where(Task.state.in_((RUNNING, COMPLETED))).group_by(Task.condition)
+        select(Task.condition, func.count())
+        .where(Task.state.in_((TaskState.RUNNING, TaskState.COMPLETED)))
+        .group_by(Task.condition)
     )
     counts = {c: 0 for c in session.scalars(select(Task.condition).distinct())}
     counts.update(dict(rows.all()))
@@ -50,11 +50,16 @@ def claim_task(session: Session, session_id: str, now: datetime, *, skip_locked:
     """
     counts = taken_per_condition(session)
     for condition in sorted(counts, key=lambda c: (counts[c], c)):
-        query = select(Task).where(Task.condition == condition, Task.state == FREE).order_by(Task.position).limit(1)
+        query = (
+            select(Task)
+            .where(Task.condition == condition, Task.state == TaskState.FREE)
+            .order_by(Task.position)
+            .limit(1)
+        )
         if skip_locked:
             query = query.with_for_update(skip_locked=True)
         task = session.scalars(query).first()
         if task is not None:
-            task.state, task.session_id, task.started_at = RUNNING, session_id, now
+            task.state, task.session_id, task.started_at = TaskState.RUNNING, session_id, now
             return task
     return None

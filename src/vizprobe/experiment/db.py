@@ -28,8 +28,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from vizprobe.errors import VizprobeError
 
 DEFAULT_DB = "vizprobe-experiment.db"
-FREE, RUNNING, COMPLETED = "free", "running", "completed"
-ACTIVE, DONE, EXPIRED = "active", "completed", "expired"
+
+
+class TaskState:
+    """`Task.state`: free, running (handed to a session), or completed."""
+
+    FREE, RUNNING, COMPLETED = "free", "running", "completed"
+
+
+class SessionStatus:
+    """`ParticipantSession.status`: active, completed, or expired (its task was handed to someone else)."""
+
+    ACTIVE, COMPLETED, EXPIRED = "active", "completed", "expired"
 
 
 def utcnow() -> datetime:
@@ -60,14 +70,14 @@ class Task(Base):
     task_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     condition: Mapped[str] = mapped_column(String(20), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(10), default=FREE, index=True)
+    state: Mapped[str] = mapped_column(String(10), default=TaskState.FREE, index=True)
     session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
-class Participant(Base):
-    """A participant's session; the worker id and platform ids are kept only as HMACs."""
+class ParticipantSession(Base):
+    """A participant's session (table `sessions`); the worker id and platform ids are kept only as HMACs."""
 
     __tablename__ = "sessions"
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -78,7 +88,7 @@ class Participant(Base):
     condition: Mapped[str] = mapped_column(String(20))
     task_id: Mapped[str] = mapped_column(ForeignKey("tasks.task_id"))
     expertise: Mapped[str] = mapped_column(String(10))
-    status: Mapped[str] = mapped_column(String(10), default=ACTIVE)
+    status: Mapped[str] = mapped_column(String(10), default=SessionStatus.ACTIVE)
     consented_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     instruction_time_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     practice_attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
 
-from .db import Database, Participant, Response
+from .db import Database, ParticipantSession, Response
 from .study import load_study
 
 
@@ -21,25 +21,25 @@ def participant_label(pk: int) -> str:
 
 def frame_from_session(s: Session) -> pd.DataFrame:
     """One row per stored response, practice rows included, in session order then phase, attempt and index."""
-    _, study = load_study(s)
+    _, manifest = load_study(s)
     query = (
-        select(Response, Participant)
-        .join(Participant, Participant.id == Response.session_id)
-        .order_by(Participant.pk, Response.phase.desc(), Response.attempt, Response.trial_index)
+        select(Response, ParticipantSession)
+        .join(ParticipantSession, ParticipantSession.id == Response.session_id)
+        .order_by(ParticipantSession.pk, Response.phase.desc(), Response.attempt, Response.trial_index)
     )
     rows = []
     for r, p in s.execute(query):
-        trial = study.trials[r.trial_id]
+        trial = manifest.trials[r.trial_id]
         rows.append(
             {
                 "participant_id": participant_label(p.pk),
                 "condition": p.condition,
                 "task_id": p.task_id,
                 "trial_id": r.trial_id,
-                "unit": trial["unit"],
-                "layer": study.layers.get(trial["unit"], trial["unit"].rpartition(":")[0]),
-                "image_set": trial["image_set"],
-                "is_catch": int(trial["kind"] == "catch"),
+                "unit": trial.unit,
+                "layer": manifest.layer_of(trial.unit),
+                "image_set": trial.image_set,
+                "is_catch": int(trial.kind == "catch"),
                 "is_practice": int(r.phase == "practice"),
                 "choice": r.choice,
                 "correct": r.correct,

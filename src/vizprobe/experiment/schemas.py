@@ -72,3 +72,92 @@ class CompleteIn(BaseModel):
         if len(json.dumps(value)) > 20_000:
             raise ValueError("debrief is limited to 20000 characters")
         return value
+
+
+# --- responses: what the API returns (the OpenAPI schema at /docs documents them) ----------------------------
+# Fields a route may leave out (`correct` on main trials, say) are omitted, not null: routes use
+# `response_model_exclude_unset`.
+
+
+class ConfigOut(BaseModel):
+    platform: str = Field(description="one of vizprobe.experiment.settings.PLATFORMS")
+    practice_attempts: int
+    n_practice: int
+    texts: dict[str, str | list[str]] = Field(description="overrides of the page's texts (vizprobe serve --texts)")
+
+
+class TrialOut(BaseModel):
+    """A trial as the page shows it; `correct` only on practice trials (for feedback)."""
+
+    index: int
+    trial_id: str
+    kind: Literal["main", "catch", "practice"]
+    references: list[str]
+    query: str
+    options: list[str] = Field(min_length=2, max_length=2)
+    correct: Literal[0, 1] | None = None
+
+
+class PracticeAnswer(BaseModel):
+    trial_index: int
+    correct: Literal[0, 1]
+
+
+class SessionState(BaseModel):
+    """Everything the page needs to show (or resume) a session."""
+
+    session_id: str
+    condition: str
+    task_id: str
+    expertise: Literal["lay", "expert"]
+    consented: bool
+    instructions_done: bool
+    practice_passed: bool
+    practice_attempts: int
+    practice_answers: list[PracticeAnswer]
+    practice: list[TrialOut]
+    trials: list[TrialOut]
+    next_trial_index: int
+    completed: bool
+    completion_code: str | None
+    redirect_url: str | None
+
+
+class OkOut(BaseModel):
+    ok: bool
+
+
+class RespondOut(BaseModel):
+    """`correct` only for practice answers."""
+
+    stored: bool
+    duplicate: bool
+    next_trial_index: int
+    correct: Literal[0, 1] | None = None
+
+
+class CompleteOut(BaseModel):
+    completion_code: str
+    redirect_url: str | None
+
+
+class ConditionProgress(BaseModel):
+    tasks: int
+    completed: int
+    running: int
+    free: int
+    participants: int
+
+
+class ProgressOut(BaseModel):
+    conditions: dict[str, ConditionProgress]
+    responses: int
+    study_created: str
+
+
+class ErrorOut(BaseModel):
+    """Every error: a machine-readable code and one line for people."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+    message: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,14 +12,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vizprobe.stimuli.manifest import Manifest, Trial
+
 from .assignment import claim_task, release_abandoned
-from .db import ACTIVE, COMPLETED, DONE, EXPIRED, Database, Participant, Response, Study, Task, utcnow
+from .db import Database, ParticipantSession, Response, SessionStatus, Study, Task, TaskState, utcnow
 from .schemas import WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
 from .secret import keyed_hash, load_or_create_secret
-from .study import StudyManifest, open_study, trial_view
-
-PLATFORMS = ("local", "prolific", "mturk")
-PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc="
+from .settings import PROLIFIC_DONE, Settings
+from .study import open_study, trial_view
 
 
 class ApiError(Exception):
@@ -30,38 +30,27 @@ class ApiError(Exception):
         self.status, self.error, self.message, self.extra = status, error, message, extra
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The options of `vizprobe serve` that change what participants see or how tasks are handed out."""
-
-    platform: str = "local"
-    completion_code: str | None = None
-    n_practice: int = 3
-    practice_attempts: int = 5
-    expert: bool = False
-    task_timeout_s: float = 30 * 60.0
-
-
 class Experiment:
     """The running study: database, manifest, settings and the secret for worker-id HMACs."""
 
-    def __init__(self, db: Database, manifest: dict, settings: Settings, secret_file: Path) -> None:
-        self.db, self.settings, self.study = db, settings, StudyManifest(manifest)
+    def __init__(self, db: Database, manifest: Manifest, settings: Settings, secret_file: Path) -> None:
+        settings = settings.checked(len(manifest.practice_ids))
+        self.db, self.settings, self.study = db, settings, manifest
         self.secret = load_or_create_secret(secret_file)
         stored = {k: v for k, v in asdict(settings).items() if k != "completion_code"}
         with db.tx() as s:
             self.completion_code = open_study(s, manifest, stored, settings.completion_code).completion_code
 
     # --- helpers -----------------------------------------------------------------------------------------
-    def _session(self, s: Session, sid: str) -> Participant:
+    def _session(self, s: Session, sid: str) -> ParticipantSession:
         """The session row (locked on PostgreSQL); 404 when unknown, 409 when its task was handed to someone else."""
-        query = select(Participant).where(Participant.id == sid)
+        query = select(ParticipantSession).where(ParticipantSession.id == sid)
         if self.db.is_postgres:
             query = query.with_for_update()
         participant = s.scalars(query).one_or_none()
         if participant is None:
             raise ApiError(404, "unknown_session", "no such session; reload the page to start again")
-        if participant.status == EXPIRED:
+        if participant.status == SessionStatus.EXPIRED:
             raise ApiError(409, "session_expired", "this session timed out and its task went to someone else")
         return participant
 
@@ -69,7 +58,7 @@ class Experiment:
         rows = s.scalars(select(Response.trial_index).where(Response.session_id == sid, Response.phase == "main"))
         return set(rows)
 
-    def _practice_answers(self, s: Session, p: Participant) -> list[dict]:
+    def _practice_answers(self, s: Session, p: ParticipantSession) -> list[dict]:
         """The stored answers of the latest practice round, so that a reload can finish that round."""
         rows = s.execute(
             select(Response.trial_index, Response.correct)
@@ -81,12 +70,12 @@ class Experiment:
     def _redirect(self, code: str) -> str | None:
         return PROLIFIC_DONE + quote(code) if self.settings.platform == "prolific" else None
 
-    def state(self, s: Session, p: Participant) -> dict:
+    def state(self, s: Session, p: ParticipantSession) -> dict:
         """The SessionState of docs/experiment-api.md."""
         trials = self.study.task_trials(p.task_id)
         answered = self._answered(s, p.id)
         next_index = next((i for i in range(len(trials)) if i not in answered), len(trials))
-        done = p.status == DONE
+        done = p.status == SessionStatus.COMPLETED
         return {
             "session_id": p.id,
             "condition": p.condition,
@@ -99,7 +88,7 @@ class Experiment:
             "practice_answers": self._practice_answers(s, p),
             "practice": [
                 trial_view(t, i, p.condition, practice=True)
-                for i, t in enumerate(self.study.practice_trials(self.settings.n_practice))
+                for i, t in enumerate(self.study.practice_trials(self.settings.practice))
             ],
             "trials": [trial_view(t, i, p.condition, practice=False) for i, t in enumerate(trials)],
             "next_trial_index": next_index,
@@ -113,8 +102,8 @@ class Experiment:
         return {
             "platform": self.settings.platform,
             "practice_attempts": self.settings.practice_attempts,
-            "n_practice": self.settings.n_practice,
-            "texts": {},
+            "n_practice": self.settings.practice,
+            "texts": self.settings.texts,
         }
 
     def start(self, body: SessionIn) -> dict:
@@ -130,16 +119,18 @@ class Experiment:
         now = utcnow()
         with self.db.tx() as s:
             if body.resume:
-                p = s.scalars(select(Participant).where(Participant.id == body.resume)).one_or_none()
+                p = s.scalars(select(ParticipantSession).where(ParticipantSession.id == body.resume)).one_or_none()
                 if p is not None and (worker_hmac is None or p.worker_hmac in (None, worker_hmac)):
-                    if p.status == EXPIRED:
+                    if p.status == SessionStatus.EXPIRED:
                         raise ApiError(403, "session_expired", "this session timed out; thank you for your interest")
                     p.last_active_at = now
                     return self.state(s, p)
             if worker_hmac is not None:
-                p = s.scalars(select(Participant).where(Participant.worker_hmac == worker_hmac)).one_or_none()
+                p = s.scalars(
+                    select(ParticipantSession).where(ParticipantSession.worker_hmac == worker_hmac)
+                ).one_or_none()
                 if p is not None:
-                    if p.status != ACTIVE:
+                    if p.status != SessionStatus.ACTIVE:
                         raise ApiError(403, "already_participated", "you have already taken part in this study")
                     p.last_active_at = now
                     return self.state(s, p)
@@ -149,7 +140,7 @@ class Experiment:
             if task is None:
                 raise ApiError(503, "no_tasks", "all tasks of this study are taken; thank you for your interest")
             ids = {k: keyed_hash(self.secret, v) for k, v in sorted(body.platform_ids.items())}
-            p = Participant(
+            p = ParticipantSession(
                 id=sid,
                 worker_hmac=worker_hmac,
                 platform=self.settings.platform,
@@ -175,11 +166,11 @@ class Experiment:
             p.last_active_at = utcnow()
         return {"ok": True}
 
-    def _trial(self, p: Participant, body: ResponseIn) -> dict:
+    def _trial(self, p: ParticipantSession, body: ResponseIn) -> Trial:
         """The manifest trial a response answers; 422 when index or attempt is out of range."""
         if body.phase == "practice":
             trials, attempts = (
-                self.study.practice_trials(self.settings.n_practice),
+                self.study.practice_trials(self.settings.practice),
                 (1, self.settings.practice_attempts),
             )
         else:
@@ -199,14 +190,14 @@ class Experiment:
             old = s.scalars(select(Response).where(*key, Response.trial_index == body.trial_index)).one_or_none()
             if old is not None and (old.choice, old.confidence) != (body.choice, body.confidence):
                 raise ApiError(409, "conflicting_duplicate", "this trial already has a different answer")
-            correct = old.correct if old is not None else int(body.choice == trial["correct"])
+            correct = old.correct if old is not None else int(body.choice == trial.correct)
             if old is None:
-                s.add(Response(session_id=sid, trial_id=trial["trial_id"], correct=correct, **body.model_dump()))
+                s.add(Response(session_id=sid, trial_id=trial.trial_id, correct=correct, **body.model_dump()))
                 s.flush()
                 if body.phase == "practice":
                     p.practice_attempts = max(p.practice_attempts, body.attempt)
                     right = s.scalar(select(func.count()).where(*key, Response.correct == 1))
-                    p.practice_passed = p.practice_passed or right == self.settings.n_practice
+                    p.practice_passed = p.practice_passed or right == self.settings.practice
             p.last_active_at = utcnow()
             result = {"stored": True, "duplicate": old is not None}
             if body.phase == "practice":
@@ -220,17 +211,17 @@ class Experiment:
         """Close the session and hand out the completion code, only when every main and catch answer is stored."""
         with self.db.tx() as s:
             p = self._session(s, sid)
-            if p.status != DONE:
+            if p.status != SessionStatus.COMPLETED:
                 answered = self._answered(s, sid)
                 missing = [i for i in range(len(self.study.task_trials(p.task_id))) if i not in answered]
                 if missing:
                     raise ApiError(409, "incomplete", f"{len(missing)} trial(s) have no stored answer", missing=missing)
                 now = utcnow()
-                p.status, p.completed_at, p.last_active_at = DONE, now, now
+                p.status, p.completed_at, p.last_active_at = SessionStatus.COMPLETED, now, now
                 p.total_time_s, p.debrief_json = body.total_time_s, json.dumps(body.debrief)
                 p.completion_code = self.completion_code
                 task = s.get(Task, p.task_id)
-                task.state, task.completed_at = COMPLETED, now
+                task.state, task.completed_at = TaskState.COMPLETED, now
             return {"completion_code": p.completion_code, "redirect_url": self._redirect(p.completion_code)}
 
     def progress(self) -> dict:
@@ -245,7 +236,9 @@ class Experiment:
                 )
                 row["tasks"] += n
                 row[state] += n
-            for condition, n in s.execute(select(Participant.condition, func.count()).group_by(Participant.condition)):
+            for condition, n in s.execute(
+                select(ParticipantSession.condition, func.count()).group_by(ParticipantSession.condition)
+            ):
                 out[condition]["participants"] = n
             responses = s.scalar(select(func.count()).select_from(Response))
             study = s.get(Study, 1)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from vizprobe import DEFAULT_MODEL
 from vizprobe.device import resolve_device
 from vizprobe.errors import VizprobeError
 from vizprobe.models.preprocessing import Preprocessing
-from vizprobe.units import LayerInfo, LayerTap, Unit, channel_mean, discover_layers
+from vizprobe.units import LayerInfo, LayerTap, Unit, channel_mean, discover_layers, parse_units
 
 Builder = Callable[[Path | None], nn.Module]
 
@@ -68,7 +70,7 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def load_model(
-    name: str = "efficientnet-lite0", weights: str | Path | None = None, device: str | torch.device = "auto"
+    name: str = DEFAULT_MODEL, weights: str | Path | None = None, device: str | torch.device = "auto"
 ) -> LoadedModel:
     """Build a model from the zoo in eval mode on `device`, with its weights loaded from local disk."""
     spec = get_spec(name)
@@ -125,15 +127,36 @@ class LoadedModel:
         hint = f"close matches: {', '.join(close)}" if close else "run `vizprobe layers` to list them"
         raise VizprobeError(f"model {self.name!r} has no layer {name!r}; {hint}")
 
-    def resolve_unit(self, unit: Unit | str) -> tuple[LayerInfo, int]:
-        """The layer and channel of a unit, checked against the layer's channel count."""
-        unit = Unit.parse(unit)
-        info = self.layer(unit.layer)
-        if not 0 <= unit.channel < info.channels:
+    def resolve_unit(self, unit: Unit | str) -> Unit:
+        """The canonical unit (layer as module path), checked against the layer's channel count.
+
+        The spelling given (an alias, say) is kept as the unit's `label`, for display only.
+        """
+        given = Unit.parse(unit)
+        info = self.layer(given.layer)
+        if not 0 <= given.channel < info.channels:
             raise VizprobeError(
-                f"unit {unit}: layer {unit.layer!r} has channels 0..{info.channels - 1}; pick one of those"
+                f"unit {given}: layer {given.layer!r} has channels 0..{info.channels - 1}; pick one of those"
             )
-        return info, unit.channel
+        label = given.label or (str(given) if given.layer != info.path else None)
+        return Unit(info.path, given.channel, label)
+
+    def resolve_units(self, units: str | Iterable[Unit | str]) -> list[Unit]:
+        """Canonical units of a comma-separated string or a list, each checked; a unit named twice is an error."""
+        resolved = [self.resolve_unit(u) for u in parse_units(units)]
+        seen: dict[Unit, Unit] = {}
+        for unit in resolved:
+            if unit in seen:
+                raise VizprobeError(f"unit {unit.display} is named twice (also as {seen[unit].display}); name it once")
+            seen[unit] = unit
+        return resolved
+
+    def to(self, device: str | torch.device) -> LoadedModel:
+        """The same model on `device`, as a new object: the caller's network stays where it is."""
+        dev = resolve_device(device)
+        if dev == self.device:
+            return replace(self)
+        return replace(self, net=copy.deepcopy(self.net).to(dev), device=dev)
 
     def tap(self, layer_names: list[str]) -> LayerTap:
         """A tap on the named layers (paths or aliases), cutting the forward pass after the last."""
@@ -142,6 +165,6 @@ class LoadedModel:
     def unit_activations(self, images: torch.Tensor, units: list[Unit | str]) -> torch.Tensor:
         """(N, U) activations of `units` on preprocessed `images` (gradients flow if enabled)."""
         resolved = [self.resolve_unit(u) for u in units]
-        outputs = LayerTap(self.net, [info.path for info, _ in resolved])(images.to(self.device))
-        columns = [channel_mean(outputs[info.path][:, ch : ch + 1])[:, 0] for info, ch in resolved]
+        outputs = LayerTap(self.net, [u.layer for u in resolved])(images.to(self.device))
+        columns = [channel_mean(outputs[u.layer][:, u.channel : u.channel + 1])[:, 0] for u in resolved]
         return torch.stack(columns, dim=1)

@@ -1,25 +1,46 @@
-"""Machine observers: answer trials from what a participant sees, to predict human performance.
+"""Machine observers and baselines: answer trials from what a participant sees, to predict human performance.
 
-The answering, simulation and power functions (and the similarity observer, which needs torch) are
-imported on first use, so `vizprobe.observers.base` stays light for the analysis and the server.
+One registry (`register_observer`, `get_observer`, `list_observers`) holds the baselines and the machine
+observers. The answering, simulation and power functions (and the similarity observer, which needs torch)
+are imported on first use, so `vizprobe.observers.base` stays light for the analysis and the server.
 """
 
 from importlib import import_module
 
-from vizprobe.observers.base import Observer, TrialView, get_observer, list_observers, register_observer, trial_views
+from vizprobe.observers.base import (
+    Observer,
+    TrialView,
+    get_observer,
+    list_observers,
+    observer_entry,
+    register_observer,
+    trial_views,
+)
 
 _LAZY = {
     "answer_package": "answer",
     "predict_package": "answer",
     "predicted_accuracy": "answer",
-    "as_observer": "answer",
+    "run_baselines": "answer",
+    "BASELINES": "baselines",
+    "spectral_residual": "baselines",
     "power_analysis": "power",
     "closed_form_participants": "power",
+    "simulate": "simulate",
     "SimilarityObserver": "similarity",
     "FeatureEmbedder": "embedding",
 }
 
-__all__ = ["Observer", "TrialView", "get_observer", "list_observers", "register_observer", "trial_views", *_LAZY]
+__all__ = [
+    "Observer",
+    "TrialView",
+    "get_observer",
+    "list_observers",
+    "observer_entry",
+    "register_observer",
+    "trial_views",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):

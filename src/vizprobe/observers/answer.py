@@ -4,11 +4,14 @@ Rows: `participant_id` = `machine:NAME` (`machine:NAME:K` when several sampled p
 `observer` = NAME, `expertise` = `machine`, `task_id` NA (a machine answers every trial, not a task), `choice`
 the argmax of `p_right` (ties: a seeded coin per trial), `confidence` 1-3 from |p_right - 1/2|, and `correct`
 from the manifest, which only this scorer reads, after the observer has answered.
+
+Baselines (`run_baselines`) are observers answering the main trials of one condition, labelled
+`baseline:NAME` (participant and observer), in the condition `none` when the package has it: they ignore
+references, so their answers are the same in every condition. `analyze` shows each as its own group.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,27 +20,10 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from vizprobe.errors import VizprobeError
-from vizprobe.observers.base import _OBSERVERS, Observer, get_observer, trial_views
-from vizprobe.responses import COLUMN_NAMES, CONDITIONS, validate_responses
-from vizprobe.stimuli.manifest import load_manifest
-
-
-def package_conditions(manifest: dict) -> list[str]:
-    """The conditions a package has tasks for, in the paper's order."""
-    present = {task["condition"] for task in manifest["tasks"]}
-    return [c for c in CONDITIONS if c in present]
-
-
-def as_observer(observer: Observer | str, device: str | None = None) -> Observer:
-    """An observer from an instance or a registered name; `device` goes to observers whose factory takes one."""
-    if not isinstance(observer, str):
-        return observer
-    import vizprobe.analysis.baselines  # noqa: F401  (the built-in observers register on import)
-    import vizprobe.observers.similarity  # noqa: F401
-
-    factory = _OBSERVERS.get(observer)
-    takes_device = factory is not None and "device" in inspect.signature(factory).parameters
-    return get_observer(observer, **({"device": device} if device and takes_device else {}))
+from vizprobe.observers.base import Observer, as_manifest, get_observer, trial_views
+from vizprobe.observers.baselines import BASELINES, SaliencyModel, choices_from_probabilities
+from vizprobe.responses import COLUMN_NAMES, validate_responses
+from vizprobe.stimuli.manifest import Manifest
 
 
 def in_format_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -47,20 +33,17 @@ def in_format_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def predict_package(
-    package: str | Path,
+    package: str | Path | Manifest,
     observer: Observer | str,
     conditions: Sequence[str] | None = None,
     kinds: Sequence[str] = ("main", "catch"),
-    manifest: dict | None = None,
 ) -> pd.DataFrame:
     """P(choose right) of `observer` for every trial of `kinds` in every condition (one batch per condition)."""
-    package = Path(package)
-    manifest = manifest if manifest is not None else load_manifest(package)
-    observer = as_observer(observer)
-    conditions = list(conditions) if conditions else package_conditions(manifest)
+    manifest = as_manifest(package)
+    observer = get_observer(observer, manifest=manifest)
     frames = []
-    for condition in conditions:
-        views = trial_views(package, condition, kinds, manifest=manifest)
+    for condition in list(conditions) if conditions else manifest.conditions:
+        views = trial_views(manifest, condition, kinds)
         p = np.asarray(observer.predict(views), dtype=np.float64)
         if p.shape != (len(views),) or not np.all((p >= 0) & (p <= 1)):
             raise VizprobeError(f"observer {observer.name!r} must return one probability in [0, 1] per trial")
@@ -77,48 +60,69 @@ def confidence_from_p(p: np.ndarray) -> np.ndarray:
     return 1 + np.minimum(2, np.floor(np.abs(np.asarray(p) - 0.5) * 6)).astype(int)
 
 
-def correct_answers(manifest: dict) -> dict[str, int]:
-    """The scorer's key: trial id -> the more activating option (0 left, 1 right)."""
-    return {t["trial_id"]: int(t["correct"]) for t in manifest["trials"]}
-
-
 def answer_package(
-    package: str | Path,
+    package: str | Path | Manifest,
     observer: Observer | str,
     conditions: Sequence[str] | None = None,
     kinds: Sequence[str] = ("main", "catch"),
     participants: int = 1,
     seed: int = 0,
+    label: str | None = None,
 ) -> pd.DataFrame:
     """The observer's answers to every trial and condition as responses rows (see the module doc).
 
     With `participants` > 1 each machine participant samples its choices from `p_right` (seeded) instead
-    of taking the argmax, e.g. to give the error-consistency analysis several machine answers.
+    of taking the argmax, e.g. to give the error-consistency analysis several machine answers. `label`
+    replaces `machine:NAME` as participant id and observer name (the baselines use `baseline:NAME`).
     """
-    from vizprobe.analysis.baselines import choices_from_probabilities
-
-    manifest = load_manifest(package)
-    observer = as_observer(observer)
-    predicted = predict_package(package, observer, conditions, kinds, manifest=manifest)
-    key = correct_answers(manifest)
+    manifest = as_manifest(package)
+    observer = get_observer(observer, manifest=manifest)
+    predicted = predict_package(manifest, observer, conditions, kinds)
+    key = manifest.correct_answers()
     rng = np.random.default_rng(seed)
     frames = []
     for k in range(participants):
         p = predicted["p_right"].to_numpy()
         if participants == 1:
             choice = choices_from_probabilities(p, predicted["trial_id"].tolist(), seed=seed)
-            pid = f"machine:{observer.name}"
+            pid = label or f"machine:{observer.name}"
         else:
             choice = (rng.random(len(p)) < p).astype(int)
-            pid = f"machine:{observer.name}:{k}"
+            pid = f"{label or f'machine:{observer.name}'}:{k}"
         rows = predicted.assign(
             participant_id=pid, task_id=pd.NA, is_catch=(predicted["kind"] == "catch").astype(int),
             is_practice=(predicted["kind"] == "practice").astype(int), choice=choice,
             correct=(choice == predicted["trial_id"].map(key).to_numpy()).astype(int),
-            confidence=confidence_from_p(p), expertise="machine", observer=observer.name,
+            confidence=confidence_from_p(p), expertise="machine", observer=label or observer.name,
         )  # fmt: skip
         frames.append(rows.drop(columns="kind"))
     return validate_responses(in_format_order(pd.concat(frames, ignore_index=True)))
+
+
+def baseline_condition(manifest: Manifest) -> str:
+    """`none` if the package has it, else its first condition (baselines ignore references)."""
+    return "none" if "none" in manifest.conditions or not manifest.conditions else manifest.conditions[0]
+
+
+def run_baselines(
+    package: str | Path | Manifest,
+    names: Sequence[str] = BASELINES,
+    seed: int = 0,
+    saliency_model: SaliencyModel | None = None,
+) -> pd.DataFrame:
+    """Responses rows: every named baseline's answer to every main trial of `package` (see the module doc)."""
+    manifest = as_manifest(package)
+    condition = baseline_condition(manifest)
+    if not manifest.trials_of(["main"]):
+        raise VizprobeError(f"stimulus package {manifest.package} has no main trials for the baselines")
+    frames = []
+    for name in names:
+        options = {"seed": seed} if name == "random" else {}
+        if name == "saliency" and saliency_model is not None:
+            options = {"model": saliency_model}
+        observer = get_observer(name, manifest=manifest, **options)
+        frames.append(answer_package(manifest, observer, [condition], ("main",), seed=seed, label=f"baseline:{name}"))
+    return pd.concat(frames, ignore_index=True)
 
 
 def predicted_accuracy(responses: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vizprobe.errors import VizprobeError
-from vizprobe.stimuli.manifest import CONDITIONS, load_manifest
+from vizprobe.stimuli.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -35,38 +35,31 @@ class TrialView:
     image_size: int
 
 
-def trial_views(
-    package: str | Path, condition: str, kinds: Sequence[str] = ("main",), manifest: dict | None = None
-) -> list[TrialView]:
+def as_manifest(package: str | Path | Manifest) -> Manifest:
+    """A loaded manifest from a package folder (or the manifest itself)."""
+    return package if isinstance(package, Manifest) else Manifest.load(package)
+
+
+def trial_views(package: str | Path | Manifest, condition: str, kinds: Sequence[str] = ("main",)) -> list[TrialView]:
     """The package's trials of the given kinds as seen in `condition`, in manifest order."""
-    if condition not in CONDITIONS:
-        raise VizprobeError(f"unknown condition {condition!r}; choose from {', '.join(CONDITIONS)}")
-    package = Path(package)
-    manifest = manifest if manifest is not None else load_manifest(package)
-    layers = {u["unit"]: u["layer"] for u in manifest["units"]}
-    views = []
-    for trial in manifest["trials"]:
-        if trial["kind"] not in kinds:
-            continue
-        if condition != "none" and condition not in trial["references"]:
-            raise VizprobeError(f"the package has no {condition!r} references; build it with that condition")
-        left, right = trial["options"]
-        views.append(
-            TrialView(
-                trial_id=trial["trial_id"],
-                kind=trial["kind"],
-                condition=condition,
-                unit=trial["unit"],
-                layer=layers.get(trial["unit"], trial["unit"].rsplit(":", 1)[0]),
-                image_set=int(trial["image_set"]),
-                references=tuple(package / r for r in trial["references"].get(condition, [])),
-                query=package / trial["base_image"],
-                options=(package / left["image"], package / right["image"]),
-                patches=tuple(tuple(o["patch"]) if o["patch"] is not None else None for o in (left, right)),
-                image_size=int(manifest["image_size"]),
-            )
+    manifest = as_manifest(package)
+    manifest.check_condition(condition)
+    return [
+        TrialView(
+            trial_id=trial.trial_id,
+            kind=trial.kind,
+            condition=condition,
+            unit=trial.unit,
+            layer=manifest.layer_of(trial.unit),
+            image_set=trial.image_set,
+            references=tuple(manifest.path(r) for r in trial.references_for(condition)),
+            query=manifest.path(trial.base_image),
+            options=(manifest.path(trial.options[0].image), manifest.path(trial.options[1].image)),
+            patches=(trial.options[0].patch, trial.options[1].patch),
+            image_size=manifest.image_size,
         )
-    return views
+        for trial in manifest.trials_of(kinds)
+    ]
 
 
 class Observer(ABC):
@@ -80,20 +73,72 @@ class Observer(ABC):
         """Probability of choosing the right-hand option (choice 1) for each view, shape (len(views),)."""
 
 
-_OBSERVERS: dict[str, Callable[..., Observer]] = {}
+@dataclass(frozen=True)
+class ObserverEntry:
+    """A registered observer: how to make it, and what it needs from the caller.
+
+    `uses_device`: its factory takes `device=` (it runs a network). `privileged`: its factory takes
+    `manifest=` and reads the correct answers (the oracle), so it bounds what an observer can reach.
+    """
+
+    name: str
+    factory: Callable[..., Observer]
+    description: str = ""
+    uses_device: bool = False
+    privileged: bool = False
 
 
-def register_observer(name: str, factory: Callable[..., Observer]) -> Callable[..., Observer]:
-    """Make an observer available by name to `vizprobe simulate`, `analyze` and the demo."""
-    _OBSERVERS[name] = factory
+_REGISTRY: dict[str, ObserverEntry] = {}
+
+
+def register_observer(
+    name: str, factory: Callable[..., Observer], description: str = "", *, uses_device: bool = False,
+    privileged: bool = False,
+) -> Callable[..., Observer]:  # fmt: skip
+    """Make an observer available by name to `vizprobe observe`, `simulate`, `analyze` and the demo."""
+    _REGISTRY[name] = ObserverEntry(name, factory, description, uses_device, privileged)
     return factory
 
 
+def _similarity(**options) -> Observer:
+    from vizprobe.observers.similarity import SimilarityObserver  # needs torch: imported when asked for
+
+    return SimilarityObserver(**options)
+
+
+def _load_builtin() -> None:
+    """Register the built-in observers: the baselines (light) and the similarity observer (torch, on use)."""
+    import vizprobe.observers.baselines  # noqa: F401  (registers on import)
+
+    if "similarity" not in _REGISTRY:
+        register_observer("similarity", _similarity, "perceptual similarity to the references", uses_device=True)
+
+
 def list_observers() -> list[str]:
-    return sorted(_OBSERVERS)
+    """Names of the registered observers, built-in ones included."""
+    _load_builtin()
+    return sorted(_REGISTRY)
 
 
-def get_observer(name: str, **kwargs) -> Observer:
-    if name not in _OBSERVERS:
-        raise VizprobeError(f"unknown observer {name!r}; choose from {', '.join(list_observers()) or '(none)'}")
-    return _OBSERVERS[name](**kwargs)
+def observer_entry(name: str) -> ObserverEntry:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise VizprobeError(f"unknown observer {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def get_observer(
+    observer: str | Observer, *, device: str | None = None, manifest: Manifest | None = None, **options
+) -> Observer:
+    """An observer by registered name (or the instance itself). `device` reaches observers that run a
+    network, `manifest` the privileged ones (which need it); `options` go to the factory."""
+    if isinstance(observer, Observer):
+        return observer
+    entry = observer_entry(observer)
+    if entry.uses_device and device is not None:
+        options["device"] = device
+    if entry.privileged:
+        if manifest is None:
+            raise VizprobeError(f"observer {observer!r} reads the correct answers: it needs the stimulus package")
+        options["manifest"] = manifest
+    return entry.factory(**options)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vizprobe import DEFAULT_MODEL
 from vizprobe.device import default_batch_size, resolve_device
 from vizprobe.models import load_model
 
@@ -25,7 +26,7 @@ class FeatureEmbedder:
 
     def __init__(
         self,
-        model: str = "efficientnet-lite0",
+        model: str = DEFAULT_MODEL,
         layers: Sequence[str] = DEFAULT_LAYERS,
         device: str = "auto",
         batch_size: int | None = None,

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import expit
 
-from vizprobe.observers.base import Observer, TrialView, register_observer
+from vizprobe import DEFAULT_MODEL
+from vizprobe.observers.base import Observer, TrialView
 from vizprobe.observers.embedding import DEFAULT_LAYERS, FeatureEmbedder
 
 
@@ -27,7 +28,7 @@ class SimilarityObserver(Observer):
         self,
         embedder: FeatureEmbedder | None = None,
         temperature: float = 0.02,
-        model: str = "efficientnet-lite0",
+        model: str = DEFAULT_MODEL,
         layers: Sequence[str] = DEFAULT_LAYERS,
         device: str = "auto",
     ):
@@ -51,6 +52,3 @@ class SimilarityObserver(Observer):
             return np.zeros(0)
         sims = self.similarities(views)
         return expit((sims[:, 1] - sims[:, 0]) / self.temperature)
-
-
-register_observer("similarity", SimilarityObserver)

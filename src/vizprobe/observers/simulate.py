@@ -18,21 +18,15 @@ import pandas as pd
 from scipy.special import expit
 
 from vizprobe.errors import VizprobeError
-from vizprobe.observers.answer import (
-    as_observer,
-    correct_answers,
-    in_format_order,
-    package_conditions,
-    predict_package,
-)
-from vizprobe.observers.base import Observer
+from vizprobe.observers.answer import in_format_order, predict_package
+from vizprobe.observers.base import Observer, as_manifest, get_observer
 from vizprobe.responses import validate_responses
-from vizprobe.stimuli.manifest import load_manifest
+from vizprobe.stimuli.manifest import Manifest, Task
 
 
-def _participant(task: dict, p_right: dict, key: dict, lapse: float, noise: float, rng) -> pd.DataFrame:
+def _participant(task: Task, p_right: dict, key: dict, lapse: float, noise: float, rng) -> pd.DataFrame:
     """One simulated participant's answers to the trials of `task`, in task order."""
-    ids = task["trial_ids"]
+    ids = list(task.trial_ids)
     p = np.clip(np.array([p_right[t] for t in ids]), 1e-4, 1 - 1e-4)
     q = expit(np.log(p / (1 - p)) + noise * rng.standard_normal(len(ids)))
     coin = rng.random(len(ids)) < 0.5
@@ -44,7 +38,7 @@ def _participant(task: dict, p_right: dict, key: dict, lapse: float, noise: floa
     instruction = float(np.exp(rng.normal(np.log(60), 0.4)))
     total = instruction + attempts * 3 * 4.0 + rt_ms.sum() / 1000 + float(rng.uniform(40, 120))
     return pd.DataFrame({
-        "task_id": task["task_id"], "trial_id": ids, "choice": choice,
+        "task_id": task.task_id, "trial_id": ids, "choice": choice,
         "correct": (choice == np.array([key[t] for t in ids])).astype(int), "confidence": confidence,
         "rt_ms": rt_ms.round(1), "instruction_time_s": round(instruction, 2), "total_time_s": round(total, 2),
         "practice_attempts": attempts,
@@ -52,7 +46,7 @@ def _participant(task: dict, p_right: dict, key: dict, lapse: float, noise: floa
 
 
 def simulate(
-    package: str | Path,
+    package: str | Path | Manifest,
     observer: Observer | str,
     participants: int = 20,
     lapse: float = 0.05,
@@ -65,28 +59,26 @@ def simulate(
         raise VizprobeError(f"participants must be at least 1, got {participants}")
     if not 0 <= lapse <= 1 or noise < 0:
         raise VizprobeError(f"lapse must lie in [0, 1] and noise be >= 0 (got lapse {lapse}, noise {noise})")
-    package = Path(package)
-    manifest = load_manifest(package)
-    observer = as_observer(observer)
-    conditions = list(conditions) if conditions else package_conditions(manifest)
-    predicted = predict_package(package, observer, conditions, ("main", "catch"), manifest=manifest)
-    trials = {t["trial_id"]: t for t in manifest["trials"]}
-    layers = {u["unit"]: u["layer"] for u in manifest["units"]}
-    key = correct_answers(manifest)
+    manifest = as_manifest(package)
+    observer = get_observer(observer, manifest=manifest)
+    conditions = list(conditions) if conditions else manifest.conditions
+    predicted = predict_package(manifest, observer, conditions, ("main", "catch"))
+    trials = manifest.trials
+    key = manifest.correct_answers()
     rng = np.random.default_rng(seed)
     frames = []
     for condition in conditions:
-        tasks = [t for t in manifest["tasks"] if t["condition"] == condition]
+        tasks = manifest.tasks_of(condition)
         rows = predicted[predicted["condition"] == condition]
         p_right = dict(zip(rows["trial_id"], rows["p_right"], strict=True))
         for k in range(participants):
             rows = _participant(tasks[k % len(tasks)], p_right, key, lapse, noise, rng)
             frames.append(rows.assign(participant_id=f"sim:{condition}:{k:03d}", condition=condition))
     out = pd.concat(frames, ignore_index=True)
-    out["unit"] = out["trial_id"].map(lambda t: trials[t]["unit"])
-    out["layer"] = out["unit"].map(layers)
-    out["image_set"] = out["trial_id"].map(lambda t: trials[t]["image_set"])
-    out["is_catch"] = out["trial_id"].map(lambda t: int(trials[t]["kind"] == "catch"))
+    out["unit"] = out["trial_id"].map(lambda t: trials[t].unit)
+    out["layer"] = out["unit"].map(manifest.layer_of)
+    out["image_set"] = out["trial_id"].map(lambda t: trials[t].image_set)
+    out["is_catch"] = out["trial_id"].map(lambda t: int(trials[t].kind == "catch"))
     out["is_practice"] = 0
     out["expertise"] = "lay"
     out["simulated_from"] = observer.name

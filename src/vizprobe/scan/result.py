@@ -98,19 +98,27 @@ class ScanResult:
             self._arrays[scanned.file] = np.load(self.run_dir / fmt.ACTS_DIR / scanned.file, mmap_mode="r")
         return self._arrays[scanned.file]
 
+    def resolve_unit(self, unit: Unit | str) -> Unit:
+        """The canonical unit (layer as module path) of any spelling the scan knows, checked; the spelling
+        given is kept as its label."""
+        given = Unit.parse(unit)
+        scanned = self.layer(given.layer)
+        if not 0 <= given.channel < scanned.channels:
+            raise VizprobeError(f"unit {given}: layer has channels 0..{scanned.channels - 1}")
+        label = given.label or (str(given) if given.layer != scanned.path else None)
+        return Unit(scanned.path, given.channel, label)
+
     def unit_activations(self, unit: Unit | str) -> np.ndarray:
         """Activation of one unit on every image (NaN where an image was skipped)."""
-        unit = Unit.parse(unit)
-        scanned = self.layer(unit.layer)
-        if not 0 <= unit.channel < scanned.channels:
-            raise VizprobeError(f"unit {unit}: layer has channels 0..{scanned.channels - 1}")
+        unit = self.resolve_unit(unit)
         return np.asarray(self.activations(unit.layer)[:, unit.channel], dtype=np.float32)
 
     def units(self) -> list[Unit]:
-        return [Unit(layer.name, c) for layer in self.layers for c in range(layer.channels)]
+        """Every scanned unit, canonical."""
+        return [Unit(layer.path, c) for layer in self.layers for c in range(layer.channels)]
 
     def _ranked(self, unit: Unit | str, k: int, descending: bool) -> list[Exemplar]:
-        unit = Unit.parse(unit)
+        unit = self.resolve_unit(unit)
         cached = self._cached_ranking(unit, k, descending)
         if cached is not None:
             indices, values = cached

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vizprobe.device import default_batch_size, resolve_device
+from vizprobe.device import default_batch_size
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_json, atomic_write_text, safe_name
 from vizprobe.images import UnreadableImage, find_images, load_rgb
@@ -30,12 +30,11 @@ from vizprobe.models import LoadedModel, Preprocessing, load_model
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 from vizprobe.scan import format as fmt
 from vizprobe.scan.result import ScanResult
+from vizprobe.scan.settings import COMPILE_CHOICES, COMPILE_MIN_IMAGES, ScanSettings
 
 log = logging.getLogger(__name__)
 
 LOOKAHEAD = 1  # batches decoded ahead of the one computing
-COMPILE_MIN_IMAGES = 500  # below this, compiling (seconds) costs more than it saves
-COMPILE_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,11 @@ class _RunDir:
         self.status = np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, mode="r+")
         for layer in self.meta["layers"]:
             self.acts[layer["file"]] = np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], mode="r+")
-            assert self.acts[layer["file"]].shape == (n, layer["channels"])
+            if self.acts[layer["file"]].shape != (n, layer["channels"]):
+                raise VizprobeError(
+                    f"{self.out / fmt.ACTS_DIR / layer['file']} has shape {self.acts[layer['file']].shape}, "
+                    f"expected {(n, layer['channels'])}: the run dir is damaged; scan into a new --out"
+                )
         return self
 
     def _create(self) -> None:
@@ -200,29 +203,35 @@ def scan(
     weights: str | Path | None = None,
     device: str | torch.device = "auto",
     batch_size: int | None = None,
-    chunk_size: int = 256,
-    workers: int = 2,
-    top_k: int = 200,
+    chunk_size: int | None = None,
+    workers: int | None = None,
+    top_k: int | None = None,
     progress: bool = True,
     optimize: bool = True,
-    compile: str = "auto",
+    compile: str | None = None,
 ) -> tuple[ScanResult, ScanStats]:
     """Scan `images` with `model`, recording every channel of `layers`; resumes an unfinished `out`.
+
+    A model given by name is loaded with `weights` on `device`; a `LoadedModel` runs on its own device
+    (`device` and `weights` are then unused: the caller's model is never moved).
 
     `optimize` runs an inference copy of the network (batch norms folded, paddings merged; see
     `vizprobe.models.optimize`) whose activations equal the original's up to float rounding;
     `compile` (`auto|on|off`) uses `torch.compile` for it, `auto` from COMPILE_MIN_IMAGES images on.
 
+    Settings left None take `ScanSettings`' defaults; `batch_size` None suits the device.
     Returns the result (read back from disk) and what this call computed.
     """
+    defaults = ScanSettings()
+    chunk_size = chunk_size or defaults.chunk_size
+    workers = workers or defaults.workers
+    top_k = top_k or defaults.top_k
+    compile = compile or defaults.compile
     if isinstance(model, str):
         model = load_model(model, weights=weights, device=device)
-    dev = model.device if device == "auto" else resolve_device(device)
+    dev = model.device
     if compile not in COMPILE_CHOICES:
         raise VizprobeError(f"compile={compile!r}: use one of {', '.join(COMPILE_CHOICES)}")
-    if dev != model.device:
-        model.net.to(dev)
-        model.device = dev
     batch_size = batch_size or default_batch_size(dev)
     chunk_size = max(batch_size, chunk_size - chunk_size % batch_size)
     root = Path(images).expanduser().resolve()
@@ -273,7 +282,7 @@ def scan(
     net = model.net
     if optimize:
         net = checked_inference_copy(net, paths, model.preprocessing.crop, dev)
-    if dev.type == "cpu":
+    if dev.type == "cpu" and net is not model.net:  # only our own copy: never change the caller's network
         net = net.to(memory_format=torch.channels_last)
     forward: torch.nn.Module = ChannelMeans(net, paths)
     remaining = len(image_list) - start
@@ -319,7 +328,6 @@ def scan(
         raise VizprobeError(f"scan interrupted at image {run.done}; rerun the same command to resume") from None
     finally:
         bar.close()
-        net.to(memory_format=torch.contiguous_format)
     stats = ScanStats(len(files) - start, start, skipped_total, time.perf_counter() - began)
     run.finish(top_k, stats)
     return ScanResult.load(out), stats

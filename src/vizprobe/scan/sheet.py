@@ -9,7 +9,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm.auto import tqdm
 
-from vizprobe.files import safe_name
 from vizprobe.images import UnreadableImage, load_rgb
 from vizprobe.scan.result import Exemplar, ScanResult
 from vizprobe.units import Unit
@@ -37,7 +36,7 @@ def _grid(draw: ImageDraw.ImageDraw, canvas: Image.Image, items: list[Exemplar],
 
 def contact_sheet(result: ScanResult, unit: Unit | str, k: int = 9, thumb: int = 96) -> Image.Image:
     """One unit's top-k (left, strongest first) and bottom-k (right, weakest first) images."""
-    unit = Unit.parse(unit)
+    unit = result.resolve_unit(unit)
     top, bottom = result.top(unit, k), result.bottom(unit, k)
     cols = 3
     rows = max(1, -(-k // cols))
@@ -47,7 +46,7 @@ def contact_sheet(result: ScanResult, unit: Unit | str, k: int = 9, thumb: int =
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    draw.text((_PAD, 6), f"{result.model}  {unit}   top {k}", fill="black", font=font)
+    draw.text((_PAD, 6), f"{result.model}  {unit.display}   top {k}", fill="black", font=font)
     draw.text((half + 3 * _PAD, 6), f"bottom {k}", fill="black", font=font)
     _grid(draw, canvas, top, _PAD, thumb, font)
     _grid(draw, canvas, bottom, half + 3 * _PAD, thumb, font)
@@ -63,8 +62,8 @@ def write_contact_sheets(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for unit in tqdm(list(units or result.units()), desc="sheets", unit="unit", disable=not progress):
-        unit = Unit.parse(unit)
-        target = out_dir / f"{safe_name(unit.layer)}_{unit.channel:04d}.png"
+        unit = result.resolve_unit(unit)
+        target = out_dir / f"{unit.folder}.png"
         tmp = target.with_name(".tmp-" + target.name)
         contact_sheet(result, unit).save(tmp, format="PNG")
         tmp.replace(target)

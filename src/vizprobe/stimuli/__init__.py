@@ -5,12 +5,13 @@ The builder (which needs torch) is imported on first use, so readers of a packag
 
 from importlib import import_module
 
-from vizprobe.stimuli.manifest import CONDITIONS, load_manifest, validate
+from vizprobe.stimuli.manifest import CONDITIONS, Manifest, validate
+from vizprobe.stimuli.settings import BuildSettings
 
-__all__ = ["CONDITIONS", "BuildSettings", "build_stimuli", "load_manifest", "validate"]
+__all__ = ["CONDITIONS", "BuildSettings", "Manifest", "build_stimuli", "validate"]
 
 
 def __getattr__(name: str):
-    if name in ("BuildSettings", "build_stimuli"):
+    if name == "build_stimuli":
         return getattr(import_module("vizprobe.stimuli.build"), name)
     raise AttributeError(f"module 'vizprobe.stimuli' has no attribute {name!r}")

@@ -4,7 +4,7 @@ practice trials, and balanced per-participant task lists (Zimmermann et al. 2021
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,34 +14,15 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from vizprobe.errors import VizprobeError
-from vizprobe.files import safe_name, staged_dir
+from vizprobe.files import staged_dir
 from vizprobe.images import load_rgb, to_pil
 from vizprobe.models import LoadedModel, load_model
 from vizprobe.occlusion import Occluder, grid, occlude, patch_size
 from vizprobe.scan import ScanResult
-from vizprobe.stimuli.manifest import CONDITIONS, MANIFEST, SCHEMA_VERSION, dumps, sha256, validate
-from vizprobe.synthesis.store import load_visualizations
-from vizprobe.units import Unit
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    """Every number of the paper's stimuli, as a parameter with the paper's default."""
-
-    conditions: tuple[str, ...] = CONDITIONS
-    tasks_per_condition: int = 50
-    image_sets: int = 10
-    query_ranks: tuple[int, int] = (1, 20)
-    reference_ranks: tuple[int, int] = (21, 200)
-    references: int = 9
-    mixed_natural: int = 5
-    patch_frac: float = 0.4
-    stride: int = 2
-    search: str = "exact"
-    catch_per_task: int = 3
-    practice_trials: int = 3
-    blur_kernel: int = 21
-    seed: int = 0
+from vizprobe.stimuli.manifest import CONDITIONS, MANIFEST, SCHEMA_VERSION, Manifest, dumps, sha256
+from vizprobe.stimuli.settings import SEARCHES, BuildSettings
+from vizprobe.synthesis.store import load_visualizations, unit_entry
+from vizprobe.units import Unit, parse_units
 
 
 def _rng(seed: int, *keys: str | int) -> np.random.Generator:
@@ -66,11 +47,12 @@ def _save_photo(staging: Path, rel: str, model: LoadedModel, path: Path) -> str:
 
 
 def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: BuildSettings) -> None:
+    """Refuse settings and inputs that cannot give the package, before any work (`units` are canonical)."""
     unknown = [c for c in s.conditions if c not in CONDITIONS]
     if unknown:
         raise VizprobeError(f"unknown condition {unknown[0]!r}; use some of {', '.join(CONDITIONS)}")
-    if s.search not in ("exact", "fast"):
-        raise VizprobeError(f"--search {s.search}: use exact or fast")
+    if s.search not in SEARCHES:
+        raise VizprobeError(f"--search {s.search}: use one of {', '.join(SEARCHES)}")
     needed = max(s.reference_ranks[1], s.query_ranks[1])
     if s.query_ranks[1] - s.query_ranks[0] + 1 < s.image_sets:
         raise VizprobeError(
@@ -90,14 +72,13 @@ def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: Buil
         s.references - s.mixed_natural if "mixed" in s.conditions else 0,
     )
     for unit in units:
-        scan.layer(unit.layer)  # raises for a layer not in the scan
         if synthetic_needed:
             if vis is None:
                 raise VizprobeError("conditions synthetic/mixed need --visualizations VIS_DIR (vizprobe visualize)")
-            entry = next((u for u in vis["units"] if u["unit"] == str(unit)), None)
+            entry = unit_entry(vis, unit)
             if entry is None:
                 raise VizprobeError(
-                    f"unit {unit} has no visualizations in {vis['dir']}; render it with vizprobe visualize"
+                    f"unit {unit.display} has no visualizations in {vis['dir']}; render it with vizprobe visualize"
                 )
             if len(entry["images"]) < synthetic_needed:
                 raise VizprobeError(
@@ -116,12 +97,14 @@ def build_stimuli(
     model: LoadedModel | None = None,
     device: str = "auto",
     progress: bool = True,
-) -> dict:
+) -> Manifest:
     """Write a stimulus package to `out` (via a temporary folder) and return its manifest."""
     s = settings or BuildSettings()
     scan = scan if isinstance(scan, ScanResult) else ScanResult.load(scan)
     vis = load_visualizations(visualizations) if visualizations else None
-    units = [Unit.parse(u) for u in units]
+    units = [scan.resolve_unit(u) for u in parse_units(units)]
+    if len(set(units)) != len(units):
+        raise VizprobeError("a unit is named twice in --units (perhaps once by an alias); name each unit once")
     _check_inputs(scan, vis, units, s)
     if model is None:
         weights = scan.meta.get("weights")
@@ -129,9 +112,9 @@ def build_stimuli(
     with staged_dir(out, MANIFEST, "stimulus package") as staging:
         manifest = _build(scan, vis, units, staging, s, model, progress)
         manifest["images"] = {p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*.png"))}
-        validate(manifest)
+        checked = Manifest.from_dict(manifest, out)
         (staging / MANIFEST).write_text(dumps(manifest))
-    return manifest
+    return checked
 
 
 def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel, progress: bool) -> dict:
@@ -142,15 +125,14 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
     trials, unit_entries, catch_ids, tags, practice = [], [], {}, {}, []
     bar = tqdm(total=len(units) * s.image_sets, desc="build", unit="query", disable=not progress)
     for unit in units:
-        info, channel = model.resolve_unit(Unit(scan.layer(unit.layer).path, unit.channel))
-        layer_path = info.path
+        layer_path, channel = unit.layer, unit.channel
         if layer_path not in occluders:
             occluders[layer_path] = Occluder(
                 model, layer_path, compile=s.search == "exact" and model.device.type == "cpu"
             )
         occluder = occluders[layer_path]
-        unit_entries.append({"unit": str(unit), "layer": layer_path, "channel": channel})
-        tag = f"{safe_name(layer_path)}_{channel:04d}"
+        unit_entries.append({"unit": str(unit), "label": unit.display, "layer": layer_path, "channel": channel})
+        tag = unit.folder
         tags[str(unit)] = tag
         rng = _rng(s.seed, str(unit))
         ranked = scan.top(unit, s.reference_ranks[1])
@@ -160,7 +142,7 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
         bins = np.array_split(np.arange(s.reference_ranks[0], s.reference_ranks[1] + 1), s.references)
         synthetic = []
         if vis is not None:
-            entry = next((u for u in vis["units"] if u["unit"] == str(unit)), None)
+            entry = unit_entry(vis, unit)
             for j, image in enumerate(entry["images"][: s.references] if entry else []):
                 with Image.open(Path(vis["dir"]) / image["file"]) as im:
                     rel = f"{tag}/synthetic/{j:02d}.png"

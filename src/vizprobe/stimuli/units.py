@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from vizprobe.scan import ScanResult
+from vizprobe.units import Unit
 
 
-def sample_units(scan: ScanResult, n: int, seed: int = 0) -> list[str]:
-    """`n` units spread evenly over the scanned layers (the paper: one per layer and branch), seeded."""
+def sample_units(scan: ScanResult, n: int, seed: int = 0) -> list[Unit]:
+    """`n` canonical units spread evenly over the scanned layers (the paper: one per layer and branch), seeded."""
     rng = np.random.default_rng(seed)
     layers = scan.layers
-    units = []
+    units: list[Unit] = []
     for k in range(n):
         layer = layers[k % len(layers)]
-        taken = {int(u.split(":")[1]) for u in units if u.split(":")[0] == layer.name}
+        taken = {u.channel for u in units if u.layer == layer.path}
         free = [c for c in range(layer.channels) if c not in taken]
-        units.append(f"{layer.name}:{int(rng.choice(free))}")
+        units.append(Unit(layer.path, int(rng.choice(free))))
     return units

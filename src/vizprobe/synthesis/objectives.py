@@ -101,13 +101,6 @@ def neurons(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:
     return Objective(_per_image_channels(paths, channel_ids, centre), "neurons", paths)
 
 
-def negative_channels(paths: Sequence[str], channel_ids: Sequence[int]) -> Objective:
-    """Minimize the unit activation: images that the unit dislikes most."""
-    objective = -channels(paths, channel_ids)
-    objective.name = "negative_channels"
-    return objective
-
-
 def _normalized_grams(acts: torch.Tensor) -> torch.Tensor:
     b, c, h, w = acts.shape
     flat = acts.reshape(b, c, h * w)

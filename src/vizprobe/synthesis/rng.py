@@ -6,6 +6,9 @@ rendering can be reproduced from its seed alone. A vectorized SplitMix64 hash, n
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -60,12 +63,16 @@ class ImageRNG:
         return z.float().reshape(len(self), *shape)
 
 
-def image_seeds(base_seed: int, unit_labels: list[str], per_unit: int) -> list[int]:
-    """A stable seed for image j of each unit, from the base seed, the unit's name and j."""
-    seeds = []
-    for label in unit_labels:
-        digest = int.from_bytes(label.encode("utf-8")[:8].ljust(8, b"\0"), "little") ^ len(label)
-        for j in range(per_unit):
-            value = np.array([base_seed * 7919 + j], dtype=np.uint64) ^ np.uint64(digest)
-            seeds.append(int(_splitmix64(value)[0] >> np.uint64(1)))
-    return seeds
+def image_seed(model: str, unit: str, index: int, base_seed: int) -> int:
+    """The seed of image `index` of a unit: sha256 of `model|unit|index|base_seed`, as a 63-bit integer.
+
+    `unit` is the canonical `LAYER_PATH:CHANNEL`, so every spelling of a unit gets the same images
+    and no two units or images share a seed.
+    """
+    digest = hashlib.sha256(f"{model}|{unit}|{index}|{base_seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def image_seeds(model: str, units: Sequence[str], per_unit: int, base_seed: int) -> list[int]:
+    """Seeds of images 0..per_unit-1 of each unit, unit by unit."""
+    return [image_seed(model, str(unit), j, base_seed) for unit in units for j in range(per_unit)]

@@ -1,10 +1,14 @@
-"""The visualizations directory, format `vizprobe-visualizations` version 1.
+"""The visualizations directory, format `vizprobe-visualizations` version 2.
 
     OUT/
-      visualizations.json   model, weights, settings, and per unit: its images (file, seed, final
-                            activation), their mean, and with a scan the unit's top-1 natural
-                            activation and the ratio mean/top-1
+      visualizations.json   model, weights, settings, and per unit: `unit` (canonical LAYER_PATH:CHANNEL,
+                            the key readers look units up by), `label` (as the user wrote it), its
+                            images (file, seed, final activation), their mean, and with a scan the
+                            unit's top-1 natural activation and the ratio mean/top-1
       LAYER_CHANNEL/00.png  one PNG per image (size x size, RGB)
+
+Version 1 keyed units by the spelling the user typed (an alias, say); it is read by migrating its
+keys to the canonical form (its images and seeds stay as they were rendered).
 
 Written to a temporary sibling folder and renamed into place (`files.staged_dir`), so OUT is
 never half-written.
@@ -20,12 +24,13 @@ import numpy as np
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
-from vizprobe.files import atomic_write_json, safe_name, staged_dir
+from vizprobe.files import atomic_write_json, staged_dir
 from vizprobe.images import to_pil
-from vizprobe.synthesis.render import Rendering
+from vizprobe.synthesis.rendering import Rendering
+from vizprobe.units import Unit
 
 FORMAT = "vizprobe-visualizations"
-VERSION = 1
+VERSION = 2
 INDEX = "visualizations.json"
 
 
@@ -36,7 +41,7 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
     with staged_dir(out, INDEX, "visualizations dir") as staging:
         units = []
         for k, unit in enumerate(rendering.units):
-            folder = f"{safe_name(unit.layer)}_{unit.channel:04d}"
+            folder = unit.folder
             (staging / folder).mkdir()
             rows = [i for i, u in enumerate(rendering.unit_index) if u == k]
             images = []
@@ -46,7 +51,8 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
                 images.append({"file": name, "seed": rendering.seeds[i], "activation": float(rendering.activations[i])})
             entry = {
                 "unit": str(unit),
-                "layer_path": model.layer(unit.layer).path,
+                "label": unit.display,
+                "layer_path": unit.layer,
                 "channel": unit.channel,
                 "images": images,
                 "mean_activation": float(np.mean([im["activation"] for im in images])),
@@ -73,15 +79,25 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
 
 
 def load_visualizations(path: str | Path) -> dict:
-    """The index of a visualizations dir, with `dir` set; checks the format version."""
+    """The index of a visualizations dir, with `dir` set; version 1 is migrated to canonical unit keys."""
     path = Path(path)
     if not (path / INDEX).is_file():
         raise VizprobeError(f"{path} is not a visualizations dir (no {INDEX}); run `vizprobe visualize` first")
     index = json.loads((path / INDEX).read_text())
-    if index.get("format") != FORMAT or index.get("version") != VERSION:
-        raise VizprobeError(f"{path / INDEX} is not {FORMAT} v{VERSION}; re-render with this vizprobe")
+    if index.get("format") != FORMAT or index.get("version") not in (1, VERSION):
+        raise VizprobeError(f"{path / INDEX} is not {FORMAT} v{VERSION}; re-render with `vizprobe visualize`")
+    if index["version"] == 1:
+        for entry in index["units"]:
+            entry["label"] = entry["unit"]
+            entry["unit"] = f"{entry['layer_path']}:{entry['channel']}"
+        index["version"] = VERSION
     index["dir"] = str(path)
     return index
+
+
+def unit_entry(index: dict, unit: Unit) -> dict | None:
+    """The index entry of a canonical unit, or None."""
+    return next((entry for entry in index["units"] if entry["unit"] == str(unit)), None)
 
 
 def overview_sheet(vis_dir: str | Path, scan=None, thumb: int = 96, natural: int = 4):
@@ -104,7 +120,7 @@ def overview_sheet(vis_dir: str | Path, scan=None, thumb: int = 96, natural: int
         draw.text((label_w + per_unit * (thumb + pad) + gap, 4), f"natural top-{natural}", fill="black", font=font)
     for row, unit in enumerate(index["units"]):
         y = 20 + row * (thumb + pad)
-        draw.text((4, y + thumb // 2 - 12), unit["unit"], fill="black", font=font)
+        draw.text((4, y + thumb // 2 - 12), unit.get("label", unit["unit"]), fill="black", font=font)
         draw.text((4, y + thumb // 2 + 2), f"act {unit['mean_activation']:.3g}", fill=(90, 90, 90), font=font)
         for j, image in enumerate(unit["images"]):
             with Image.open(Path(vis_dir) / image["file"]) as im:

@@ -1,10 +1,9 @@
 """Occlusion sweeps: a unit's activation for every position of a square patch over an image.
 
-The patch is filled with the mean colour of the pixels it covers (quantized to 8 bits, so a saved
-PNG is exactly the image that was measured). One sweep measures every channel of a layer at once.
+One sweep measures every channel of a layer at once.
 The exact sweep evaluates all positions in batches, through an inference copy of the network that
 stops at the layer and, where the model allows, recomputes its early stages only around the patch
-(`vizprobe.incremental`); the fast search evaluates a coarse grid and every fine position around
+(`vizprobe.occlusion.incremental`); the fast search evaluates a coarse grid and every fine position around
 the best and worst coarse candidates, with far fewer forward passes.
 """
 
@@ -17,57 +16,11 @@ import numpy as np
 import torch
 
 from vizprobe.device import default_batch_size
-from vizprobe.errors import VizprobeError
-from vizprobe.incremental import IncrementalChain, ceil_to
 from vizprobe.models import LoadedModel
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
-
-
-def patch_size(image_size: int, frac: float = 0.4) -> int:
-    """Side of the square patch in pixels (the paper: 40 % of 224 px = 90 px)."""
-    size = int(round(frac * image_size))
-    if not 0 < size <= image_size:
-        raise VizprobeError(
-            f"patch fraction {frac} gives a {size} px patch on a {image_size} px image; use 0 < frac <= 1"
-        )
-    return size
-
-
-def grid(image_size: int, patch: int, stride: int) -> np.ndarray:
-    """Top-left offsets along one axis: 0, stride, ... up to image_size - patch (the paper: 68 of them)."""
-    if patch > image_size:
-        raise VizprobeError(f"patch of {patch} px does not fit in a {image_size} px image; lower --patch-frac")
-    return np.arange(0, image_size - patch + 1, stride)
-
-
-def patch_means(image: torch.Tensor, positions: torch.Tensor, patch: int) -> torch.Tensor:
-    """(N, 3) mean colour under each patch (positions (N, 2) as (y0, x0)), by an integral image."""
-    c, h, w = image.shape
-    integral = torch.zeros(c, h + 1, w + 1, dtype=torch.float64, device=image.device)
-    integral[:, 1:, 1:] = image.double().cumsum(1).cumsum(2)
-    y0, x0 = positions[:, 0], positions[:, 1]
-    y1, x1 = y0 + patch, x0 + patch
-    total = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
-    return (total / (patch * patch)).T.float()
-
-
-def occlude(
-    image: torch.Tensor, positions: torch.Tensor, patch: int, source: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(N, 3, H, W): `image` (3, H, W) in [0, 1] with the patch at each position filled by its mean
-    colour, or, given `source` (3, H, W), by the pixels of `source` there (a "retention" image)."""
-    positions = positions.to(image.device)
-    if source is not None:
-        fill = source.to(image.device)[None]
-    else:
-        fill = (torch.round(patch_means(image, positions, patch) * 255) / 255)[:, :, None, None]  # 8-bit exact
-    _, h, w = image.shape
-    rows = torch.arange(h, device=image.device)
-    cols = torch.arange(w, device=image.device)
-    inside_y = (rows[None] >= positions[:, :1]) & (rows[None] < positions[:, :1] + patch)  # (N, H)
-    inside_x = (cols[None] >= positions[:, 1:]) & (cols[None] < positions[:, 1:] + patch)  # (N, W)
-    mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]  # (N, 1, H, W)
-    return torch.where(mask, fill, image[None])
+from vizprobe.occlusion.incremental import IncrementalChain
+from vizprobe.occlusion.patches import grid, occlude, patch_size
+from vizprobe.occlusion.search import SearchResult, coarse_to_fine
 
 
 @dataclass
@@ -92,22 +45,13 @@ class OcclusionMap:
         return int(self.ys[iy]), int(self.xs[ix]), float(values[iy, ix])
 
 
-@dataclass
-class SearchResult:
-    """Extreme positions per channel found by the fast search, and how many images it evaluated."""
-
-    best: dict[int, tuple[int, int, float]]
-    worst: dict[int, tuple[int, int, float]]
-    evaluations: int
-
-
 class Occluder:
     """Measures occluded copies of images on one layer of a model, in batches.
 
     The network is an inference copy (batch norms folded) cut after `layer`, in channels-last on
     the CPU; `compile=True` adds `torch.compile`, which pays off over a few thousand images. Where
     the model is a chain of local stages (`ModelSpec.chain`) and `layer` ends one, the early stages
-    are recomputed only around the patch (`vizprobe.incremental`; `incremental=False` turns it off).
+    are recomputed only around the patch (`vizprobe.occlusion.incremental`; `incremental=False` turns it off).
     """
 
     def __init__(
@@ -127,7 +71,7 @@ class Occluder:
         if optimize:
             net = checked_inference_copy(net, [self.info.path], model.preprocessing.crop, model.device)
         self.channels_last = model.device.type == "cpu"
-        if self.channels_last and optimize:  # only our own copy: never change the caller's network
+        if self.channels_last and net is not model.net:  # only our own copy: never change the caller's network
             net = net.to(memory_format=torch.channels_last)
         self.forward: torch.nn.Module = ChannelMeans(net, [self.info.path])
         self.compiled = False
@@ -247,63 +191,3 @@ class Occluder:
         return coarse_to_fine(
             evaluate, ys, xs, channels, coarse=coarse, candidates=candidates, radius=radius, extremes=extremes
         )
-
-
-def coarse_to_fine(
-    evaluate,
-    ys: np.ndarray,
-    xs: np.ndarray,
-    channels: list[int],
-    coarse: int = 8,
-    candidates: int = 8,
-    radius: int | None = None,
-    extremes: str = "both",
-) -> SearchResult:
-    """Extreme positions of each channel's occlusion map without measuring the whole map.
-
-    `evaluate(points)` returns (N, C) activations for (y0, x0) points of the fine grid `ys` x `xs`.
-    Measures a coarse grid (every `coarse` px, edges included), then every fine position within
-    `radius` px of the `candidates` highest and lowest coarse points of each channel, and returns
-    the best measured. The default radius is half the coarse spacing rounded up to the fine grid, so
-    that a candidate's window reaches its neighbours' windows at any stride. Occlusion maps are
-    smooth at the scale of a 90 px patch, which is what makes this work (its hit rate is measured
-    in benchmarks/occlusion.py). `extremes="best"` (or `"worst"`) refines only around the highest
-    (lowest) candidates, for callers that need one side; the other side is then the coarse one.
-    """
-    if extremes not in ("both", "best", "worst"):
-        raise VizprobeError(f"extremes={extremes!r}: use both, best or worst")
-    fine = {(int(y), int(x)) for y in ys for x in xs}
-    ystep = int(ys[1] - ys[0]) if len(ys) > 1 else 1
-    coarse = max(ystep, coarse - coarse % ystep)
-    if radius is None:
-        radius = ceil_to(coarse // 2, ystep)
-    cy = np.unique(np.append(ys[:: coarse // ystep], ys[-1]))
-    cx = np.unique(np.append(xs[:: coarse // ystep], xs[-1]))
-    seen: dict[tuple[int, int], torch.Tensor] = {}
-
-    def measure(points) -> None:
-        new = sorted({p for p in points if p not in seen})
-        if new:
-            for p, row in zip(new, evaluate(new), strict=True):
-                seen[p] = row
-
-    measure((int(y), int(x)) for y in cy for x in cx)
-    offsets = range(-radius, radius + 1)
-    wanted = set()
-    for c in channels:
-        ranked = sorted(seen, key=lambda p, c=c: (float(seen[p][c]), p))
-        chosen = (ranked[:candidates] if extremes != "best" else []) + (
-            ranked[-candidates:] if extremes != "worst" else []
-        )
-        for y, x in chosen:
-            wanted |= {(y + dy, x + dx) for dy in offsets for dx in offsets} & fine
-    measure(wanted)
-    best = {}
-    worst = {}
-    for c in channels:
-        # Ties go to the first position in (y0, x0) order, as in OcclusionMap.extreme.
-        hi = max(seen, key=lambda p, c=c: (float(seen[p][c]), -p[0], -p[1]))
-        lo = min(seen, key=lambda p, c=c: (float(seen[p][c]), p[0], p[1]))
-        best[c] = (*hi, float(seen[hi][c]))
-        worst[c] = (*lo, float(seen[lo][c]))
-    return SearchResult(best, worst, len(seen))

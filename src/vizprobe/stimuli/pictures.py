@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vizprobe.stimuli.manifest import load_manifest
+from vizprobe.files import safe_name
+from vizprobe.stimuli.manifest import Manifest, Trial
 
 
-def summary(manifest: dict) -> str:
-    kinds = Counter(t["kind"] for t in manifest["trials"])
-    conditions = Counter(t["condition"] for t in manifest["tasks"])
-    lengths = sorted({len(t["trial_ids"]) for t in manifest["tasks"]})
+def summary(manifest: Manifest) -> str:
+    kinds = Counter(t.kind for t in manifest.trials.values())
+    conditions = Counter(t.condition for t in manifest.tasks.values())
+    lengths = sorted({len(t.trial_ids) for t in manifest.tasks.values()})
     lines = [
-        f"model {manifest['model']}, image size {manifest['image_size']} px, {len(manifest['images'])} images",
-        f"units ({len(manifest['units'])}): " + ", ".join(u["unit"] for u in manifest["units"]),
+        f"model {manifest.model}, image size {manifest.image_size} px, {len(manifest.images)} images",
+        f"units ({len(manifest.units)}): " + ", ".join(u.label for u in manifest.units.values()),
         f"trials: {kinds['main']} main, {kinds['catch']} catch, {kinds['practice']} practice",
         "tasks: "
         + ", ".join(f"{c} {n}" for c, n in conditions.items())
@@ -31,10 +32,10 @@ def _tile(package: Path, rel: str, size: int) -> Image.Image:
         return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
 
 
-def trial_picture(package: str | Path, trial: dict, condition: str) -> Image.Image:
+def trial_picture(package: str | Path, trial: Trial, condition: str) -> Image.Image:
     """The trial as the experiment shows it: references, the query, two options and the buttons."""
     package = Path(package)
-    refs = trial["references"].get(condition, [])
+    refs = trial.references_for(condition)
     ref, big, pad = 110, 200, 12
     width = 3 * ref + 2 * pad + 60 + 2 * big + 3 * pad
     height = 40 + max(3 * ref + 2 * pad, big + 2 * big // 2 + 90)
@@ -48,12 +49,12 @@ def trial_picture(package: str | Path, trial: dict, condition: str) -> Image.Ima
     if not refs:
         draw.text((pad, 160), "(no reference images in this condition)", fill=(90, 90, 90), font=font)
     x0 = 3 * ref + 2 * pad + 60
-    canvas.paste(_tile(package, trial["base_image"], big // 2 + 40), (x0 + big - (big // 2 + 40) // 2, 34))
+    canvas.paste(_tile(package, trial.base_image, big // 2 + 40), (x0 + big - (big // 2 + 40) // 2, 34))
     draw.text((x0, 20), "query", fill="black", font=font)
     y = 34 + big // 2 + 60
     draw.text((x0, y - 16), "Which image elicits higher activation?", fill="black", font=font)
-    for i, option in enumerate(trial["options"]):
-        canvas.paste(_tile(package, option["image"], big), (x0 + i * (big + pad), y))
+    for i, option in enumerate(trial.options):
+        canvas.paste(_tile(package, option.image, big), (x0 + i * (big + pad), y))
     buttons = ["3", "2", "1", "1", "2", "3"]
     bw = (2 * big + pad) // 6
     for i, label in enumerate(buttons):
@@ -63,7 +64,7 @@ def trial_picture(package: str | Path, trial: dict, condition: str) -> Image.Ima
     return canvas
 
 
-def activation_map_picture(package: str | Path, trial: dict):
+def activation_map_picture(package: str | Path, trial: Trial):
     """The query with its occlusion activation map and the two chosen patches marked."""
     import matplotlib
 
@@ -72,20 +73,20 @@ def activation_map_picture(package: str | Path, trial: dict):
     from matplotlib.patches import Rectangle
 
     package = Path(package)
-    values = np.load(package / trial["activation_map"])
-    size = Image.open(package / trial["base_image"]).size[0]
-    patch = trial["options"][0]["patch"][2]
+    values = np.load(package / trial.activation_map)
+    size = Image.open(package / trial.base_image).size[0]
+    patch = trial.options[0].patch[2]
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    axes[0].imshow(Image.open(package / trial["base_image"]))
-    axes[0].set_title(f"query, unit {trial['unit']}")
+    axes[0].imshow(Image.open(package / trial.base_image))
+    axes[0].set_title(f"query, unit {trial.unit}")
     step = (size - patch) / max(1, values.shape[0] - 1)  # cells centred on the patch offsets
     extent = (-step / 2, size - patch + step / 2, size - patch + step / 2, -step / 2)
     shown = axes[1].imshow(values, extent=extent, cmap="viridis")
     axes[1].set_title("activation with the patch at (x0, y0)")
     fig.colorbar(shown, ax=axes[1], shrink=0.8)
-    correct = trial["correct"]
-    for i, option in enumerate(trial["options"]):
-        x, y, side = option["patch"]
+    correct = trial.correct
+    for i, option in enumerate(trial.options):
+        x, y, side = option.patch
         colour = "tab:green" if i == correct else "tab:red"
         label = "max (correct)" if i == correct else "min"
         axes[0].add_patch(Rectangle((x, y), side, side, fill=False, edgecolor=colour, linewidth=2, label=label))
@@ -101,18 +102,17 @@ def activation_map_picture(package: str | Path, trial: dict):
 def inspect_package(package: str | Path, out: str | Path | None = None) -> tuple[str, list[Path]]:
     """Print-ready summary and the PNGs written (one trial per condition, one activation map)."""
     package = Path(package)
-    manifest = load_manifest(package, check_images=True)
+    manifest = Manifest.load(package, check_images=True)
     out = Path(out) if out else package / "inspect"
     out.mkdir(parents=True, exist_ok=True)
-    trials = {t["trial_id"]: t for t in manifest["trials"]}
     written = []
-    for condition in sorted({t["condition"] for t in manifest["tasks"]}):
-        task = next(t for t in manifest["tasks"] if t["condition"] == condition)
-        trial = next(trials[i] for i in task["trial_ids"] if trials[i]["kind"] == "main")
-        path = out / f"trial_{condition}.png"
+    for condition in manifest.conditions:
+        task = manifest.tasks_of(condition)[0]
+        trial = next(t for t in manifest.task_trials(task.task_id) if t.kind == "main")
+        path = out / f"trial_{safe_name(condition)}.png"
         trial_picture(package, trial, condition).save(path)
         written.append(path)
-    with_map = next((t for t in manifest["trials"] if t.get("activation_map")), None)
+    with_map = next((t for t in manifest.trials.values() if t.activation_map), None)
     if with_map is not None:
         path = out / "activation_map.png"
         activation_map_picture(package, with_map).savefig(path, dpi=100)

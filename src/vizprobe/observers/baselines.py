@@ -1,15 +1,12 @@
-"""Computational baselines that answer the package's main trials (Zimmermann et al. 2021, Sec. 4).
+"""Computational baselines, as registered observers (Zimmermann et al. 2021, Sec. 4).
 
-Center, Variance and Saliency are `Observer`s: like a participant they see the query and where each option
-is occluded (never activations), and predict that the option whose occluded patch matters less keeps the
-higher activation. Random answers by a seeded coin per trial. Oracle is not an observer: it reads the
-manifest's `correct` answer (privileged access), an upper bound for the plots.
+Center, Variance and Saliency see, like a participant, the query and where each option is occluded (never
+activations), and predict that the option whose occluded patch matters less keeps the higher activation.
+Random answers by a seeded coin per trial. Oracle is privileged: it is made with the manifest and answers
+with its `correct` field, an upper bound for the plots.
 
-Representation in the responses format: `run_baselines` returns one row per (baseline, main trial) with
-`participant_id` = `observer` = `baseline:NAME`, `expertise` = `machine`, and `condition` = the condition
-whose view they answered (`none` when the package has it: baselines ignore references, so their answers
-are the same in every condition). `analyze` keeps such rows out of the human conditions and shows each
-baseline as its own group, in the accuracy chart and as a row/column of the kappa matrix.
+`run_baselines` (in `vizprobe.observers.answer`) has them answer a package's main trials in the responses
+format, labelled `baseline:NAME`.
 """
 
 from __future__ import annotations
@@ -20,14 +17,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 from scipy import fft, ndimage
 
 from vizprobe.errors import VizprobeError
-from vizprobe.observers.base import Observer, TrialView, get_observer, register_observer, trial_views
-from vizprobe.responses import validate_responses
-from vizprobe.stimuli.manifest import load_manifest
+from vizprobe.observers.base import Observer, TrialView, register_observer
+from vizprobe.stimuli.manifest import Manifest
 
 SaliencyModel = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) float image in [0, 1] -> (H, W) saliency
 BASELINES = ("center", "variance", "saliency", "random", "oracle")
@@ -146,20 +141,16 @@ class RandomObserver(Observer):
         return np.array([float(_coin(self.seed, v.trial_id)) for v in views])
 
 
-class Oracle:
+class OracleObserver(Observer):
     """Privileged baseline: answers from the manifest's `correct` field (what no observer can see)."""
 
     name = "oracle"
 
-    def choices(self, manifest: dict, trial_ids: Sequence[str]) -> np.ndarray:
-        correct = {t["trial_id"]: int(t["correct"]) for t in manifest["trials"]}
-        return np.array([correct[t] for t in trial_ids], dtype=int)
+    def __init__(self, manifest: Manifest):
+        self.key = manifest.correct_answers()
 
-
-register_observer("center", CenterObserver)
-register_observer("variance", VarianceObserver)
-register_observer("saliency", SaliencyObserver)
-register_observer("random", RandomObserver)
+    def predict(self, views: Sequence[TrialView]) -> np.ndarray:
+        return np.array([float(self.key[v.trial_id]) for v in views])
 
 
 def choices_from_probabilities(p: np.ndarray, trial_ids: Sequence[str], seed: int = 0) -> np.ndarray:
@@ -168,44 +159,8 @@ def choices_from_probabilities(p: np.ndarray, trial_ids: Sequence[str], seed: in
     return np.where(p > 0.5, 1, np.where(p < 0.5, 0, ties))
 
 
-def _view_condition(manifest: dict) -> str:
-    """`none` if the package has it, else the first condition it has (baselines ignore references)."""
-    present = {t["condition"] for t in manifest["tasks"]}
-    return "none" if "none" in present or not present else sorted(present)[0]
-
-
-def run_baselines(
-    package: str | Path,
-    names: Sequence[str] = BASELINES,
-    seed: int = 0,
-    saliency_model: SaliencyModel | None = None,
-) -> pd.DataFrame:
-    """Responses-format rows: every named baseline's answer to every main trial of `package`."""
-    package = Path(package)
-    manifest = load_manifest(package)
-    condition = _view_condition(manifest)
-    views = trial_views(package, condition, manifest=manifest)
-    if not views:
-        raise VizprobeError(f"stimulus package {package} has no main trials for the baselines")
-    trial_ids = [v.trial_id for v in views]
-    correct = Oracle().choices(manifest, trial_ids)
-    frames = []
-    for name in names:
-        if name == "oracle":
-            choice = Oracle().choices(manifest, trial_ids)
-        else:
-            kwargs = {"seed": seed} if name == "random" else {}
-            if name == "saliency" and saliency_model is not None:
-                kwargs = {"model": saliency_model}
-            observer = get_observer(name, **kwargs)
-            choice = choices_from_probabilities(observer.predict(views), trial_ids, seed)
-        frames.append(
-            pd.DataFrame({
-                "participant_id": f"baseline:{name}", "condition": condition, "trial_id": trial_ids,
-                "unit": [v.unit for v in views], "layer": [v.layer for v in views],
-                "image_set": [v.image_set for v in views], "is_catch": 0, "is_practice": 0,
-                "choice": choice, "correct": (choice == correct).astype(int), "expertise": "machine",
-                "observer": f"baseline:{name}",
-            })
-        )  # fmt: skip
-    return validate_responses(pd.concat(frames, ignore_index=True))
+register_observer("center", CenterObserver, "the option occluded farther from the image centre")
+register_observer("variance", VarianceObserver, "the option whose occluded patch had lower pixel variance")
+register_observer("saliency", SaliencyObserver, "the option whose occluded patch is less salient")
+register_observer("random", RandomObserver, "a seeded fair coin per trial")
+register_observer("oracle", OracleObserver, "the correct answer (privileged)", privileged=True)

@@ -1,0 +1,93 @@
+"""The options of `vizprobe serve` in one place: crowd platforms, server settings with their defaults, page texts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from vizprobe.errors import VizprobeError
+
+# Platform -> the URL parameters its participant link carries (placeholders as each platform writes them).
+PLATFORMS: dict[str, str] = {
+    "local": "",
+    "prolific": "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}",
+    "mturk": "?workerId=WORKER_ID&assignmentId=ASSIGNMENT_ID&hitId=HIT_ID",
+}
+PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc="
+# Texts of the participant page that `--texts FILE.json` may replace (defaults: frontend/src/pages.js).
+TEXT_KEYS: dict[str, type] = {
+    "consent": str,
+    "consent_button": str,
+    "instructions": list,
+    "references_sentence": str,
+    "no_references_sentence": str,
+    "debrief": str,
+    "already_participated": str,
+    "no_tasks": str,
+    "expired": str,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What changes what participants see or how tasks are handed out; `practice=None`: every practice trial."""
+
+    platform: str = "local"
+    completion_code: str | None = None
+    practice: int | None = None
+    practice_attempts: int = 5
+    expert: bool = False
+    task_timeout_s: float = 30 * 60.0
+    texts: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, **options) -> Settings:
+        """Settings from keyword options where None means the default (so callers need not restate them)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise VizprobeError(f"unknown server option {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        return cls(**{k: v for k, v in options.items() if v is not None})
+
+    def checked(self, available_practice: int) -> Settings:
+        """These settings for a package with `available_practice` practice trials, or a one-line error."""
+        if self.platform not in PLATFORMS:
+            raise VizprobeError(f"--platform {self.platform!r}: choose one of {', '.join(PLATFORMS)}")
+        practice = available_practice if self.practice is None else self.practice
+        if not 0 <= practice <= available_practice:
+            raise VizprobeError(
+                f"--practice {practice}: the package has {available_practice} practice trials (0 skips)"
+            )
+        if self.practice_attempts < 1:
+            raise VizprobeError(f"--practice-attempts {self.practice_attempts}: must be at least 1")
+        if self.task_timeout_s <= 0:
+            raise VizprobeError("--task-timeout must be positive")
+        check_texts(self.texts)
+        return replace(self, practice=practice)
+
+
+def check_texts(texts: dict) -> None:
+    """Refuse unknown keys or wrong types in page-text overrides, naming the first."""
+    for key, value in texts.items():
+        if key not in TEXT_KEYS:
+            raise VizprobeError(f"--texts: unknown text {key!r}; known: {', '.join(TEXT_KEYS)}")
+        kind = TEXT_KEYS[key]
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+            what = "a list of strings (one per page)" if kind is list else "a string (HTML allowed)"
+            raise VizprobeError(f"--texts: {key!r} must be {what}")
+
+
+def load_texts(path: str | Path) -> dict:
+    """Page-text overrides from a JSON object file (`vizprobe serve --texts FILE.json`)."""
+    path = Path(path)
+    try:
+        texts = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VizprobeError(f"--texts {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise VizprobeError(f"--texts {path} is not valid JSON ({error}); write a JSON object") from None
+    if not isinstance(texts, dict):
+        raise VizprobeError(f"--texts {path} must hold a JSON object of text name -> text")
+    check_texts(texts)
+    return texts

@@ -1,0 +1,18 @@
+"""The scan's settings and their defaults (no torch here: the CLI reads them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMPILE_CHOICES = ("auto", "on", "off")
+COMPILE_MIN_IMAGES = 500  # `compile="auto"` compiles from this many images on (below, it costs more than it saves)
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """How a scan runs; none of these change its results."""
+
+    top_k: int = 200  # top and bottom images indexed per unit
+    workers: int = 2  # decoding threads
+    chunk_size: int = 256  # images per commit (a killed scan resumes from the last one)
+    compile: str = "auto"

@@ -1,0 +1,29 @@
+"""The stimulus builder's settings, with the paper's values as defaults (no torch: the CLI reads them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vizprobe.stimuli.manifest import CONDITIONS
+
+SEARCHES = ("exact", "fast")  # occlusion: the whole map, or the coarse-to-fine search
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Every number of the paper's stimuli, as a parameter with the paper's default."""
+
+    conditions: tuple[str, ...] = CONDITIONS
+    tasks_per_condition: int = 50
+    image_sets: int = 10
+    query_ranks: tuple[int, int] = (1, 20)
+    reference_ranks: tuple[int, int] = (21, 200)
+    references: int = 9
+    mixed_natural: int = 5
+    patch_frac: float = 0.4
+    stride: int = 2
+    search: str = "exact"
+    catch_per_task: int = 3
+    practice_trials: int = 3
+    blur_kernel: int = 21
+    seed: int = 0

@@ -1,0 +1,287 @@
+"""The optimization loop (`render`) and feature visualizations of many units at once (`render_units`).
+
+`render` is lucid's loop: a parameterization, transforms, an objective and an optimizer, stepped on a
+model; it knows nothing of units or presets. `render_units` builds those pieces for `per_unit` images of
+each of m units and calls it. Images are independent (eval-mode network, per-image objectives,
+element-wise Adam), so the batch can be cut into chunks of whole units, each with its own objective, to
+fit memory without changing the result; the parameterization runs once per step for the whole batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from vizprobe.errors import VizprobeError
+from vizprobe.models import LoadedModel
+from vizprobe.models.optimize import checked_inference_copy
+from vizprobe.synthesis import objectives as obj
+from vizprobe.synthesis import transforms as tf
+from vizprobe.synthesis.param import PARAMS, GeneratorParam
+from vizprobe.synthesis.rng import ImageRNG, image_seeds
+from vizprobe.synthesis.settings import PRECISIONS, PRESETS, RenderSettings, preset  # noqa: F401  (re-exported)
+from vizprobe.units import LayerTap, Unit
+
+OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bfloat16 autocast where the hardware has it natively (1.8x faster forward + backward
+    on this project's AVX512-BF16 CPU), else float32. Final activations are always measured in float32."""
+    if precision not in PRECISIONS:
+        raise VizprobeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
+
+
+class _Float32Convs:
+    """Inside: strided depthwise convolutions run in float32 even under bfloat16 autocast.
+
+    oneDNN's bfloat16 backward for them was 10-20x slower than float32 on this project's CPU
+    (measured: 25 ms against 1.4 ms for a 5x5 stride-2 depthwise conv on 16 x 144 x 38 x 38).
+    """
+
+    def __init__(self, net: torch.nn.Module, enabled: bool):
+        self.modules = [
+            m
+            for m in net.modules()
+            if enabled and isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 and max(m.stride) > 1
+        ]
+
+    def __enter__(self) -> None:
+        for module in self.modules:
+            original = module.forward
+
+            def forward(x, original=original, device=module.weight.device.type):
+                with torch.autocast(device, enabled=False):
+                    return original(x.float())
+
+            module.forward = forward
+
+    def __exit__(self, *exc) -> None:
+        for module in self.modules:
+            del module.forward  # back to the class's forward
+
+
+@dataclass
+class RenderResult:
+    """What `render` returns: the images (B, 3, S, S) in [0, 1] on the CPU and the mean objective per step."""
+
+    images: torch.Tensor
+    history: list[float]
+    seconds: float
+    precision: str
+
+
+@dataclass
+class Rendering:
+    """Feature visualizations of units: images grouped by unit, with each image's seed and final activation."""
+
+    units: list[Unit]
+    images: torch.Tensor
+    unit_index: list[int]
+    seeds: list[int]
+    activations: torch.Tensor
+    settings: RenderSettings
+    seconds: float
+    history: list[float] = field(default_factory=list)  # mean objective per step
+    precision: str = "fp32"
+
+    def unit_images(self, k: int) -> torch.Tensor:
+        return self.images[[i for i, u in enumerate(self.unit_index) if u == k]]
+
+    def unit_activations(self, k: int) -> torch.Tensor:
+        return self.activations[[i for i, u in enumerate(self.unit_index) if u == k]]
+
+
+def render(
+    model: LoadedModel,
+    objective: obj.Objective | Sequence[tuple[slice, obj.Objective]],
+    param: torch.nn.Module,
+    transform: tf.Transform | None = None,
+    optimizer: OptimizerFactory | None = None,
+    steps: int = 512,
+    *,
+    rng: ImageRNG | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+) -> RenderResult:
+    """Maximize `objective` over the images of `param` for `steps` steps, on the model's device.
+
+    `objective` scores the whole batch, or is a list of (slice of the batch, objective of that slice)
+    chunks that go through the network one after the other (to bound memory). `transform` perturbs the
+    images each step with `rng` (default: one seed per image, 0..B-1); `optimizer` makes the optimizer
+    from the parameters (default Adam, lr 0.05, the paper's). The model is never moved or changed.
+    """
+    dev = model.device
+    param = param.to(dev)
+    with torch.no_grad():
+        first = param()
+    batch, size = first.shape[0], first.shape[-1]
+    parts = [(slice(0, batch), objective)] if isinstance(objective, obj.Objective) else list(objective)
+    rng = rng or ImageRNG(list(range(batch)))
+    transform = transform or (lambda images, _rng, _step: images)
+    params = [p for p in param.parameters() if p.requires_grad]
+    opt = optimizer(params) if optimizer else torch.optim.Adam(params, lr=0.05)
+    layers = sorted(set().union(*(o.layers for _, o in parts)))
+    # Batch norms folded into the convolutions, symmetric paddings merged into them (the same layer
+    # outputs, checked before use); each chunk's tap stops the forward pass at its own deepest layer.
+    net = checked_inference_copy(model.net, layers, size, dev) if layers else model.net
+    own_copy = net is not model.net
+    taps = [LayerTap(net, sorted(o.layers)) for _, o in parts]
+    memory_format = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
+    precision = resolve_precision(precision, dev)
+
+    def score(k: int, images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        normalized = model.preprocessing.normalize(inputs).contiguous(memory_format=memory_format)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            acts = taps[k](normalized) if parts[k][1].layers else {}
+        acts = {path: value.float() for path, value in acts.items()}
+        return parts[k][1](obj.RenderState(acts, images, inputs))
+
+    history: list[float] = []
+    started = time.perf_counter()
+    bar = tqdm(range(steps), desc="render", unit="step", disable=not progress)
+    if own_copy:
+        net.to(memory_format=memory_format)  # channels-last is faster on the CPU (benchmarks/README.md)
+    try:
+        with _Float32Convs(net, precision == "bf16" and dev.type == "cpu"):
+            for step in bar:
+                history.append(_step(param, opt, transform, rng, parts, score, step) / batch)
+                bar.set_postfix(objective=f"{history[-1]:.3g}", refresh=False)
+        with torch.no_grad():
+            images = param().detach()
+    finally:
+        bar.close()
+    return RenderResult(images.cpu(), history, time.perf_counter() - started, precision)
+
+
+def _step(param, optimizer, transform, rng, parts, score, step: int) -> float:
+    """One step: the parameterization once for the whole batch, the network chunk by chunk."""
+    optimizer.zero_grad(set_to_none=True)
+    images = param()
+    leaf = images.detach().requires_grad_(True)
+    total = 0.0
+    for k, (part, _) in enumerate(parts):
+        inputs = transform(leaf[part], rng[part], step)
+        value = score(k, leaf[part], inputs)
+        (-value.sum()).backward()
+        total += float(value.detach().sum())
+    images.backward(leaf.grad)
+    optimizer.step()
+    return total
+
+
+def unit_objective(settings: RenderSettings, units: Sequence[Unit], groups: Sequence[int]) -> obj.Objective:
+    """The objective of a batch whose image i belongs to `units[i]` (canonical) and group `groups[i]`."""
+    if settings.objective not in ("channel", "neuron"):
+        raise VizprobeError(f"unknown objective {settings.objective!r}; use channel or neuron")
+    paths, chans = [u.layer for u in units], [u.channel for u in units]
+    main = obj.neurons(paths, chans) if settings.objective == "neuron" else obj.channels(paths, chans)
+    total = -main if settings.negative else main
+    if settings.diversity:
+        total = total + settings.diversity * obj.diversity(paths, groups)
+    for weight, penalty in [(settings.l1, obj.L1), (settings.l2, obj.L2), (settings.tv, obj.total_variation)]:
+        if weight:
+            total = total - weight * penalty()
+    if settings.blur:
+        total = total - settings.blur * obj.blur_input_each_step()
+    return total
+
+
+def make_param(
+    settings: RenderSettings,
+    seeds: list[int],
+    generator: torch.nn.Module | None = None,
+    latent_shape: tuple[int, ...] | None = None,
+) -> torch.nn.Module:
+    """The parameterization named by the settings, or a generator's latent codes when one is given."""
+    if generator is not None:
+        if latent_shape is None:
+            raise VizprobeError("a generator parameterization needs latent_shape=(...) of its input")
+        return GeneratorParam(generator, seeds, latent_shape, settings.size)
+    if settings.param not in PARAMS:
+        raise VizprobeError(f"unknown parameterization {settings.param!r}; use one of {', '.join(PARAMS)}")
+    kwargs = {"decay": settings.decay} if settings.param == "fourier" else {}
+    return PARAMS[settings.param](seeds, settings.size, **kwargs)
+
+
+def _chunks(batch: int, per_unit: int, chunk_units: int) -> list[slice]:
+    step = per_unit * max(1, chunk_units)
+    return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
+
+
+def default_chunk_images(device: torch.device) -> int:
+    """Images per forward pass: 16 on the CPU (fastest there, benchmarks/README.md), 256 on a GPU."""
+    return 256 if device.type == "cuda" else 16
+
+
+def render_units(
+    model: LoadedModel,
+    units: Sequence[Unit | str],
+    settings: RenderSettings | None = None,
+    *,
+    chunk_images: int | None = None,
+    generator: torch.nn.Module | None = None,
+    latent_shape: tuple[int, ...] | None = None,
+    precision: str = "auto",
+    progress: bool = True,
+) -> Rendering:
+    """Render `settings.per_unit` feature visualizations for every unit, all in one optimization.
+
+    Units are resolved to their canonical form, which (with the model's name) fixes every image's seed,
+    whatever the spelling. `chunk_images` bounds how many images go through the network at once, rounded
+    to whole units. With `generator` (and its `latent_shape`), images come from a generator's latent codes.
+    `precision` is that of the network during optimization (see `resolve_precision`).
+    """
+    settings = settings or PRESETS["quick"]
+    units = model.resolve_units(units)
+    n = settings.per_unit
+    if settings.transforms not in tf.PRESETS:
+        raise VizprobeError(f"unknown transforms {settings.transforms!r}; use one of {', '.join(tf.PRESETS)}")
+    # Units of the same layer go through the network together, shallow layers first, so that each
+    # chunk's forward pass stops as early as its units allow.
+    depth = {info.path: rank for rank, info in enumerate(model.layers)}
+    order = sorted(range(len(units)), key=lambda k: depth[units[k].layer])
+    per_image = [units[k] for k in order for _ in range(n)]
+    groups = [k for k in order for _ in range(n)]
+    seeds = image_seeds(model.name, [units[k] for k in order], n, settings.seed)
+    param = make_param(settings, seeds, generator, latent_shape)
+    chunk_images = chunk_images or default_chunk_images(model.device)
+    chunks = _chunks(len(seeds), n, max(1, chunk_images // n))
+    parts = [(c, unit_objective(settings, per_image[c], groups[c])) for c in chunks]
+    result = render(
+        model,
+        parts,
+        param,
+        tf.compose(tf.PRESETS[settings.transforms]()),
+        lambda params: torch.optim.Adam(params, lr=settings.lr),
+        settings.steps,
+        rng=ImageRNG(seeds),
+        precision=precision,
+        progress=progress,
+    )
+    with torch.no_grad():  # final activations: the one definition, float32, on the original network
+        final = torch.cat([
+            _activations(model, result.images[c], per_image[c]) for c in chunks
+        ])  # fmt: skip
+    return Rendering(
+        units, result.images, groups, seeds, final, settings, result.seconds, result.history, result.precision
+    )
+
+
+def _activations(model: LoadedModel, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:
+    """Image i's activation on unit i."""
+    distinct = list(dict.fromkeys(units))
+    table = model.unit_activations(model.preprocessing.normalize(images.to(model.device)), distinct).cpu()
+    return table[torch.arange(len(units)), torch.tensor([distinct.index(u) for u in units])]

@@ -1,0 +1,48 @@
+"""Rendering settings and presets (no torch here: the CLI reads its defaults and choices from this module)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from vizprobe.errors import VizprobeError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Everything that determines a rendering; defaults are the paper's (Zimmermann et al. 2021)."""
+
+    steps: int = 2560
+    size: int = 224
+    per_unit: int = 9
+    lr: float = 0.05
+    param: str = "fourier"
+    decay: float = 1.0
+    transforms: str = "paper"
+    diversity: float = 1e2
+    l1: float = 0.0
+    l2: float = 0.0
+    tv: float = 0.0
+    blur: float = 0.0
+    negative: bool = False
+    objective: str = "channel"
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    # Adam(0.05), 2560 steps, 9 images per unit, Gram diversity 1e2, pad 16 + jitter/scale/rotate.
+    "paper": RenderSettings(),
+    # Minutes on a CPU: fewer steps, smaller images, lucid's standard transforms.
+    "quick": RenderSettings(steps=96, size=128, per_unit=4, transforms="standard", diversity=1.0),
+}
+
+
+def preset(name: str, **overrides) -> RenderSettings:
+    """A preset with some fields replaced; None leaves a field at the preset's value."""
+    if name not in PRESETS:
+        raise VizprobeError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
