@@ -118,7 +118,8 @@ def visualizations(tmp_path_factory, lite0):
     from vizprobe.synthesis import preset, render_units
     from vizprobe.synthesis.store import save_visualizations
 
-    rendering = render_units(lite0, STIMULUS_UNITS, preset("quick", per_unit=9, steps=6, size=64), progress=False)
+    settings = preset("quick", per_unit=9, mixed_extra=4, steps=6, size=64)
+    rendering = render_units(lite0, STIMULUS_UNITS, settings, progress=False)
     out = tmp_path_factory.mktemp("vis") / "vis"
     save_visualizations(rendering, out, lite0)
     return out

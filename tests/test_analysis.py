@@ -140,7 +140,7 @@ def test_kappa_matrix_averages_pairs_over_shared_trials():
             answers[(condition, f"{condition}{k}")] = dict(zip(trials, outcomes, strict=True))
             rows += _rows(f"{condition}{k}", condition, outcomes, trials)
     frame = main_trials(with_groups(validate_responses(pd.DataFrame(rows).sample(frac=1, random_state=0))))
-    matrix = kappa_matrix(frame, ["natural", "none"])
+    matrix = kappa_matrix(frame, ["natural", "none"], min_shared=1)
 
     def by_hand(a: str, b: str) -> list[float]:
         out = []
@@ -159,6 +159,37 @@ def test_kappa_matrix_averages_pairs_over_shared_trials():
         assert matrix[a][b]["mean"] == pytest.approx(np.mean(expected))
         assert matrix[a][b]["sem"] == pytest.approx(stats.sem(expected) if len(expected) > 1 else np.nan, nan_ok=True)
     assert matrix["natural"]["none"]["n_pairs"] == 6 and matrix["natural"]["natural"]["n_pairs"] == 3
+
+
+def _independent_observers(tasks: dict[str, list[list[str]]], accuracy: float, seed: int) -> pd.DataFrame:
+    """Participants who answer each trial correctly with probability `accuracy`, independently of everyone."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for condition, lists in tasks.items():
+        for k, trials in enumerate(lists):
+            rows += _rows(f"{condition}{k}", condition, (rng.random(len(trials)) < accuracy).astype(int).tolist(),
+                          trials)  # fmt: skip
+    return main_trials(with_groups(validate_responses(pd.DataFrame(rows))))
+
+
+def test_kappa_of_independent_observers_is_zero_only_over_the_same_trials():
+    """The paper's schedule (task k of every condition answers image set k) gives kappa ~ 0 between
+    independent observers; image sets drawn per condition and pairs sharing a few trials inflate it."""
+    units, sets, per_condition = 18, 10, 200
+    same = {c: [[f"u{u}-s{k % sets}" for u in range(units)] for k in range(per_condition)] for c in ("natural", "none")}
+    matrix = kappa_matrix(_independent_observers(same, 0.7, 0), ["natural", "none"])
+    assert (
+        abs(matrix["natural"]["none"]["mean"]) < 0.05
+        and matrix["natural"]["none"]["n_pairs"] == per_condition**2 // sets
+    )
+    rng = np.random.default_rng(1)
+    offsets = {c: rng.integers(0, sets, units) for c in ("natural", "none")}  # the old builder's per-condition offsets
+    drawn = {c: [[f"u{u}-s{(k + offsets[c][u]) % sets}" for u in range(units)] for k in range(per_condition)]
+             for c in ("natural", "none")}  # fmt: skip
+    frame = _independent_observers(drawn, 0.7, 0)
+    assert kappa_matrix(frame, ["natural", "none"], min_shared=1)["natural"]["none"]["mean"] > 0.1  # the inflation
+    honest = kappa_matrix(frame, ["natural", "none"])["natural"]["none"]
+    assert honest["n_pairs"] == 0 and "same main trials" in honest["why"]
 
 
 # ---------------------------------------------------------------- exclusion
@@ -193,7 +224,8 @@ CRAFTED = {
 def test_each_crafted_participant_is_removed_by_exactly_its_criterion():
     rows = _participant("good") + _participant("fast", total_time_s=60.0) + _participant("ok2", condition="none")
     rows += [r for name, o in CRAFTED.items() for r in _participant(f"bad-{name}", **o)]
-    result = apply_exclusion(validate_responses(pd.DataFrame(rows)))
+    criteria = ExclusionCriteria(require_two_confidence_levels=True)  # opt-in: not in the paper
+    result = apply_exclusion(validate_responses(pd.DataFrame(rows)), criteria)
     for name, entry in result.criteria.items():
         expected = [f"bad-{name}"] + (["fast"] if name == "total_time" else [])
         assert sorted(entry["participants"]) == sorted(expected), name
@@ -201,6 +233,24 @@ def test_each_crafted_participant_is_removed_by_exactly_its_criterion():
     assert sorted(result.kept["participant_id"].unique()) == ["good", "ok2"]
     assert result.per_condition == {"natural": {"before": 8, "excluded": 7, "after": 1},
                                     "none": {"before": 1, "excluded": 0, "after": 1}}  # fmt: skip
+
+
+def test_thresholds_differ_by_condition_as_in_the_paper():
+    """In `none` the paper excluded below 15 s of instructions and 40 s in all (elsewhere 20 s and 90 s)."""
+    rows = []
+    for condition in ("natural", "none"):
+        rows += _participant(f"{condition}-17s", condition, instruction_time_s=17.0)
+        rows += _participant(f"{condition}-60s-total", condition, total_time_s=60.0)
+        rows += _participant(f"{condition}-30s-total", condition, total_time_s=30.0)
+    frame = validate_responses(pd.DataFrame(rows))
+    result = apply_exclusion(frame)
+    assert sorted(result.excluded) == ["natural-17s", "natural-30s-total", "natural-60s-total", "none-30s-total"]
+    assert result.criteria["total_time"]["threshold_by_condition"] == {"none": "40-900 s"}
+    assert sorted(apply_exclusion(frame, ExclusionCriteria(per_condition={})).excluded) == sorted(
+        f"{c}-{k}" for c in ("natural", "none") for k in ("17s", "60s-total", "30s-total")
+    )
+    one_button = _participant("sure", confidence=[3, 3, 3, 3])
+    assert apply_exclusion(validate_responses(pd.DataFrame(one_button))).excluded == []  # the rule is opt-in
 
 
 def test_exclusion_thresholds_are_parameters_and_missing_columns_are_skipped():
@@ -404,8 +454,12 @@ def test_saliency_on_real_images(stimulus_package: Path, baseline_rows: pd.DataF
     image = load_image(view.query)
     smap = spectral_residual(image)
     assert smap.shape == image.shape[:2] and np.isfinite(smap).all() and smap.std() > 0 and smap.max() == 1
+    biased = spectral_residual(image, centre_sigma=0.3)
     h, w = smap.shape
-    assert smap[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5].mean() > smap[:10, :10].mean()  # centre bias
+    ys, xs = np.mgrid[0:h, 0:w]
+    bias = np.exp(-(((ys - h / 2) / (0.3 * h)) ** 2 + ((xs - w / 2) / (0.3 * w)) ** 2) / 2)
+    np.testing.assert_allclose(biased, smap * bias / (smap * bias).max(), rtol=1e-9)  # the variant, by hand
+    assert get_observer("saliency-centre").name == "saliency-centre"
     flat = get_observer("saliency", model=lambda im: np.ones(im.shape[:2])).predict([view])
     assert flat.tolist() == [0.5]  # a flat saliency map cannot choose
     assert set(baseline_rows.loc[baseline_rows["observer"] == "baseline:saliency", "choice"]) <= {0, 1}

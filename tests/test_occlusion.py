@@ -40,7 +40,7 @@ def naive_map(model, image: torch.Tensor, layer: str, channel: int, patch: int, 
 def test_exact_sweep_equals_naive_loop(lite0, photo_files, compile):
     occluder = Occluder(lite0, "block8", compile=compile)
     for index in (207, 948):
-        image = pixels(lite0, photo_files[index])
+        image = pixels(lite0, pick(photo_files, index))
         result = occluder.sweep(image, [12, 40], stride=16)
         assert result.patch == 90 and list(result.ys) == list(range(0, 135, 16))
         for channel in (12, 40):

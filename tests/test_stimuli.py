@@ -14,6 +14,7 @@ from conftest import reference_ranks
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
+from vizprobe.images import load_rgb, to_pil
 from vizprobe.stimuli import BuildSettings, Manifest, build_stimuli
 
 
@@ -72,7 +73,11 @@ def test_references_per_condition_and_no_query_among_them(package):
     for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
         refs = trial["references"]
         assert {k: len(v) for k, v in refs.items()} == {"synthetic": 9, "natural": 9, "mixed": 9, "blur": 9, "none": 0}
-        assert refs["mixed"][:5] == refs["natural"][:5] and refs["mixed"][5:] == refs["synthetic"][:4]
+        mixed_natural = [r for r in refs["mixed"] if r in refs["natural"]]
+        mixed_synthetic = [r for r in refs["mixed"] if r not in refs["natural"]]
+        assert len(mixed_natural) == 5 and len(mixed_synthetic) == 4
+        assert all("/synthetic-mixed/" in r for r in mixed_synthetic)  # the separate batch (--mixed-extra)
+        assert not set(mixed_synthetic) & set(refs["synthetic"])
         query_hash = manifest["images"][trial["base_image"]]
         assert query_hash not in {manifest["images"][r] for r in refs["natural"]}
         for natural, blurred in zip(refs["natural"], refs["blur"], strict=True):
@@ -195,8 +200,8 @@ def test_visualizations_and_builds_agree_on_units_whatever_the_spelling(tmp_path
     rendered = {u["unit"]: u for u in index["units"]}
     for unit in manifest.units:
         trial = next(t for t in manifest.trials.values() if t.unit == unit and t.kind == "main")
-        first = trial.references_for("synthetic")[0]
-        assert (pixels(out / first) == pixels(visualizations / rendered[unit]["images"][0]["file"])).all()
+        shown = {pixels(out / r).tobytes() for r in trial.references_for("synthetic")}
+        assert shown == {pixels(visualizations / im["file"]).tobytes() for im in rendered[unit]["images"]}
     with pytest.raises(VizprobeError, match="named twice"):
         build_stimuli(scan, ["_blocks.8:12", "block8:12"], tmp_path / "twice", visualizations, settings, model=lite0,
                       progress=False)  # fmt: skip
@@ -215,3 +220,27 @@ def test_an_old_or_inconsistent_manifest_is_refused_in_one_line(tmp_path, packag
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(VizprobeError, match="names unknown trial 'no-such-trial'"):
         Manifest.load(broken)
+
+
+def test_the_papers_schedule_and_reference_draws(package, photo_scan, lite0):
+    """Task k of every condition holds the same main trials; image set b's query is rank 20 - b; no reference
+    image appears in two image sets of a unit; the grid order differs between trials."""
+    manifest = Manifest.load(package).data
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+    by_condition = {}
+    for task in manifest["tasks"]:
+        main = sorted(i for i in task["trial_ids"] if trials[i]["kind"] == "main")
+        by_condition.setdefault(task["condition"], []).append(main)
+    first, *others = by_condition.values()
+    assert all(other == first for other in others) and len({tuple(m) for m in first}) == 2
+    scan, _ = photo_scan
+    for unit in CANONICAL:
+        mains = [t for t in manifest["trials"] if t["unit"] == unit and t["kind"] == "main"]
+        references = [r for t in mains for r in t["references"]["natural"]]
+        assert len(references) == len(set(references)) == 9 * len(mains)
+        for trial in mains:
+            expected = scan.top(unit, 20)[20 - 1 - trial["image_set"]].path  # rank 20 - b
+            crop = np.asarray(to_pil(lite0.preprocessing.pixels(load_rgb(expected))), dtype=np.int16)
+            assert np.array_equal(pixels(package / trial["base_image"]), crop)
+    orders = {tuple(t["references"]["synthetic"]) for t in manifest["trials"] if t["kind"] == "main"}
+    assert len(orders) > 1

@@ -135,6 +135,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         param=args.param,
         seed=args.seed,
         negative=True if args.negative else None,
+        mixed_extra=args.mixed_extra,
     )
     model = load_model(args.model, weights=args.weights, device=args.device)
     units = model.resolve_units(args.units)  # fail on a bad unit before any work
@@ -225,8 +226,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                         "max_total_time_s", "max_practice_attempts")  # fmt: skip
     if args.allow_one_side:
         thresholds["require_both_sides"] = False
-    if args.allow_one_confidence:
-        thresholds["require_two_confidence_levels"] = False
+    if args.require_two_confidence_levels:
+        thresholds["require_two_confidence_levels"] = True
+    if args.same_thresholds:
+        thresholds["per_condition"] = {}
     criteria = ExclusionCriteria(**thresholds)
     settings = StatsSettings(**_given(args, "resamples", "ci_method", "seed", rename={"resamples": "n_resamples"}))
     options = _given(args, "min_shared_trials")
@@ -355,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=kind, default=None, help=f"{text} (default: the preset's; paper "
                        f"{getattr(PRESETS['paper'], name)}, quick {getattr(PRESETS['quick'], name)})")  # fmt: skip
     p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
+    p.add_argument("--mixed-extra", type=int, default=None,
+                   help="also render a separate batch of N per unit for the mixed condition (paper: 4)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 where native")
     p.add_argument("--scan", default=None, help="scan run dir: record natural top-1 activations beside")
     p.add_argument("--out", required=True, help="visualizations dir")
@@ -422,10 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
              dest="max_total_time_s")  # fmt: skip
     _setting(p, "--max-practice-attempts", f"{criteria}.max_practice_attempts", "exclude above", type=int)
     p.add_argument("--allow-one-side", action="store_true", help="keep participants who always chose one side")
-    p.add_argument("--allow-one-confidence", action="store_true", help="keep who always gave one confidence")
+    p.add_argument("--require-two-confidence-levels", action="store_true",
+                   help="also exclude who always gave one confidence (not in the paper)")  # fmt: skip
+    p.add_argument("--same-thresholds", action="store_true",
+                   help="these thresholds in every condition (default: the paper's none: 15 s, 40-900 s)")  # fmt: skip
     _setting(p, "--resamples", f"{stats}.n_resamples", "bootstrap and permutation resamples", type=int)
     _setting(p, "--ci-method", f"{stats}.ci_method", "bootstrap interval", choices=("percentile", "BCa", "basic"))
-    _setting(p, "--min-shared-trials", f"{analyze}.min_shared_trials", "for a participant pair's kappa", type=int)
+    p.add_argument("--min-shared-trials", type=int, default=None,
+                   help="error consistency over every pair sharing N trials (default: only pairs that answered "
+                        "the same trials)")  # fmt: skip
     _setting(p, "--seed", f"{stats}.seed", "resampling seed", type=int)
 
     p = verb("observe", "a machine observer answers every trial and condition of a stimulus package", cmd_observe)

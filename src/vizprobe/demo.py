@@ -49,7 +49,8 @@ def run_demo(
     for sheet in sheets:
         print(f"      {sheet}")
     print("[3/7] feature visualizations (preset quick, 9 per unit) for the demo units")
-    rendering = render_units(loaded, DEMO_UNITS, preset("quick", steps=steps, per_unit=9), progress=progress)
+    settings = preset("quick", steps=steps, per_unit=9, mixed_extra=4)
+    rendering = render_units(loaded, DEMO_UNITS, settings, progress=progress)
     index = save_visualizations(rendering, out / "visualizations", loaded, result)
     overview_sheet(out / "visualizations", result).save(out / "overview.png")
     for entry in index["units"]:

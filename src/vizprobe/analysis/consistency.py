@@ -6,9 +6,13 @@ by chance; kappa = (c_obs - c_exp) / (1 - c_exp), which is Cohen's kappa of the 
 Degenerate cases (c_exp = 1): kappa = 1 when c_obs = 1 (both observers all right, or both all wrong: they
 agree perfectly). c_exp = 1 with c_obs < 1 cannot arise when p1, p2 are taken on the shared trials (c_exp = 1
 forces p1 = p2 in {0, 1}, hence c_obs = 1); `kappa` returns NaN for it, as undefined.
-Between groups, kappa is averaged over every pair of participants (one from each group) sharing at least
-`min_shared` trials (matched by trial_id); the diagonal pairs different participants of the same group.
-The SEM is over pairs (pairs share participants, so it understates the uncertainty).
+Between groups, kappa is averaged over pairs of participants (one from each group; the diagonal pairs different
+participants of the same group). By default a pair counts only when one's main trials are all among the
+other's: two participants who did the same task, or a participant and a machine observer that answered every
+trial (kappa over the participant's trials). Pairs that share only a few trials would inflate kappa by chance
+(two independent observers sharing one trial average about 0.6); `min_shared` instead counts every pair
+sharing at least that many trials (matched by trial_id). The SEM is over pairs (pairs share participants, so
+it understates the uncertainty); a cell without pairs says why.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ def error_consistency(a: Sequence[bool], b: Sequence[bool]) -> float:
     return float(kappa(np.mean(a == b), p1 * p2 + (1 - p1) * (1 - p2)))
 
 
-def _pair_kappas(x: np.ndarray, y: np.ndarray, min_shared: int, same: bool) -> np.ndarray:
-    """Kappas of all row pairs of x (n, T) and y (m, T) holding 1/0/NaN, over their shared trials."""
+def _pair_kappas(x: np.ndarray, y: np.ndarray, min_shared: int | None, same: bool) -> np.ndarray:
+    """Kappas of the counted row pairs of x (n, T) and y (m, T) holding 1/0/NaN, over their shared trials."""
     mx, my = ~np.isnan(x), ~np.isnan(y)
     rx, ry = (x == 1).astype(float), (y == 1).astype(float)
     wx, wy = (x == 0).astype(float), (y == 0).astype(float)
@@ -49,14 +53,22 @@ def _pair_kappas(x: np.ndarray, y: np.ndarray, min_shared: int, same: bool) -> n
         p1 = (rx @ my.T.astype(float)) / shared
         p2 = (mx.astype(float) @ ry.T) / shared
     values = kappa(c_obs, p1 * p2 + (1 - p1) * (1 - p2))
-    valid = shared >= min_shared
+    if min_shared is None:  # nested trial sets: one has no trial the other lacks
+        only_x = mx.astype(float) @ (~my).T.astype(float)
+        only_y = (~mx).astype(float) @ my.T.astype(float)
+        valid = (shared > 0) & ((only_x == 0) | (only_y == 0))
+    else:
+        valid = shared >= min_shared
     if same:
         valid &= np.triu(np.ones_like(valid, dtype=bool), k=1)
     return values[valid & ~np.isnan(values)]
 
 
-def kappa_matrix(frame: pd.DataFrame, groups: Sequence[str], min_shared: int = 1) -> dict[str, dict[str, dict]]:
-    """kappa[a][b] = mean, SEM, n_pairs over participant pairs; `frame` holds main trials with `group`."""
+def kappa_matrix(
+    frame: pd.DataFrame, groups: Sequence[str], min_shared: int | None = None
+) -> dict[str, dict[str, dict]]:
+    """kappa[a][b] = mean, SEM, n_pairs (and `why` where there are none) over participant pairs counted as in
+    the module doc; `frame` holds main trials with `group`."""
     table = frame.assign(correct=frame["correct"].astype(float)).pivot_table(
         index=["group", "participant_id"], columns="trial_id", values="correct", aggfunc="mean", observed=True
     )
@@ -74,4 +86,17 @@ def kappa_matrix(frame: pd.DataFrame, groups: Sequence[str], min_shared: int = 1
                 "sem": float(stats.sem(values)) if values.size > 1 else float("nan"),
                 "n_pairs": int(values.size),
             }
+            if not values.size:
+                out[a][b]["why"] = _no_pairs(blocks, a, b, min_shared)
     return out
+
+
+def _no_pairs(blocks: dict[str, np.ndarray], a: str, b: str, min_shared: int | None) -> str:
+    """Why a cell of the kappa matrix has no pairs."""
+    if a not in blocks or b not in blocks:
+        return "no main trials in one of the groups"
+    if a == b and len(blocks[a]) < 2:
+        return "fewer than two participants"
+    if min_shared is None:
+        return "no two participants answered the same main trials (relax with --min-shared-trials)"
+    return f"no pair shares {min_shared} or more main trials"

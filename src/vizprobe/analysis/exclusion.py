@@ -8,7 +8,7 @@ Answer variability (one side only, one confidence button only) is judged on all 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
@@ -18,9 +18,15 @@ from vizprobe.stimuli.manifest import ordered_conditions
 KEY = ["condition", "participant_id"]
 
 
+def _paper_per_condition() -> dict[str, dict[str, float]]:
+    # The paper's `none` condition had shorter instructions and no references to study (docs/protocol.md).
+    return {"none": {"min_instruction_time_s": 15.0, "min_total_time_s": 40.0}}
+
+
 @dataclass(frozen=True)
 class ExclusionCriteria:
-    """Thresholds; the defaults are the paper's."""
+    """Thresholds; the defaults are the paper's (docs/protocol.md). `per_condition` replaces some thresholds in
+    some conditions (the paper: 15 s of instructions and 40-900 s in `none`); `{}` applies the same everywhere."""
 
     min_catch_accuracy: float = 2 / 3
     min_instruction_time_s: float = 20.0
@@ -28,7 +34,14 @@ class ExclusionCriteria:
     max_total_time_s: float = 900.0
     max_practice_attempts: int = 5
     require_both_sides: bool = True  # exclude who chose only the left or only the right option
-    require_two_confidence_levels: bool = True  # exclude who pressed only one confidence button
+    # Not in the paper: excludes who pressed only one confidence button (people who, without references,
+    # rationally answer "unsure" throughout), so it is opt-in.
+    require_two_confidence_levels: bool = False
+    per_condition: dict[str, dict[str, float]] = field(default_factory=_paper_per_condition)
+
+    def for_condition(self, condition: str) -> ExclusionCriteria:
+        """The thresholds that apply in `condition`."""
+        return replace(self, **self.per_condition.get(condition, {}), per_condition={})
 
 
 @dataclass
@@ -105,15 +118,21 @@ def apply_exclusion(frame: pd.DataFrame, criteria: ExclusionCriteria | None = No
     participants = humans[KEY].drop_duplicates()
     failed: set[tuple[str, str]] = set()
     result = ExclusionResult(kept=frame)
-    for name, (column, threshold, check) in _checks(humans, criteria).items():
-        entry: dict = {"column": column, "threshold": threshold}
-        if isinstance(check, str):
-            entry.update(excluded=0, participants=[], skipped=check)
-        else:
+    conditions = ordered_conditions(humans["condition"].dropna().astype(str).unique()) or ["(none)"]
+    for condition in conditions:
+        rows = humans[humans["condition"] == condition] if len(humans) else humans
+        for name, (column, threshold, check) in _checks(rows, criteria.for_condition(condition)).items():
+            entry = result.criteria.setdefault(name, {"column": column, "threshold": threshold, "excluded": 0,
+                                                      "participants": [], "skipped": None})  # fmt: skip
+            if threshold != entry["threshold"]:
+                entry.setdefault("threshold_by_condition", {})[condition] = threshold
+            if isinstance(check, str):
+                entry["skipped"] = check
+                continue
             ids = sorted(check[check.fillna(False).astype(bool)].index.tolist())
             failed.update(ids)
-            entry.update(excluded=len(ids), participants=[pid for _, pid in ids], skipped=None)
-        result.criteria[name] = entry
+            entry["excluded"] += len(ids)
+            entry["participants"] += [pid for _, pid in ids]
     keys = pd.MultiIndex.from_frame(frame[KEY].astype(object))
     drop = keys.isin(list(failed)) & human_rows(frame).to_numpy()
     result.kept = frame[~drop].copy()

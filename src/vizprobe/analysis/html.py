@@ -98,9 +98,14 @@ def render_html(results: dict, images: dict[str, str]) -> str:
                 for e, row in ((e, _accuracy_rows({e: v})[0]) for e, v in t.items())]  # fmt: skip
         parts.append("<h3>By expertise</h3>" + _table(ACCURACY_HEADER, rows, (1, 2, 3, 4, 5, 6)))
     parts.append("<h2>Error consistency</h2>" + _image(images, "kappa", "kappa matrix"))
-    parts.append(f"<p class=note>Cohen's kappa of correct/incorrect answers (Geirhos et al. 2020) over the trials a "
-                 f"pair shares (at least {results['settings']['min_shared_trials']}), averaged over participant pairs; "
-                 "the diagonal pairs different participants of the same group.</p>")  # fmt: skip
+    shared = results["settings"]["min_shared_trials"]
+    counted = (
+        f"every pair sharing at least {shared} trials"
+        if shared is not None
+        else "pairs that answered the same main trials (a participant and a machine: the participant's trials)"
+    )
+    parts.append(f"<p class=note>Cohen's kappa of correct/incorrect answers (Geirhos et al. 2020), averaged over "
+                 f"{counted}; the diagonal pairs different participants of the same group.</p>")  # fmt: skip
     parts.append("<h2>Performance variation</h2>" + _image(images, "per_layer", "accuracy per layer"))
     parts.append(_image(images, "per_unit", "accuracy per unit"))
     parts.append("<h2>Confidence and response times</h2>" + _image(images, "confidence", "accuracy by confidence"))

@@ -144,7 +144,7 @@ def compute(
     baselines: pd.DataFrame | None = None,
     criteria: ExclusionCriteria | None = None,
     settings: StatsSettings = DEFAULT_STATS,
-    min_shared_trials: int = 1,
+    min_shared_trials: int | None = None,
 ) -> tuple[dict, dict]:
     """Every number of the report (results.json) and the tables the figures need."""
     criteria = criteria or ExclusionCriteria()
@@ -245,7 +245,7 @@ def analyze(
     settings: StatsSettings = DEFAULT_STATS,
     baselines: Sequence[str] = BASELINES,
     saliency_model: SaliencyModel | None = None,
-    min_shared_trials: int = 1,
+    min_shared_trials: int | None = None,
 ) -> dict:
     """Analyze responses and write OUT_DIR/report.html, results.json and figures/ (PNG + SVG); return results."""
     frame, source = load_responses(responses)

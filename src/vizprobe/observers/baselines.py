@@ -82,12 +82,14 @@ class VarianceObserver(PatchScoreObserver):
         return float(np.var(load_image(view.query)[y : y + size, x : x + size]))
 
 
-def spectral_residual(image: np.ndarray, width: int = 64, sigma: float = 2.5, centre_sigma: float = 0.3) -> np.ndarray:
-    """Spectral residual saliency (Hou & Zhang 2007) times a Gaussian centre bias, at the image's size.
+def spectral_residual(image: np.ndarray, width: int = 64, sigma: float = 2.5, centre_sigma: float = 0.0) -> np.ndarray:
+    """Spectral residual saliency (Hou & Zhang 2007), optionally times a Gaussian centre bias, at the image's size.
 
     The grey image is shrunk to `width` px; the residual of its log amplitude spectrum after a 3x3 mean
     filter, recombined with the phase, gives the saliency map, smoothed by `sigma` px and scaled back up.
-    `centre_sigma` is the centre bias's standard deviation as a fraction of the image side (0: none).
+    `centre_sigma` is the centre bias's standard deviation as a fraction of the image side (0: none, the
+    default: the paper's DeepGaze II baseline used a uniform centre bias on purpose, since occlusions near the
+    centre are what the Center baseline already measures).
     """
     grey = image.mean(axis=2) if image.ndim == 3 else image
     small = ndimage.zoom(grey, width / grey.shape[1], order=1)
@@ -107,12 +109,15 @@ def spectral_residual(image: np.ndarray, width: int = 64, sigma: float = 2.5, ce
 
 class SaliencyObserver(PatchScoreObserver):
     """Occluding a salient patch hurts more. `model` maps an image to a saliency map (default: spectral
-    residual with a centre bias, which needs no weights; a learned model such as DeepGaze plugs in here)."""
+    residual with a uniform centre prior, which needs no weights; a learned model such as DeepGaze plugs in
+    here). `centre_bias` (a fraction of the image side) multiplies the default map by a Gaussian centre bias."""
 
     name = "saliency"
 
-    def __init__(self, model: SaliencyModel | None = None):
-        self.model = model or spectral_residual
+    def __init__(self, model: SaliencyModel | None = None, centre_bias: float = 0.0):
+        self.model = model or (lambda image: spectral_residual(image, centre_sigma=centre_bias))
+        if centre_bias:
+            self.name = "saliency-centre"
         self._maps: dict[Path, np.ndarray] = {}
 
     def saliency_map(self, path: Path) -> np.ndarray:
@@ -162,5 +167,8 @@ def choices_from_probabilities(p: np.ndarray, trial_ids: Sequence[str], seed: in
 register_observer("center", CenterObserver, "the option occluded farther from the image centre")
 register_observer("variance", VarianceObserver, "the option whose occluded patch had lower pixel variance")
 register_observer("saliency", SaliencyObserver, "the option whose occluded patch is less salient")
+register_observer(
+    "saliency-centre", lambda **options: SaliencyObserver(centre_bias=0.3, **options), "saliency times a centre bias"
+)
 register_observer("random", RandomObserver, "a seeded fair coin per trial")
 register_observer("oracle", OracleObserver, "the correct answer (privileged)", privileged=True)

@@ -61,6 +61,13 @@ def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: Buil
         )
     if s.reference_ranks[1] - s.reference_ranks[0] + 1 < s.references or s.reference_ranks[0] <= s.query_ranks[1]:
         raise VizprobeError(f"--reference-ranks must lie below --query-ranks and hold at least {s.references} ranks")
+    bin_size = (s.reference_ranks[1] - s.reference_ranks[0] + 1) // s.references
+    if bin_size < s.image_sets:
+        raise VizprobeError(
+            f"--reference-ranks {s.reference_ranks[0]}-{s.reference_ranks[1]} give {s.references} bins of "
+            f"{bin_size} ranks, fewer than the {s.image_sets} image sets (no reference may repeat); "
+            "widen them or lower --image-sets"
+        )
     n_valid = int(scan.meta.get("n_scanned", len(scan.images)))
     if n_valid < needed + s.references:
         raise VizprobeError(
@@ -137,18 +144,18 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
         rng = _rng(s.seed, str(unit))
         ranked = scan.top(unit, s.reference_ranks[1])
         bottom = scan.bottom(unit, s.references)
-        q0, q1 = s.query_ranks
-        query_ranks = sorted(rng.choice(np.arange(q0, q1 + 1), size=s.image_sets, replace=False).tolist())
+        # The paper: image set b's query is rank q1 - b of the top images (ranks 20..11 for 10 sets), and each
+        # of the 9 reference bins is permuted across the image sets, so no reference repeats within a unit.
+        query_ranks = [s.query_ranks[1] - b for b in range(s.image_sets)]
         bins = np.array_split(np.arange(s.reference_ranks[0], s.reference_ranks[1] + 1), s.references)
-        synthetic = []
-        if vis is not None:
-            entry = unit_entry(vis, unit)
-            for j, image in enumerate(entry["images"][: s.references] if entry else []):
-                with Image.open(Path(vis["dir"]) / image["file"]) as im:
-                    rel = f"{tag}/synthetic/{j:02d}.png"
-                    (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                    im.convert("RGB").save(staging / rel)
-                synthetic.append(rel)
+        bin_draws = [rng.permutation(b)[: s.image_sets] for b in bins]
+        entry = unit_entry(vis, unit) if vis is not None else None
+        synthetic = _copy_visualizations(vis, entry, "images", s.references, staging, f"{tag}/synthetic")
+        # `mixed` takes its synthetic images from a separate rendering (`vizprobe visualize --mixed-extra`), as
+        # the paper did, else from the first ones of the main rendering.
+        extra = _copy_visualizations(vis, entry, "mixed_images", s.references - s.mixed_natural, staging,
+                                     f"{tag}/synthetic-mixed")  # fmt: skip
+        mixed_synthetic = extra or synthetic[: s.references - s.mixed_natural]
         blurred_cache: dict[int, str] = {}
         for image_set, rank in enumerate(query_ranks):
             query = _load(model, ranked[rank - 1].path)
@@ -172,7 +179,7 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
             trial_rng = _rng(s.seed, trial_id)
             flip = bool(trial_rng.integers(2))
             options = [option_b, option_a] if flip else [option_a, option_b]
-            ref_ranks = [int(trial_rng.choice(b)) for b in bins]
+            ref_ranks = [int(draw[image_set]) for draw in bin_draws]
             natural = [_save_photo(staging, f"{tag}/natural/{r:04d}.png", model, ranked[r - 1].path) for r in ref_ranks]
             references = {}
             if "natural" in s.conditions:
@@ -180,7 +187,7 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
             if "synthetic" in s.conditions:
                 references["synthetic"] = synthetic[: s.references]
             if "mixed" in s.conditions:
-                references["mixed"] = natural[: s.mixed_natural] + synthetic[: s.references - s.mixed_natural]
+                references["mixed"] = natural[: s.mixed_natural] + mixed_synthetic
             if "blur" in s.conditions:
                 blurred = []
                 for r in ref_ranks:
@@ -192,6 +199,10 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
                 references["blur"] = blurred
             if "none" in s.conditions:
                 references["none"] = []
+            # The grid order is shuffled per trial (the paper shuffled each trial's references); one order for
+            # all conditions keeps each blurred reference in the place of its natural image.
+            order = trial_rng.permutation(s.references)
+            references = {c: [refs[i] for i in order] if refs else [] for c, refs in references.items()}
             trial = {"trial_id": trial_id, "unit": str(unit), "image_set": image_set, "kind": "main",
                      "base_image": base, "options": options, "correct": 1 if flip else 0,
                      "references": references}  # fmt: skip
@@ -234,6 +245,20 @@ def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel
     }
 
 
+def _copy_visualizations(
+    vis: dict | None, entry: dict | None, key: str, n: int, staging: Path, folder: str
+) -> list[str]:
+    """The first `n` images under `key` of a unit's visualizations entry, copied into the package."""
+    copied = []
+    for j, image in enumerate((entry or {}).get(key, [])[:n]):
+        with Image.open(Path(vis["dir"]) / image["file"]) as im:
+            rel = f"{folder}/{j:02d}.png"
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            im.convert("RGB").save(staging / rel)
+        copied.append(rel)
+    return copied
+
+
 def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: Path, rel: str) -> str:
     """The reference blurred everywhere except the square whose retention activates the unit most."""
     if (staging / rel).exists():
@@ -248,14 +273,15 @@ def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: P
 
 def _tasks(units: list[Unit], tags: dict[str, str], catch_ids: dict[str, list[str]], s: BuildSettings) -> list[dict]:
     """Per condition, tasks with one main trial per unit and `catch_per_task` catch trials, shuffled.
-    Image sets rotate across tasks, so each (unit, image set) appears equally often (exactly when
-    the number of tasks is a multiple of the number of image sets, else within one)."""
+
+    Task k of every condition holds image set k mod `image_sets` of every unit (the paper: "same numbering
+    across conditions"), so participant k of each condition answers the same main trials, and each (unit,
+    image set) appears equally often (exactly when the number of tasks is a multiple of the image sets)."""
     tasks = []
     for condition in s.conditions:
         rng = _rng(s.seed, "tasks", condition)
-        offsets = rng.integers(0, s.image_sets, len(units))
         for t in range(s.tasks_per_condition):
-            main = [f"{tags[str(unit)]}-set{int((t + offsets[u]) % s.image_sets):02d}" for u, unit in enumerate(units)]
+            main = [f"{tags[str(unit)]}-set{t % s.image_sets:02d}" for unit in units]
             chosen = rng.choice(len(units), size=min(s.catch_per_task, len(units)), replace=False)
             catch = [catch_ids[str(units[i])][int(rng.integers(s.image_sets))] for i in sorted(chosen)]
             trial_ids = main + catch

@@ -96,12 +96,18 @@ class Rendering:
     seconds: float
     history: list[float] = field(default_factory=list)  # mean objective per step
     precision: str = "fp32"
+    extra: list[bool] = field(default_factory=list)  # True for the separate `mixed` batch (settings.mixed_extra)
 
-    def unit_images(self, k: int) -> torch.Tensor:
-        return self.images[[i for i, u in enumerate(self.unit_index) if u == k]]
+    def _rows(self, k: int, extra: bool) -> list[int]:
+        flags = self.extra or [False] * len(self.unit_index)
+        return [i for i, (u, e) in enumerate(zip(self.unit_index, flags, strict=True)) if u == k and e == extra]
 
-    def unit_activations(self, k: int) -> torch.Tensor:
-        return self.activations[[i for i, u in enumerate(self.unit_index) if u == k]]
+    def unit_images(self, k: int, extra: bool = False) -> torch.Tensor:
+        """Unit k's images (of the separate `mixed` batch with `extra=True`)."""
+        return self.images[self._rows(k, extra)]
+
+    def unit_activations(self, k: int, extra: bool = False) -> torch.Tensor:
+        return self.activations[self._rows(k, extra)]
 
 
 def render(
@@ -246,7 +252,7 @@ def render_units(
     """
     settings = settings or PRESETS["quick"]
     units = model.resolve_units(units)
-    n = settings.per_unit
+    n = settings.per_unit + settings.mixed_extra
     if settings.transforms not in tf.PRESETS:
         raise VizprobeError(f"unknown transforms {settings.transforms!r}; use one of {', '.join(tf.PRESETS)}")
     # Units of the same layer go through the network together, shallow layers first, so that each
@@ -254,7 +260,9 @@ def render_units(
     depth = {info.path: rank for rank, info in enumerate(model.layers)}
     order = sorted(range(len(units)), key=lambda k: depth[units[k].layer])
     per_image = [units[k] for k in order for _ in range(n)]
-    groups = [k for k in order for _ in range(n)]
+    extra = [j >= settings.per_unit for _ in order for j in range(n)]
+    # The separate `mixed` batch is its own diversity group, as a separate rendering would be.
+    groups = [k + len(units) * int(e) for k, e in zip([k for k in order for _ in range(n)], extra, strict=True)]
     seeds = image_seeds(model.name, [units[k] for k in order], n, settings.seed)
     param = make_param(settings, seeds, generator, latent_shape)
     chunk_images = chunk_images or default_chunk_images(model.device)
@@ -275,9 +283,11 @@ def render_units(
         final = torch.cat([
             _activations(model, result.images[c], per_image[c]) for c in chunks
         ])  # fmt: skip
+    unit_index = [k for k in order for _ in range(n)]
     return Rendering(
-        units, result.images, groups, seeds, final, settings, result.seconds, result.history, result.precision
-    )
+        units, result.images, unit_index, seeds, final, settings, result.seconds, result.history, result.precision,
+        extra,
+    )  # fmt: skip
 
 
 def _activations(model: LoadedModel, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:

@@ -28,6 +28,9 @@ class RenderSettings:
     negative: bool = False
     objective: str = "channel"
     seed: int = 0
+    # Images per unit rendered as a separate batch (own diversity term) for the `mixed` condition: the paper
+    # showed 5 natural + 4 synthetic images from such a batch of 4.
+    mixed_extra: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

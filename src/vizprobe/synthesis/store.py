@@ -3,8 +3,9 @@
     OUT/
       visualizations.json   model, weights, settings, and per unit: `unit` (canonical LAYER_PATH:CHANNEL,
                             the key readers look units up by), `label` (as the user wrote it), its
-                            images (file, seed, final activation), their mean, and with a scan the
-                            unit's top-1 natural activation and the ratio mean/top-1
+                            images (file, seed, final activation), their mean, with `--mixed-extra N`
+                            `mixed_images` (a separate batch of N for the `mixed` condition), and with
+                            a scan the unit's top-1 natural activation and the ratio mean/top-1
       LAYER_CHANNEL/00.png  one PNG per image (size x size, RGB)
 
 Version 1 keyed units by the spelling the user typed (an alias, say); it is read by migrating its
@@ -43,12 +44,14 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
         for k, unit in enumerate(rendering.units):
             folder = unit.folder
             (staging / folder).mkdir()
+            flags = rendering.extra or [False] * len(rendering.unit_index)
             rows = [i for i, u in enumerate(rendering.unit_index) if u == k]
-            images = []
+            images, mixed = [], []
             for j, i in enumerate(rows):
                 name = f"{folder}/{j:02d}.png"
                 to_pil(rendering.images[i]).save(staging / name)
-                images.append({"file": name, "seed": rendering.seeds[i], "activation": float(rendering.activations[i])})
+                record = {"file": name, "seed": rendering.seeds[i], "activation": float(rendering.activations[i])}
+                (mixed if flags[i] else images).append(record)
             entry = {
                 "unit": str(unit),
                 "label": unit.display,
@@ -57,6 +60,8 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
                 "images": images,
                 "mean_activation": float(np.mean([im["activation"] for im in images])),
             }
+            if mixed:
+                entry["mixed_images"] = mixed  # the separate batch the `mixed` condition takes its images from
             if scan is not None:
                 top1 = scan.top(unit, 1)[0].activation
                 entry["natural_top1"] = top1
