@@ -262,7 +262,8 @@ def test_exclusion_thresholds_are_parameters_and_missing_columns_are_skipped():
     bare = validate_responses(pd.DataFrame(rows)[["participant_id", "condition", "trial_id", "correct"]])
     result = apply_exclusion(bare)
     assert result.excluded == []
-    assert all(entry["skipped"] for entry in result.criteria.values())
+    assert all(entry["skipped"] for name, entry in result.criteria.items() if name != "same_confidence")
+    assert result.criteria["same_confidence"]["threshold"] == "off"  # opt-in, not a skipped check
     assert "no instruction_time_s column" in result.criteria["instruction_time"]["skipped"]
 
 
@@ -406,20 +407,25 @@ def test_baselines_as_observers_answer_as_the_old_formulas(stimulus_package: Pat
     def coin(trial_id: str, salt: str) -> int:
         return hashlib.sha256(f"vizprobe-baseline-{salt}:0:{trial_id}".encode()).digest()[0] & 1
 
-    def pick(left: float, right: float, trial_id: str) -> int:  # lower score wins; a tie is a coin
+    def pick(scores: list[float], mirrored: bool, trial_id: str) -> int:  # lower score wins; a tie is a coin
+        left, right = scores[::-1] if mirrored else scores
         return 1 if right < left else 0 if left < right else coin(trial_id, "tie")
 
     for trial in (t for t in manifest["trials"] if t["kind"] == "main"):
         query = np.asarray(Image.open(stimulus_package / trial["base_image"]).convert("RGB"), dtype=np.float64) / 255
-        (lx, ly, ls), (rx, ry, rs) = (o["patch"] for o in trial["options"])
-        distance = [-np.hypot(x + s / 2 - size / 2, y + s / 2 - size / 2) for x, y, s in ((lx, ly, ls), (rx, ry, rs))]
-        variance = [query[y : y + s, x : x + s].var() for x, y, s in ((lx, ly, ls), (rx, ry, rs))]
-        expected = {"center": pick(*distance, trial["trial_id"]), "variance": pick(*variance, trial["trial_id"]),
-                    "random": coin(trial["trial_id"], "random"), "oracle": trial["correct"]}  # fmt: skip
-        for name, choice in expected.items():
+        patches = [o["patch"] for o in trial["options"]]  # stored order
+        distance = [-np.hypot(x + s / 2 - size / 2, y + s / 2 - size / 2) for x, y, s in patches]
+        variance = [query[y : y + s, x : x + s].var() for x, y, s in patches]
+        for name in ("center", "variance", "random", "oracle"):
             row = baseline_rows[(baseline_rows["observer"] == f"baseline:{name}")
                                 & (baseline_rows["trial_id"] == trial["trial_id"])]  # fmt: skip
-            assert row["choice"].tolist() == [choice], (name, trial["trial_id"])
+            side = int(row["max_side"].iloc[0])  # where this baseline was shown the maximal option
+            mirrored = side != trial["correct"]
+            expected = {"center": pick(distance, mirrored, trial["trial_id"]),
+                        "variance": pick(variance, mirrored, trial["trial_id"]),
+                        "random": coin(trial["trial_id"], "random"), "oracle": side}[name]  # fmt: skip
+            assert row["choice"].tolist() == [expected], (name, trial["trial_id"])
+            assert row["correct"].tolist() == [int(expected == side)]
 
 
 def test_random_is_reproducible_and_does_not_copy_the_answers(stimulus_package: Path):

@@ -143,7 +143,7 @@ def _assert_trial_fits(page, n_references: int) -> None:
     assert overflow <= 0, f"the trial needs {overflow}px of scrolling at 1280x800"
 
 
-def test_participant_completes_a_session_in_chromium(serve, browser):
+def test_participant_completes_a_session_in_chromium(serve, browser, stimulus_package):
     options = ["--practice", str(N_PRACTICE), "--practice-attempts", str(ATTEMPTS), "--completion-code", CODE]
     base, db = serve(*options)
     url = f"{base}/?PROLIFIC_PID={WORKER}&STUDY_ID=study-1&SESSION_ID=sess-1"
@@ -215,7 +215,7 @@ def test_participant_completes_a_session_in_chromium(serve, browser):
     # Main and catch trials; the page is reloaded halfway and must come back at the first unanswered trial.
     page.get_by_role("heading", name="The main part").wait_for()
     _click(page, "Continue")
-    expected, middle = {}, len(trials) // 2
+    expected, shown, middle = {}, {}, len(trials) // 2
     for t in trials:
         i = t["index"]
         if i == middle:
@@ -228,7 +228,8 @@ def test_participant_completes_a_session_in_chromium(serve, browser):
         trial.locator(".vp-conf:not([disabled])").first.wait_for()
         assert trial.get_attribute("data-index") == str(i), "resumed at the wrong trial"
         assert page.locator(".vp-query").get_attribute("src") == t["query"]
-        assert [page.locator(".vp-option").nth(k).get_attribute("src") for k in (0, 1)] == t["options"]
+        shown[t["trial_id"]] = [page.locator(".vp-option").nth(k).get_attribute("src") for k in (0, 1)]
+        assert shown[t["trial_id"]] == t["options"]
         if i == 0:
             _assert_trial_fits(page, n_references=9)
             page.screenshot(path=str(SCREENSHOT))
@@ -276,6 +277,13 @@ def test_participant_completes_a_session_in_chromium(serve, browser):
     assert list(main["trial_id"]) == [t["trial_id"] for t in trials]
     assert list(main["is_catch"]) == [int(t["kind"] == "catch") for t in trials]
     assert dict(zip(main["trial_id"], zip(main["choice"], main["confidence"], strict=True), strict=True)) == expected
+    # The exported side of the maximal option is where the page showed it, and `correct` follows from it.
+    stored = {t["trial_id"]: t for t in json.loads((stimulus_package / "manifest.json").read_text())["trials"]}
+    for row in main.itertuples():
+        best = stored[row.trial_id]["options"][stored[row.trial_id]["correct"]]["image"]
+        assert shown[row.trial_id][row.max_side] == "/stimuli/" + best
+        assert row.correct == int(row.choice == row.max_side)
+    assert 0 < main["max_side"].mean() < 1
 
     database = Database(str(db), create=False)
     try:

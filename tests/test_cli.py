@@ -45,7 +45,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     args = ["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu", "--steps", "8", "--image-sets", "2"]
     assert main([*args, "--stride", "32", "--participants", "3"]) == 0
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 4
-    assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * 9
+    # 9 per unit, and the separate batch of 4 for the mixed condition
+    assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * (9 + 4)
     from vizprobe.stimuli import Manifest
 
     manifest = Manifest.load(tmp_path / "demo" / "stimuli", check_images=True).data

@@ -152,7 +152,7 @@ def assert_error(r, status: int, error: str) -> None:
 def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, tmp_path):
     assert client.get("/api/config").json() == {
         "platform": "prolific",
-        "practice_attempts": 5,
+        "practice_attempts": 10,
         "n_practice": 3,
         "texts": {},
     }
@@ -222,7 +222,13 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
     }
     layers = {u["unit"]: u["layer"] for u in manifest["units"]}
 
-    def row(trial_id: str, practice: int, choice: int, confidence: int, rt: float) -> dict:
+    def shown_max_side(view: dict) -> int:
+        """Where the page showed the trial's more activating option (read off its image URLs)."""
+        t = trials[view["trial_id"]]
+        return view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"])
+
+    def row(view: dict, practice: int, choice: int, confidence: int, rt: float) -> dict:
+        trial_id = view["trial_id"]
         t = trials[trial_id]
         return common | {
             "trial_id": trial_id,
@@ -232,17 +238,19 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
             "is_catch": int(t["kind"] == "catch"),
             "is_practice": practice,
             "choice": choice,
-            "correct": int(choice == t["correct"]),
+            "max_side": shown_max_side(view),
+            "correct": int(choice == shown_max_side(view)),
             "confidence": confidence,
             "rt_ms": rt,
         }
 
+    assert all(t["correct"] == shown_max_side(t) for t in practice)  # the feedback names the shown side
     for attempt in (1, 2):
         for t in practice:
             choice = t["correct"] ^ (attempt == 1 and t["index"] == 1)
-            rows.append(row(t["trial_id"], 1, choice, 3 if attempt == 1 else 2, 850.5 + t["index"]))
-    for i, trial_id in enumerate(task["trial_ids"]):
-        rows.append(row(trial_id, 0, i % 2, 1 + i % 3, 850.5 + i))
+            rows.append(row(t, 1, choice, 3 if attempt == 1 else 2, 850.5 + t["index"]))
+    for i, view in enumerate(state["trials"]):
+        rows.append(row(view, 0, i % 2, 1 + i % 3, 850.5 + i))
     expected = validate_responses(pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
     exported = export_frame(db_url)
     pd.testing.assert_frame_equal(exported, expected)
@@ -270,7 +278,7 @@ def test_bad_requests_are_refused_and_store_nothing(client, manifest):
         ({"trial_index": -1}, "invalid_request"),
         ({"attempt": 1}, "out_of_range"),
         ({"phase": "practice", "attempt": 0}, "out_of_range"),
-        ({"phase": "practice", "attempt": 6}, "out_of_range"),
+        ({"phase": "practice", "attempt": 11}, "out_of_range"),
         ({"phase": "practice", "trial_index": 3}, "out_of_range"),
         ({"confidence": 0}, "invalid_request"),
         ({"confidence": 4}, "invalid_request"),
@@ -522,3 +530,52 @@ def test_openapi_documents_the_typed_api_and_texts_are_settable(make_client, tmp
     err = capsys.readouterr().err
     assert code == 2 and "unknown text 'consent_buton'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t.db").exists()
+
+
+def test_sides_are_drawn_per_participant_and_balanced(stimulus_package, manifest, tmp_path):
+    """The first participant of two fresh databases gets the same task, shown with different sides; within
+    a session the more activating option is on the left in half the trials (+-1)."""
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+    seen = []
+    for k in range(2):
+        app = create_app(stimulus_package, str(tmp_path / f"db{k}.db"), secret_file=tmp_path / f"s{k}",
+                         admin_token=TOKEN, static_dir=tmp_path / "static")  # fmt: skip
+        state = start(TestClient(app))
+        app.state.db.dispose()
+        sides = []
+        for view in state["trials"]:
+            t = trials[view["trial_id"]]
+            sides.append(view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"]))
+        assert abs(sides.count(0) - len(sides) / 2) <= 0.5, sides
+        seen.append((state["task_id"], sides))
+    (task_a, sides_a), (task_b, sides_b) = seen
+    assert task_a == task_b and sides_a != sides_b
+
+
+def test_a_participant_who_fails_gets_the_code_and_the_task_is_posted_again(make_client, manifest, db_url):
+    """Judged on completion by the analysis's own exclusion code: a sixth practice round is accepted (the cap is
+    10) but excludes, as do wrong catch trials; the task goes back to the pool and the next participants get it."""
+    client = make_client(platform="prolific")
+    state = start(client, PROLIFIC_PID="careless")
+    sid, condition = state["session_id"], state["condition"]
+    client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
+    client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 60.0})
+    for attempt in range(1, 7):
+        for t in state["practice"]:
+            answer(client, sid, t["index"], phase="practice", attempt=attempt, choice=t["correct"] ^ (attempt < 6))
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+    for view in state["trials"]:
+        t = trials[view["trial_id"]]
+        best = view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"])
+        answer(client, sid, view["index"], choice=best ^ (t["kind"] == "catch"), confidence=1 + view["index"] % 3)
+    r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})
+    assert r.status_code == 200 and r.json()["completion_code"]  # paid all the same
+    progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()["conditions"][condition]
+    assert progress["failed"] == 1 and progress["completed"] == 0 and progress["free"] == progress["tasks"]
+    from vizprobe.analysis.exclusion import apply_exclusion
+
+    result = apply_exclusion(export_frame(db_url))
+    assert result.excluded == ["p0001"]
+    assert result.criteria["practice_attempts"]["excluded"] == result.criteria["catch_accuracy"]["excluded"] == 1
+    handed = [start(client, PROLIFIC_PID=f"next-{k}")["task_id"] for k in range(len(manifest["tasks"]))]
+    assert state["task_id"] in handed and len(set(handed)) == len(manifest["tasks"])

@@ -195,3 +195,25 @@ def test_a_cpu_run_never_moves_the_callers_model(monkeypatch, tmp_path, subset_d
     assert copy is not model and copy.device == model.device
     assert moved == []
     assert all(p.is_contiguous() for p in model.net.parameters())
+
+
+def test_googlenet_pre_relu_aliases_tap_the_branch_before_its_relu(googlenet_weights, photo_files):
+    """`mixed4a/3x3_pre_relu` is the branch's last batch norm output: ReLU of it is the branch output, and
+    its unit activation is the spatial mean of that map (independent hooks on the network)."""
+    model = load_model("googlenet", weights=googlenet_weights, device="cpu")
+    assert model.layer("mixed4a/3x3_pre_relu").path == "inception4a.branch2.1.bn"
+    assert model.resolve_unit("mixed4a/pool_pre_relu:7").layer == "inception4a.branch4.1.bn"
+    image = model.preprocessing(load_rgb(pick(photo_files, 3)))[None]
+    modules = dict(model.net.named_modules())
+    captured = {}
+    handles = [modules[p].register_forward_hook(lambda m, i, o, p=p: captured.setdefault(p, o))
+               for p in ("inception4a.branch2.1.bn", "inception4a.branch2")]  # fmt: skip
+    with torch.inference_mode():
+        model.net(image)
+        acts = model.unit_activations(image, ["mixed4a/3x3_pre_relu:12", "mixed4a/3x3:12"])
+    for handle in handles:
+        handle.remove()
+    pre, post = captured["inception4a.branch2.1.bn"], captured["inception4a.branch2"]
+    torch.testing.assert_close(torch.relu(pre), post)
+    assert (pre < 0).any()  # the pre-ReLU map really holds negative values
+    torch.testing.assert_close(acts[0], torch.stack([pre[0, 12].mean(), post[0, 12].mean()]))

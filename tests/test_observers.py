@@ -35,10 +35,10 @@ def observer():
 
 @pytest.fixture(scope="module")
 def natural_package(tmp_path_factory, photo_scan, lite0):
-    """16 units x 5 image sets = 80 main trials of real photos (conditions natural and none), fast to build."""
+    """16 units x 10 image sets = 160 main trials of real photos (conditions natural and none), fast to build."""
     from vizprobe.stimuli import BuildSettings, build_stimuli
 
-    settings = BuildSettings(conditions=("natural", "none"), image_sets=5, tasks_per_condition=4, stride=16,
+    settings = BuildSettings(conditions=("natural", "none"), image_sets=10, tasks_per_condition=4, stride=16,
                              search="fast", reference_ranks=reference_ranks(len(photo_scan[0].images)))  # fmt: skip
     out = tmp_path_factory.mktemp("natural") / "pkg"
     build_stimuli(photo_scan[0], NATURAL_UNITS, out, None, settings, model=lite0, progress=False)
@@ -79,8 +79,8 @@ def test_similarity_beats_random_on_real_photos(natural_package, observer, image
     table = predicted_accuracy(pd.concat([responses, random], ignore_index=True)).set_index(["observer", "condition"])
     print(table.to_string())  # the measured accuracies, with -s
     natural = table.loc[("similarity", "natural")]
-    assert natural["n_trials"] == 80
-    assert binomtest(int(natural["n_correct"]), 80, 0.5, alternative="greater").pvalue < 0.05
+    assert natural["n_trials"] == 160
+    assert binomtest(int(natural["n_correct"]), 160, 0.5, alternative="greater").pvalue < 0.05
     assert natural["accuracy"] > table.loc[("random", "natural"), "accuracy"]
     for row in table.itertuples():
         assert 0 <= row.ci_low < row.accuracy < row.ci_high <= 1

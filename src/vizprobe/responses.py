@@ -41,6 +41,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("is_catch", "bool", "1 for catch trials"),
     Column("is_practice", "bool", "1 for practice trials"),
     Column("choice", "int", "0 = left option, 1 = right option", choices=(0, 1)),
+    Column("max_side", "int", "side the more activating option was shown on (0 left, 1 right)", choices=(0, 1)),
     Column("correct", "bool", "1 when the chosen option is the more activating one"),
     Column("confidence", "int", "confidence rating 1 (unsure) to 3 (sure)", choices=(1, 2, 3)),
     Column("rt_ms", "float", "response time in milliseconds", low=0),

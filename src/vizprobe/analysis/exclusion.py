@@ -103,7 +103,7 @@ def _checks(humans: pd.DataFrame, c: ExclusionCriteria) -> dict[str, tuple[str, 
         ("same_confidence", "confidence", c.require_two_confidence_levels),
     ):
         if not wanted:
-            out[name] = (column, "off", "turned off")
+            out[name] = (column, "off", pd.Series(False, dtype=bool))  # a setting, not a skipped check
         elif column not in cols:
             out[name] = (column, "> 1 distinct value", f"no {column} column")
         else:

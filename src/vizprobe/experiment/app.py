@@ -191,13 +191,10 @@ def admin_page(token: AdminToken, study: Study) -> HTMLResponse:
 
 def admin_html(progress: dict, token: str) -> str:
     """A plain server-rendered page: one row per condition, and the export link."""
-    head = (
-        "<tr><th>condition</th><th>tasks</th><th>completed</th><th>running</th><th>free</th><th>participants</th></tr>"
-    )
+    columns = ("tasks", "completed", "running", "free", "participants", "failed")
+    head = "<tr><th>condition</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     rows = "".join(
-        f"<tr><td>{html.escape(c)}</td>"
-        + "".join(f"<td>{v[k]}</td>" for k in ("tasks", "completed", "running", "free", "participants"))
-        + "</tr>"
+        f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td>{v[k]}</td>" for k in columns) + "</tr>"
         for c, v in sorted(progress["conditions"].items())
     )
     link = html.escape(f"/api/admin/export.csv?token={quote(token)}")

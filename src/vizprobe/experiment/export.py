@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
 
 from .db import Database, ParticipantSession, Response
-from .study import load_study
+from .study import load_study, session_sides
 
 
 def participant_label(pk: int) -> str:
@@ -19,14 +20,23 @@ def participant_label(pk: int) -> str:
     return f"p{pk:04d}"
 
 
-def frame_from_session(s: Session) -> pd.DataFrame:
-    """One row per stored response, practice rows included, in session order then phase, attempt and index."""
-    _, manifest = load_study(s)
+def frame_from_session(s: Session, session_id: str | None = None) -> pd.DataFrame:
+    """One row per stored response, practice rows included, in session order then phase, attempt and index
+    (only those of `session_id` when given)."""
+    study, manifest = load_study(s)
+    n_practice = len(manifest.practice_trials(json.loads(study.settings_json or "{}").get("practice")))
+
+    def max_side(p: ParticipantSession, phase: str, index: int) -> int:
+        n = n_practice if phase == "practice" else len(manifest.tasks[p.task_id].trial_ids)
+        return session_sides(p.id, phase, n)[index]
+
     query = (
         select(Response, ParticipantSession)
         .join(ParticipantSession, ParticipantSession.id == Response.session_id)
         .order_by(ParticipantSession.pk, Response.phase.desc(), Response.attempt, Response.trial_index)
     )
+    if session_id is not None:
+        query = query.where(ParticipantSession.id == session_id)
     rows = []
     for r, p in s.execute(query):
         trial = manifest.trials[r.trial_id]
@@ -42,6 +52,7 @@ def frame_from_session(s: Session) -> pd.DataFrame:
                 "is_catch": int(trial.kind == "catch"),
                 "is_practice": int(r.phase == "practice"),
                 "choice": r.choice,
+                "max_side": max_side(p, r.phase, r.trial_index),
                 "correct": r.correct,
                 "confidence": r.confidence,
                 "rt_ms": r.rt_ms,

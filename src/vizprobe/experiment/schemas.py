@@ -142,11 +142,15 @@ class CompleteOut(BaseModel):
 
 
 class ConditionProgress(BaseModel):
+    """Tasks by state (`completed`: with a valid participant), sessions, and finished sessions that failed the
+    exclusion criteria (their task was posted again)."""
+
     tasks: int
     completed: int
     running: int
     free: int
     participants: int
+    failed: int
 
 
 class ProgressOut(BaseModel):

@@ -16,10 +16,11 @@ from vizprobe.stimuli.manifest import Manifest, Trial
 
 from .assignment import claim_task, release_abandoned
 from .db import Database, ParticipantSession, Response, SessionStatus, Study, Task, TaskState, utcnow
+from .export import frame_from_session
 from .schemas import WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
 from .secret import keyed_hash, load_or_create_secret
 from .settings import PROLIFIC_DONE, Settings
-from .study import open_study, trial_view
+from .study import open_study, session_sides, trial_view
 
 
 class ApiError(Exception):
@@ -73,6 +74,9 @@ class Experiment:
     def state(self, s: Session, p: ParticipantSession) -> dict:
         """The SessionState of docs/experiment-api.md."""
         trials = self.study.task_trials(p.task_id)
+        practice = self.study.practice_trials(self.settings.practice)
+        main_sides = session_sides(p.id, "main", len(trials))
+        practice_sides = session_sides(p.id, "practice", len(practice))
         answered = self._answered(s, p.id)
         next_index = next((i for i in range(len(trials)) if i not in answered), len(trials))
         done = p.status == SessionStatus.COMPLETED
@@ -87,10 +91,9 @@ class Experiment:
             "practice_attempts": p.practice_attempts,
             "practice_answers": self._practice_answers(s, p),
             "practice": [
-                trial_view(t, i, p.condition, practice=True)
-                for i, t in enumerate(self.study.practice_trials(self.settings.practice))
+                trial_view(t, i, p.condition, practice_sides[i], practice=True) for i, t in enumerate(practice)
             ],
-            "trials": [trial_view(t, i, p.condition, practice=False) for i, t in enumerate(trials)],
+            "trials": [trial_view(t, i, p.condition, main_sides[i], practice=False) for i, t in enumerate(trials)],
             "next_trial_index": next_index,
             "completed": done,
             "completion_code": p.completion_code if done else None,
@@ -166,8 +169,9 @@ class Experiment:
             p.last_active_at = utcnow()
         return {"ok": True}
 
-    def _trial(self, p: ParticipantSession, body: ResponseIn) -> Trial:
-        """The manifest trial a response answers; 422 when index or attempt is out of range."""
+    def _trial(self, p: ParticipantSession, body: ResponseIn) -> tuple[Trial, int]:
+        """The manifest trial a response answers and the side its maximal option was shown on; 422 when index or
+        attempt is out of range."""
         if body.phase == "practice":
             trials, attempts = (
                 self.study.practice_trials(self.settings.practice),
@@ -179,18 +183,18 @@ class Experiment:
             raise ApiError(422, "out_of_range", f"{body.phase} trial_index must be below {len(trials)}")
         if not attempts[0] <= body.attempt <= attempts[1]:
             raise ApiError(422, "out_of_range", f"{body.phase} attempt must be in {attempts[0]}..{attempts[1]}")
-        return trials[body.trial_index]
+        return trials[body.trial_index], session_sides(p.id, body.phase, len(trials))[body.trial_index]
 
     def respond(self, sid: str, body: ResponseIn) -> dict:
         """Store one answer idempotently: same key and answer again is a duplicate; another answer is a conflict."""
         with self.db.tx() as s:
             p = self._session(s, sid)
-            trial = self._trial(p, body)
+            trial, max_side = self._trial(p, body)
             key = (Response.session_id == sid, Response.phase == body.phase, Response.attempt == body.attempt)
             old = s.scalars(select(Response).where(*key, Response.trial_index == body.trial_index)).one_or_none()
             if old is not None and (old.choice, old.confidence) != (body.choice, body.confidence):
                 raise ApiError(409, "conflicting_duplicate", "this trial already has a different answer")
-            correct = old.correct if old is not None else int(body.choice == trial.correct)
+            correct = old.correct if old is not None else int(body.choice == max_side)
             if old is None:
                 s.add(Response(session_id=sid, trial_id=trial.trial_id, correct=correct, **body.model_dump()))
                 s.flush()
@@ -221,18 +225,30 @@ class Experiment:
                 p.total_time_s, p.debrief_json = body.total_time_s, json.dumps(body.debrief)
                 p.completion_code = self.completion_code
                 task = s.get(Task, p.task_id)
-                task.state, task.completed_at = TaskState.COMPLETED, now
+                if self.settings.repost_failed and self._fails_exclusion(s, p):
+                    task.state, task.session_id, task.started_at = TaskState.FREE, None, None  # posted again
+                else:
+                    task.state, task.completed_at = TaskState.COMPLETED, now
             return {"completion_code": p.completion_code, "redirect_url": self._redirect(p.completion_code)}
 
+    def _fails_exclusion(self, s: Session, p: ParticipantSession) -> bool:
+        """Whether the finished session fails the exclusion criteria, judged by the analysis's own code."""
+        from vizprobe.analysis.exclusion import apply_exclusion
+
+        s.flush()
+        frame = frame_from_session(s, p.id)
+        return bool(len(frame)) and bool(apply_exclusion(frame).excluded)
+
     def progress(self) -> dict:
-        """Tasks per condition and state, participants per condition, and the number of stored responses."""
+        """Tasks per condition and state, participants per condition (`failed`: finished sessions whose task was
+        posted again), and the number of stored responses."""
         with self.db.tx() as s:
             out: dict[str, dict[str, int]] = {}
             for condition, state, n in s.execute(
                 select(Task.condition, Task.state, func.count()).group_by(Task.condition, Task.state)
             ):
                 row = out.setdefault(
-                    condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "participants": 0}
+                    condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "participants": 0, "failed": 0}
                 )
                 row["tasks"] += n
                 row[state] += n
@@ -240,6 +256,13 @@ class Experiment:
                 select(ParticipantSession.condition, func.count()).group_by(ParticipantSession.condition)
             ):
                 out[condition]["participants"] = n
+            finished = (
+                select(ParticipantSession.condition, func.count())
+                .where(ParticipantSession.status == SessionStatus.COMPLETED)
+                .group_by(ParticipantSession.condition)
+            )
+            for condition, n in s.execute(finished):
+                out[condition]["failed"] = n - out[condition]["completed"]  # one valid session per completed task
             responses = s.scalar(select(func.count()).select_from(Response))
             study = s.get(Study, 1)
             return {"conditions": out, "responses": responses, "study_created": study.created_at.isoformat() + "Z"}

@@ -36,10 +36,15 @@ class Settings:
     platform: str = "local"
     completion_code: str | None = None
     practice: int | None = None
-    practice_attempts: int = 5
+    # The paper repeated practice until all answers were right and excluded who needed more than 5 rounds:
+    # the cap lies above that threshold so that the exclusion can fire.
+    practice_attempts: int = 10
     expert: bool = False
     task_timeout_s: float = 30 * 60.0
     texts: dict = field(default_factory=dict)
+    # The paper re-posted a task whose participant failed the exclusion criteria (the same code as `analyze`),
+    # so that every task ends with one valid participant; the participant still gets the completion code.
+    repost_failed: bool = True
 
     @classmethod
     def from_options(cls, **options) -> Settings:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from vizprobe.errors import VizprobeError
 from vizprobe.stimuli.manifest import Manifest, Trial
+from vizprobe.stimuli.sides import as_shown, max_sides
 
 from .db import Study, Task
 
@@ -19,18 +20,24 @@ def image_url(path: str) -> str:
     return "/stimuli/" + quote(path)
 
 
-def trial_view(trial: Trial, index: int, condition: str, *, practice: bool) -> dict:
-    """A trial as the page gets it (a `TrialOut`); the right answer only for practice trials (for feedback)."""
+def session_sides(session_id: str, phase: str, n: int) -> list[int]:
+    """The side of the maximal option in each of a session's `n` trials of `phase` (balanced, see stimuli.sides)."""
+    return max_sides(f"{session_id}:{phase}", n)
+
+
+def trial_view(trial: Trial, index: int, condition: str, max_side: int, *, practice: bool) -> dict:
+    """A trial as the page gets it (a `TrialOut`), its options on this participant's sides; the right answer
+    only for practice trials (for feedback)."""
     view = {
         "index": index,
         "trial_id": trial.trial_id,
         "kind": "practice" if practice else trial.kind,
         "references": [image_url(p) for p in trial.references_for(condition)],
         "query": image_url(trial.base_image),
-        "options": [image_url(o.image) for o in trial.options],
+        "options": [image_url(o.image) for o in as_shown(trial.options, trial.correct, max_side)],
     }
     if practice:
-        view["correct"] = trial.correct
+        view["correct"] = max_side
     return view
 
 

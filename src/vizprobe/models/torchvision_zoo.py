@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
+import torch
 import torchvision
 from torch import nn
 
@@ -16,18 +18,36 @@ _STATE_DICT_HINT = "pass --weights PATH to a torchvision state dict, saved with 
 # The paper's (lucid's) names for InceptionV1 layers, and the four branches inside each mixed layer.
 _MIXED = ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"]
 _BRANCHES = {"1x1": "branch1", "3x3": "branch2", "5x5": "branch3", "pool": "branch4"}
+# The paper measured pre-ReLU activations: a branch's last batch norm, before torchvision's functional ReLU.
+_PRE_RELU = {"1x1": "branch1.bn", "3x3": "branch2.1.bn", "5x5": "branch3.1.bn", "pool": "branch4.1.bn"}
 GOOGLENET_ALIASES = {
     "conv2d0": "conv1",
     "conv2d1": "conv2",
     "conv2d2": "conv3",
+    **{f"conv2d{k}_pre_relu": f"conv{k + 1}.bn" for k in range(3)},
     **{f"mixed{m}": f"inception{m}" for m in _MIXED},
     **{f"mixed{m}/{b}": f"inception{m}.{path}" for m in _MIXED for b, path in _BRANCHES.items()},
+    **{f"mixed{m}/{b}_pre_relu": f"inception{m}.{path}" for m in _MIXED for b, path in _PRE_RELU.items()},
 }
+
+
+_TorchvisionBasicConv2d = import_module("torchvision.models.googlenet").BasicConv2d  # the name is also a function
+
+
+class _BasicConv2d(_TorchvisionBasicConv2d):
+    """torchvision's conv + batch norm + ReLU, with the ReLU not in place: torchvision's in-place ReLU would
+    overwrite the batch norm's output, the pre-ReLU activation a tap has recorded."""
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
 
 
 def build_googlenet(weights: Path | None) -> nn.Module:
     # transform_input=True matches torchvision's ImageNet weights (trained on [-1, 1] inputs).
     net = torchvision.models.googlenet(weights=None, aux_logits=False, transform_input=True, init_weights=False)
+    for module in net.modules():
+        if type(module) is _TorchvisionBasicConv2d:
+            module.__class__ = _BasicConv2d
     if weights is not None:
         state = read_state_dict(weights, hint=_STATE_DICT_HINT)
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}

@@ -1,9 +1,10 @@
 """Machine observers answer a stimulus package in the responses format, so `analyze` treats them like participants.
 
 Rows: `participant_id` = `machine:NAME` (`machine:NAME:K` when several sampled participants are asked for),
-`observer` = NAME, `expertise` = `machine`, `task_id` NA (a machine answers every trial, not a task), `choice`
-the argmax of `p_right` (ties: a seeded coin per trial), `confidence` 1-3 from |p_right - 1/2|, and `correct`
-from the manifest, which only this scorer reads, after the observer has answered.
+`observer` = NAME, `expertise` = `machine`, `task_id` NA (a machine answers every trial, not a task), `max_side`
+the side the maximal option was shown on (balanced per condition, drawn from the observer's name, as the server
+draws a participant's), `choice` the argmax of `p_right` (ties: a seeded coin per trial), `confidence` 1-3 from
+|p_right - 1/2|, and `correct` from the manifest, which only this scorer reads, after the observer has answered.
 
 Baselines (`run_baselines`) are observers answering the main trials of one condition, labelled
 `baseline:NAME` (participant and observer), in the condition `none` when the package has it: they ignore
@@ -24,6 +25,7 @@ from vizprobe.observers.base import Observer, as_manifest, get_observer, trial_v
 from vizprobe.observers.baselines import BASELINES, SaliencyModel, choices_from_probabilities
 from vizprobe.responses import COLUMN_NAMES, validate_responses
 from vizprobe.stimuli.manifest import Manifest
+from vizprobe.stimuli.sides import max_sides
 
 
 def in_format_order(frame: pd.DataFrame) -> pd.DataFrame:
@@ -37,20 +39,27 @@ def predict_package(
     observer: Observer | str,
     conditions: Sequence[str] | None = None,
     kinds: Sequence[str] = ("main", "catch"),
+    sides_seed: str | None = None,
 ) -> pd.DataFrame:
-    """P(choose right) of `observer` for every trial of `kinds` in every condition (one batch per condition)."""
+    """P(choose right) of `observer` for every trial of `kinds` in every condition (one batch per condition).
+
+    With `sides_seed` the options of each condition's trials are shown on balanced sides drawn from it, as
+    the server does per participant (`max_side` says where the maximal option was); else in stored order."""
     manifest = as_manifest(package)
     observer = get_observer(observer, manifest=manifest)
     frames = []
     for condition in list(conditions) if conditions else manifest.conditions:
-        views = trial_views(manifest, condition, kinds)
+        trials = manifest.trials_of(kinds)
+        sides = (max_sides(f"{sides_seed}:{condition}", len(trials)) if sides_seed is not None
+                 else [t.correct for t in trials])  # fmt: skip
+        views = trial_views(manifest, condition, kinds, sides)
         p = np.asarray(observer.predict(views), dtype=np.float64)
         if p.shape != (len(views),) or not np.all((p >= 0) & (p <= 1)):
             raise VizprobeError(f"observer {observer.name!r} must return one probability in [0, 1] per trial")
         frames.append(pd.DataFrame({
             "condition": condition, "trial_id": [v.trial_id for v in views], "kind": [v.kind for v in views],
             "unit": [v.unit for v in views], "layer": [v.layer for v in views],
-            "image_set": [v.image_set for v in views], "p_right": p,
+            "image_set": [v.image_set for v in views], "p_right": p, "max_side": sides,
         }))  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -77,8 +86,7 @@ def answer_package(
     """
     manifest = as_manifest(package)
     observer = get_observer(observer, manifest=manifest)
-    predicted = predict_package(manifest, observer, conditions, kinds)
-    key = manifest.correct_answers()
+    predicted = predict_package(manifest, observer, conditions, kinds, sides_seed=label or observer.name)
     rng = np.random.default_rng(seed)
     frames = []
     for k in range(participants):
@@ -92,7 +100,7 @@ def answer_package(
         rows = predicted.assign(
             participant_id=pid, task_id=pd.NA, is_catch=(predicted["kind"] == "catch").astype(int),
             is_practice=(predicted["kind"] == "practice").astype(int), choice=choice,
-            correct=(choice == predicted["trial_id"].map(key).to_numpy()).astype(int),
+            correct=(choice == predicted["max_side"].to_numpy()).astype(int),
             confidence=confidence_from_p(p), expertise="machine", observer=label or observer.name,
         )  # fmt: skip
         frames.append(rows.drop(columns="kind"))

@@ -16,6 +16,7 @@ import numpy as np
 
 from vizprobe.errors import VizprobeError
 from vizprobe.stimuli.manifest import Manifest
+from vizprobe.stimuli.sides import as_shown
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,19 @@ def as_manifest(package: str | Path | Manifest) -> Manifest:
     return package if isinstance(package, Manifest) else Manifest.load(package)
 
 
-def trial_views(package: str | Path | Manifest, condition: str, kinds: Sequence[str] = ("main",)) -> list[TrialView]:
-    """The package's trials of the given kinds as seen in `condition`, in manifest order."""
+def trial_views(
+    package: str | Path | Manifest,
+    condition: str,
+    kinds: Sequence[str] = ("main",),
+    max_sides: Sequence[int] | None = None,
+) -> list[TrialView]:
+    """The package's trials of the given kinds as seen in `condition`, in manifest order; with `max_sides` (one
+    per trial, see `vizprobe.stimuli.sides`) each trial's options are on those sides, else in stored order."""
     manifest = as_manifest(package)
     manifest.check_condition(condition)
+    trials = manifest.trials_of(kinds)
+    if max_sides is None:
+        max_sides = [t.correct for t in trials]
     return [
         TrialView(
             trial_id=trial.trial_id,
@@ -54,11 +64,11 @@ def trial_views(package: str | Path | Manifest, condition: str, kinds: Sequence[
             image_set=trial.image_set,
             references=tuple(manifest.path(r) for r in trial.references_for(condition)),
             query=manifest.path(trial.base_image),
-            options=(manifest.path(trial.options[0].image), manifest.path(trial.options[1].image)),
-            patches=(trial.options[0].patch, trial.options[1].patch),
+            options=tuple(manifest.path(o.image) for o in as_shown(trial.options, trial.correct, side)),
+            patches=tuple(o.patch for o in as_shown(trial.options, trial.correct, side)),
             image_size=manifest.image_size,
         )
-        for trial in manifest.trials_of(kinds)
+        for trial, side in zip(trials, max_sides, strict=True)
     ]
 
 

@@ -22,12 +22,17 @@ from vizprobe.observers.answer import in_format_order, predict_package
 from vizprobe.observers.base import Observer, as_manifest, get_observer
 from vizprobe.responses import validate_responses
 from vizprobe.stimuli.manifest import Manifest, Task
+from vizprobe.stimuli.sides import max_sides
 
 
-def _participant(task: Task, p_right: dict, key: dict, lapse: float, noise: float, rng) -> pd.DataFrame:
-    """One simulated participant's answers to the trials of `task`, in task order."""
+def _participant(task: Task, pid: str, p_right: dict, key: dict, lapse: float, noise: float, rng) -> pd.DataFrame:
+    """One simulated participant's answers to the trials of `task`, in task order, on sides drawn from `pid`
+    as the server draws a session's (`p_right` and `key` are in the package's stored option order)."""
     ids = list(task.trial_ids)
+    sides = np.array(max_sides(pid, len(ids)))
+    stored = np.array([key[t] for t in ids])
     p = np.clip(np.array([p_right[t] for t in ids]), 1e-4, 1 - 1e-4)
+    p = np.where(sides != stored, 1 - p, p)  # mirrored trials: the stored right option is shown on the left
     q = expit(np.log(p / (1 - p)) + noise * rng.standard_normal(len(ids)))
     coin = rng.random(len(ids)) < 0.5
     choice = np.where(rng.random(len(ids)) < lapse, coin, rng.random(len(ids)) < q).astype(int)
@@ -38,8 +43,8 @@ def _participant(task: Task, p_right: dict, key: dict, lapse: float, noise: floa
     instruction = float(np.exp(rng.normal(np.log(60), 0.4)))
     total = instruction + attempts * 3 * 4.0 + rt_ms.sum() / 1000 + float(rng.uniform(40, 120))
     return pd.DataFrame({
-        "task_id": task.task_id, "trial_id": ids, "choice": choice,
-        "correct": (choice == np.array([key[t] for t in ids])).astype(int), "confidence": confidence,
+        "task_id": task.task_id, "trial_id": ids, "choice": choice, "max_side": sides,
+        "correct": (choice == sides).astype(int), "confidence": confidence,
         "rt_ms": rt_ms.round(1), "instruction_time_s": round(instruction, 2), "total_time_s": round(total, 2),
         "practice_attempts": attempts,
     })  # fmt: skip
@@ -72,8 +77,9 @@ def simulate(
         rows = predicted[predicted["condition"] == condition]
         p_right = dict(zip(rows["trial_id"], rows["p_right"], strict=True))
         for k in range(participants):
-            rows = _participant(tasks[k % len(tasks)], p_right, key, lapse, noise, rng)
-            frames.append(rows.assign(participant_id=f"sim:{condition}:{k:03d}", condition=condition))
+            pid = f"sim:{condition}:{k:03d}"
+            rows = _participant(tasks[k % len(tasks)], pid, p_right, key, lapse, noise, rng)
+            frames.append(rows.assign(participant_id=pid, condition=condition))
     out = pd.concat(frames, ignore_index=True)
     out["unit"] = out["trial_id"].map(lambda t: trials[t].unit)
     out["layer"] = out["unit"].map(manifest.layer_of)
