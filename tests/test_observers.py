@@ -124,11 +124,20 @@ def test_simulate_gives_valid_plausible_participants(stimulus_package, observer)
     assert first["total_time_s"].between(90, 900).mean() >= 0.8
     assert (first["practice_attempts"] <= 5).all()
     assert (per["confidence"].nunique() > 1).mean() >= 0.6
-    from vizprobe.analysis.exclusion import apply_exclusion
-
-    assert len(apply_exclusion(responses).excluded) <= 3  # the default criteria mostly pass
+    sides = responses.groupby("participant_id")["max_side"].mean()
+    assert (sides.between(0.3, 0.7)).all()  # each participant's own balanced sides
+    assert (responses["correct"] == (responses["choice"] == responses["max_side"]).astype(int)).all()
     again = simulate(stimulus_package, observer, participants=3, seed=1)
     pd.testing.assert_frame_equal(responses, again)
+
+
+def test_simulated_participants_mostly_pass_the_exclusion(stimulus_package, observer, imagenet_files):
+    """Needs ImageNet: passing the catch criterion takes an observer that tells a top photo from a bottom one,
+    which the demo photos (near-duplicate crops of 22 pictures) do not allow."""
+    from vizprobe.analysis.exclusion import apply_exclusion
+
+    responses = simulate(stimulus_package, observer, participants=3, seed=1)
+    assert len(apply_exclusion(responses).excluded) <= 3  # the default criteria mostly pass
 
 
 def test_power_agrees_with_closed_form():
