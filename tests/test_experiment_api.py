@@ -579,3 +579,14 @@ def test_a_participant_who_fails_gets_the_code_and_the_task_is_posted_again(make
     assert result.criteria["practice_attempts"]["excluded"] == result.criteria["catch_accuracy"]["excluded"] == 1
     handed = [start(client, PROLIFIC_PID=f"next-{k}")["task_id"] for k in range(len(manifest["tasks"]))]
     assert state["task_id"] in handed and len(set(handed)) == len(manifest["tasks"])
+
+
+def test_no_practice_in_the_none_condition(make_client):
+    """As in the paper: a `none` session gets no practice trials and a practice answer is refused."""
+    client = make_client()
+    states = [start(client, workerId=f"w{k}") for k in range(6)]
+    none = next(s for s in states if s["condition"] == "none")
+    assert none["practice"] == [] and all(len(s["practice"]) == 3 for s in states if s["condition"] != "none")
+    answer(client, none["session_id"], 0, phase="practice", attempt=1, status=422)
+    with_practice = make_client(practice_in_none=True)
+    assert all(len(start(with_practice, workerId=f"v{k}")["practice"]) == 3 for k in range(6))

@@ -97,8 +97,8 @@ function imagesToLoad(state, withPractice) {
 function instructionPages(texts, state, config) {
   const hasReferences = state.trials.some((t) => t.references.length > 0);
   const practice =
-    config.n_practice > 0
-      ? `First you practise on ${config.n_practice} trials with feedback; the practice is repeated until all
+    state.practice.length > 0
+      ? `First you practise on ${state.practice.length} trials with feedback; the practice is repeated until all
          answers are right (at most ${config.practice_attempts} rounds).`
       : "";
   return texts.instructions.map((page) =>

@@ -68,13 +68,19 @@ class Experiment:
         )
         return [{"trial_index": index, "correct": correct} for index, correct in rows]
 
+    def _practice_trials(self, p: ParticipantSession) -> list[Trial]:
+        """The practice trials of a session: none in condition `none` unless `practice_in_none`."""
+        if p.condition == "none" and not self.settings.practice_in_none:
+            return []
+        return self.study.practice_trials(self.settings.practice)
+
     def _redirect(self, code: str) -> str | None:
         return PROLIFIC_DONE + quote(code) if self.settings.platform == "prolific" else None
 
     def state(self, s: Session, p: ParticipantSession) -> dict:
         """The SessionState of docs/experiment-api.md."""
         trials = self.study.task_trials(p.task_id)
-        practice = self.study.practice_trials(self.settings.practice)
+        practice = self._practice_trials(p)
         main_sides = session_sides(p.id, "main", len(trials))
         practice_sides = session_sides(p.id, "practice", len(practice))
         answered = self._answered(s, p.id)
@@ -173,10 +179,7 @@ class Experiment:
         """The manifest trial a response answers and the side its maximal option was shown on; 422 when index or
         attempt is out of range."""
         if body.phase == "practice":
-            trials, attempts = (
-                self.study.practice_trials(self.settings.practice),
-                (1, self.settings.practice_attempts),
-            )
+            trials, attempts = self._practice_trials(p), (1, self.settings.practice_attempts)
         else:
             trials, attempts = self.study.task_trials(p.task_id), (0, 0)
         if body.trial_index >= len(trials):
@@ -201,7 +204,7 @@ class Experiment:
                 if body.phase == "practice":
                     p.practice_attempts = max(p.practice_attempts, body.attempt)
                     right = s.scalar(select(func.count()).where(*key, Response.correct == 1))
-                    p.practice_passed = p.practice_passed or right == self.settings.practice
+                    p.practice_passed = p.practice_passed or right == len(self._practice_trials(p))
             p.last_active_at = utcnow()
             result = {"stored": True, "duplicate": old is not None}
             if body.phase == "practice":

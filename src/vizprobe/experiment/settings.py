@@ -40,6 +40,8 @@ class Settings:
     # the cap lies above that threshold so that the exclusion can fire.
     practice_attempts: int = 10
     expert: bool = False
+    # The paper had no practice in `none` (nothing to learn from references there).
+    practice_in_none: bool = False
     task_timeout_s: float = 30 * 60.0
     texts: dict = field(default_factory=dict)
     # The paper re-posted a task whose participant failed the exclusion criteria (the same code as `analyze`),

@@ -79,6 +79,8 @@ def simulate(
         for k in range(participants):
             pid = f"sim:{condition}:{k:03d}"
             rows = _participant(tasks[k % len(tasks)], pid, p_right, key, lapse, noise, rng)
+            if condition == "none":  # no practice in `none`, as in the paper (and the server's default)
+                rows["practice_attempts"] = 0
             frames.append(rows.assign(participant_id=pid, condition=condition))
     out = pd.concat(frames, ignore_index=True)
     out["unit"] = out["trial_id"].map(lambda t: trials[t].unit)
