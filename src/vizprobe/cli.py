@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{getattr(PRESETS['paper'], name)}, quick {getattr(PRESETS['quick'], name)})")  # fmt: skip
     p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
     p.add_argument("--mixed-extra", type=int, default=None,
-                   help="also render a separate batch of N per unit for the mixed condition (paper: 4)")  # fmt: skip
+                   help="a separate batch of N per unit for mixed (default: the preset's; paper 4)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 where native")
     p.add_argument("--scan", default=None, help="scan run dir: record natural top-1 activations beside")
     p.add_argument("--out", required=True, help="visualizations dir")
