@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
+from vizprobe.stimuli.manifest import Manifest
 
 from .db import Database, ParticipantSession, Response
-from .study import load_study, session_sides
+from .study import load_study, session_sides, stored_study
 
 
 def participant_label(pk: int) -> str:
@@ -20,10 +21,14 @@ def participant_label(pk: int) -> str:
     return f"p{pk:04d}"
 
 
-def frame_from_session(s: Session, session_id: str | None = None) -> pd.DataFrame:
+def frame_from_session(s: Session, session_id: str | None = None, manifest: Manifest | None = None) -> pd.DataFrame:
     """One row per stored response, practice rows included, in session order then phase, attempt and index
-    (only those of `session_id` when given)."""
-    study, manifest = load_study(s)
+    (only those of `session_id` when given). `manifest`: the stored study's, when the caller holds it already
+    (reading it back from the database validates the whole manifest again)."""
+    if manifest is None:
+        study, manifest = load_study(s)
+    else:
+        study = stored_study(s)
     n_practice = len(manifest.practice_trials(json.loads(study.settings_json or "{}").get("practice")))
 
     def max_side(p: ParticipantSession, phase: str, index: int) -> int:

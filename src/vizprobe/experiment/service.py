@@ -239,7 +239,7 @@ class Experiment:
         from vizprobe.analysis.exclusion import apply_exclusion
 
         s.flush()
-        frame = frame_from_session(s, p.id)
+        frame = frame_from_session(s, p.id, self.study)
         return bool(len(frame)) and bool(apply_exclusion(frame).excluded)
 
     def progress(self) -> dict:

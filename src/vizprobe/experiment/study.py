@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from functools import lru_cache
 from urllib.parse import quote
 
 from sqlalchemy import select
@@ -20,9 +21,11 @@ def image_url(path: str) -> str:
     return "/stimuli/" + quote(path)
 
 
-def session_sides(session_id: str, phase: str, n: int) -> list[int]:
-    """The side of the maximal option in each of a session's `n` trials of `phase` (balanced, see stimuli.sides)."""
-    return max_sides(f"{session_id}:{phase}", n)
+@lru_cache(maxsize=4096)
+def session_sides(session_id: str, phase: str, n: int) -> tuple[int, ...]:
+    """The side of the maximal option in each of a session's `n` trials of `phase` (balanced, see stimuli.sides);
+    cached, since every answer and every exported row asks for it again."""
+    return tuple(max_sides(f"{session_id}:{phase}", n))
 
 
 def trial_view(trial: Trial, index: int, condition: str, max_side: int, *, practice: bool) -> dict:
@@ -63,9 +66,15 @@ def open_study(session: Session, manifest: Manifest, settings: dict, completion_
     return study
 
 
-def load_study(session: Session) -> tuple[Study, Manifest]:
-    """The stored study and its manifest (what the export needs: the database alone)."""
+def stored_study(session: Session) -> Study:
+    """The database's study row; a one-line error when `vizprobe serve` never ran on it."""
     study = session.scalars(select(Study).where(Study.id == 1)).one_or_none()
     if study is None:
         raise VizprobeError("the database holds no study yet; start `vizprobe serve` on it first")
+    return study
+
+
+def load_study(session: Session) -> tuple[Study, Manifest]:
+    """The stored study and its manifest (what the export needs: the database alone)."""
+    study = stored_study(session)
     return study, Manifest.from_dict(json.loads(study.manifest_json), where="the stored study")
