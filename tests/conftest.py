@@ -113,13 +113,22 @@ STIMULUS_CANONICAL = ["_blocks.5:10", "_blocks.8:12", "_blocks.12:7"]  # the sam
 
 
 @pytest.fixture(scope="session")
-def visualizations(tmp_path_factory, lite0):
-    """Quick feature visualizations (9 per unit) of STIMULUS_UNITS."""
+def protocol(photo_scan, lite0):
+    """The catch and practice units the builder picks for STIMULUS_UNITS with STIMULUS_SETTINGS."""
+    from vizprobe.stimuli.build import protocol_units
+
+    return protocol_units(photo_scan[0], STIMULUS_UNITS, STIMULUS_SETTINGS, model=lite0)
+
+
+@pytest.fixture(scope="session")
+def visualizations(tmp_path_factory, lite0, protocol):
+    """Quick feature visualizations (9 per unit) of STIMULUS_UNITS and their catch and practice units."""
     from vizprobe.synthesis import preset, render_units
     from vizprobe.synthesis.store import save_visualizations
 
     settings = preset("quick", per_unit=9, mixed_extra=4, steps=6, size=64)
-    rendering = render_units(lite0, STIMULUS_UNITS, settings, progress=False)
+    units = [*STIMULUS_UNITS, *(str(c.unit) for c in protocol.catch + protocol.practice)]
+    rendering = render_units(lite0, units, settings, progress=False)
     out = tmp_path_factory.mktemp("vis") / "vis"
     save_visualizations(rendering, out, lite0)
     return out

@@ -483,5 +483,5 @@ def test_analyze_with_stimuli_shows_baselines_beside_humans(stimulus_package: Pa
     assert set(results["baselines"]) == {"center", "variance", "saliency", "random", "oracle"}
     assert "baseline:center" in results["kappa"]["synthetic"]
     assert results["exclusion"]["criteria"]["catch_accuracy"]["skipped"] is None  # is_catch filled from the manifest
-    assert set(results["accuracy_by_unit"]["natural"]) == {u["unit"] for u in manifest["units"]}
+    assert set(results["accuracy_by_unit"]["natural"]) == {u["unit"] for u in manifest["units"] if u["role"] == "main"}
     assert (tmp_path / "r" / "figures" / "per_unit.png").is_file()

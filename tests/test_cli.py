@@ -45,11 +45,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     args = ["-q", "demo", "--out", str(tmp_path / "demo"), "--device", "cpu", "--steps", "8", "--image-sets", "2"]
     assert main([*args, "--stride", "32", "--participants", "3"]) == 0
     assert len(list((tmp_path / "demo" / "sheets").glob("*.png"))) == 4
-    # 9 per unit, and the separate batch of 4 for the mixed condition
-    assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == 4 * (9 + 4)
     from vizprobe.stimuli import Manifest
 
     manifest = Manifest.load(tmp_path / "demo" / "stimuli", check_images=True).data
+    roles = [u["role"] for u in manifest["units"]]
+    assert roles == ["main"] * 4 + ["catch"] * 3 + ["practice"] * 4
+    # 9 per unit (main, catch and practice units), and the separate batch of 4 for the mixed condition
+    assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == len(roles) * (9 + 4)
     assert {t["condition"] for t in manifest["tasks"]} == {"synthetic", "natural", "mixed", "blur", "none"}
     assert (tmp_path / "demo" / "stimuli" / "inspect" / "trial_synthetic.png").is_file()
     out = capsys.readouterr().out

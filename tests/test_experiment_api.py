@@ -153,7 +153,7 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
     assert client.get("/api/config").json() == {
         "platform": "prolific",
         "practice_attempts": 10,
-        "n_practice": 3,
+        "n_practice": 4,
         "texts": {},
     }
     state = start(client, PROLIFIC_PID="worker-A", STUDY_ID="study", SESSION_ID="sess")
@@ -161,7 +161,7 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
     trials = {t["trial_id"]: t for t in manifest["trials"]}
     assert state["condition"] == task["condition"] and state["expertise"] == "lay"
     assert [t["trial_id"] for t in state["trials"]] == task["trial_ids"]
-    assert [t["trial_id"] for t in state["practice"]] == manifest["practice_trial_ids"][:3]
+    assert [t["trial_id"] for t in state["practice"]] == manifest["practice_trial_ids"][:4]
     assert all("correct" not in t for t in state["trials"]) and all("correct" in t for t in state["practice"])
     first = trials[task["trial_ids"][0]]
     assert state["trials"][0]["query"] == "/stimuli/" + first["base_image"]
@@ -586,7 +586,7 @@ def test_no_practice_in_the_none_condition(make_client):
     client = make_client()
     states = [start(client, workerId=f"w{k}") for k in range(6)]
     none = next(s for s in states if s["condition"] == "none")
-    assert none["practice"] == [] and all(len(s["practice"]) == 3 for s in states if s["condition"] != "none")
+    assert none["practice"] == [] and all(len(s["practice"]) == 4 for s in states if s["condition"] != "none")
     answer(client, none["session_id"], 0, phase="practice", attempt=1, status=422)
     with_practice = make_client(practice_in_none=True)
-    assert all(len(start(with_practice, workerId=f"v{k}")["practice"]) == 3 for k in range(6))
+    assert all(len(start(with_practice, workerId=f"v{k}")["practice"]) == 4 for k in range(6))

@@ -121,6 +121,29 @@ def test_googlenet_paper_names_and_branches(googlenet_weights, photo_files):
     torch.testing.assert_close(acts[0, 0], whole[0, 0])
 
 
+def test_the_protocol_scans_the_papers_pre_relu_branches(googlenet_weights, subset_dir, tmp_path, capsys):
+    """`vizprobe scan --model googlenet` with no --layers scans the protocol's 18 layers: two branches of each
+    mixed layer, pre-ReLU (the branch's last batch norm: negative values survive, unlike after the ReLU)."""
+    from vizprobe.cli import main
+    from vizprobe.protocol import get_protocol
+    from vizprobe.scan import ScanResult
+
+    layers = get_protocol().layers_for("googlenet")
+    assert len(layers) == 18 and len({layer.split("/")[0] for layer in layers}) == 9
+    model = load_model("googlenet", weights=googlenet_weights, device="cpu")
+    modules = dict(model.net.named_modules())
+    assert all(isinstance(modules[model.layer(layer).path], torch.nn.BatchNorm2d) for layer in layers)
+    images = subset_dir(3)
+    code = main(["-q", "scan", "--model", "googlenet", "--weights", str(googlenet_weights), "--images", str(images),
+                 "--device", "cpu", "--compile", "off", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    scan = ScanResult.load(tmp_path / "run")
+    assert [layer.path for layer in scan.layers] == [model.layer(layer).path for layer in layers]
+    assert min(float(scan.activations(layer.path).min()) for layer in scan.layers) < 0  # pre-ReLU
+    assert main(["scan", "--images", str(images), "--out", str(tmp_path / "lite")]) == 2
+    assert "names no layers of model 'efficientnet-lite0'" in capsys.readouterr().err
+
+
 def test_weights_of_another_model_are_refused(googlenet_weights):
     with pytest.raises(VizprobeError, match="do not fit this architecture"):
         load_model("resnet18", weights=googlenet_weights, device="cpu")

@@ -30,12 +30,14 @@ def pixels(path) -> np.ndarray:
 def test_manifest_validates_and_images_match_their_hashes(package):
     manifest = Manifest.load(package, check_images=True).data
     assert manifest["schema_version"] == 2 and manifest["image_size"] == 224
-    assert [u["unit"] for u in manifest["units"]] == CANONICAL
-    assert [u["label"] for u in manifest["units"]] == UNITS  # as the user wrote them
-    assert manifest["units"][1]["layer"] == "_blocks.8" and manifest["units"][1]["channel"] == 12
+    main = [u for u in manifest["units"] if u["role"] == "main"]
+    assert [u["unit"] for u in main] == CANONICAL
+    assert [u["label"] for u in main] == UNITS  # as the user wrote them
+    assert main[1]["layer"] == "_blocks.8" and main[1]["channel"] == 12
+    assert Counter(u["role"] for u in manifest["units"]) == {"main": 3, "catch": 3, "practice": 4}
     kinds = Counter(t["kind"] for t in manifest["trials"])
-    assert kinds["main"] == 3 * 2 and kinds["catch"] == 3 * 2 and kinds["practice"] == 3
-    assert len(manifest["practice_trial_ids"]) == 3
+    assert kinds["main"] == 3 * 2 and kinds["catch"] == 3 + 3 and kinds["practice"] == 4  # catch: + `none` variants
+    assert len(manifest["practice_trial_ids"]) == 4
 
 
 def test_options_are_occluded_where_the_manifest_says(package):
@@ -88,12 +90,91 @@ def test_references_per_condition_and_no_query_among_them(package):
             assert same[-1, -1] < 224 * 224 - 2000  # ...and much of the rest is blurred
 
 
-def test_catch_trials_are_obvious(package):
-    manifest = Manifest.load(package).data
-    for trial in (t for t in manifest["trials"] if t["kind"] in ("catch", "practice")):
-        strong = trial["options"][trial["correct"]]
-        weak = trial["options"][1 - trial["correct"]]
-        assert strong["activation"] > weak["activation"] and weak["patch"] is None
+def _images_of(trial: dict) -> set[str]:
+    return {trial["base_image"], *(o["image"] for o in trial["options"]), *(r for refs in trial["references"].values()
+                                                                          for r in refs)}  # fmt: skip
+
+
+def test_catch_and_practice_trials_are_occlusion_trials_of_other_units(package):
+    """The paper's catch and practice trials: ordinary occlusion trials of units that are not main units,
+    whose images never appear in a main trial (compared by content: the sha256 of every image)."""
+    manifest = Manifest.load(package)
+    roles = {role: {u.unit for u in manifest.units_of(role)} for role in ("main", "catch", "practice")}
+    assert not (
+        roles["main"] & roles["catch"] or roles["main"] & roles["practice"] or roles["catch"] & roles["practice"]
+    )
+    layers = {manifest.layer_of(u) for u in roles["main"]}
+    data = manifest.data
+    hashes = data["images"]
+    main_images = {hashes[i] for t in data["trials"] if t["kind"] == "main" for i in _images_of(t)}
+    for trial in (t for t in data["trials"] if t["kind"] != "main"):
+        assert trial["unit"] in roles["catch" if trial["kind"] == "catch" else "practice"]
+        assert manifest.layer_of(trial["unit"]) in layers
+        assert not {hashes[i] for i in _images_of(trial)} & main_images
+        strong, weak = trial["options"][trial["correct"]], trial["options"][1 - trial["correct"]]
+        assert strong["activation"] > weak["activation"] and strong["patch"] is not None
+        if trial["trial_id"].startswith("catch-none-"):
+            assert trial["references"] == {"none": []}
+        else:
+            refs = trial["references"]
+            expected = {"synthetic": 9, "natural": 9, "mixed": 9, "blur": 9}
+            expected |= {"none": 0} if trial["kind"] == "practice" else {}  # catch in `none`: the variant above
+            assert {k: len(v) for k, v in refs.items()} == expected
+            assert hashes[trial["base_image"]] not in {hashes[r] for r in refs["natural"]}
+            activation_map = np.load(package / trial["activation_map"])
+            assert strong["activation"] == pytest.approx(float(activation_map.max()))
+            assert weak["activation"] == pytest.approx(float(activation_map.min()))
+
+
+def test_catch_trials_in_none_replace_the_minimal_option_by_another_units_image(package):
+    """In `none` (no references to go by) the paper replaced a catch trial's minimal option by an image of a
+    unit used nowhere else, so an attentive participant picks the occluded query."""
+    data = Manifest.load(package).data
+    trials = {t["trial_id"]: t for t in data["trials"]}
+    elsewhere = [i for t in data["trials"] if not t["trial_id"].startswith("catch-none-") for i in _images_of(t)]
+    for unit in (u["unit"] for u in data["units"] if u["role"] == "catch"):
+        layer, channel = unit.split(":")
+        folder = f"{layer}_{int(channel):04d}"
+        catch, variant = trials[f"catch-{folder}"], trials[f"catch-none-{folder}"]
+        assert variant["options"][variant["correct"]] == catch["options"][catch["correct"]]
+        decoy = variant["options"][1 - variant["correct"]]
+        assert decoy["image"].endswith("/decoy/min.png") and not decoy["image"].startswith(folder)
+        assert data["images"][decoy["image"]] not in {data["images"][i] for i in elsewhere}
+        assert decoy["activation"] < variant["options"][variant["correct"]]["activation"]
+    for task in data["tasks"]:
+        catch_ids = [i for i in task["trial_ids"] if trials[i]["kind"] == "catch"]
+        assert len(catch_ids) == 3
+        assert all(i.startswith("catch-none-") == (task["condition"] == "none") for i in catch_ids)
+
+
+def test_catch_units_have_the_largest_occlusion_gaps(protocol, photo_scan, lite0):
+    """The picked units' best and worst occlusions, recomputed with a plain forward pass per occluded image,
+    and the order of the picks: catch units have the largest gaps, practice the next (most obvious first)."""
+    import torch
+
+    from vizprobe.occlusion import occlude, patch_size
+
+    scan, _ = photo_scan
+    modules = dict(lite0.net.named_modules())
+    patch = patch_size(224, 0.4)
+    for c in protocol.catch + protocol.practice:
+        pixels = lite0.preprocessing.pixels(load_rgb(c.query.path))
+        occluded = occlude(pixels, torch.tensor([[c.best[0], c.best[1]], [c.worst[0], c.worst[1]]]), patch)
+        seen = []
+        hook = modules[c.unit.layer].register_forward_hook(
+            lambda _m, _i, out, seen=seen: seen.append(out.detach().clone())
+        )
+        with torch.no_grad():
+            lite0.net(lite0.preprocessing.normalize(occluded))
+        hook.remove()
+        acts = seen[0][:, c.unit.channel].mean(dim=(1, 2))
+        assert acts[0].item() == pytest.approx(c.best[2], rel=1e-3, abs=1e-3)
+        assert acts[1].item() == pytest.approx(c.worst[2], rel=1e-3, abs=1e-3)
+        spread = float(np.nanstd(scan.unit_activations(c.unit)))
+        assert c.gap == pytest.approx((c.best[2] - c.worst[2]) / spread)
+    gaps = [c.gap for c in protocol.catch], [c.gap for c in protocol.practice], [c.gap for c in protocol.decoys]
+    assert min(gaps[0]) >= max(gaps[1] + gaps[2]) and min(gaps[1]) >= max(gaps[2], default=-np.inf)
+    assert gaps[1] == sorted(gaps[1], reverse=True)
 
 
 def test_tasks_are_balanced(package):
@@ -105,7 +186,7 @@ def test_tasks_are_balanced(package):
         counts = Counter()
         for task in tasks:
             kinds = Counter(trials[i]["kind"] for i in task["trial_ids"])
-            assert kinds == {"main": 3, "catch": 3}
+            assert kinds == {"main": 3, "catch": 3}  # every catch unit once
             assert {trials[i]["unit"] for i in task["trial_ids"] if trials[i]["kind"] == "main"} == set(CANONICAL)
             counts.update(
                 (trials[i]["unit"], trials[i]["image_set"]) for i in task["trial_ids"] if trials[i]["kind"] == "main"
@@ -156,10 +237,10 @@ def test_build_and_inspect_cli(tmp_path, photo_scan, capsys):
                  "--reference-ranks", "{}-{}".format(*reference_ranks(len(scan.images))),
                  "--out", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    assert "2 units" in capsys.readouterr().out
+    assert "units: 2 main, 3 catch, 4 practice" in capsys.readouterr().out
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "trials: 4 main, 4 catch" in text and "natural 2" in text
+    assert "trials: 4 main, 6 catch, 4 practice" in text and "natural 2" in text
     pictures = sorted(p.name for p in (out / "inspect").glob("*.png"))
     assert pictures == ["activation_map.png", "trial_blur.png", "trial_natural.png", "trial_none.png"]
     assert Image.open(out / "inspect" / "trial_natural.png").width > 600
@@ -185,26 +266,36 @@ def test_a_manifest_that_breaks_its_schema_is_refused(tmp_path, package):
         Manifest.load(broken, check_images=True)
 
 
-def test_visualizations_and_builds_agree_on_units_whatever_the_spelling(tmp_path, photo_scan, visualizations, lite0):
+def test_visualizations_and_builds_agree_on_units_whatever_the_spelling(
+    tmp_path, photo_scan, visualizations, lite0, protocol
+):
     """The visualizations were rendered for `block8:12` (alias) and `_blocks.5:10` (path); a build naming
     them the other way round finds both, and its synthetic references are those very images."""
     scan, _ = photo_scan
     ranks = reference_ranks(len(scan.images))
     settings = BuildSettings(conditions=("synthetic",), image_sets=1, tasks_per_condition=1, stride=32,
-                             search="fast", practice_trials=0, reference_ranks=ranks)  # fmt: skip
+                             search="fast", reference_ranks=ranks)  # fmt: skip
     out = tmp_path / "pkg"
+    named = {"catch_units": [c.unit for c in protocol.catch], "practice_units": [c.unit for c in protocol.practice]}
     manifest = build_stimuli(scan, ["_blocks.8:12", "block5:10"], out, visualizations, settings, model=lite0,
-                             progress=False)  # fmt: skip
-    assert list(manifest.units) == ["_blocks.8:12", "_blocks.5:10"]
+                             progress=False, **named)  # fmt: skip
+    assert [u.unit for u in manifest.units_of("main")] == ["_blocks.8:12", "_blocks.5:10"]
+    assert [u.unit for u in manifest.units_of("practice")] == [str(c.unit) for c in protocol.practice]
     index = json.loads((visualizations / "visualizations.json").read_text())
     rendered = {u["unit"]: u for u in index["units"]}
     for unit in manifest.units:
-        trial = next(t for t in manifest.trials.values() if t.unit == unit and t.kind == "main")
+        trial = next(t for t in manifest.trials.values() if t.unit == unit)
         shown = {pixels(out / r).tobytes() for r in trial.references_for("synthetic")}
         assert shown == {pixels(visualizations / im["file"]).tobytes() for im in rendered[unit]["images"]}
     with pytest.raises(VizprobeError, match="named twice"):
         build_stimuli(scan, ["_blocks.8:12", "block8:12"], tmp_path / "twice", visualizations, settings, model=lite0,
                       progress=False)  # fmt: skip
+    with pytest.raises(VizprobeError, match="catch/practice units .* have no visualizations"):
+        build_stimuli(scan, ["_blocks.8:12", "block5:10"], tmp_path / "unrendered", visualizations, settings,
+                      model=lite0, progress=False)  # fmt: skip
+    with pytest.raises(VizprobeError, match="two roles"):
+        build_stimuli(scan, ["_blocks.8:12"], tmp_path / "roles", visualizations, settings, model=lite0,
+                      catch_units=["block8:12"], progress=False)  # fmt: skip
 
 
 def test_an_old_or_inconsistent_manifest_is_refused_in_one_line(tmp_path, package):

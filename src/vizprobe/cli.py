@@ -19,6 +19,7 @@ from pathlib import Path
 from vizprobe import DEFAULT_MODEL
 from vizprobe.device import BATCH_SIZES, DEVICE_CHOICES
 from vizprobe.errors import VizprobeError
+from vizprobe.protocol import get_protocol
 
 
 def default_of(where: str) -> object:
@@ -53,6 +54,11 @@ def _given(args: argparse.Namespace, *names: str, rename: dict[str, str] | None 
     """The named options the user gave (None ones left out, so the API's defaults apply)."""
     rename = rename or {}
     return {rename.get(n, n): getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def _protocol_arg(parser: argparse.ArgumentParser) -> None:
+    text = "study protocol whose defaults apply (default zimmermann2021; see docs/protocol.md)"
+    parser.add_argument("--protocol", default=None, help=text)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -101,10 +107,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from vizprobe.scan.sheet import write_contact_sheets
 
     images = args.images or demo_images_dir()
+    layers = _csv(args.layers) if args.layers else get_protocol(args.protocol).layers_for(args.model)
     result, stats = scan(
         args.model,
         images,
-        _csv(args.layers),
+        layers,
         args.out,
         weights=args.weights,
         device=args.device,
@@ -159,9 +166,22 @@ def _ranks(text: str) -> tuple[int, int]:
         raise VizprobeError(f"bad rank range {text!r}: write FIRST-LAST, e.g. 21-200") from None
 
 
+def _count_or_units(text: str | None, flag: str) -> tuple[int | None, list[str] | None]:
+    """`--catch-units 3` (how many to pick) or `--catch-units L:C,...` (these units)."""
+    if text is None:
+        return None, None
+    if text.strip().isdigit():
+        return int(text), None
+    units = _csv(text)
+    if not units:
+        raise VizprobeError(f"{flag}: give a number of units or LAYER:CHANNEL,...")
+    return None, units
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from vizprobe.scan import ScanResult
-    from vizprobe.stimuli import BuildSettings, build_stimuli
+    from vizprobe.stimuli import build_stimuli
+    from vizprobe.stimuli.build import protocol_units
     from vizprobe.stimuli.manifest import TRIAL_KINDS
     from vizprobe.stimuli.units import sample_units
 
@@ -175,12 +195,29 @@ def cmd_build(args: argparse.Namespace) -> int:
     for name in ("query_ranks", "reference_ranks"):
         if getattr(args, name):
             given[name] = _ranks(getattr(args, name))
-    settings = BuildSettings(**given)
+    named = {}
+    for role in ("catch_units", "practice_units"):
+        count, named[role] = _count_or_units(getattr(args, role), "--" + role.replace("_", "-"))
+        if count is not None:
+            given[role] = count
+    settings = dataclasses.replace(
+        get_protocol(args.protocol).build, protocol=get_protocol(args.protocol).name, **given
+    )
+    if args.pick_only:
+        picked = protocol_units(scan, units, settings, device=args.device, **named)
+        everything = [*map(str, units), *(str(c.unit) for c in picked.catch + picked.practice)]
+        for role, chosen in (("catch", picked.catch), ("practice", picked.practice)):
+            print(f"{role:8s} " + ", ".join(f"{c.unit} (gap {c.gap:.2f})" for c in chosen))
+        print(f"render them with the main units: vizprobe visualize --units {','.join(everything)} ...")
+        return 0
+    if not args.out:
+        raise VizprobeError("--out DIR is required (the stimulus package to write)")
     manifest = build_stimuli(scan, units, args.out, args.visualizations, settings, device=args.device,
-                             progress=not args.quiet)  # fmt: skip
+                             progress=not args.quiet, **named)  # fmt: skip
     counts = ", ".join(f"{len(manifest.trials_of([kind]))} {kind}" for kind in TRIAL_KINDS)
+    roles = ", ".join(f"{len(manifest.units_of(role))} {role}" for role in ("main", "catch", "practice"))
     print(
-        f"stimulus package {args.out}: {len(manifest.units)} units, trials: {counts}, "
+        f"stimulus package {args.out}: units: {roles}, trials: {counts}, "
         f"{len(manifest.tasks)} tasks, {len(manifest.images)} images"
     )
     return 0
@@ -198,14 +235,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from vizprobe.experiment.server import serve
-    from vizprobe.experiment.settings import Settings, load_texts
+    from vizprobe.experiment.settings import load_texts
 
     options = _given(args, "platform", "completion_code", "practice", "practice_attempts")
     if args.task_timeout is not None:
         options["task_timeout_s"] = args.task_timeout * 60.0
-    settings = Settings.from_options(
-        **options, expert=args.expert, texts=load_texts(args.texts) if args.texts else None
-    )
+    options["expert"] = args.expert
+    if args.texts:
+        options["texts"] = load_texts(args.texts)
+    settings = dataclasses.replace(get_protocol(args.protocol).experiment, **options)
     serve(args.stimuli, args.db, settings, host=args.host, port=args.port, admin_token=args.admin_token,
           secret_file=args.secret_file)  # fmt: skip
     return 0
@@ -220,7 +258,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from vizprobe.analysis import ExclusionCriteria, StatsSettings, analyze
+    from vizprobe.analysis import StatsSettings, analyze
 
     thresholds = _given(args, "min_catch_accuracy", "min_instruction_time_s", "min_total_time_s",
                         "max_total_time_s", "max_practice_attempts")  # fmt: skip
@@ -230,7 +268,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         thresholds["require_two_confidence_levels"] = True
     if args.same_thresholds:
         thresholds["per_condition"] = {}
-    criteria = ExclusionCriteria(**thresholds)
+    criteria = dataclasses.replace(get_protocol(args.protocol).exclusion, **thresholds)
     settings = StatsSettings(**_given(args, "resamples", "ci_method", "seed", rename={"resamples": "n_resamples"}))
     options = _given(args, "min_shared_trials")
     if args.baselines is not None:
@@ -278,7 +316,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     manifest = Manifest.load(args.stimuli)
     observer = get_observer(args.observer, device=args.device, manifest=manifest)
     conditions = _csv(args.conditions) if args.conditions else None
-    options = _given(args, "participants", "lapse", "noise", "seed")
+    options = _given(args, "participants", "lapse", "noise", "seed", "catch")
     responses = simulate(manifest, observer, conditions=conditions, **options)
     write_responses(responses, args.out)
     n = responses["participant_id"].nunique()
@@ -336,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("scan", "record every image's activation for every channel of some layers", cmd_scan)
     _add_model_args(p)
     p.add_argument("--images", default=None, help="image folder, searched recursively (default: embedded demo)")
-    p.add_argument("--layers", required=True, help="comma-separated layer paths or aliases")
+    text = "comma-separated layer paths or aliases (default: the layers --protocol names for the model)"
+    p.add_argument("--layers", default=None, help=text)
+    _protocol_arg(p)
     _setting(p, "--top-k", f"{scan}.top_k", "top/bottom images to index per unit", type=int)
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"default {BATCH_SIZES['cpu']} on the CPU, {BATCH_SIZES['cuda']} on a GPU")  # fmt: skip
@@ -381,8 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--stride", f"{build}.stride", "occlusion stride in pixels", type=int)
     _setting(p, "--search", f"{build}.search", "occlusion: whole map or coarse-to-fine", choices=SEARCHES)
     _setting(p, "--seed", f"{build}.seed", "seed of every random draw", type=int)
+    _setting(p, "--catch-units", f"{build}.catch_units", "catch units: how many to pick, or L:C,... to use")
+    _setting(p, "--practice-units", f"{build}.practice_units", "practice units: how many to pick, or L:C,... to use")
+    p.add_argument("--pick-only", action="store_true", help="print the catch and practice units, build nothing")
+    _protocol_arg(p)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--out", required=True, help="stimulus package dir")
+    p.add_argument("--out", default=None, help="stimulus package dir")
 
     p = verb("inspect", "summarize a stimulus package and draw its trials", cmd_inspect)
     p.add_argument("stimuli", help="stimulus package dir")
@@ -391,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = "vizprobe.experiment.settings:Settings"
     p = verb("serve", "run the experiment server for participants", cmd_serve)
     p.add_argument("--stimuli", required=True, help="stimulus package dir")
+    _protocol_arg(p)
     p.add_argument("--db", default=None, help="SQLite path/URL or postgresql://... (default ./vizprobe-experiment.db)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -417,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--responses", required=True, help="responses CSV (vizprobe export) or database URL")
     p.add_argument("--stimuli", default=None, help="stimulus package dir: adds the baselines and trial details")
     p.add_argument("--out", required=True, help="report dir (report.html, results.json, figures/)")
+    _protocol_arg(p)
     _setting(p, "--baselines", f"{analyze}.baselines", "with --stimuli: comma-separated observers, or none")
     _setting(p, "--min-catch-accuracy", f"{criteria}.min_catch_accuracy", "exclude below", type=float)
     _setting(p, "--min-instruction-time", f"{criteria}.min_instruction_time_s", "seconds; exclude below",
@@ -452,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--participants", f"{simulate}.participants", "per condition", type=int)
     _setting(p, "--lapse", f"{simulate}.lapse", "rate of random answers", type=float)
     _setting(p, "--noise", f"{simulate}.noise", "sd of per-trial noise on the logit", type=float)
+    _setting(p, "--catch", f"{simulate}.catch", "catch trials: attentive (right but for lapses) or observer",
+             choices=("attentive", "observer"))  # fmt: skip
     p.add_argument("--conditions", default=None, help="comma-separated (default: all in the package)")
     _setting(p, "--seed", f"{simulate}.seed", "seed", type=int)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)

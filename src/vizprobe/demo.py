@@ -17,6 +17,7 @@ from vizprobe.responses import write_responses
 from vizprobe.scan import scan
 from vizprobe.scan.sheet import write_contact_sheets
 from vizprobe.stimuli import BuildSettings, build_stimuli
+from vizprobe.stimuli.build import protocol_units
 from vizprobe.stimuli.pictures import inspect_package
 from vizprobe.synthesis import preset, render_units
 from vizprobe.synthesis.store import overview_sheet, save_visualizations
@@ -48,20 +49,9 @@ def run_demo(
     sheets = write_contact_sheets(result, out / "sheets", DEMO_UNITS, progress=progress)
     for sheet in sheets:
         print(f"      {sheet}")
-    print("[3/7] feature visualizations (preset quick, 9 per unit) for the demo units")
-    settings = preset("quick", steps=steps, per_unit=9, mixed_extra=4)
-    rendering = render_units(loaded, DEMO_UNITS, settings, progress=progress)
-    index = save_visualizations(rendering, out / "visualizations", loaded, result)
-    overview_sheet(out / "visualizations", result).save(out / "overview.png")
-    for entry in index["units"]:
-        print(
-            f"      {entry['unit']:14s} synthetic {entry['mean_activation']:6.3g}  "
-            f"natural top-1 {entry['natural_top1']:6.3g}"
-        )
-    print("[4/7] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
     n_images = int(result.meta["n_scanned"])
     reference_last = min(200, n_images - 10)
-    settings = BuildSettings(
+    build_settings = BuildSettings(
         image_sets=image_sets,
         tasks_per_condition=4,
         query_ranks=(1, max(image_sets, 5)),
@@ -69,9 +59,23 @@ def run_demo(
         search="fast",
         stride=stride,
     )
-    build_stimuli(
-        result, DEMO_UNITS, out / "stimuli", out / "visualizations", settings, model=loaded, progress=progress
-    )
+    picked = protocol_units(result, DEMO_UNITS, build_settings, model=loaded)
+    protocol = [str(c.unit) for c in picked.catch + picked.practice]
+    print(f"[3/7] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
+          "and practice units")  # fmt: skip
+    settings = preset("quick", steps=steps, per_unit=9, mixed_extra=4)
+    rendering = render_units(loaded, DEMO_UNITS + protocol, settings, progress=progress)
+    index = save_visualizations(rendering, out / "visualizations", loaded, result)
+    overview_sheet(out / "visualizations", result).save(out / "overview.png")
+    for entry in index["units"][: len(DEMO_UNITS)]:
+        print(
+            f"      {entry['unit']:14s} synthetic {entry['mean_activation']:6.3g}  "
+            f"natural top-1 {entry['natural_top1']:6.3g}"
+        )
+    print("[4/7] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
+    build_stimuli(result, DEMO_UNITS, out / "stimuli", out / "visualizations", build_settings, model=loaded,
+                  progress=progress, catch_units=[c.unit for c in picked.catch],
+                  practice_units=[c.unit for c in picked.practice])  # fmt: skip
     text, pictures = inspect_package(out / "stimuli")
     print("      " + text.replace("\n", "\n      "))
     print("[5/7] machine observers (similarity) and baselines answer every trial of every condition")

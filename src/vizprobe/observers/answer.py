@@ -49,7 +49,7 @@ def predict_package(
     observer = get_observer(observer, manifest=manifest)
     frames = []
     for condition in list(conditions) if conditions else manifest.conditions:
-        trials = manifest.trials_of(kinds)
+        trials = manifest.trials_in(condition, kinds)
         sides = (max_sides(f"{sides_seed}:{condition}", len(trials)) if sides_seed is not None
                  else [t.correct for t in trials])  # fmt: skip
         views = trial_views(manifest, condition, kinds, sides)

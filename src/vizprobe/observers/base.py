@@ -51,7 +51,7 @@ def trial_views(
     per trial, see `vizprobe.stimuli.sides`) each trial's options are on those sides, else in stored order."""
     manifest = as_manifest(package)
     manifest.check_condition(condition)
-    trials = manifest.trials_of(kinds)
+    trials = manifest.trials_in(condition, kinds)
     if max_sides is None:
         max_sides = [t.correct for t in trials]
     return [

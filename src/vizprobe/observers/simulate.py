@@ -6,6 +6,11 @@ participant's own probability is q = logistic(logit(p) + noise * e), e ~ N(0, 1)
 probability `lapse` the answer is a fair coin instead, else it is drawn with probability q. Confidence
 grows with |q - 1/2| (with jitter), response times are log-normal (faster when confident), and the timing
 and practice columns are drawn so that most participants pass the default exclusion criteria.
+
+Catch trials check attention, not understanding: they are occlusion trials of units picked to be easy, and
+the paper's participants mostly passed them. By default (`catch="attentive"`) a simulated participant answers
+them right but for its lapses; `catch="observer"` lets the observer answer them like main trials (a
+similarity observer is no better on them than on main trials, so many of its participants then fail).
 """
 
 from __future__ import annotations
@@ -58,8 +63,11 @@ def simulate(
     noise: float = 0.5,
     seed: int = 0,
     conditions: Sequence[str] | None = None,
+    catch: str = "attentive",
 ) -> pd.DataFrame:
     """Responses of `participants` simulated lay participants per condition (see the module doc)."""
+    if catch not in ("attentive", "observer"):
+        raise VizprobeError(f"catch must be 'attentive' or 'observer', got {catch!r}")
     if participants < 1:
         raise VizprobeError(f"participants must be at least 1, got {participants}")
     if not 0 <= lapse <= 1 or noise < 0:
@@ -76,6 +84,8 @@ def simulate(
         tasks = manifest.tasks_of(condition)
         rows = predicted[predicted["condition"] == condition]
         p_right = dict(zip(rows["trial_id"], rows["p_right"], strict=True))
+        if catch == "attentive":
+            p_right |= {t: float(key[t]) for t in rows.loc[rows["kind"] == "catch", "trial_id"]}
         for k in range(participants):
             pid = f"sim:{condition}:{k:03d}"
             rows = _participant(tasks[k % len(tasks)], pid, p_right, key, lapse, noise, rng)

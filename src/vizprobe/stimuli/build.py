@@ -18,8 +18,9 @@ from vizprobe.files import staged_dir
 from vizprobe.images import load_rgb, to_pil
 from vizprobe.models import LoadedModel, load_model
 from vizprobe.occlusion import Occluder, grid, occlude, patch_size
-from vizprobe.scan import ScanResult
+from vizprobe.scan import Exemplar, ScanResult
 from vizprobe.stimuli.manifest import CONDITIONS, MANIFEST, SCHEMA_VERSION, Manifest, dumps, sha256
+from vizprobe.stimuli.protocol import Candidate, ProtocolUnits, occlusion_extremes, pick_protocol_units
 from vizprobe.stimuli.settings import SEARCHES, BuildSettings
 from vizprobe.synthesis.store import load_visualizations, unit_entry
 from vizprobe.units import Unit, parse_units
@@ -46,13 +47,15 @@ def _save_photo(staging: Path, rel: str, model: LoadedModel, path: Path) -> str:
     return rel if (staging / rel).exists() else _save(staging, rel, _load(model, path))
 
 
-def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: BuildSettings) -> None:
+def _check_inputs(scan: ScanResult, units: list[Unit], s: BuildSettings) -> None:
     """Refuse settings and inputs that cannot give the package, before any work (`units` are canonical)."""
     unknown = [c for c in s.conditions if c not in CONDITIONS]
     if unknown:
         raise VizprobeError(f"unknown condition {unknown[0]!r}; use some of {', '.join(CONDITIONS)}")
     if s.search not in SEARCHES:
         raise VizprobeError(f"--search {s.search}: use one of {', '.join(SEARCHES)}")
+    if not units:
+        raise VizprobeError("no main units: pass --units L:C,... or --sample-units N")
     needed = max(s.reference_ranks[1], s.query_ranks[1])
     if s.query_ranks[1] - s.query_ranks[0] + 1 < s.image_sets:
         raise VizprobeError(
@@ -69,29 +72,42 @@ def _check_inputs(scan: ScanResult, vis: dict | None, units: list[Unit], s: Buil
             "widen them or lower --image-sets"
         )
     n_valid = int(scan.meta.get("n_scanned", len(scan.images)))
-    if n_valid < needed + s.references:
+    if n_valid < needed:
         raise VizprobeError(
-            f"the scan ranks {n_valid} images, but ranks up to {needed} plus {s.references} bottom exemplars "
-            f"are needed; scan more images or lower --reference-ranks"
+            f"the scan ranks {n_valid} images, but ranks up to {needed} are needed; "
+            "scan more images or lower --reference-ranks"
         )
-    synthetic_needed = max(
+
+
+def _check_visualizations(vis: dict | None, units: list[Unit], s: BuildSettings, main: list[Unit] | None = None):
+    """With synthetic or mixed conditions, every unit needs enough visualizations; `main` set: `units` are
+    the catch and practice units, and the error says how to render them beside the main ones."""
+    needed = max(
         s.references if "synthetic" in s.conditions else 0,
         s.references - s.mixed_natural if "mixed" in s.conditions else 0,
     )
+    if not needed:
+        return
+    if vis is None:
+        raise VizprobeError("conditions synthetic/mixed need --visualizations VIS_DIR (vizprobe visualize)")
+    missing = [u for u in units if unit_entry(vis, u) is None]
+    if missing and main is not None:
+        everything = ",".join(str(u) for u in [*main, *units])
+        raise VizprobeError(
+            f"catch/practice units {', '.join(str(u) for u in missing)} have no visualizations in {vis['dir']}; "
+            f"render all units into it (vizprobe visualize --units {everything} ...) or name rendered units "
+            "with --catch-units/--practice-units"
+        )
+    if missing:
+        raise VizprobeError(
+            f"unit {missing[0].display} has no visualizations in {vis['dir']}; render it with vizprobe visualize"
+        )
     for unit in units:
-        if synthetic_needed:
-            if vis is None:
-                raise VizprobeError("conditions synthetic/mixed need --visualizations VIS_DIR (vizprobe visualize)")
-            entry = unit_entry(vis, unit)
-            if entry is None:
-                raise VizprobeError(
-                    f"unit {unit.display} has no visualizations in {vis['dir']}; render it with vizprobe visualize"
-                )
-            if len(entry["images"]) < synthetic_needed:
-                raise VizprobeError(
-                    f"unit {unit} has {len(entry['images'])} visualizations, {synthetic_needed} are needed; "
-                    f"render with --per-unit {synthetic_needed}"
-                )
+        count = len(unit_entry(vis, unit)["images"])
+        if count < needed:
+            raise VizprobeError(
+                f"unit {unit} has {count} visualizations, {needed} are needed; render with --per-unit {needed}"
+            )
 
 
 def build_stimuli(
@@ -101,148 +117,259 @@ def build_stimuli(
     visualizations: str | Path | None = None,
     settings: BuildSettings | None = None,
     *,
+    catch_units: list[Unit | str] | None = None,
+    practice_units: list[Unit | str] | None = None,
     model: LoadedModel | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> Manifest:
-    """Write a stimulus package to `out` (via a temporary folder) and return its manifest."""
+    """Write a stimulus package to `out` (via a temporary folder) and return its manifest.
+
+    Catch and practice trials come from `catch_units` and `practice_units` where given, else from units
+    the builder picks (`vizprobe.stimuli.protocol`); with synthetic or mixed conditions they need
+    visualizations too (`protocol_units` names them before the visualize stage)."""
     s = settings or BuildSettings()
     scan = scan if isinstance(scan, ScanResult) else ScanResult.load(scan)
     vis = load_visualizations(visualizations) if visualizations else None
-    units = [scan.resolve_unit(u) for u in parse_units(units)]
-    if len(set(units)) != len(units):
-        raise VizprobeError("a unit is named twice in --units (perhaps once by an alias); name each unit once")
-    _check_inputs(scan, vis, units, s)
-    if model is None:
-        weights = scan.meta.get("weights")
-        model = load_model(scan.model, weights=weights if weights and Path(weights).is_file() else None, device=device)
+    units = _resolved(scan, units)
+    _check_inputs(scan, units, s)
+    _check_visualizations(vis, units, s)
+    model = model or _scan_model(scan, device)
+    writer = _Writer(model, s, vis)
+    plans = {unit: _main_plan(scan, unit, s) for unit in units}
+    protocol = _protocol(scan, units, plans, writer, catch_units, practice_units)
+    _check_visualizations(vis, [c.unit for c in protocol.catch + protocol.practice], s, units)
     with staged_dir(out, MANIFEST, "stimulus package") as staging:
-        manifest = _build(scan, vis, units, staging, s, model, progress)
+        writer.staging = staging
+        manifest = _build(units, plans, protocol, writer, progress)
         manifest["images"] = {p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*.png"))}
         checked = Manifest.from_dict(manifest, out)
         (staging / MANIFEST).write_text(dumps(manifest))
     return checked
 
 
-def _build(scan, vis, units, staging: Path, s: BuildSettings, model: LoadedModel, progress: bool) -> dict:
-    size = model.preprocessing.crop
-    patch = patch_size(size, s.patch_frac)
-    grid(size, patch, s.stride)  # raises when the patch does not fit
-    occluders: dict[str, Occluder] = {}
-    trials, unit_entries, catch_ids, tags, practice = [], [], {}, {}, []
-    bar = tqdm(total=len(units) * s.image_sets, desc="build", unit="query", disable=not progress)
+def protocol_units(
+    scan: ScanResult | str | Path,
+    units: list[Unit | str],
+    settings: BuildSettings | None = None,
+    *,
+    catch_units: list[Unit | str] | None = None,
+    practice_units: list[Unit | str] | None = None,
+    model: LoadedModel | None = None,
+    device: str = "auto",
+) -> ProtocolUnits:
+    """The catch and practice units a build with these arguments uses, without building (so that the
+    visualize stage can render them beside the main units)."""
+    s = settings or BuildSettings()
+    scan = scan if isinstance(scan, ScanResult) else ScanResult.load(scan)
+    units = _resolved(scan, units)
+    _check_inputs(scan, units, s)
+    writer = _Writer(model or _scan_model(scan, device), s, None)
+    plans = {unit: _main_plan(scan, unit, s) for unit in units}
+    return _protocol(scan, units, plans, writer, catch_units, practice_units)
+
+
+def _resolved(scan: ScanResult, units: list[Unit | str] | None) -> list[Unit]:
+    resolved = [scan.resolve_unit(u) for u in parse_units(units or [])]
+    if len(set(resolved)) != len(resolved):
+        raise VizprobeError("a unit is named twice in --units (perhaps once by an alias); name each unit once")
+    return resolved
+
+
+def _scan_model(scan: ScanResult, device: str) -> LoadedModel:
+    weights = scan.meta.get("weights")
+    return load_model(scan.model, weights=weights if weights and Path(weights).is_file() else None, device=device)
+
+
+class _Writer:
+    """What every trial of a build shares: model, settings, visualizations, occluders and image caches."""
+
+    def __init__(self, model: LoadedModel, s: BuildSettings, vis: dict | None):
+        self.model, self.s, self.vis = model, s, vis
+        self.staging: Path | None = None
+        self.occluders: dict[str, Occluder] = {}
+        self.synthetic_of: dict[Unit, tuple[list[str], list[str]]] = {}
+        self.blurred: dict[tuple[Unit, int], str] = {}
+        self.patch = patch_size(model.preprocessing.crop, s.patch_frac)
+        grid(model.preprocessing.crop, self.patch, s.stride)  # raises when the patch does not fit
+
+    def occluder(self, layer: str) -> Occluder:
+        if layer not in self.occluders:
+            exact_on_cpu = self.s.search == "exact" and self.model.device.type == "cpu"
+            self.occluders[layer] = Occluder(self.model, layer, compile=exact_on_cpu)
+        return self.occluders[layer]
+
+    def extremes(self, unit: Unit, exemplar: Exemplar):
+        """(best, worst, activation map or None) of occluding `exemplar` for `unit`."""
+        return occlusion_extremes(self.occluder(unit.layer), _load(self.model, exemplar.path), unit.channel, self.s)
+
+    def save(self, rel: str, pixels: torch.Tensor) -> str:
+        return _save(self.staging, rel, pixels)
+
+    def save_array(self, rel: str, values: np.ndarray) -> str:
+        np.save(self.staging / rel, np.asarray(values, dtype=np.float32))
+        return rel
+
+    def photo(self, unit: Unit, exemplar: Exemplar) -> str:
+        return _save_photo(self.staging, f"{unit.folder}/natural/{exemplar.rank:04d}.png", self.model, exemplar.path)
+
+    def synthetic(self, unit: Unit) -> tuple[list[str], list[str]]:
+        """The unit's synthetic references and the synthetic part of `mixed`, copied into the package once.
+
+        `mixed` takes them from a separate rendering (`vizprobe visualize --mixed-extra`), as the paper did,
+        else from the first ones of the main rendering."""
+        if unit not in self.synthetic_of:
+            s, tag = self.s, unit.folder
+            entry = unit_entry(self.vis, unit) if self.vis is not None else None
+            synthetic = _copy_visualizations(self.vis, entry, "images", s.references, self.staging, f"{tag}/synthetic")
+            extra = _copy_visualizations(self.vis, entry, "mixed_images", s.references - s.mixed_natural,
+                                         self.staging, f"{tag}/synthetic-mixed")  # fmt: skip
+            self.synthetic_of[unit] = (synthetic, extra or synthetic[: s.references - s.mixed_natural])
+        return self.synthetic_of[unit]
+
+    def blur(self, unit: Unit, exemplar: Exemplar) -> str:
+        key = (unit, exemplar.rank)
+        if key not in self.blurred:
+            rel = f"{unit.folder}/blur/{exemplar.rank:04d}.png"
+            self.blurred[key] = _blur_reference(self.occluder(unit.layer), self.model, exemplar.path, unit.channel,
+                                                self.s, self.staging, rel)  # fmt: skip
+        return self.blurred[key]
+
+
+def _main_plan(scan: ScanResult, unit: Unit, s: BuildSettings) -> list[tuple[Exemplar, list[Exemplar]]]:
+    """(query, references) of each image set of a main unit.
+
+    The paper: image set b's query is rank q1 - b of the top images (ranks 20..11 for 10 sets), and each of
+    the 9 reference bins is permuted across the image sets, so no reference repeats within a unit."""
+    rng = _rng(s.seed, str(unit))
+    ranked = scan.top(unit, s.reference_ranks[1])
+    bins = np.array_split(np.arange(s.reference_ranks[0], s.reference_ranks[1] + 1), s.references)
+    draws = [rng.permutation(b)[: s.image_sets] for b in bins]
+    return [(ranked[s.query_ranks[1] - b - 1], [ranked[int(d[b]) - 1] for d in draws]) for b in range(s.image_sets)]
+
+
+def _protocol(scan, units, plans, writer: _Writer, catch_units, practice_units) -> ProtocolUnits:
+    """Catch and practice units, measured on images that no main trial uses."""
+    used = {e.path for plan in plans.values() for query, refs in plan for e in (query, *refs)}
+    named = [None if given is None else _resolved(scan, given) for given in (catch_units, practice_units)]
+    decoys = writer.s.catch_units if "none" in writer.s.conditions else 0
+    return pick_protocol_units(scan, units, used, writer.extremes, writer.s, *named, decoys=decoys)
+
+
+def _build(units: list[Unit], plans, protocol: ProtocolUnits, w: _Writer, progress: bool) -> dict:
+    s = w.s
+    trials: list[dict] = []
+    bar = tqdm(total=len(units) * s.image_sets + len(protocol.catch) + len(protocol.practice), desc="build",
+               unit="query", disable=not progress)  # fmt: skip
     for unit in units:
-        layer_path, channel = unit.layer, unit.channel
-        if layer_path not in occluders:
-            occluders[layer_path] = Occluder(
-                model, layer_path, compile=s.search == "exact" and model.device.type == "cpu"
-            )
-        occluder = occluders[layer_path]
-        unit_entries.append({"unit": str(unit), "label": unit.display, "layer": layer_path, "channel": channel})
-        tag = unit.folder
-        tags[str(unit)] = tag
-        rng = _rng(s.seed, str(unit))
-        ranked = scan.top(unit, s.reference_ranks[1])
-        bottom = scan.bottom(unit, s.references)
-        # The paper: image set b's query is rank q1 - b of the top images (ranks 20..11 for 10 sets), and each
-        # of the 9 reference bins is permuted across the image sets, so no reference repeats within a unit.
-        query_ranks = [s.query_ranks[1] - b for b in range(s.image_sets)]
-        bins = np.array_split(np.arange(s.reference_ranks[0], s.reference_ranks[1] + 1), s.references)
-        bin_draws = [rng.permutation(b)[: s.image_sets] for b in bins]
-        entry = unit_entry(vis, unit) if vis is not None else None
-        synthetic = _copy_visualizations(vis, entry, "images", s.references, staging, f"{tag}/synthetic")
-        # `mixed` takes its synthetic images from a separate rendering (`vizprobe visualize --mixed-extra`), as
-        # the paper did, else from the first ones of the main rendering.
-        extra = _copy_visualizations(vis, entry, "mixed_images", s.references - s.mixed_natural, staging,
-                                     f"{tag}/synthetic-mixed")  # fmt: skip
-        mixed_synthetic = extra or synthetic[: s.references - s.mixed_natural]
-        blurred_cache: dict[int, str] = {}
-        for image_set, rank in enumerate(query_ranks):
-            query = _load(model, ranked[rank - 1].path)
-            base = _save(staging, f"{tag}/set{image_set:02d}/query.png", query)
-            trial_id = f"{tag}-set{image_set:02d}"
-            activation_map = None
-            if s.search == "exact":
-                result = occluder.sweep(query, [channel], s.patch_frac, s.stride)
-                (hy, hx, high), (ly, lx, low) = result.extreme(channel, True), result.extreme(channel, False)
-                activation_map = f"{tag}/set{image_set:02d}/activation_map.npy"
-                np.save(staging / activation_map, result.channel(channel).astype(np.float32))
-            else:
-                found = occluder.search(query, [channel], s.patch_frac, s.stride)
-                (hy, hx, high), (ly, lx, low) = found.best[channel], found.worst[channel]
-            positions = torch.tensor([[hy, hx], [ly, lx]])
-            occluded = occlude(query, positions, patch)
-            option_a = {"image": _save(staging, f"{tag}/set{image_set:02d}/max.png", occluded[0]),
-                        "patch": [hx, hy, patch], "activation": high}  # fmt: skip
-            option_b = {"image": _save(staging, f"{tag}/set{image_set:02d}/min.png", occluded[1]),
-                        "patch": [lx, ly, patch], "activation": low}  # fmt: skip
-            trial_rng = _rng(s.seed, trial_id)
-            flip = bool(trial_rng.integers(2))
-            options = [option_b, option_a] if flip else [option_a, option_b]
-            ref_ranks = [int(draw[image_set]) for draw in bin_draws]
-            natural = [_save_photo(staging, f"{tag}/natural/{r:04d}.png", model, ranked[r - 1].path) for r in ref_ranks]
-            references = {}
-            if "natural" in s.conditions:
-                references["natural"] = natural
-            if "synthetic" in s.conditions:
-                references["synthetic"] = synthetic[: s.references]
-            if "mixed" in s.conditions:
-                references["mixed"] = natural[: s.mixed_natural] + mixed_synthetic
-            if "blur" in s.conditions:
-                blurred = []
-                for r in ref_ranks:
-                    if r not in blurred_cache:
-                        blurred_cache[r] = _blur_reference(
-                            occluder, model, ranked[r - 1].path, channel, s, staging, f"{tag}/blur/{r:04d}.png"
-                        )
-                    blurred.append(blurred_cache[r])
-                references["blur"] = blurred
-            if "none" in s.conditions:
-                references["none"] = []
-            # The grid order is shuffled per trial (the paper shuffled each trial's references); one order for
-            # all conditions keeps each blurred reference in the place of its natural image.
-            order = trial_rng.permutation(s.references)
-            references = {c: [refs[i] for i in order] if refs else [] for c, refs in references.items()}
-            trial = {"trial_id": trial_id, "unit": str(unit), "image_set": image_set, "kind": "main",
-                     "base_image": base, "options": options, "correct": 1 if flip else 0,
-                     "references": references}  # fmt: skip
-            if activation_map:
-                trial["activation_map"] = activation_map
-            trials.append(trial)
-            # Catch: the query with its least harmful occlusion against a bottom exemplar of the unit.
-            # Practice trials are made the same way, from the first image set of the first units.
-            kinds = [("catch", image_set % len(bottom))]
-            if image_set == 0 and len(practice) < s.practice_trials:
-                kinds.append(("practice", (image_set + 1) % len(bottom)))
-            for kind, pick in kinds:
-                weak = bottom[pick]
-                weak_rel = _save_photo(staging, f"{tag}/bottom/{weak.rank:04d}.png", model, weak.path)
-                catch_first = bool(_rng(s.seed, kind, trial_id).integers(2))
-                strong = {"image": option_a["image"], "patch": option_a["patch"], "activation": high}
-                weak_option = {"image": weak_rel, "patch": None, "activation": weak.activation}
-                pair = [strong, weak_option] if catch_first else [weak_option, strong]
-                extra = dict(trial, trial_id=f"{kind}-{trial_id}", kind=kind, options=pair,
-                             correct=0 if catch_first else 1)  # fmt: skip
-                extra.pop("activation_map", None)
-                if kind == "catch":
-                    trials.append(extra)
-                    catch_ids.setdefault(str(unit), []).append(extra["trial_id"])
-                else:
-                    practice.append(extra)
+        for image_set, (query, refs) in enumerate(plans[unit]):
+            found = w.extremes(unit, query)
+            trials.append(_trial(w, unit, f"{unit.folder}-set{image_set:02d}", "main", image_set, query, refs, found))
+            bar.update(1)
+    catch, practice = [], []
+    for kind, chosen, out in (("catch", protocol.catch, catch), ("practice", protocol.practice, practice)):
+        for c in chosen:
+            refs = _protocol_references(c, w.s)
+            found = (c.best, c.worst, c.activation_map)
+            out.append(_trial(w, c.unit, f"{kind}-{c.unit.folder}", kind, 0, c.query, refs, found))
             bar.update(1)
     bar.close()
-    trials.extend(practice)
+    none_catch = _none_catch_trials(w, catch, protocol) if "none" in s.conditions else []
+    if "none" in s.conditions:
+        for trial in catch:
+            trial["references"].pop("none", None)
+    roles = [(u, "main") for u in units] + [(c.unit, "catch") for c in protocol.catch]
+    roles += [(c.unit, "practice") for c in protocol.practice]
     return {
         "schema_version": SCHEMA_VERSION,
-        "model": model.name,
-        "image_size": size,
+        "model": w.model.name,
+        "image_size": w.model.preprocessing.crop,
         "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(s).items()},
-        "units": unit_entries,
-        "trials": trials,
+        "units": [
+            {"unit": str(u), "label": u.display, "layer": u.layer, "channel": u.channel, "role": role}
+            for u, role in roles
+        ],
+        "trials": trials + catch + none_catch + practice,
         "practice_trial_ids": [t["trial_id"] for t in practice],
-        "tasks": _tasks(units, tags, catch_ids, s),
+        "tasks": _tasks(units, catch, none_catch, s),
         "images": {},
     }
+
+
+def _protocol_references(c: Candidate, s: BuildSettings) -> list[Exemplar]:
+    """One reference from each of the 9 bins of the reference ranks among the unit's unused top images."""
+    rng = _rng(s.seed, "protocol", str(c.unit))
+    last = min(s.reference_ranks[1], len(c.available))
+    bins = np.array_split(np.arange(s.reference_ranks[0], last + 1), s.references)
+    return [c.available[int(rng.choice(b)) - 1] for b in bins]
+
+
+def _trial(w: _Writer, unit: Unit, trial_id: str, kind: str, image_set: int, query: Exemplar,
+           refs: list[Exemplar], found) -> dict:  # fmt: skip
+    """An occlusion trial: the query, its best and worst occlusion, and each condition's references."""
+    s, folder = w.s, trial_id.replace(f"{unit.folder}-", f"{unit.folder}/") if kind == "main" else None
+    folder = folder or f"{unit.folder}/{kind}"
+    pixels = _load(w.model, query.path)
+    base = w.save(f"{folder}/query.png", pixels)
+    (hy, hx, high), (ly, lx, low), activation_map = found
+    occluded = occlude(pixels, torch.tensor([[hy, hx], [ly, lx]]), w.patch)
+    option_a = {"image": w.save(f"{folder}/max.png", occluded[0]), "patch": [hx, hy, w.patch], "activation": high}
+    option_b = {"image": w.save(f"{folder}/min.png", occluded[1]), "patch": [lx, ly, w.patch], "activation": low}
+    trial_rng = _rng(s.seed, trial_id)
+    flip = bool(trial_rng.integers(2))
+    natural = [w.photo(unit, r) for r in refs]
+    references: dict[str, list[str]] = {}
+    for condition in s.conditions:
+        if condition == "natural":
+            references["natural"] = natural
+        elif condition == "synthetic":
+            references["synthetic"] = w.synthetic(unit)[0][: s.references]
+        elif condition == "mixed":
+            references["mixed"] = natural[: s.mixed_natural] + w.synthetic(unit)[1]
+        elif condition == "blur":
+            references["blur"] = [w.blur(unit, r) for r in refs]
+        elif condition == "none":
+            references["none"] = []
+    # The grid order is shuffled per trial (the paper shuffled each trial's references); one order for all
+    # conditions keeps each blurred reference in the place of its natural image.
+    order = trial_rng.permutation(s.references)
+    trial = {"trial_id": trial_id, "unit": str(unit), "image_set": image_set, "kind": kind, "base_image": base,
+             "options": [option_b, option_a] if flip else [option_a, option_b], "correct": 1 if flip else 0,
+             "references": {c: [refs[i] for i in order] if refs else [] for c, refs in references.items()}}  # fmt: skip
+    if activation_map is not None:
+        trial["activation_map"] = w.save_array(f"{folder}/activation_map.npy", activation_map)
+    return trial
+
+
+def _none_catch_trials(w: _Writer, catch: list[dict], protocol: ProtocolUnits) -> list[dict]:
+    """The `none` variant of each catch trial: its minimal option is replaced by another unit's image (the
+    worst occlusion of a leftover candidate's query), so that an attentive participant can tell without
+    references; the decoy that activates the catch unit least is used, each decoy once."""
+    shown = {c.query.path for c in protocol.catch + protocol.practice}
+    decoys = [d for d in protocol.decoys if d.query.path not in shown]
+    if len(decoys) < len(catch):
+        raise VizprobeError(
+            f"{len(decoys)} decoy images for {len(catch)} catch trials in `none`; raise protocol_candidates"
+        )
+    images = {}
+    for d in decoys:
+        pixels = _load(w.model, d.query.path)
+        y, x, _ = d.worst
+        images[d.unit] = occlude(pixels, torch.tensor([[y, x]]), w.patch)[0]
+    out = []
+    for trial, c in zip(catch, protocol.catch, strict=True):
+        occluder = w.occluder(c.unit.layer)
+        activation = {u: float(occluder.base(img)[c.unit.channel]) for u, img in images.items()}
+        decoy = min(activation, key=activation.get)
+        d = next(d for d in decoys if d.unit == decoy)
+        rel = w.save(f"{decoy.folder}/decoy/min.png", images.pop(decoy))
+        weak = {"image": rel, "patch": [d.worst[1], d.worst[0], w.patch], "activation": activation[decoy]}
+        options = [weak if i != trial["correct"] else o for i, o in enumerate(trial["options"])]
+        variant = {**trial, "trial_id": f"catch-none-{c.unit.folder}", "options": options,
+                   "references": {"none": []}}  # fmt: skip
+        variant.pop("activation_map", None)
+        out.append(variant)
+    return out
 
 
 def _copy_visualizations(
@@ -271,8 +398,8 @@ def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: P
     return _save(staging, rel, occlude(blurred, torch.tensor([[y, x]]), patch, source=pixels)[0])
 
 
-def _tasks(units: list[Unit], tags: dict[str, str], catch_ids: dict[str, list[str]], s: BuildSettings) -> list[dict]:
-    """Per condition, tasks with one main trial per unit and `catch_per_task` catch trials, shuffled.
+def _tasks(units: list[Unit], catch: list[dict], none_catch: list[dict], s: BuildSettings) -> list[dict]:
+    """Per condition, tasks with one main trial per unit and one trial of each catch unit, shuffled.
 
     Task k of every condition holds image set k mod `image_sets` of every unit (the paper: "same numbering
     across conditions"), so participant k of each condition answers the same main trials, and each (unit,
@@ -280,13 +407,11 @@ def _tasks(units: list[Unit], tags: dict[str, str], catch_ids: dict[str, list[st
     tasks = []
     for condition in s.conditions:
         rng = _rng(s.seed, "tasks", condition)
-        for t in range(s.tasks_per_condition):
-            main = [f"{tags[str(unit)]}-set{t % s.image_sets:02d}" for unit in units]
-            chosen = rng.choice(len(units), size=min(s.catch_per_task, len(units)), replace=False)
-            catch = [catch_ids[str(units[i])][int(rng.integers(s.image_sets))] for i in sorted(chosen)]
-            trial_ids = main + catch
+        catch_ids = [t["trial_id"] for t in (none_catch if condition == "none" else catch)]
+        for k in range(s.tasks_per_condition):
+            trial_ids = [f"{unit.folder}-set{k % s.image_sets:02d}" for unit in units] + catch_ids
             order = rng.permutation(len(trial_ids))
             tasks.append(
-                {"task_id": f"{condition}-{t:03d}", "condition": condition, "trial_ids": [trial_ids[i] for i in order]}
+                {"task_id": f"{condition}-{k:03d}", "condition": condition, "trial_ids": [trial_ids[i] for i in order]}
             )
     return tasks

@@ -93,12 +93,14 @@ class Task:
 
 @dataclass(frozen=True)
 class PackageUnit:
-    """A unit of the package: canonical name, layer path, channel, and the label the user gave."""
+    """A unit of the package: canonical name, layer path, channel, the label the user gave, and its role
+    (main, catch or practice: catch and practice units are never main units)."""
 
     unit: str
     layer: str
     channel: int
     label: str
+    role: str = "main"
 
 
 def _trial(raw: dict) -> Trial:
@@ -156,6 +158,12 @@ class Manifest:
             missing = [t for t in task.trial_ids if t not in self.trials]
             if missing:
                 raise VizprobeError(f"task {task.task_id} names unknown trial {missing[0]!r}; rebuild the package")
+            foreign = [t for t in task.trial_ids if task.condition not in self.trials[t].references]
+            if foreign:
+                raise VizprobeError(
+                    f"task {task.task_id} names trial {foreign[0]!r}, which has no {task.condition} variant; "
+                    "rebuild the package"
+                )
         missing = [t for t in self.practice_ids if t not in self.trials]
         if missing:
             raise VizprobeError(f"practice trial {missing[0]!r} is not in the manifest; rebuild the package")
@@ -200,9 +208,15 @@ class Manifest:
     def units(self) -> dict[str, PackageUnit]:
         """Canonical unit name -> unit, in manifest order."""
         return {
-            u["unit"]: PackageUnit(u["unit"], u["layer"], int(u["channel"]), u.get("label", u["unit"]))
+            u["unit"]: PackageUnit(
+                u["unit"], u["layer"], int(u["channel"]), u.get("label", u["unit"]), u.get("role", "main")
+            )
             for u in self.data["units"]
         }
+
+    def units_of(self, role: str = "main") -> list[PackageUnit]:
+        """The package's units of one role, in manifest order."""
+        return [u for u in self.units.values() if u.role == role]
 
     def layer_of(self, unit: str) -> str:
         """The layer (module path) of one of the package's units."""
@@ -216,6 +230,11 @@ class Manifest:
     def trials_of(self, kinds: Sequence[str] = ("main",)) -> list[Trial]:
         """The trials of the given kinds, in manifest order."""
         return [t for t in self.trials.values() if t.kind in kinds]
+
+    def trials_in(self, condition: str, kinds: Sequence[str] = ("main",)) -> list[Trial]:
+        """The trials of the given kinds that a participant of `condition` can be shown, in manifest order
+        (a catch trial exists in two variants: one for `none`, one for the conditions with references)."""
+        return [t for t in self.trials_of(kinds) if condition in t.references]
 
     @cached_property
     def tasks(self) -> dict[str, Task]:

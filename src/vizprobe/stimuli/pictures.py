@@ -18,7 +18,11 @@ def summary(manifest: Manifest) -> str:
     lengths = sorted({len(t.trial_ids) for t in manifest.tasks.values()})
     lines = [
         f"model {manifest.model}, image size {manifest.image_size} px, {len(manifest.images)} images",
-        f"units ({len(manifest.units)}): " + ", ".join(u.label for u in manifest.units.values()),
+        *(
+            f"{role} units ({len(units)}): " + ", ".join(u.label for u in units)
+            for role in ("main", "catch", "practice")
+            if (units := manifest.units_of(role))
+        ),
         f"trials: {kinds['main']} main, {kinds['catch']} catch, {kinds['practice']} practice",
         "tasks: "
         + ", ".join(f"{c} {n}" for c, n in conditions.items())

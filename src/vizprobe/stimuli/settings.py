@@ -23,7 +23,11 @@ class BuildSettings:
     patch_frac: float = 0.4
     stride: int = 2
     search: str = "exact"
-    catch_per_task: int = 3
-    practice_trials: int = 3
+    # Catch and practice trials come from units that are not main units (`vizprobe.stimuli.protocol`):
+    # every task has one catch trial of each catch unit; a practice round is one trial per practice unit.
+    catch_units: int = 3
+    practice_units: int = 4
+    protocol_candidates: int = 16  # units measured to pick them from
     blur_kernel: int = 21
     seed: int = 0
+    protocol: str = "zimmermann2021"  # the named protocol these settings started from (recorded in the manifest)

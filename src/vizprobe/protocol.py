@@ -1,0 +1,85 @@
+"""Named study protocols: every default of a study design in one place, chosen with `--protocol NAME`.
+
+A protocol bundles the builder's settings, the server's settings, the exclusion criteria, the synthesis
+preset and, per model, the layers the study measured. `zimmermann2021` (the default) is the NeurIPS 2021
+study; docs/protocol.md gives the source of each of its values. Explicit flags override a protocol's values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+
+from vizprobe.errors import VizprobeError
+
+DEFAULT_PROTOCOL = "zimmermann2021"
+
+# The paper's InceptionV1 units: the pre-ReLU output of two of the four branches (`-k 1 3`, kernel-size indices
+# 1 and 3 of 1x1, 3x3, 5x5, pool) of each of the nine mixed layers, one random channel each: 18 units
+# (co:create_mturk_data.sh, co:create_task_structure_json.py).
+_MIXED = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
+PAPER_GOOGLENET_LAYERS = tuple(f"mixed{m}/{branch}_pre_relu" for m in _MIXED for branch in ("3x3", "pool"))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A study design: what each stage does by default."""
+
+    name: str
+    reference: str
+    build: object  # vizprobe.stimuli.BuildSettings
+    experiment: object  # vizprobe.experiment.settings.Settings
+    exclusion: object  # vizprobe.analysis.ExclusionCriteria
+    visualization_preset: str
+    layers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def layers_for(self, model: str) -> list[str]:
+        """The layers this protocol measures in `model`, or a one-line error."""
+        if model not in self.layers:
+            raise VizprobeError(
+                f"protocol {self.name} names no layers of model {model!r} (it has: {', '.join(self.layers)}); "
+                "pass --layers"
+            )
+        return list(self.layers[model])
+
+
+_PROTOCOLS: dict[str, Callable[[], Protocol]] = {}
+
+
+def register_protocol(name: str, make: Callable[[], Protocol]) -> None:
+    """Add a protocol; `make` builds it on first use (so the CLI starts without the analysis's imports)."""
+    _PROTOCOLS[name] = make
+
+
+def list_protocols() -> list[str]:
+    return sorted(_PROTOCOLS)
+
+
+@cache
+def get_protocol(name: str | None = None) -> Protocol:
+    """The named protocol (the default when None), or a one-line error listing the known ones."""
+    name = name or DEFAULT_PROTOCOL
+    if name not in _PROTOCOLS:
+        raise VizprobeError(f"unknown protocol {name!r}; known: {', '.join(list_protocols())}")
+    return _PROTOCOLS[name]()
+
+
+def _zimmermann2021() -> Protocol:
+    """The settings dataclasses' defaults are this study's values (docs/protocol.md cites each)."""
+    from vizprobe.analysis.exclusion import ExclusionCriteria
+    from vizprobe.experiment.settings import Settings
+    from vizprobe.stimuli.settings import BuildSettings
+
+    return Protocol(
+        name="zimmermann2021",
+        reference="Zimmermann, Borowski, Geirhos, Bethge, Wallis & Brendel, NeurIPS 2021",
+        build=BuildSettings(),
+        experiment=Settings(),
+        exclusion=ExclusionCriteria(),
+        visualization_preset="paper",
+        layers={"googlenet": PAPER_GOOGLENET_LAYERS},
+    )
+
+
+register_protocol("zimmermann2021", _zimmermann2021)
