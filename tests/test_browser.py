@@ -314,9 +314,35 @@ def test_prolific_redirect_and_no_tasks_page(serve, browser):
     assert page.locator("#vp-completion-code").inner_text() == "PROLIFIC-CODE"
     page.wait_for_url("https://app.prolific.com/submissions/complete?cc=PROLIFIC-CODE")
 
-    for _ in range(100):  # take every remaining task
-        if httpx.post(f"{base}/api/sessions", json={"platform_ids": {}, "resume": None}).status_code == 503:
+    for k in range(100):  # take every remaining task
+        ids = {"PROLIFIC_PID": f"filler-{k}"}
+        if httpx.post(f"{base}/api/sessions", json={"platform_ids": ids, "resume": None}).status_code == 503:
             break
     newcomer = browser.new_context(viewport=VIEWPORT).new_page()
     newcomer.goto(f"{base}/?PROLIFIC_PID=worker-8")
     newcomer.get_by_text("All places in this study are currently taken").wait_for()
+    stranger = browser.new_context(viewport=VIEWPORT).new_page()  # no Prolific id in the link
+    stranger.goto(f"{base}/")
+    stranger.get_by_text("Please open this study from the platform").wait_for()
+
+
+def test_mturk_preview_shows_an_example_and_takes_no_task(serve, browser):
+    """An MTurk preview shows the instructions and an example trial, under the served security headers, and
+    allocates nothing; the page obeys its Content-Security-Policy (no violation reported)."""
+    base, _ = serve("--platform", "mturk", "--admin-token", "tok")
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    violations = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto(f"{base}/?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=h1")
+    page.get_by_text("This is a preview. Accept the HIT").wait_for()
+    images = page.locator("img.vp-preview-ref, img.vp-preview-query, img.vp-preview-option")
+    assert images.count() == 9 + 1 + 2
+    page.wait_for_function("[...document.images].every((i) => i.complete && i.naturalWidth > 0)")
+    progress = httpx.get(f"{base}/api/admin/progress", headers={"Authorization": "Bearer tok"}).json()
+    assert sum(c["running"] + c["participants"] for c in progress["conditions"].values()) == 0
+    worker = browser.new_context(viewport=VIEWPORT).new_page()
+    worker.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    worker.goto(f"{base}/?workerId=W1&assignmentId=A1&hitId=h1")
+    _click(worker, "I agree")
+    worker.get_by_role("heading", name="Instructions (1/3)").wait_for()
+    assert violations == []

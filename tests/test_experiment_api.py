@@ -104,6 +104,9 @@ def manifest(stimulus_package: Path) -> dict:
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 def start(client: TestClient, status: int = 200, **platform_ids: str) -> dict:
+    """Start (or with `resume=`, resume) a session; a new one gets fresh worker ids unless some are given."""
+    if not {"PROLIFIC_PID", "workerId", "resume"} & set(platform_ids):
+        platform_ids |= dict.fromkeys(("PROLIFIC_PID", "workerId"), f"w{time.monotonic_ns()}")
     r = client.post("/api/sessions", json={"platform_ids": platform_ids, "resume": platform_ids.pop("resume", None)})
     assert r.status_code == status, r.text
     return r.json()
@@ -219,6 +222,8 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
         "total_time_s": 300.0,
         "practice_attempts": 2,
         "expertise": "lay",
+        # 12.5 s on the instructions is below the paper's 20 s (15 s in `none`): the task was posted again
+        "session_status": "failed_criteria",
     }
     layers = {u["unit"]: u["layer"] for u in manifest["units"]}
 
@@ -429,6 +434,44 @@ def test_abandoned_task_returns_to_the_pool(make_client):
     assert sum(c["running"] for c in progress.values()) == 1
 
 
+def test_unfinished_sessions_are_exported_with_their_status_and_left_out_of_analyze(
+    make_client, db_url, tmp_path, capsys
+):
+    """A participant who timed out after some answers is exported as `expired`, one still answering as
+    `running`; `analyze` leaves both out by default, says so, and keeps them with --include-incomplete."""
+    from vizprobe.analysis import ExclusionCriteria, analyze
+
+    client = make_client(task_timeout_s=0.5)
+    timed_out = start(client)
+    for trial in timed_out["trials"][:4]:
+        answer(client, timed_out["session_id"], trial["index"], choice=1)
+    time.sleep(0.7)
+    running = start(client)  # this start expires the first session and takes a task
+    for trial in running["trials"][:2]:
+        answer(client, running["session_id"], trial["index"])
+    finished = start(client)
+    finish_main(client, finished)
+    assert (
+        client.post(f"/api/sessions/{finished['session_id']}/complete", json={"total_time_s": 200}).status_code == 200
+    )
+    exported = export_frame(db_url)
+    statuses = exported.groupby("participant_id")["session_status"].agg(set).to_dict()
+    assert statuses["p0001"] == {"expired"} and statuses["p0002"] == {"running"}
+    assert statuses["p0003"] <= {"completed", "failed_criteria"}
+    lenient = ExclusionCriteria(min_catch_accuracy=0, min_instruction_time_s=0, min_total_time_s=0,
+                                require_both_sides=False, per_condition={})  # fmt: skip
+    results = analyze(exported, tmp_path / "default", criteria=lenient)
+    assert results["exclusion"]["n_before"] == 1
+    assert results["exclusion"]["incomplete_sessions"] == {"expired": 1, "running": 1}
+    results = analyze(exported, tmp_path / "all", criteria=lenient, include_incomplete=True)
+    assert results["exclusion"]["n_before"] == 3 and results["exclusion"]["incomplete_sessions"] == {}
+    out = tmp_path / "r.csv"
+    exported.to_csv(out, index=False)
+    flags = ["--allow-one-side", "--min-catch-accuracy", "0", "--min-instruction-time", "0", "--min-total-time", "0"]
+    assert main(["analyze", "--responses", str(out), "--out", str(tmp_path / "cli"), *flags, "--same-thresholds"]) == 0
+    assert "left out before exclusion (sessions not finished): 1 expired, 1 running" in capsys.readouterr().out
+
+
 def test_assignment_balances_conditions(client, manifest):
     conditions = sorted({t["condition"] for t in manifest["tasks"]})
     taken: Counter = Counter()
@@ -439,12 +482,12 @@ def test_assignment_balances_conditions(client, manifest):
         tasks.add(state["task_id"])
         assert max(taken.values()) - min(taken[c] for c in conditions) <= 1
     assert len(tasks) == len(manifest["tasks"])
-    assert_error(client.post("/api/sessions", json={}), 503, "no_tasks")
+    assert_error(client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "one-too-many"}}), 503, "no_tasks")
 
 
 def test_concurrent_starts_get_distinct_tasks(client, manifest):
     with ThreadPoolExecutor(8) as pool:
-        states = list(pool.map(lambda i: start(client, workerId=f"w{i}"), range(len(manifest["tasks"]))))
+        states = list(pool.map(lambda i: start(client, PROLIFIC_PID=f"w{i}"), range(len(manifest["tasks"]))))
     assert len({s["task_id"] for s in states}) == len(manifest["tasks"])
     assert Counter(s["condition"] for s in states) == Counter(t["condition"] for t in manifest["tasks"])
 
@@ -571,10 +614,17 @@ def test_a_participant_who_fails_gets_the_code_and_the_task_is_posted_again(make
     r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})
     assert r.status_code == 200 and r.json()["completion_code"]  # paid all the same
     progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()["conditions"][condition]
-    assert progress["failed"] == 1 and progress["completed"] == 0 and progress["free"] == progress["tasks"]
+    assert (
+        progress["failed"] == 1
+        and progress["expired"] == 0
+        and progress["completed"] == 0
+        and progress["free"] == progress["tasks"]
+    )
     from vizprobe.analysis.exclusion import apply_exclusion
 
-    result = apply_exclusion(export_frame(db_url))
+    exported = export_frame(db_url)
+    assert set(exported["session_status"]) == {"failed_criteria"}
+    result = apply_exclusion(exported)
     assert result.excluded == ["p0001"]
     assert result.criteria["practice_attempts"]["excluded"] == result.criteria["catch_accuracy"]["excluded"] == 1
     handed = [start(client, PROLIFIC_PID=f"next-{k}")["task_id"] for k in range(len(manifest["tasks"]))]
@@ -590,3 +640,237 @@ def test_no_practice_in_the_none_condition(make_client):
     answer(client, none["session_id"], 0, phase="practice", attempt=1, status=422)
     with_practice = make_client(practice_in_none=True)
     assert all(len(start(with_practice, workerId=f"v{k}")["practice"]) == 4 for k in range(6))
+
+
+# --- admission, hostile input, errors, headers (a real crowd study) ---------------------------------------------
+def test_crowd_platforms_admit_only_workers_and_previews_take_no_task(make_client, manifest):
+    prolific = make_client(platform="prolific")
+    for ids in ({}, {"STUDY_ID": "s", "SESSION_ID": "x"}, {"workerId": "an-mturk-id"}):
+        assert_error(prolific.post("/api/sessions", json={"platform_ids": ids}), 403, "missing_worker_id")
+    mturk = make_client(platform="mturk")
+    preview = {"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "h"}
+    for k in range(20):  # previews used to hold a task for 30 minutes each
+        r = mturk.post("/api/sessions", json={"platform_ids": {**preview, "workerId": f"viewer{k}"}})
+        assert_error(r, 403, "preview")
+    assert_error(mturk.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "p"}}), 403, "missing_worker_id")
+    progress = mturk.get("/api/admin/progress", params={"token": TOKEN}).json()["conditions"]
+    assert sum(c["running"] + c["participants"] for c in progress.values()) == 0
+    shown = mturk.get("/api/preview").json()
+    example = next(t for t in manifest["trials"] if t["trial_id"] == shown["example"]["trial_id"])
+    assert example["kind"] == "main" and shown["condition"] != "none" and len(shown["example"]["references"]) == 9
+    assert "correct" not in shown["example"]
+    for url in (shown["example"]["query"], *shown["example"]["options"], *shown["example"]["references"]):
+        assert mturk.get(url).status_code == 200
+    real = start(mturk, workerId="real-worker", assignmentId="A1", hitId="h")
+    assert real["session_id"] and make_client(platform="local").post("/api/sessions", json={}).status_code == 200
+
+
+def test_hostile_requests_get_json_4xx_and_store_nothing(client):
+    state = start(client)
+    sid = state["session_id"]
+    raw = '{"platform_ids": {"PROLIFIC_PID": "\\ud800x"}}'  # a lone surrogate, as a hostile client sends it
+    assert_error(client.post("/api/sessions", content=raw, headers={"Content-Type": "application/json"}),
+                 422, "invalid_request")  # fmt: skip
+    assert_error(
+        client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "a\x00b"}}), 422, "invalid_request"
+    )
+    assert_error(client.post("/api/sessions", json={"resume": "x\x00y"}), 422, "invalid_request")
+    assert_error(client.post("/api/sessions/ab%00cd/events", json={"event": "consent"}), 404, "unknown_session")
+    debrief = {"total_time_s": 100, "debrief": {"comments": "nul\x00"}}
+    assert_error(client.post(f"/api/sessions/{sid}/complete", json=debrief), 422, "invalid_request")
+    body = {"phase": "main", "trial_index": 0, "attempt": 0, "confidence": 2, "rt_ms": 900}
+    for choice in ("1", 1.0, True, 2, None):
+        assert_error(
+            client.post(f"/api/sessions/{sid}/responses", json=body | {"choice": choice}), 422, "invalid_request"
+        )
+    big = b'{"platform_ids": {}, "pad": "' + b"x" * (10 << 20) + b'"}'
+    assert_error(
+        client.post("/api/sessions", content=big, headers={"Content-Type": "application/json"}), 413, "too_large"
+    )
+    assert count_responses(client) == 0
+    assert client.get("/api/admin/progress", params={"token": TOKEN}).json()["responses"] == 0
+
+
+def test_unexpected_errors_are_one_json_line(make_client, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    from vizprobe.experiment.service import Experiment
+
+    app_client = make_client(platform="local")
+    client = TestClient(app_client.app, raise_server_exceptions=False)
+
+    def broken(self):
+        raise RuntimeError("session s3cr3t broke\nsecond line of detail")
+
+    monkeypatch.setattr(Experiment, "config", broken)
+    with caplog.at_level("ERROR", logger="vizprobe.experiment"):
+        r = client.get("/api/config")
+    assert_error(r, 500, "internal")
+    assert "s3cr3t" not in r.text and "Traceback" not in r.text
+    record = next(rec for rec in caplog.records if rec.name == "vizprobe.experiment")
+    assert not record.exc_info and "\n" not in record.getMessage()
+
+    def outage(self):
+        raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(Experiment, "config", outage)
+    r = client.get("/api/config")
+    assert_error(r, 503, "unavailable")
+    assert r.headers["retry-after"] == "5"
+
+
+def test_every_response_carries_security_headers(make_client):
+    client = make_client(platform="prolific")
+    for r in (client.get("/"), client.get("/api/config"), client.get("/api/nope"),
+              client.get("/api/admin/progress", params={"token": TOKEN})):  # fmt: skip
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    for path in ("/api/admin/progress", "/api/admin/export.csv", "/admin"):
+        assert client.get(path, params={"token": TOKEN}).headers["cache-control"] == "no-store"
+    mturk = make_client(platform="mturk")
+    assert "https://www.mturk.com" in mturk.get("/api/config").headers["content-security-policy"]
+
+
+def test_the_secret_is_part_of_the_study(make_client, stimulus_package, db_url, tmp_path, monkeypatch):
+    """A server started without the study's secret, or with another one, refuses (a returning worker would
+    otherwise get a fresh task); the default location for PostgreSQL does not depend on the working directory."""
+    from vizprobe.experiment.secret import default_secret_file
+
+    client = make_client(platform="prolific")  # secret: tmp_path / "secret"
+    first_session = start(client, PROLIFIC_PID="returning-worker")["session_id"]
+    options = {"admin_token": TOKEN, "static_dir": tmp_path / "static", "platform": "prolific"}
+    with pytest.raises(VizprobeError, match=r"secret file .*missing-secret is missing"):
+        create_app(stimulus_package, db_url, secret_file=tmp_path / "missing-secret", **options)
+    assert not (tmp_path / "missing-secret").exists()
+    (tmp_path / "other-secret").write_text("f" * 64)
+    with pytest.raises(VizprobeError, match="not the one this study was started with"):
+        create_app(stimulus_package, db_url, secret_file=tmp_path / "other-secret", **options)
+    again = TestClient(create_app(stimulus_package, db_url, secret_file=tmp_path / "secret", **options))
+    assert start(again, PROLIFIC_PID="returning-worker")["session_id"] == first_session  # recognised
+    again.app.state.db.dispose()
+    url = "postgresql+psycopg://u:pw@db.example:5433/study1"
+    first = default_secret_file(None, url)
+    monkeypatch.chdir(tmp_path)
+    assert (
+        default_secret_file(None, url) == first == Path.home() / ".vizprobe" / "secrets" / "db.example_5433_study1.key"
+    )
+
+
+def test_a_damaged_database_is_refused_at_start(stimulus_package, tmp_path):
+    db = tmp_path / "study.db"
+    options = {"admin_token": TOKEN, "static_dir": tmp_path / "static", "secret_file": tmp_path / "secret"}
+    app = create_app(stimulus_package, str(db), **options)
+    start(TestClient(app))
+    app.state.db.dispose()
+    assert (db.stat().st_mode & 0o777) == 0o600 and ((tmp_path / "secret").stat().st_mode & 0o777) == 0o600
+    data = bytearray(db.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    data[page + 8 : page + 200] = b"\xff" * 192  # garbage over the second page's b-tree header and cells
+    db.write_bytes(bytes(data))
+    with pytest.raises(VizprobeError, match="is damaged"):
+        create_app(stimulus_package, str(db), **options)
+    db.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(VizprobeError, match="is damaged"):
+        create_app(stimulus_package, str(db), **options)
+
+
+def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp_path, capsys):
+    """`vizprobe approvals` matches the platform's worker ids to sessions through the HMAC: a careful finisher
+    and a finisher who failed the criteria are approved (platforms require paying both), an unfinished session
+    is rejected with how far it got, an id without a session is unknown."""
+    client = make_client(platform="prolific")
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+
+    def take_part(worker: str, instructions_s: float) -> None:
+        state = start(client, PROLIFIC_PID=worker)
+        sid = state["session_id"]
+        client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
+        client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": instructions_s})
+        for t in state["practice"]:
+            answer(client, sid, t["index"], phase="practice", attempt=1, choice=t["correct"])
+        for view in state["trials"]:
+            t = trials[view["trial_id"]]
+            best = view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"])
+            answer(client, sid, view["index"], choice=best, confidence=1 + view["index"] % 3)
+        assert client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0}).status_code == 200
+
+    take_part("careful", 60.0)
+    take_part("hasty", 3.0)  # instructions skimmed in 3 s: fails the criteria, the task is posted again
+    partial = start(client, PROLIFIC_PID="quitter")
+    for trial in partial["trials"][:2]:
+        answer(client, partial["session_id"], trial["index"])
+    submissions = pd.DataFrame({
+        "Submission id": ["s1", "s2", "s3", "s4"],
+        "Participant id": ["careful", "hasty", "quitter", "stranger"],
+        "Status": ["AWAITING REVIEW"] * 4,
+    })  # fmt: skip
+    submissions.to_csv(tmp_path / "prolific.csv", index=False)
+    out = tmp_path / "decisions.csv"
+    code = main(["approvals", "--db", db_url, "--platform", "prolific", "--submissions", str(tmp_path / "prolific.csv"),
+                 "--secret-file", str(tmp_path / "secret"), "--out", str(out)])  # fmt: skip
+    assert code == 0 and "4 submissions: 2 approve, 1 reject, 1 unknown" in capsys.readouterr().out
+    decisions = pd.read_csv(out, keep_default_na=False).set_index("Participant id")
+    assert list(decisions["Submission id"]) == ["s1", "s2", "s3", "s4"]  # the platform's own rows, in order
+    assert (
+        decisions.loc["careful", "decision"] == "approve" and decisions.loc["careful", "session_status"] == "completed"
+    )
+    assert (
+        decisions.loc["hasty", "decision"] == "approve" and "failed the exclusion" in decisions.loc["hasty", "reason"]
+    )
+    assert decisions.loc["quitter", "decision"] == "reject"
+    assert f"2 of {len(partial['trials'])} trials" in decisions.loc["quitter", "reason"]
+    assert decisions.loc["stranger", "decision"] == "unknown"
+    (tmp_path / "mturk.csv").write_text("HITId,AssignmentId\nh,a\n")
+    assert main(["approvals", "--db", db_url, "--platform", "mturk", "--submissions", str(tmp_path / "mturk.csv"),
+                 "--secret-file", str(tmp_path / "secret"), "--out", str(out)]) == 2  # fmt: skip
+    assert "no worker id column for mturk" in capsys.readouterr().err
+
+
+def test_serve_over_https_and_warn_about_plain_http_on_public_addresses(stimulus_package, tmp_path):
+    """`--ssl-certfile/--ssl-keyfile` serve HTTPS (a self-signed certificate made with openssl); a plain-HTTP
+    bind to a public address warns on stderr."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    need_service(shutil.which("openssl") is not None, "openssl absent: apt-get install openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1"]
+    request += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(request, check=True, capture_output=True)
+    command = [sys.executable, "-c", "import sys; from vizprobe.cli import main; sys.exit(main())", "serve",
+               "--stimuli", str(stimulus_package), "--db", str(tmp_path / "s.db")]  # fmt: skip
+    port = _free_port()
+    proc = subprocess.Popen([*command, "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/api/config", verify=str(cert), timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
+                time.sleep(0.3)
+        assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert f"participant page: https://127.0.0.1:{port}/" in out
+    port = _free_port()
+    plain = subprocess.Popen([*command, "--port", str(port), "--host", "0.0.0.0"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/config", timeout=2)
+                break
+            except httpx.TransportError:
+                assert plain.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+    finally:
+        plain.terminate()
+        _, err = plain.communicate(timeout=20)
+    assert "WARNING: serving 0.0.0.0 over plain HTTP" in err

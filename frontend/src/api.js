@@ -65,6 +65,7 @@ export async function request(method, path, body) {
 
 export const api = {
   config: () => request("GET", "/api/config"),
+  preview: () => request("GET", "/api/preview"),
   start: (platformIds, resume) => request("POST", "/api/sessions", { platform_ids: platformIds, resume }),
   event: (sid, event, extra = {}) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/events`, { event, ...extra }),
   respond: (sid, answer) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/responses`, answer),

@@ -12,13 +12,14 @@ import Preload from "@jspsych/plugin-preload";
 import SurveyHtmlForm from "@jspsych/plugin-survey-html-form";
 
 import { api, ApiError } from "./api.js";
-import { completionHtml, DEFAULT_TEXTS, escapeHtml, showMessage } from "./pages.js";
+import { completionHtml, DEFAULT_TEXTS, escapeHtml, previewHtml, showMessage } from "./pages.js";
 import OcclusionTrial from "./plugin-occlusion-trial.js";
 import "./app.css";
 
 const STORAGE_KEY = "vizprobe.session";
 const PLATFORM_KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId"];
 const REDIRECT_DELAY_MS = 3000;
+const MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE";
 
 /** The platform's URL parameters (Prolific, MTurk); empty ones are left out. */
 export function platformIds(search) {
@@ -71,6 +72,7 @@ function stop(err, texts) {
     already_participated: texts.already_participated,
     no_tasks: texts.no_tasks,
     session_expired: texts.expired,
+    missing_worker_id: texts.missing_worker_id,
   };
   let html = refusals[err?.code];
   if (!html) {
@@ -267,6 +269,12 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
   return timeline;
 }
 
+/** An MTurk preview: the instructions and an example trial; no session is started and no task is taken. */
+async function showPreview(texts) {
+  const preview = await api.preview();
+  showMessage(previewHtml(texts, preview.example));
+}
+
 async function main() {
   let texts = DEFAULT_TEXTS;
   let config;
@@ -274,7 +282,9 @@ async function main() {
   try {
     config = await api.config();
     texts = { ...DEFAULT_TEXTS, ...(config.texts ?? {}) };
-    state = await startSession(platformIds(window.location.search));
+    const ids = platformIds(window.location.search);
+    if (ids.assignmentId === MTURK_PREVIEW) return await showPreview(texts);
+    state = await startSession(ids);
   } catch (err) {
     return stop(err, texts);
   }

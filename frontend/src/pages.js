@@ -43,6 +43,11 @@ export const DEFAULT_TEXTS = {
        You may close this page.</p>`,
   no_tasks: `<h1>Thank you for your interest</h1>
     <p>All places in this study are currently taken. Please try again later, or close this page.</p>`,
+  missing_worker_id: `<h1>Please open this study from the platform</h1>
+    <p>This page was opened without the participant id that the study's platform adds to its link.
+       Please start the study from the platform's page.</p>`,
+  preview: `<h1>Preview</h1>
+    <p>This is a preview. Accept the HIT to start the study. Below is an example of a trial.</p>`,
   expired: `<h1>This session has timed out</h1>
     <p>Your session was inactive for too long and your place was given to someone else. Thank you for your time;
        you may close this page.</p>`,
@@ -72,6 +77,19 @@ export function completionHtml(code, redirectUrl) {
     <p>Your answers have been saved. Your completion code is:</p>
     <p class="vp-code" id="vp-completion-code">${escapeHtml(code)}</p>
     ${redirect}`;
+}
+
+/** The MTurk preview: the preview note, the instructions, and an example trial's images (not answerable). */
+export function previewHtml(texts, example) {
+  const img = (src, cls) => `<img class="${cls}" src="${escapeHtml(src)}" alt="">`;
+  const references = example.references.map((src) => img(src, "vp-preview-ref")).join("");
+  const pages = texts.instructions
+    .map((page) => page.replace("REFERENCES_SENTENCE", texts.references_sentence).replace("PRACTICE_SENTENCE", ""))
+    .join("");
+  return `${texts.preview}${pages}
+    <div class="vp-preview">${references ? `<div>${references}</div>` : ""}
+      <div>${img(example.query, "vp-preview-query")}<div>${example.options.map((o) => img(o, "vp-preview-option")).join("")}</div></div>
+    </div>`;
 }
 
 export function escapeHtml(text) {

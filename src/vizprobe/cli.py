@@ -245,7 +245,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         options["texts"] = load_texts(args.texts)
     settings = dataclasses.replace(get_protocol(args.protocol).experiment, **options)
     serve(args.stimuli, args.db, settings, host=args.host, port=args.port, admin_token=args.admin_token,
-          secret_file=args.secret_file)  # fmt: skip
+          secret_file=args.secret_file, debug=args.debug, ssl_certfile=args.ssl_certfile,
+          ssl_keyfile=args.ssl_keyfile)  # fmt: skip
     return 0
 
 
@@ -254,6 +255,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path = export_responses(args.db, args.out)
     print(f"wrote {path}")
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from vizprobe.experiment.approvals import decide, write_decisions
+
+    decisions = decide(args.db, args.submissions, args.platform, args.secret_file)
+    write_decisions(decisions, args.out)
+    counts = decisions["decision"].value_counts()
+    summary = ", ".join(f"{counts.get(d, 0)} {d}" for d in ("approve", "reject", "unknown"))
+    print(f"{len(decisions)} submissions: {summary} -> {args.out}")
     return 0
 
 
@@ -271,12 +283,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     criteria = dataclasses.replace(get_protocol(args.protocol).exclusion, **thresholds)
     settings = StatsSettings(**_given(args, "resamples", "ci_method", "seed", rename={"resamples": "n_resamples"}))
     options = _given(args, "min_shared_trials")
+    options["include_incomplete"] = args.include_incomplete
     if args.baselines is not None:
         options["baselines"] = _csv(args.baselines) if args.baselines != "none" else []
     results = analyze(args.responses, args.out, args.stimuli, criteria=criteria, settings=settings, **options)
     ex = results["exclusion"]
     print(f"report: {results['paths']['report']}  (numbers: {results['paths']['results']})")
     print(f"participants: {ex['n_before']}, excluded {ex['n_excluded']}, analyzed {ex['n_after']}")
+    if ex["incomplete_sessions"]:
+        listed = ", ".join(f"{n} {status}" for status, n in ex["incomplete_sessions"].items())
+        print(f"left out before exclusion (sessions not finished): {listed}; --include-incomplete keeps them")
     for condition, s in results["accuracy"].items():
         ci = f"[{s['ci_low']:.1%}, {s['ci_high']:.1%}]" if s["ci_low"] is not None else "[n/a]"
         sem = f"{2 * s['sem']:.1%}" if s["sem"] is not None else "n/a"
@@ -449,11 +465,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-timeout", type=float, default=None,
                    help=f"minutes of silence before a task is reassigned (default "
                         f"{default_of(f'{serve}.task_timeout_s') / 60:g})")  # fmt: skip
-    p.add_argument("--secret-file", default=None, help="HMAC key file (default: beside the SQLite file, or ./)")
+    text = "HMAC key file (default: beside the SQLite file; ~/.vizprobe/secrets/ for PostgreSQL)"
+    p.add_argument("--secret-file", default=None, help=text)
+    p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM; with --ssl-keyfile)")
+    p.add_argument("--ssl-keyfile", default=None, help="the certificate's private key (PEM)")
+    p.add_argument("--debug", action="store_true", help="log the traceback of unexpected errors")
 
     p = verb("export", "write the experiment's responses CSV", cmd_export)
     p.add_argument("--db", required=True, help="the database `vizprobe serve` used")
     p.add_argument("--out", required=True, help="responses CSV to write")
+
+    p = verb("approvals", "which platform submissions to approve (from the platform's export)", cmd_approvals)
+    p.add_argument("--db", required=True, help="the database `vizprobe serve` used")
+    p.add_argument("--platform", required=True, choices=("prolific", "mturk"))
+    p.add_argument("--submissions", required=True, help="the platform's CSV export of the study's submissions")
+    p.add_argument("--secret-file", default=None, help="the study's secret (default: where `vizprobe serve` keeps it)")
+    p.add_argument("--out", required=True, help="CSV to write: the submissions with decision, reason, session_status")
 
     criteria = "vizprobe.analysis.exclusion:ExclusionCriteria"
     stats = "vizprobe.analysis.accuracy:StatsSettings"
@@ -463,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stimuli", default=None, help="stimulus package dir: adds the baselines and trial details")
     p.add_argument("--out", required=True, help="report dir (report.html, results.json, figures/)")
     _protocol_arg(p)
+    p.add_argument("--include-incomplete", action="store_true",
+                   help="keep sessions the server never saw finished (session_status running or expired)")  # fmt: skip
     _setting(p, "--baselines", f"{analyze}.baselines", "with --stimuli: comma-separated observers, or none")
     _setting(p, "--min-catch-accuracy", f"{criteria}.min_catch_accuracy", "exclude below", type=float)
     _setting(p, "--min-instruction-time", f"{criteria}.min_instruction_time_s", "seconds; exclude below",

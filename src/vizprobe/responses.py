@@ -17,6 +17,8 @@ from .files import atomic_write_text
 from .stimuli.manifest import CONDITIONS
 
 EXPERTISE = ("lay", "expert", "machine")
+SESSION_STATUSES = ("running", "completed", "expired", "failed_criteria")
+FINISHED_STATUSES = ("completed", "failed_criteria")  # sessions whose participant answered every trial
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("total_time_s", "float", "time from consent to the last trial, seconds", low=0),
     Column("practice_attempts", "int", "rounds of practice needed (0 when practice was skipped)", low=0),
     Column("expertise", "str", "lay | expert | machine", choices=EXPERTISE),
+    Column(
+        "session_status",
+        "str",
+        "the server's session state: running | completed | expired | failed_criteria "
+        "(completed, but failed the exclusion criteria and its task was posted again)",
+        choices=SESSION_STATUSES,
+    ),  # fmt: skip
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 REQUIRED = ("participant_id", "condition", "trial_id", "correct")

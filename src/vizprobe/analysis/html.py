@@ -73,6 +73,11 @@ def render_html(results: dict, images: dict[str, str]) -> str:
     parts.append(_table(["condition", "before", "excluded", "remaining"], counts))
     parts.append(f"<p>{ex['n_excluded']} of {ex['n_before']} participants excluded (a participant may fail several "
                  "criteria); machine observers are never excluded.</p>")  # fmt: skip
+    left_out = ex.get("incomplete_sessions") or {}
+    if left_out:
+        listed = ", ".join(f"{n} {status}" for status, n in left_out.items())
+        parts.append(f"<p>Left out before exclusion: sessions the server never saw finished ({listed}); "
+                     "<code>--include-incomplete</code> keeps them.</p>")  # fmt: skip
     parts.append("<h2>Accuracy</h2>" + _image(images, "accuracy", "accuracy per condition"))
     parts.append(_table(ACCURACY_HEADER, _accuracy_rows(results["accuracy"]), (1, 2, 3, 4, 5, 6)))
     parts.append(f"<p class=note>Mean over participants of each participant's accuracy on main trials; SEM with "

@@ -32,7 +32,7 @@ from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_json, atomic_write_text, staged_dir
 from vizprobe.observers.answer import run_baselines
 from vizprobe.observers.baselines import BASELINES, SaliencyModel
-from vizprobe.responses import read_responses, validate_responses
+from vizprobe.responses import FINISHED_STATUSES, read_responses, validate_responses
 from vizprobe.stimuli.manifest import Manifest
 from vizprobe.units import unit_layer
 
@@ -136,6 +136,17 @@ def _machine_stats(main: pd.DataFrame, machines: Sequence[str], per: pd.DataFram
         if part["participant_id"].nunique() > 1:
             out[group]["participants"] = summarize(per.loc[per["group"] == group, "accuracy"].to_numpy(), settings)
     return out
+
+
+def finished_sessions(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows of sessions the server saw finished (or with no status: machines, other studies' files), and the
+    number of participants left out per status."""
+    if "session_status" not in frame.columns:
+        return frame, {}
+    status = frame["session_status"]
+    unfinished = status.notna() & ~status.isin(FINISHED_STATUSES)
+    left = frame.loc[unfinished, ["condition", "participant_id", "session_status"]].drop_duplicates()
+    return frame[~unfinished], {str(k): int(v) for k, v in left["session_status"].value_counts().items()}
 
 
 def compute(
@@ -246,12 +257,19 @@ def analyze(
     baselines: Sequence[str] = BASELINES,
     saliency_model: SaliencyModel | None = None,
     min_shared_trials: int | None = None,
+    include_incomplete: bool = False,
 ) -> dict:
-    """Analyze responses and write OUT_DIR/report.html, results.json and figures/ (PNG + SVG); return results."""
+    """Analyze responses and write OUT_DIR/report.html, results.json and figures/ (PNG + SVG); return results.
+
+    Sessions the server did not see finished (`session_status` running or expired) are left out unless
+    `include_incomplete`; the report says how many and why."""
     frame, source = load_responses(responses)
     manifest = Manifest.load(stimuli) if stimuli is not None else None
     rows = run_baselines(manifest, baselines, settings.seed, saliency_model) if manifest and baselines else None
+    frame, left_out = finished_sessions(frame) if not include_incomplete else (frame, {})
     results, tables = compute(frame, manifest, rows, criteria, settings, min_shared_trials)
+    results["exclusion"]["incomplete_sessions"] = left_out
+    results["settings"]["include_incomplete"] = include_incomplete
     results["input"]["source"] = source
     results["input"]["stimuli"] = str(stimuli) if stimuli is not None else None
     out_dir = Path(out_dir)

@@ -23,6 +23,7 @@ from vizprobe.stimuli.manifest import Manifest
 
 from .db import Database
 from .export import frame_from_session
+from .guard import Guard
 from .schemas import (
     CompleteIn,
     CompleteOut,
@@ -30,6 +31,7 @@ from .schemas import (
     ErrorOut,
     EventIn,
     OkOut,
+    PreviewOut,
     ProgressOut,
     RespondOut,
     ResponseIn,
@@ -41,7 +43,8 @@ from .service import ApiError, Experiment
 from .settings import Settings
 
 STATIC_DIR = Path(__file__).with_name("static")
-ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 409, 422, 503)}
+ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422, 500, 503)}
+NO_STORE = {"Cache-Control": "no-store"}  # admin pages and the export hold study data: never cached
 
 
 def create_app(
@@ -52,6 +55,7 @@ def create_app(
     admin_token: str | None = None,
     secret_file: str | Path | None = None,
     static_dir: str | Path | None = None,
+    debug: bool = False,
     **options,
 ) -> FastAPI:
     """Build the app for one stimulus package and database (created on first start; the manifest is stored in it).
@@ -63,12 +67,13 @@ def create_app(
     manifest = Manifest.load(stimuli_dir)
     settings = (settings or Settings.from_options(**options)).checked(len(manifest.practice_ids))
     db = Database(db_url)
-    experiment = Experiment(db, manifest, settings, Path(secret_file or default_secret_file(db.path)))
+    experiment = Experiment(db, manifest, settings, Path(secret_file or default_secret_file(db.path, db.url)))
     app = FastAPI(title="vizprobe experiment", version="1", docs_url="/docs", redoc_url=None)
     app.state.experiment, app.state.db = experiment, db
     app.state.admin_token = admin_token or secrets.token_urlsafe(16)
     app.state.stimuli_dir, app.state.static_dir = stimuli_dir.resolve(), Path(static_dir or STATIC_DIR)
     _add_error_handlers(app)
+    app.add_middleware(Guard, platform=settings.platform, debug=debug)
     app.mount("/static", StaticFiles(directory=app.state.static_dir, check_dir=False), name="static")
     app.include_router(pages)
     app.include_router(api, prefix="/api", responses=ERRORS)
@@ -138,6 +143,11 @@ def config(study: Study) -> dict:
     return study.config()
 
 
+@api.get("/preview", response_model=PreviewOut, response_model_exclude_unset=True)
+def preview(study: Study) -> dict:
+    return study.preview()
+
+
 @api.post("/sessions", response_model=SessionState, response_model_exclude_unset=True)
 def start(body: SessionIn, study: Study) -> dict:
     return study.start(body)
@@ -172,7 +182,8 @@ admin = APIRouter(tags=["admin"])
 
 
 @admin.get("/api/admin/progress", response_model=ProgressOut)
-def progress(_: AdminToken, study: Study) -> dict:
+def progress(_: AdminToken, study: Study, response: Response) -> dict:
+    response.headers.update(NO_STORE)
     return study.progress()
 
 
@@ -180,18 +191,18 @@ def progress(_: AdminToken, study: Study) -> dict:
 def export_csv(_: AdminToken, study: Study) -> Response:
     with study.db.tx() as s:
         frame = frame_from_session(s)
-    headers = {"Content-Disposition": 'attachment; filename="responses.csv"'}
+    headers = {"Content-Disposition": 'attachment; filename="responses.csv"', **NO_STORE}
     return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
 
 
 @admin.get("/admin", include_in_schema=False)
 def admin_page(token: AdminToken, study: Study) -> HTMLResponse:
-    return HTMLResponse(admin_html(study.progress(), token))
+    return HTMLResponse(admin_html(study.progress(), token), headers=NO_STORE)
 
 
 def admin_html(progress: dict, token: str) -> str:
     """A plain server-rendered page: one row per condition, and the export link."""
-    columns = ("tasks", "completed", "running", "free", "participants", "failed")
+    columns = ("tasks", "completed", "running", "free", "participants", "failed", "expired")
     head = "<tr><th>condition</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     rows = "".join(
         f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td>{v[k]}</td>" for k in columns) + "</tr>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -37,9 +38,13 @@ class TaskState:
 
 
 class SessionStatus:
-    """`ParticipantSession.status`: active, completed, or expired (its task was handed to someone else)."""
+    """`ParticipantSession.status`: active, completed, expired (its task was handed to someone else), or failed
+    (completed, but the exclusion criteria failed and the task was posted again)."""
 
-    ACTIVE, COMPLETED, EXPIRED = "active", "completed", "expired"
+    ACTIVE, COMPLETED, EXPIRED, FAILED = "active", "completed", "expired", "failed"
+    FINISHED = (COMPLETED, FAILED)
+    # As the export writes them (`session_status` column of the responses format).
+    EXPORTED = {ACTIVE: "running", COMPLETED: "completed", EXPIRED: "expired", FAILED: "failed_criteria"}
 
 
 def utcnow() -> datetime:
@@ -61,6 +66,8 @@ class Study(Base):
     settings_json: Mapped[str] = mapped_column(Text, default="{}")
     completion_code: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Identifies the HMAC secret the study's worker ids were keyed with (a hash of it, not the secret).
+    secret_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Task(Base):
@@ -184,16 +191,42 @@ class Database:
         self._lock = threading.Lock() if self.path is not None else None
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         try:
+            new_file = self.path is not None and not self.path.exists()
+            if self.path is not None and not new_file:
+                self._check_integrity()
             if create:
                 Base.metadata.create_all(self.engine)
+                self._add_missing_columns()
             elif not inspect(self.engine).has_table("study"):
                 raise VizprobeError(f"{self.url_for_people} holds no vizprobe experiment; check --db")
+            if new_file and self.path.exists():
+                os.chmod(self.path, 0o600)  # answers and keyed worker ids: for the study's owner only
         except VizprobeError:
             raise
         except Exception as error:  # driver errors: refused connection, bad credentials, unreadable file
             raise VizprobeError(
                 f"cannot open the database {self.url_for_people}: {str(error).splitlines()[0]}"
             ) from None
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged SQLite file at start rather than serve until the first read of a broken page."""
+        try:
+            with self.engine.connect() as conn:
+                result = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        except Exception as error:  # "file is not a database", "database disk image is malformed"
+            result = [str(error).splitlines()[0]]
+        if result != ["ok"]:
+            raise VizprobeError(
+                f"the database {self.path} is damaged ({result[0][:120]}); restore it from a backup "
+                "(docs/deploy.md) or start a new study with another --db"
+            )
+
+    def _add_missing_columns(self) -> None:
+        """Columns added to the schema since a study's database was created (nullable, so old rows stay valid)."""
+        present = {c["name"] for c in inspect(self.engine).get_columns("study")}
+        if "secret_fingerprint" not in present:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE study ADD COLUMN secret_fingerprint VARCHAR(64)")
 
     @property
     def url_for_people(self) -> str:

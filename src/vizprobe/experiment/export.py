@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
 from vizprobe.stimuli.manifest import Manifest
 
-from .db import Database, ParticipantSession, Response
+from .db import Database, ParticipantSession, Response, SessionStatus
 from .study import load_study, session_sides, stored_study
 
 
@@ -65,6 +65,7 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
                 "total_time_s": p.total_time_s,
                 "practice_attempts": p.practice_attempts,
                 "expertise": p.expertise,
+                "session_status": SessionStatus.EXPORTED.get(p.status, p.status),
             }
         )
     return validate_responses(pd.DataFrame(rows, columns=list(COLUMN_NAMES)))

@@ -9,17 +9,32 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 
 PLATFORM_ID_KEYS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId")
 WORKER_ID_KEYS = ("PROLIFIC_PID", "workerId")
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def checked_text(value: object) -> object:
+    """Refuse what no database stores faithfully: NUL characters and unpaired surrogates (invalid UTF-8)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text may not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text must be valid Unicode (no unpaired surrogates)") from None
+    return value
 
 
 class SessionIn(BaseModel):
     """Start or resume a session: the platform's URL parameters and, on a reload, the session id."""
 
     platform_ids: dict[str, str | None] = Field(default_factory=dict)
-    resume: str | None = Field(default=None, max_length=64)
+    resume: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
 
     @field_validator("platform_ids")
     @classmethod
     def _known_ids(cls, value: dict[str, str | None]) -> dict[str, str]:
+        for text in (*value, *value.values()):
+            checked_text(text)
         unknown = sorted(set(value) - set(PLATFORM_ID_KEYS))
         if unknown:
             raise ValueError(f"unknown platform id(s) {', '.join(unknown)}; expected some of {PLATFORM_ID_KEYS}")
@@ -53,8 +68,8 @@ class ResponseIn(BaseModel):
 
     @field_validator("choice", "confidence", mode="before")
     @classmethod
-    def _no_bools(cls, value: object) -> object:
-        if isinstance(value, bool):  # JSON true/false is not an answer
+    def _integers_only(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int):  # not true, "1" or 1.0
             raise ValueError("expected an integer")
         return value
 
@@ -69,6 +84,8 @@ class CompleteIn(BaseModel):
     @field_validator("debrief")
     @classmethod
     def _bounded(cls, value: dict) -> dict:
+        for text in (*value, *value.values()):
+            checked_text(text)
         if len(json.dumps(value)) > 20_000:
             raise ValueError("debrief is limited to 20000 characters")
         return value
@@ -96,6 +113,13 @@ class TrialOut(BaseModel):
     query: str
     options: list[str] = Field(min_length=2, max_length=2)
     correct: Literal[0, 1] | None = None
+
+
+class PreviewOut(BaseModel):
+    """An MTurk preview: an example trial to show beside the instructions (no session, no task taken)."""
+
+    condition: str
+    example: TrialOut
 
 
 class PracticeAnswer(BaseModel):
@@ -151,6 +175,7 @@ class ConditionProgress(BaseModel):
     free: int
     participants: int
     failed: int
+    expired: int = Field(description="sessions that timed out (their task went to someone else)")
 
 
 class ProgressOut(BaseModel):

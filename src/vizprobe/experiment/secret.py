@@ -5,19 +5,39 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
 from vizprobe.errors import VizprobeError
 
-SECRET_NAME = "vizprobe-secret.key"
 
-
-def default_secret_file(db_path: Path | None) -> Path:
-    """Beside a SQLite file (`DB.secret`); for PostgreSQL, in the working directory."""
+def default_secret_file(db_path: Path | None, db_url: str = "") -> Path:
+    """Beside a SQLite file (`DB.secret`); for PostgreSQL, one file per database under ~/.vizprobe/secrets
+    (never the working directory: a server started elsewhere must find the same secret)."""
     if db_path is not None:
         return db_path.with_name(db_path.name + ".secret")
-    return Path.cwd() / SECRET_NAME
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{url.host or 'local'}_{url.port or 5432}_{url.database or 'postgres'}")
+    return Path.home() / ".vizprobe" / "secrets" / f"{name}.key"
+
+
+def fingerprint(secret: bytes) -> str:
+    """A public identifier of a secret (it reveals nothing of it): which secret a study's ids were keyed with."""
+    return hashlib.sha256(b"vizprobe-secret-fingerprint:" + secret).hexdigest()[:32]
+
+
+def read_secret(path: str | Path) -> bytes:
+    """An existing secret, or a one-line error naming the file and how to restore it."""
+    path = Path(path)
+    if not path.is_file():
+        raise VizprobeError(
+            f"this study's secret file {path} is missing: worker ids cannot be recognised without it, so a worker "
+            "could take part twice; restore it from the backup of the study (docs/deploy.md) or pass --secret-file"
+        )
+    return load_or_create_secret(path)
 
 
 def load_or_create_secret(path: str | Path) -> bytes:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
 import uvicorn
+
+from vizprobe.errors import VizprobeError
 
 from .app import create_app
 from .settings import PLATFORMS, Settings
@@ -18,14 +22,30 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
     **options,
 ) -> None:
     """Create the app (fails fast on bad options), print the URLs, and serve until interrupted."""
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise VizprobeError("HTTPS needs both --ssl-certfile and --ssl-keyfile")
     app = create_app(stimuli, db, settings, **options)
-    base = f"http://{host}:{port}"
+    base = f"{'https' if ssl_certfile else 'http'}://{host}:{port}"
+    if not ssl_certfile and not _loopback(host):
+        print(f"WARNING: serving {host} over plain HTTP: participants' answers and the admin token travel "
+              "unencrypted; use --ssl-certfile/--ssl-keyfile or a reverse proxy with HTTPS (docs/deploy.md)",
+              file=sys.stderr, flush=True)  # fmt: skip
     platform = app.state.experiment.settings.platform
     print(f"database: {app.state.db.url_for_people}")
     print(f"participant page: {base}/{PLATFORMS[platform]}")
     print(f"admin page: {base}/admin?token={quote(app.state.admin_token)}")
     print(f"completion code: {app.state.experiment.completion_code}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
+                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)  # fmt: skip
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import asdict
 from pathlib import Path
@@ -12,14 +13,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from vizprobe.errors import VizprobeError
 from vizprobe.stimuli.manifest import Manifest, Trial
 
 from .assignment import claim_task, release_abandoned
 from .db import Database, ParticipantSession, Response, SessionStatus, Study, Task, TaskState, utcnow
 from .export import frame_from_session
-from .schemas import WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
-from .secret import keyed_hash, load_or_create_secret
-from .settings import PROLIFIC_DONE, Settings
+from .schemas import SESSION_ID_PATTERN, WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
+from .secret import fingerprint, keyed_hash, load_or_create_secret, read_secret
+from .settings import MTURK_PREVIEW, PROLIFIC_DONE, WORKER_ID_KEY, Settings
 from .study import open_study, session_sides, trial_view
 
 
@@ -37,14 +39,25 @@ class Experiment:
     def __init__(self, db: Database, manifest: Manifest, settings: Settings, secret_file: Path) -> None:
         settings = settings.checked(len(manifest.practice_ids))
         self.db, self.settings, self.study = db, settings, manifest
-        self.secret = load_or_create_secret(secret_file)
         stored = {k: v for k, v in asdict(settings).items() if k != "completion_code"}
         with db.tx() as s:
-            self.completion_code = open_study(s, manifest, stored, settings.completion_code).completion_code
+            existing = s.get(Study, 1)
+            self.secret = read_secret(secret_file) if existing is not None else load_or_create_secret(secret_file)
+            study = open_study(s, manifest, stored, settings.completion_code)
+            if study.secret_fingerprint is None:
+                study.secret_fingerprint = fingerprint(self.secret)
+            elif study.secret_fingerprint != fingerprint(self.secret):
+                raise VizprobeError(
+                    f"the secret file {secret_file} is not the one this study was started with (its worker ids "
+                    "would not be recognised); restore the study's own secret file or pass it with --secret-file"
+                )
+            self.completion_code = study.completion_code
 
     # --- helpers -----------------------------------------------------------------------------------------
     def _session(self, s: Session, sid: str) -> ParticipantSession:
         """The session row (locked on PostgreSQL); 404 when unknown, 409 when its task was handed to someone else."""
+        if not re.fullmatch(SESSION_ID_PATTERN, sid):  # never send a malformed id (a NUL byte, say) to the database
+            raise ApiError(404, "unknown_session", "no such session; reload the page to start again")
         query = select(ParticipantSession).where(ParticipantSession.id == sid)
         if self.db.is_postgres:
             query = query.with_for_update()
@@ -85,7 +98,7 @@ class Experiment:
         practice_sides = session_sides(p.id, "practice", len(practice))
         answered = self._answered(s, p.id)
         next_index = next((i for i in range(len(trials)) if i not in answered), len(trials))
-        done = p.status == SessionStatus.COMPLETED
+        done = p.status in SessionStatus.FINISHED
         return {
             "session_id": p.id,
             "condition": p.condition,
@@ -122,6 +135,29 @@ class Experiment:
         except IntegrityError:  # the same worker started twice at once: the other request's session wins
             return self._start(body)
 
+    def _admit(self, body: SessionIn) -> None:
+        """Before a new session: refuse an MTurk preview (it must take no task) and, on a crowd platform, a visitor
+        without its worker id."""
+        if body.platform_ids.get("assignmentId") == MTURK_PREVIEW:
+            raise ApiError(403, "preview", "this is a preview of the HIT: accept it to start the study")
+        key = WORKER_ID_KEY.get(self.settings.platform)
+        if key and key not in body.platform_ids:
+            raise ApiError(
+                403, "missing_worker_id",
+                f"this study runs on {self.settings.platform}: open it from there (its link carries {key})",
+            )  # fmt: skip
+
+    def preview(self) -> dict:
+        """What an MTurk preview shows: an example trial (the first main trial of the first task with references)."""
+        task = next(
+            (t for t in self.study.tasks.values() if t.condition != "none"), next(iter(self.study.tasks.values()))
+        )
+        trial = next(t for t in self.study.task_trials(task.task_id) if t.kind == "main")
+        return {
+            "condition": task.condition,
+            "example": trial_view(trial, 0, task.condition, trial.correct, practice=False),
+        }
+
     def _start(self, body: SessionIn) -> dict:
         worker = next((body.platform_ids[k] for k in WORKER_ID_KEYS if k in body.platform_ids), None)
         worker_hmac = keyed_hash(self.secret, worker) if worker else None
@@ -143,6 +179,7 @@ class Experiment:
                         raise ApiError(403, "already_participated", "you have already taken part in this study")
                     p.last_active_at = now
                     return self.state(s, p)
+            self._admit(body)
             release_abandoned(s, now, self.settings.task_timeout_s)
             sid = secrets.token_urlsafe(18)
             task = claim_task(s, sid, now, skip_locked=self.db.is_postgres)
@@ -218,7 +255,7 @@ class Experiment:
         """Close the session and hand out the completion code, only when every main and catch answer is stored."""
         with self.db.tx() as s:
             p = self._session(s, sid)
-            if p.status != SessionStatus.COMPLETED:
+            if p.status not in SessionStatus.FINISHED:
                 answered = self._answered(s, sid)
                 missing = [i for i in range(len(self.study.task_trials(p.task_id))) if i not in answered]
                 if missing:
@@ -230,6 +267,7 @@ class Experiment:
                 task = s.get(Task, p.task_id)
                 if self.settings.repost_failed and self._fails_exclusion(s, p):
                     task.state, task.session_id, task.started_at = TaskState.FREE, None, None  # posted again
+                    p.status = SessionStatus.FAILED
                 else:
                     task.state, task.completed_at = TaskState.COMPLETED, now
             return {"completion_code": p.completion_code, "redirect_url": self._redirect(p.completion_code)}
@@ -250,22 +288,20 @@ class Experiment:
             for condition, state, n in s.execute(
                 select(Task.condition, Task.state, func.count()).group_by(Task.condition, Task.state)
             ):
-                row = out.setdefault(
-                    condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "participants": 0, "failed": 0}
-                )
+                row = out.setdefault(condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "participants": 0,
+                                                 "failed": 0, "expired": 0})  # fmt: skip
                 row["tasks"] += n
                 row[state] += n
             for condition, n in s.execute(
                 select(ParticipantSession.condition, func.count()).group_by(ParticipantSession.condition)
             ):
                 out[condition]["participants"] = n
-            finished = (
-                select(ParticipantSession.condition, func.count())
-                .where(ParticipantSession.status == SessionStatus.COMPLETED)
-                .group_by(ParticipantSession.condition)
+            by_status = select(ParticipantSession.condition, ParticipantSession.status, func.count()).group_by(
+                ParticipantSession.condition, ParticipantSession.status
             )
-            for condition, n in s.execute(finished):
-                out[condition]["failed"] = n - out[condition]["completed"]  # one valid session per completed task
+            for condition, status, n in s.execute(by_status):
+                if status in (SessionStatus.FAILED, SessionStatus.EXPIRED):
+                    out[condition][status] = n
             responses = s.scalar(select(func.count()).select_from(Response))
             study = s.get(Study, 1)
             return {"conditions": out, "responses": responses, "study_created": study.created_at.isoformat() + "Z"}

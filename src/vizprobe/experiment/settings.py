@@ -15,6 +15,10 @@ PLATFORMS: dict[str, str] = {
     "mturk": "?workerId=WORKER_ID&assignmentId=ASSIGNMENT_ID&hitId=HIT_ID",
 }
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc="
+# The URL parameter that identifies a worker on each crowd platform: without it a session is refused there.
+WORKER_ID_KEY: dict[str, str] = {"prolific": "PROLIFIC_PID", "mturk": "workerId"}
+# MTurk opens a HIT's page with this assignment id while a worker only previews it: nothing may be allocated.
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Texts of the participant page that `--texts FILE.json` may replace (defaults: frontend/src/pages.js).
 TEXT_KEYS: dict[str, type] = {
     "consent": str,
@@ -26,6 +30,8 @@ TEXT_KEYS: dict[str, type] = {
     "already_participated": str,
     "no_tasks": str,
     "expired": str,
+    "missing_worker_id": str,
+    "preview": str,
 }
 
 
