@@ -337,7 +337,11 @@ def test_mturk_preview_shows_an_example_and_takes_no_task(serve, browser):
     page.get_by_text("This is a preview. Accept the HIT").wait_for()
     images = page.locator("img.vp-preview-ref, img.vp-preview-query, img.vp-preview-option")
     assert images.count() == 9 + 1 + 2
-    page.wait_for_function("[...document.images].every((i) => i.complete && i.naturalWidth > 0)")
+    loaded = "() => [...document.images].every((i) => i.complete && i.naturalWidth > 0)"
+    deadline = time.monotonic() + 30
+    while not page.evaluate(loaded):  # polled from here: the page's CSP forbids wait_for_function's eval
+        assert time.monotonic() < deadline, "the example's images did not load"
+        time.sleep(0.2)
     progress = httpx.get(f"{base}/api/admin/progress", headers={"Authorization": "Bearer tok"}).json()
     assert sum(c["running"] + c["participants"] for c in progress["conditions"].values()) == 0
     worker = browser.new_context(viewport=VIEWPORT).new_page()

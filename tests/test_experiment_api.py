@@ -103,13 +103,23 @@ def manifest(stimulus_package: Path) -> dict:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-def start(client: TestClient, status: int = 200, **platform_ids: str) -> dict:
-    """Start (or with `resume=`, resume) a session; a new one gets fresh worker ids unless some are given."""
-    if not {"PROLIFIC_PID", "workerId", "resume"} & set(platform_ids):
+def start(client: TestClient, status: int = 200, ready: bool = True, **platform_ids: str) -> dict:
+    """Start (or with `resume=`, resume) a session; a new one gets fresh worker ids unless some are given and,
+    with `ready`, gives consent, reads the instructions for 30 s and passes the practice in one round (the
+    server takes main answers only then)."""
+    resume = platform_ids.pop("resume", None)
+    if not {"PROLIFIC_PID", "workerId"} & set(platform_ids) and resume is None:
         platform_ids |= dict.fromkeys(("PROLIFIC_PID", "workerId"), f"w{time.monotonic_ns()}")
-    r = client.post("/api/sessions", json={"platform_ids": platform_ids, "resume": platform_ids.pop("resume", None)})
+    r = client.post("/api/sessions", json={"platform_ids": platform_ids, "resume": resume})
     assert r.status_code == status, r.text
-    return r.json()
+    state = r.json()
+    if ready and status == 200 and resume is None and not state["consented"]:
+        sid = state["session_id"]
+        client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
+        client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 30.0})
+        for t in state["practice"]:
+            answer(client, sid, t["index"], phase="practice", attempt=1, choice=t["correct"], confidence=3)
+    return state
 
 
 def answer(
@@ -159,7 +169,7 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
         "n_practice": 4,
         "texts": {},
     }
-    state = start(client, PROLIFIC_PID="worker-A", STUDY_ID="study", SESSION_ID="sess")
+    state = start(client, ready=False, PROLIFIC_PID="worker-A", STUDY_ID="study", SESSION_ID="sess")
     sid, task = state["session_id"], next(t for t in manifest["tasks"] if t["task_id"] == state["task_id"])
     trials = {t["trial_id"]: t for t in manifest["trials"]}
     assert state["condition"] == task["condition"] and state["expertise"] == "lay"
@@ -270,6 +280,7 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
 def test_bad_requests_are_refused_and_store_nothing(client, manifest):
     state = start(client)
     sid, n = state["session_id"], len(state["trials"])
+    before = count_responses(client)  # the practice round the helper answered
     for path in ("responses", "events", "complete"):
         body = {
             "responses": {"phase": "main", "trial_index": 0, "attempt": 0, "choice": 0, "confidence": 1, "rt_ms": 1},
@@ -284,7 +295,7 @@ def test_bad_requests_are_refused_and_store_nothing(client, manifest):
         ({"attempt": 1}, "out_of_range"),
         ({"phase": "practice", "attempt": 0}, "out_of_range"),
         ({"phase": "practice", "attempt": 11}, "out_of_range"),
-        ({"phase": "practice", "trial_index": 3}, "out_of_range"),
+        ({"phase": "practice", "trial_index": len(state["practice"])}, "out_of_range"),
         ({"confidence": 0}, "invalid_request"),
         ({"confidence": 4}, "invalid_request"),
         ({"confidence": "2"}, "invalid_request"),
@@ -304,14 +315,15 @@ def test_bad_requests_are_refused_and_store_nothing(client, manifest):
     assert_error(client.post(f"/api/sessions/{sid}/events", json={"event": "instructions"}), 422, "invalid_request")
     assert_error(client.post(f"/api/sessions/{sid}/events", json={"event": "x"}), 422, "invalid_request")
     assert_error(client.post("/api/sessions", json={"platform_ids": {"ip": "1.2.3.4"}}), 422, "invalid_request")
-    assert count_responses(client) == 0
+    assert count_responses(client) == before
 
     assert answer(client, sid, 0, choice=1, confidence=2) == {"stored": True, "duplicate": False, "next_trial_index": 1}
     assert answer(client, sid, 0, choice=1, confidence=2)["duplicate"] is True  # a retry: idempotent
     for change in ({"choice": 0}, {"confidence": 3}):
         assert_error(client.post(f"/api/sessions/{sid}/responses", json=good | change), 409, "conflicting_duplicate")
-    assert count_responses(client) == 1
-    row = export_frame(client.app.state.db.url).iloc[0]
+    assert count_responses(client) == before + 1
+    exported = export_frame(client.app.state.db.url)
+    row = exported[exported["is_practice"] == 0].iloc[0]
     assert (row["choice"], row["confidence"], row["rt_ms"]) == (1, 2, 850.5)
 
 
@@ -364,7 +376,7 @@ def test_front_page_needs_the_built_front_end(make_client, tmp_path):
 
 
 def test_admin_routes_need_the_token(client):
-    start(client)
+    start(client, ready=False)
     for path in ("/admin", "/api/admin/progress", "/api/admin/export.csv"):
         assert_error(client.get(path), 401, "unauthorized")
         assert_error(client.get(path, params={"token": "wrong"}), 401, "unauthorized")
@@ -379,22 +391,23 @@ def test_admin_routes_need_the_token(client):
 
 # --- participants and tasks --------------------------------------------------------------------------------------
 def test_repeat_worker_is_turned_away_and_unfinished_one_resumes(client):
+    """An unfinished session reopens with its id (kept by the page, or the session cookie), not with the worker
+    id alone (another browser with the same id is told to continue in the first); a finished one never."""
     state = start(client, PROLIFIC_PID="repeat-worker")
-    assert start(client, PROLIFIC_PID="repeat-worker")["session_id"] == state["session_id"]  # unfinished: resume
+    assert start(client, PROLIFIC_PID="repeat-worker")["session_id"] == state["session_id"]  # cookie: resume
+    other_browser = TestClient(client.app)
+    r = other_browser.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "repeat-worker"}})
+    assert_error(r, 409, "session_elsewhere")
+    assert (
+        start(other_browser, PROLIFIC_PID="repeat-worker", resume=state["session_id"])["session_id"]
+        == state["session_id"]
+    )  # with the session id: the same session
     finish_main(client, state)
     assert client.post(f"/api/sessions/{state['session_id']}/complete", json={}).status_code == 200
-    assert_error(
-        client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "repeat-worker"}}),
-        403,
-        "already_participated",
-    )
-    assert_error(
-        client.post(
-            "/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "repeat-worker"}, "resume": "someone-else"}
-        ),
-        403,
-        "already_participated",
-    )
+    elsewhere = TestClient(client.app)  # another browser: no session cookie
+    repeat = {"platform_ids": {"PROLIFIC_PID": "repeat-worker"}}
+    assert_error(elsewhere.post("/api/sessions", json=repeat), 403, "already_participated")
+    assert_error(elsewhere.post("/api/sessions", json=repeat | {"resume": "someone-else"}), 403, "already_participated")
     progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()
     assert sum(c["participants"] for c in progress["conditions"].values()) == 1
 
@@ -500,10 +513,11 @@ def test_no_worker_id_ip_or_user_agent_in_clear(client, db_url):
         headers={"User-Agent": secrets_[3], "X-Forwarded-For": secrets_[4]},
     )
     state = r.json()
-    answer(client, state["session_id"], 0)
     client.post(
         f"/api/sessions/{state['session_id']}/events", json={"event": "consent"}, headers={"User-Agent": secrets_[3]}
     )
+    client.post(f"/api/sessions/{state['session_id']}/events", json={"event": "instructions", "duration_s": 30})
+    answer(client, state["session_id"], 0, phase="practice", attempt=1)
     engine = client.app.state.db.engine
     with engine.connect() as conn:
         tables = inspect(conn).get_table_names()
@@ -599,7 +613,7 @@ def test_a_participant_who_fails_gets_the_code_and_the_task_is_posted_again(make
     """Judged on completion by the analysis's own exclusion code: a sixth practice round is accepted (the cap is
     10) but excludes, as do wrong catch trials; the task goes back to the pool and the next participants get it."""
     client = make_client(platform="prolific")
-    state = start(client, PROLIFIC_PID="careless")
+    state = start(client, ready=False, PROLIFIC_PID="careless")
     sid, condition = state["session_id"], state["condition"]
     client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
     client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 60.0})
@@ -666,7 +680,7 @@ def test_crowd_platforms_admit_only_workers_and_previews_take_no_task(make_clien
 
 
 def test_hostile_requests_get_json_4xx_and_store_nothing(client):
-    state = start(client)
+    state = start(client, ready=False)
     sid = state["session_id"]
     raw = '{"platform_ids": {"PROLIFIC_PID": "\\ud800x"}}'  # a lone surrogate, as a hostile client sends it
     assert_error(client.post("/api/sessions", content=raw, headers={"Content-Type": "application/json"}),
@@ -746,7 +760,10 @@ def test_the_secret_is_part_of_the_study(make_client, stimulus_package, db_url, 
     with pytest.raises(VizprobeError, match="not the one this study was started with"):
         create_app(stimulus_package, db_url, secret_file=tmp_path / "other-secret", **options)
     again = TestClient(create_app(stimulus_package, db_url, secret_file=tmp_path / "secret", **options))
-    assert start(again, PROLIFIC_PID="returning-worker")["session_id"] == first_session  # recognised
+    # Recognised: the id has an unfinished session (an unknown id would get a new one), reopened by its id.
+    assert_error(again.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "returning-worker"}}), 409,
+                 "session_elsewhere")  # fmt: skip
+    assert start(again, PROLIFIC_PID="returning-worker", resume=first_session)["session_id"] == first_session
     again.app.state.db.dispose()
     url = "postgresql+psycopg://u:pw@db.example:5433/study1"
     first = default_secret_file(None, url)
@@ -782,7 +799,7 @@ def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp
     trials = {t["trial_id"]: t for t in manifest["trials"]}
 
     def take_part(worker: str, instructions_s: float) -> None:
-        state = start(client, PROLIFIC_PID=worker)
+        state = start(client, ready=False, PROLIFIC_PID=worker)
         sid = state["session_id"]
         client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
         client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": instructions_s})
@@ -874,3 +891,23 @@ def test_serve_over_https_and_warn_about_plain_http_on_public_addresses(stimulus
         plain.terminate()
         _, err = plain.communicate(timeout=20)
     assert "WARNING: serving 0.0.0.0 over plain HTTP" in err
+
+
+def test_the_server_enforces_the_pages_order(client):
+    """A script cannot skip consent, instructions or practice: main answers before them are refused (409) and
+    nothing is stored; rt_ms must be a measured time (0 is refused)."""
+    state = start(client, ready=False)
+    sid = state["session_id"]
+    assert state["practice"]  # this session has practice
+    assert_error(client.post(f"/api/sessions/{sid}/responses", json={"phase": "main", "trial_index": 0, "attempt": 0,
+                 "choice": 0, "confidence": 1, "rt_ms": 500}), 409, "out_of_order")  # fmt: skip
+    client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
+    client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 25.0})
+    answer(client, sid, 0, status=409)  # practice first
+    answer(client, sid, 0, phase="practice", attempt=3, status=409)  # round 3 before round 1
+    body = {"phase": "practice", "trial_index": 0, "attempt": 1, "choice": 0, "confidence": 1, "rt_ms": 0}
+    assert_error(client.post(f"/api/sessions/{sid}/responses", json=body), 422, "invalid_request")
+    assert count_responses(client) == 0
+    for t in state["practice"]:
+        answer(client, sid, t["index"], phase="practice", attempt=1, choice=t["correct"])
+    assert answer(client, sid, 0)["stored"]  # practice passed: main trials open

@@ -73,6 +73,7 @@ function stop(err, texts) {
     no_tasks: texts.no_tasks,
     session_expired: texts.expired,
     missing_worker_id: texts.missing_worker_id,
+    session_elsewhere: texts.session_elsewhere,
   };
   let html = refusals[err?.code];
   if (!html) {

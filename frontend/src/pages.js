@@ -46,6 +46,8 @@ export const DEFAULT_TEXTS = {
   missing_worker_id: `<h1>Please open this study from the platform</h1>
     <p>This page was opened without the participant id that the study's platform adds to its link.
        Please start the study from the platform's page.</p>`,
+  session_elsewhere: `<h1>Your session is open elsewhere</h1>
+    <p>You have started this study in another browser or on another device. Please continue there.</p>`,
   preview: `<h1>Preview</h1>
     <p>This is a preview. Accept the HIT to start the study. Below is an example of a trial.</p>`,
   expired: `<h1>This session has timed out</h1>

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import re
 import secrets
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,7 @@ from .db import Database
 from .export import frame_from_session
 from .guard import Guard
 from .schemas import (
+    SESSION_ID_PATTERN,
     CompleteIn,
     CompleteOut,
     ConfigOut,
@@ -44,6 +46,7 @@ from .settings import Settings
 
 STATIC_DIR = Path(__file__).with_name("static")
 ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422, 500, 503)}
+SESSION_COOKIE = "vizprobe_session"
 NO_STORE = {"Cache-Control": "no-store"}  # admin pages and the export hold study data: never cached
 
 
@@ -149,8 +152,15 @@ def preview(study: Study) -> dict:
 
 
 @api.post("/sessions", response_model=SessionState, response_model_exclude_unset=True)
-def start(body: SessionIn, study: Study) -> dict:
-    return study.start(body)
+def start(body: SessionIn, study: Study, request: Request, response: Response) -> dict:
+    """A reload resumes by the id the page kept, else by the session cookie (the page's storage may be gone)."""
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    if body.resume is None and re.fullmatch(SESSION_ID_PATTERN, cookie):
+        body = body.model_copy(update={"resume": cookie})
+    state = study.start(body)
+    response.set_cookie(SESSION_COOKIE, state["session_id"], max_age=7 * 86400, httponly=True, samesite="lax",
+                        secure=request.url.scheme == "https")  # fmt: skip
+    return state
 
 
 @api.post("/sessions/{sid}/events", response_model=OkOut)

@@ -64,7 +64,8 @@ class ResponseIn(BaseModel):
     attempt: StrictInt = Field(ge=0)
     choice: Literal[0, 1]
     confidence: Literal[1, 2, 3]
-    rt_ms: float = Field(ge=0, le=86_400_000, allow_inf_nan=False)
+    # A measured time: more than 0 (a page that measured nothing, or a script, sends 0) and at most an hour.
+    rt_ms: float = Field(gt=0, le=3_600_000, allow_inf_nan=False)
 
     @field_validator("choice", "confidence", mode="before")
     @classmethod

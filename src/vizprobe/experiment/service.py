@@ -177,8 +177,9 @@ class Experiment:
                 if p is not None:
                     if p.status != SessionStatus.ACTIVE:
                         raise ApiError(403, "already_participated", "you have already taken part in this study")
-                    p.last_active_at = now
-                    return self.state(s, p)
+                    # The worker id alone is no password: reopening a session takes its id (page or cookie).
+                    raise ApiError(409, "session_elsewhere",
+                                   "this id has a session open in another browser; please continue there")  # fmt: skip
             self._admit(body)
             release_abandoned(s, now, self.settings.task_timeout_s)
             sid = secrets.token_urlsafe(18)
@@ -225,11 +226,23 @@ class Experiment:
             raise ApiError(422, "out_of_range", f"{body.phase} attempt must be in {attempts[0]}..{attempts[1]}")
         return trials[body.trial_index], session_sides(p.id, body.phase, len(trials))[body.trial_index]
 
+    def _check_flow(self, p: ParticipantSession, body: ResponseIn) -> None:
+        """The page's order, enforced: consent and instructions before any trial, practice (where the session
+        has it) passed or its rounds used up before main trials; 409 `out_of_order` otherwise."""
+        if p.consented_at is None or p.instruction_time_s is None:
+            raise ApiError(409, "out_of_order", "trials come after consent and instructions")
+        practice_open = not p.practice_passed and p.practice_attempts < self.settings.practice_attempts
+        if body.phase == "main" and self._practice_trials(p) and practice_open:
+            raise ApiError(409, "out_of_order", "main trials come after the practice")
+        if body.phase == "practice" and body.attempt > p.practice_attempts + 1:
+            raise ApiError(409, "out_of_order", f"practice round {body.attempt} before round {p.practice_attempts + 1}")
+
     def respond(self, sid: str, body: ResponseIn) -> dict:
         """Store one answer idempotently: same key and answer again is a duplicate; another answer is a conflict."""
         with self.db.tx() as s:
             p = self._session(s, sid)
             trial, max_side = self._trial(p, body)
+            self._check_flow(p, body)
             key = (Response.session_id == sid, Response.phase == body.phase, Response.attempt == body.attempt)
             old = s.scalars(select(Response).where(*key, Response.trial_index == body.trial_index)).one_or_none()
             if old is not None and (old.choice, old.confidence) != (body.choice, body.confidence):

@@ -31,6 +31,7 @@ TEXT_KEYS: dict[str, type] = {
     "no_tasks": str,
     "expired": str,
     "missing_worker_id": str,
+    "session_elsewhere": str,
     "preview": str,
 }
 
