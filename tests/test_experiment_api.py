@@ -652,7 +652,7 @@ def test_no_practice_in_the_none_condition(make_client):
     none = next(s for s in states if s["condition"] == "none")
     assert none["practice"] == [] and all(len(s["practice"]) == 4 for s in states if s["condition"] != "none")
     answer(client, none["session_id"], 0, phase="practice", attempt=1, status=422)
-    with_practice = make_client(practice_in_none=True)
+    with_practice = make_client(practice_in_none=True, change_settings=True)
     assert all(len(start(with_practice, workerId=f"v{k}")["practice"]) == 4 for k in range(6))
 
 
@@ -676,7 +676,10 @@ def test_crowd_platforms_admit_only_workers_and_previews_take_no_task(make_clien
     for url in (shown["example"]["query"], *shown["example"]["options"], *shown["example"]["references"]):
         assert mturk.get(url).status_code == 200
     real = start(mturk, workerId="real-worker", assignmentId="A1", hitId="h")
-    assert real["session_id"] and make_client(platform="local").post("/api/sessions", json={}).status_code == 200
+    assert (
+        real["session_id"]
+        and make_client(platform="local", change_settings=True).post("/api/sessions", json={}).status_code == 200
+    )
 
 
 def test_hostile_requests_get_json_4xx_and_store_nothing(client):
@@ -911,3 +914,23 @@ def test_the_server_enforces_the_pages_order(client):
     for t in state["practice"]:
         answer(client, sid, t["index"], phase="practice", attempt=1, choice=t["correct"])
     assert answer(client, sid, 0)["stored"]  # practice passed: main trials open
+
+
+def test_settings_changed_mid_study_are_refused_unless_asked(make_client, db_url):
+    """Before anyone took part the settings may change freely; afterwards a change of platform, practice,
+    expertise or completion code is refused in one line, and with --change-settings it is recorded."""
+    make_client(platform="local")
+    make_client(platform="prolific", completion_code="FIRST")  # no participant yet: fine
+    client = make_client(platform="prolific", completion_code="FIRST")
+    start(client, ready=False)
+    for change in ({"platform": "mturk"}, {"practice": 0}, {"expert": True}, {"completion_code": "SECOND"}):
+        with pytest.raises(VizprobeError, match="has participants already.*--change-settings"):
+            make_client(**({"platform": "prolific", "completion_code": "FIRST"} | change))
+    make_client(platform="prolific", completion_code="FIRST", task_timeout_s=600)  # the timeout may change
+    changed = make_client(platform="prolific", completion_code="SECOND", practice=0, change_settings=True)
+    engine = create_engine(changed.app.state.db.url)
+    with engine.connect() as conn:
+        stored = json.loads(conn.execute(text("SELECT settings_json FROM study")).scalar())
+    engine.dispose()
+    assert stored["changes"][0]["changed"] == {"practice": [4, 0], "completion_code": ["FIRST", "SECOND"]}
+    assert client.get("/api/config").json()["platform"] == "prolific"

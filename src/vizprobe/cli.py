@@ -246,7 +246,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(get_protocol(args.protocol).experiment, **options)
     serve(args.stimuli, args.db, settings, host=args.host, port=args.port, admin_token=args.admin_token,
           secret_file=args.secret_file, debug=args.debug, ssl_certfile=args.ssl_certfile,
-          ssl_keyfile=args.ssl_keyfile)  # fmt: skip
+          ssl_keyfile=args.ssl_keyfile, change_settings=args.change_settings)  # fmt: skip
     return 0
 
 
@@ -470,6 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM; with --ssl-keyfile)")
     p.add_argument("--ssl-keyfile", default=None, help="the certificate's private key (PEM)")
     p.add_argument("--debug", action="store_true", help="log the traceback of unexpected errors")
+    text = "accept platform, practice, expert or completion-code changes once participants exist (recorded)"
+    p.add_argument("--change-settings", action="store_true", help=text)
 
     p = verb("export", "write the experiment's responses CSV", cmd_export)
     p.add_argument("--db", required=True, help="the database `vizprobe serve` used")

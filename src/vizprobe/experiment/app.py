@@ -59,6 +59,7 @@ def create_app(
     secret_file: str | Path | None = None,
     static_dir: str | Path | None = None,
     debug: bool = False,
+    change_settings: bool = False,
     **options,
 ) -> FastAPI:
     """Build the app for one stimulus package and database (created on first start; the manifest is stored in it).
@@ -70,7 +71,8 @@ def create_app(
     manifest = Manifest.load(stimuli_dir)
     settings = (settings or Settings.from_options(**options)).checked(len(manifest.practice_ids))
     db = Database(db_url)
-    experiment = Experiment(db, manifest, settings, Path(secret_file or default_secret_file(db.path, db.url)))
+    secret_file = Path(secret_file or default_secret_file(db.path, db.url))
+    experiment = Experiment(db, manifest, settings, secret_file, change_settings=change_settings)
     app = FastAPI(title="vizprobe experiment", version="1", docs_url="/docs", redoc_url=None)
     app.state.experiment, app.state.db = experiment, db
     app.state.admin_token = admin_token or secrets.token_urlsafe(16)

@@ -36,14 +36,16 @@ class ApiError(Exception):
 class Experiment:
     """The running study: database, manifest, settings and the secret for worker-id HMACs."""
 
-    def __init__(self, db: Database, manifest: Manifest, settings: Settings, secret_file: Path) -> None:
+    def __init__(
+        self, db: Database, manifest: Manifest, settings: Settings, secret_file: Path, change_settings: bool = False
+    ) -> None:
         settings = settings.checked(len(manifest.practice_ids))
         self.db, self.settings, self.study = db, settings, manifest
         stored = {k: v for k, v in asdict(settings).items() if k != "completion_code"}
         with db.tx() as s:
             existing = s.get(Study, 1)
             self.secret = read_secret(secret_file) if existing is not None else load_or_create_secret(secret_file)
-            study = open_study(s, manifest, stored, settings.completion_code)
+            study = open_study(s, manifest, stored, settings.completion_code, allow_change=change_settings)
             if study.secret_fingerprint is None:
                 study.secret_fingerprint = fingerprint(self.secret)
             elif study.secret_fingerprint != fingerprint(self.secret):

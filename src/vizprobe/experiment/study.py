@@ -7,14 +7,14 @@ import secrets
 from functools import lru_cache
 from urllib.parse import quote
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vizprobe.errors import VizprobeError
 from vizprobe.stimuli.manifest import Manifest, Trial
 from vizprobe.stimuli.sides import as_shown, max_sides
 
-from .db import Study, Task
+from .db import ParticipantSession, Study, Task, utcnow
 
 
 def image_url(path: str) -> str:
@@ -44,7 +44,9 @@ def trial_view(trial: Trial, index: int, condition: str, max_side: int, *, pract
     return view
 
 
-def open_study(session: Session, manifest: Manifest, settings: dict, completion_code: str | None) -> Study:
+def open_study(
+    session: Session, manifest: Manifest, settings: dict, completion_code: str | None, allow_change: bool = False
+) -> Study:
     """Create the study and its tasks on first start; on later starts check it is the same package."""
     digest = manifest.digest
     study = session.get(Study, 1)
@@ -60,10 +62,35 @@ def open_study(session: Session, manifest: Manifest, settings: dict, completion_
             session.add(Task(task_id=task.task_id, condition=task.condition, position=position))
     elif study.manifest_sha256 != digest:
         raise VizprobeError("this database holds a study of another stimulus package; pass a new --db for this package")
+    old = json.loads(study.settings_json or "{}")
+    changes = _changes(session, study, old, settings, completion_code)
+    if changes and not allow_change:
+        first, (was, now) = next(iter(changes.items()))
+        raise VizprobeError(
+            f"{first} was {was!r} and would become {now!r}, but this study has participants already; changing it "
+            "mid-study makes sessions differ: pass --change-settings to do it anyway (the change is recorded)"
+        )
+    history = old.get("changes", [])
+    if changes:
+        history = [*history, {"at": utcnow().isoformat() + "Z", "changed": {k: list(v) for k, v in changes.items()}}]
     if completion_code:
         study.completion_code = completion_code
-    study.settings_json = json.dumps(settings, sort_keys=True)
+    study.settings_json = json.dumps(settings | ({"changes": history} if history else {}), sort_keys=True)
     return study
+
+
+# Settings whose change would make participants of one study differ (texts and the timeout may change).
+GUARDED = ("platform", "practice", "practice_attempts", "practice_in_none", "expert", "repost_failed")
+
+
+def _changes(session: Session, study: Study, old: dict, new: dict, completion_code: str | None) -> dict:
+    """Guarded settings that differ from the stored ones, once the study has sessions: name -> (old, new)."""
+    if session.scalar(select(func.count()).select_from(ParticipantSession)) == 0:
+        return {}
+    changes = {k: (old[k], new[k]) for k in GUARDED if k in old and k in new and old[k] != new[k]}
+    if completion_code and completion_code != study.completion_code:
+        changes["completion_code"] = (study.completion_code, completion_code)
+    return changes
 
 
 def stored_study(session: Session) -> Study:
