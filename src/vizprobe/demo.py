@@ -74,8 +74,7 @@ def run_demo(
         )
     print("[4/7] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
     build_stimuli(result, DEMO_UNITS, out / "stimuli", out / "visualizations", build_settings, model=loaded,
-                  progress=progress, catch_units=[c.unit for c in picked.catch],
-                  practice_units=[c.unit for c in picked.practice])  # fmt: skip
+                  progress=progress, protocol=picked)  # fmt: skip
     text, pictures = inspect_package(out / "stimuli")
     print("      " + text.replace("\n", "\n      "))
     print("[5/7] machine observers (similarity) and baselines answer every trial of every condition")

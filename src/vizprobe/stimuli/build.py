@@ -119,6 +119,7 @@ def build_stimuli(
     *,
     catch_units: list[Unit | str] | None = None,
     practice_units: list[Unit | str] | None = None,
+    protocol: ProtocolUnits | None = None,
     model: LoadedModel | None = None,
     device: str = "auto",
     progress: bool = True,
@@ -137,7 +138,8 @@ def build_stimuli(
     model = model or _scan_model(scan, device)
     writer = _Writer(model, s, vis)
     plans = {unit: _main_plan(scan, unit, s) for unit in units}
-    protocol = _protocol(scan, units, plans, writer, catch_units, practice_units)
+    # `protocol`: what `protocol_units` returned for the same arguments, so that the units are not measured twice.
+    protocol = protocol or _protocol(scan, units, plans, writer, catch_units, practice_units)
     _check_visualizations(vis, [c.unit for c in protocol.catch + protocol.practice], s, units)
     with staged_dir(out, MANIFEST, "stimulus package") as staging:
         writer.staging = staging
