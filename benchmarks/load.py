@@ -1,12 +1,18 @@
-"""Load test of `vizprobe serve`: concurrent simulated participants, the server SIGKILLed and restarted midway.
+"""Load test of `vizprobe serve`: concurrent simulated participants while the app or the database is SIGKILLed.
 
 Each participant runs a whole session as the page does (session, consent, instructions, practice rounds
 until perfect, every main and catch trial, complete), retrying with exponential back-off on network errors
-and 5xx. Once half of all answers are acknowledged the server is killed with SIGKILL and started again on
-the same database. At the end the database is read back with `export_frame` and every acknowledged answer
-is looked up: lost = acknowledged but not stored, duplicated = stored more often than acknowledged.
+and 5xx. With `--kill app` the server process, with `--kill db` the PostgreSQL server (postmaster and every
+backend: a database crash), gets SIGKILL `--kills` times, evenly over the run, and is started again on the
+same data. At the end the database is read back with `export_frame` and every acknowledged answer is looked up:
+lost = acknowledged but not stored, duplicated = stored more often than acknowledged.
 
-    python benchmarks/load.py [--stimuli PKG] [--participants 200] [--db URL]
+    python benchmarks/load.py [--stimuli PKG] [--participants 200] [--db sqlite|postgres|URL]
+                              [--kill app|db|none] [--kills 1]
+
+`--db postgres` starts a throwaway PostgreSQL cluster (the server binaries of the `postgresql` Debian
+package; default fsync) in a temp dir, which `--kill db` needs; SQLite runs inside the app process, so for
+it `--kill app` is the database crash too.
 
 Without --stimuli a package with enough tasks is built first (scan of the ImageNet samples in
 $VIZPROBE_IMAGES or ../shared/data/imagenet-samples, quick visualizations, like the test fixture).
@@ -16,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import glob
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -37,7 +46,6 @@ from vizprobe.experiment.export import export_frame
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 UNITS = ["_blocks.5:10", "block8:12", "_blocks.12:7"]
-TOKEN = "bench-token"
 
 
 def build_package(out: Path, tasks_per_condition: int) -> Path:
@@ -78,8 +86,8 @@ class Server:
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.cmd = [sys.executable, "-m", "vizprobe.cli", "serve", "--stimuli", str(stimuli), "--db", db,
-                    "--port", str(self.port), "--platform", "prolific", "--admin-token", TOKEN,
-                    "--task-timeout", "120"]  # fmt: skip
+                    "--port", str(self.port), "--platform", "prolific", "--task-timeout", "120",
+                    "--admin-token-file", str(workdir / "admin-token")]  # fmt: skip
         self.workdir, self.proc = workdir, None
 
     def start(self) -> float:
@@ -104,6 +112,63 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=20)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster (run as user `postgres` when we are root: it refuses root)."""
+
+    def __init__(self, workdir: Path) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+        if not binaries:
+            raise SystemExit("--db postgres needs the PostgreSQL server binaries: apt-get install postgresql")
+        self.bindir, self.home = Path(binaries[-1]).parent, workdir / "pg"
+        self.home.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres", "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._run("initdb", "-D", f"{self.home}/data", "-A", "trust", "-U", "postgres")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "load")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/load"
+
+    def _run(self, tool: str, *args: str) -> None:
+        command = [str(self.bindir / tool), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=300)
+
+    def start(self) -> float:
+        t0 = time.perf_counter()
+        options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        self._run("pg_ctl", "-D", f"{self.home}/data", "-l", f"{self.home}/log", "-o", options, "-w", "start")
+        return time.perf_counter() - t0
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and all its backends at once (a crash: the restart runs WAL recovery)."""
+        postmaster = int((self.home / "data" / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        pids = [postmaster, *map(int, children)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids):
+            if time.monotonic() > deadline:
+                raise SystemExit("PostgreSQL processes survived SIGKILL")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", f"{self.home}/data", "-m", "immediate", "stop")
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a container's init may never reap the killed processes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
 
 
 THINK_S = 0.0  # mean pause before each request (a participant looking at the trial); set by --think-ms
@@ -157,33 +222,38 @@ async def participant(client: httpx.AsyncClient, number: int, stats: Stats, rng:
     assert done["completion_code"]
 
 
-async def run_clients(server: Server, n: int, seed: int, kill_at: float) -> tuple[Stats, float]:
-    """Run n participants at once; kill and restart the server once `kill_at` answers are acknowledged."""
+async def run_clients(
+    server: Server, n: int, seed: int, victim: Server | Postgres | None, kill_at: list[float]
+) -> tuple[Stats, list[float]]:
+    """Run n participants at once; SIGKILL and restart `victim` whenever the next of `kill_at` answers are
+    acknowledged. Returns the statistics and the seconds each restart took."""
     stats = Stats()
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    pending, gaps = list(kill_at), []
     async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=30) as client:
         tasks = [asyncio.create_task(participant(client, i, stats, random.Random(seed + i))) for i in range(n)]
-        downtime = 0.0
         while not all(t.done() for t in tasks):
             await asyncio.sleep(0.02)
-            if downtime == 0.0 and sum(stats.acked.values()) >= kill_at:
+            if victim is not None and pending and sum(stats.acked.values()) >= pending[0]:
+                pending.pop(0)
                 t0 = time.perf_counter()
-                server.kill()
-                await asyncio.to_thread(server.start)
-                downtime = time.perf_counter() - t0
+                victim.kill()
+                await asyncio.to_thread(victim.start)
+                gaps.append(time.perf_counter() - t0)
         for t in tasks:
             t.result()
-    return stats, downtime
+    return stats, gaps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stimuli", type=Path, default=None, help="stimulus package with >= participants tasks")
     parser.add_argument("--participants", type=int, default=200)
-    parser.add_argument("--db", default=None, help="default: a new SQLite file; or postgresql://... (empty db)")
+    parser.add_argument("--db", default="sqlite", help="sqlite (a new file), postgres (a throwaway cluster) or a URL")
+    parser.add_argument("--kill", choices=("app", "db", "none"), default="app", help="what gets SIGKILL (default app)")
+    parser.add_argument("--kills", type=int, default=1, help="how many times, evenly over the run (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--think-ms", type=float, default=0.0, help="mean pause before each request (default 0)")
-    parser.add_argument("--no-kill", action="store_true", help="leave the server running (a baseline)")
     args = parser.parse_args()
     global THINK_S
     THINK_S = args.think_ms / 1000
@@ -194,30 +264,39 @@ def main() -> None:
     per_participant = len(manifest.get("practice_trial_ids", [])) + len(manifest["tasks"][0]["trial_ids"])
     if n_tasks < args.participants:
         raise SystemExit(f"{stimuli} has {n_tasks} tasks; build one with --tasks-per-condition >= participants/5")
-    db = args.db or str(workdir / "load.db")
+    postgres = Postgres(workdir) if args.db == "postgres" else None
+    if args.kill == "db" and postgres is None:
+        raise SystemExit("--kill db needs --db postgres (SQLite lives in the app process: use --kill app)")
+    db = postgres.url if postgres else str(workdir / "load.db") if args.db == "sqlite" else args.db
     server = Server(stimuli, db, workdir)
     server.start()
+    victim = {"app": server, "db": postgres, "none": None}[args.kill]
+    total = args.participants * per_participant
+    kill_at = [total * (k + 1) / (args.kills + 1) for k in range(args.kills)]
     t0 = time.perf_counter()
     try:
-        kill_at = math.inf if args.no_kill else args.participants * per_participant // 2
-        stats, downtime = asyncio.run(run_clients(server, args.participants, args.seed, kill_at))
+        stats, gaps = asyncio.run(run_clients(server, args.participants, args.seed, victim, kill_at))
     finally:
         wall = time.perf_counter() - t0
         server.stop()
     frame = export_frame(db)
+    if postgres:
+        postgres.stop()
     stored = Counter(zip(frame["task_id"], frame["is_practice"].astype(int), frame["trial_id"], strict=True))
     lost = sum(max(0, k - stored[key]) for key, k in stats.acked.items())
     duplicated = sum(max(0, k - stats.acked[key]) for key, k in stored.items())
     lat = sorted(stats.latencies)
     kind = "postgresql" if db.startswith("postgres") else "sqlite"
-    print(f"participants {args.participants}, database {kind}, think time {args.think_ms:g} ms")
+    print(f"participants {args.participants}, database {kind}, think time {args.think_ms:g} ms, kill {args.kill}")
     print(f"requests answered {len(lat)} in {wall:.1f} s: {len(lat) / wall:.0f} req/s; retries {stats.retries}")
     print(f"latency p50 {1000 * statistics.median(lat):.1f} ms, p99 {1000 * lat[int(0.99 * (len(lat) - 1))]:.1f} ms")
     for route, values in sorted(stats.by_route.items()):
         print(f"  {route:10s} n={len(values):5d} p50 {1000 * statistics.median(values):7.1f} ms  "
               f"p99 {1000 * sorted(values)[int(0.99 * (len(values) - 1))]:7.1f} ms")  # fmt: skip
-    if not args.no_kill:
-        print(f"server killed (SIGKILL) once and restarted: {downtime:.2f} s without a server")
+    if gaps:
+        what = "server" if args.kill == "app" else "PostgreSQL server"
+        listed = ", ".join(f"{g:.2f}" for g in gaps)
+        print(f"{what} killed (SIGKILL) {len(gaps)} time(s) and restarted; seconds without it: {listed}")
     print(f"responses sent (acknowledged) {sum(stats.acked.values())}, stored {len(frame)}, lost {lost}, "
           f"duplicated {duplicated}")  # fmt: skip
     if lost or duplicated:

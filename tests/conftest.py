@@ -8,11 +8,18 @@ a service (PostgreSQL, Chromium) skip where it is absent, except under CI=true, 
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_IMAGENET = REPO.parent / "shared" / "data" / "imagenet-samples"
@@ -159,3 +166,47 @@ def stimulus_package(tmp_path_factory, photo_scan, visualizations, lite0):
     out = tmp_path_factory.mktemp("stimuli") / "pkg"
     build_stimuli(scan, STIMULUS_UNITS, out, visualizations, STIMULUS_SETTINGS, model=lite0, progress=False)
     return out
+
+
+# --- a throwaway PostgreSQL server ------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Start a PostgreSQL cluster in a temp dir (as user postgres: it refuses root); yield its base URL."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    need_service(bool(binaries), "PostgreSQL binaries absent (/usr/lib/postgresql/*/bin): apt-get install postgresql")
+    bindir = Path(binaries[-1]).parent
+    home = Path(tempfile.mkdtemp(prefix="vizprobe-pg-"))
+    shutil.chown(home, "postgres", "postgres")
+    port = free_port()
+
+    def as_postgres(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+
+    as_postgres(str(bindir / "initdb"), "-D", f"{home}/data", "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    as_postgres(str(bindir / "pg_ctl"), "-D", f"{home}/data", "-l", f"{home}/log", "-o", options, "-w", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        as_postgres(str(bindir / "pg_ctl"), "-D", f"{home}/data", "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL test server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "experiment.db")
+    base = request.getfixturevalue("postgres_server")
+    name = f"t{time.monotonic_ns()}"
+    engine = create_engine(base.replace("postgresql://", "postgresql+psycopg://") + "/postgres")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{base}/{name}"

@@ -8,7 +8,9 @@ must then hold exactly the answers that were given (by mouse or keyboard), once 
 from __future__ import annotations
 
 import json
-import socket
+import os
+import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import need_service
+from conftest import free_port, need_service
 from sqlalchemy import select
 
 from vizprobe.experiment.app import STATIC_DIR
@@ -53,19 +55,13 @@ def _chromium_and_front_end():
     need_service((STATIC_DIR / "index.html").is_file(), "front end not built: run `make frontend`")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def serve(stimulus_package: Path, tmp_path: Path):
     """Start `vizprobe serve` in a subprocess on a fresh SQLite database; returns (base URL, database path)."""
     procs: list[subprocess.Popen] = []
 
     def start(*options: str) -> tuple[str, Path]:
-        port, db = _free_port(), tmp_path / f"experiment{len(procs)}.db"
+        port, db = free_port(), tmp_path / f"experiment{len(procs)}.db"
         command = [sys.executable, "-c", "import sys; from vizprobe.cli import main; sys.exit(main())", "serve"]
         command += ["--stimuli", str(stimulus_package), "--db", str(db), "--port", str(port), *options]
         log = tmp_path / f"serve{len(procs)}.log"
@@ -326,10 +322,12 @@ def test_prolific_redirect_and_no_tasks_page(serve, browser):
     stranger.get_by_text("Please open this study from the platform").wait_for()
 
 
-def test_mturk_preview_shows_an_example_and_takes_no_task(serve, browser):
+def test_mturk_preview_takes_no_task_and_the_hit_is_submitted_to_mturk(serve, browser, monkeypatch):
     """An MTurk preview shows the instructions and an example trial, under the served security headers, and
-    allocates nothing; the page obeys its Content-Security-Policy (no violation reported)."""
-    base, _ = serve("--platform", "mturk", "--admin-token", "tok")
+    allocates nothing; an accepted HIT ends with MTurk's ExternalQuestion form posted to `turkSubmitTo`; the page
+    obeys its Content-Security-Policy throughout (no violation reported)."""
+    monkeypatch.setenv("VIZPROBE_ADMIN_TOKEN", "t" * 20)
+    base, db = serve("--platform", "mturk", "--practice", "0")
     page = browser.new_context(viewport=VIEWPORT).new_page()
     violations = []
     page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
@@ -342,11 +340,158 @@ def test_mturk_preview_shows_an_example_and_takes_no_task(serve, browser):
     while not page.evaluate(loaded):  # polled from here: the page's CSP forbids wait_for_function's eval
         assert time.monotonic() < deadline, "the example's images did not load"
         time.sleep(0.2)
-    progress = httpx.get(f"{base}/api/admin/progress", headers={"Authorization": "Bearer tok"}).json()
+    progress = httpx.get(f"{base}/api/admin/progress", headers={"Authorization": f"Bearer {'t' * 20}"}).json()
     assert sum(c["running"] + c["participants"] for c in progress["conditions"].values()) == 0
-    worker = browser.new_context(viewport=VIEWPORT).new_page()
+
+    context = browser.new_context(viewport=VIEWPORT)
+    submitted = []
+
+    def mturk(route) -> None:  # MTurk itself is not reachable from the test: the form's POST is caught here
+        submitted.append((route.request.method, route.request.url, route.request.post_data))
+        route.fulfill(status=200, content_type="text/html", body="<p>HIT submitted</p>")
+
+    context.route("https://workersandbox.mturk.com/**", mturk)
+    worker = context.new_page()
     worker.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-    worker.goto(f"{base}/?workerId=W1&assignmentId=A1&hitId=h1")
+    turk = "turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com"
+    worker.goto(f"{base}/?workerId=W1&assignmentId=A1&hitId=h1&{turk}")
     _click(worker, "I agree")
-    worker.get_by_role("heading", name="Instructions (1/3)").wait_for()
+    for _ in range(3):
+        _click(worker, "Next >")
+    _click(worker, "Continue")
+    for trial in worker.evaluate("window.vizprobe.state")["trials"]:
+        _answer(worker, trial["index"], 0)
+    _click(worker, "Finish")
+    worker.get_by_role("button", name="Submit HIT").click()
+    worker.get_by_text("HIT submitted").wait_for()
+    assert len(submitted) == 1
+    method, url, form = submitted[0]
+    assert (method, url) == ("POST", "https://workersandbox.mturk.com/mturk/externalSubmit")
+    fields = dict(pair.split("=") for pair in form.split("&"))
+    with Database(f"sqlite:///{db}").tx() as s:
+        code = s.scalars(select(ParticipantSession.completion_code)).one()
+    assert fields == {"assignmentId": "A1", "completion_code": code}
     assert violations == []
+
+
+def test_admin_page_and_the_stop_button(serve, browser, tmp_path, monkeypatch):
+    """The admin token is shown once, at the first start (never in a URL); the admin page asks for it and then
+    shows progress and downloads the CSV; a participant who presses "Stop the study" frees the task at once."""
+    monkeypatch.delenv("VIZPROBE_ADMIN_TOKEN", raising=False)
+    base, db = serve("--platform", "prolific")
+    first_log = (tmp_path / "serve0.log").read_text()
+    token = (tmp_path / f"{db.name}.admin-token").read_text().strip()
+    assert f"(shown only now; kept in {tmp_path / db.name}.admin-token, mode 0600): {token}" in first_log
+    assert "token=" not in first_log
+
+    participant = browser.new_context(viewport=VIEWPORT).new_page()
+    participant.on("dialog", lambda dialog: dialog.accept())
+    participant.goto(f"{base}/?PROLIFIC_PID=stopper")
+    _click(participant, "I agree")
+    _click(participant, "Stop the study")
+    participant.get_by_role("heading", name="You have stopped the study").wait_for()
+
+    admin = browser.new_context(viewport=VIEWPORT, accept_downloads=True).new_page()
+    admin.goto(f"{base}/admin")
+    admin.get_by_label("Admin token").fill("not-the-token")
+    admin.get_by_role("button", name="Show progress").click()
+    admin.get_by_text("That token is not this server's admin token.").wait_for()
+    admin.get_by_label("Admin token").fill(token)
+    admin.get_by_role("button", name="Show progress").click()
+    rows = admin.locator("#conditions tr")
+    rows.nth(1).wait_for()
+    header = rows.nth(0).locator("th").all_inner_texts()
+    table = [dict(zip(header, r.locator("td").all_inner_texts(), strict=True)) for r in rows.all()[1:]]
+    assert sum(int(r["returned"]) for r in table) == 1 and sum(int(r["running"]) for r in table) == 0
+    assert all(int(r["free"]) == int(r["tasks"]) for r in table)
+    with admin.expect_download() as download:
+        admin.get_by_role("button", name="Download responses.csv").click()
+    assert download.value.suggested_filename == "responses.csv"
+    assert download.value.path().read_text().startswith("participant_id,")
+    admin.reload()  # the token is kept for this tab: no second login
+    admin.locator("#conditions tr").nth(1).wait_for()
+
+    _, again = serve("--platform", "prolific", "--db", str(db))
+    second_log = (tmp_path / "serve1.log").read_text()
+    assert token not in second_log and f"admin token: in {tmp_path / db.name}.admin-token" in second_log
+
+
+def _nginx_config(tmp_path: Path, port: int, app_port: int, cert: Path, key: Path) -> Path:
+    """The project's nginx recipe (deploy/nginx-study.conf) as it is, with this test's port, name and certificate,
+    inside a minimal main configuration that keeps every nginx file under `tmp_path`."""
+    recipe = (Path(__file__).parents[1] / "deploy" / "nginx-study.conf").read_text()
+    server = (
+        recipe.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
+        .replace("/etc/letsencrypt/live/study.example.org/fullchain.pem", str(cert))
+        .replace("/etc/letsencrypt/live/study.example.org/privkey.pem", str(key))
+        .replace("study.example.org", "localhost")
+        .replace("127.0.0.1:8000", f"127.0.0.1:{app_port}")
+    )
+    temp = tmp_path / "nginx-temp"
+    temp.mkdir()
+    user = "user root;" if os.geteuid() == 0 else ""  # workers must read the temp folder below
+    config = tmp_path / "nginx.conf"
+    config.write_text(f"""{user}
+daemon off;
+pid {tmp_path}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+{server}
+}}
+""")
+    return config
+
+
+def test_a_study_behind_nginx_with_https(serve, browser, tmp_path, monkeypatch):
+    """The deployment recipe works as documented: behind nginx with HTTPS, a participant in Chromium gets the
+    page and its images, passes consent and instructions and answers a trial; the session cookie is Secure (the
+    app sees https through X-Forwarded-Proto); the security headers and the JSON errors pass through."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    need_service(Path(nginx).is_file(), "nginx absent: apt-get install nginx-light")
+    need_service(shutil.which("openssl") is not None, "openssl absent: apt-get install openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"]
+    subprocess.run([*request, "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)  # fmt: skip
+    monkeypatch.setenv("VIZPROBE_ADMIN_TOKEN", "n" * 20)
+    app_base, _ = serve("--platform", "prolific", "--practice", "1")
+    port = free_port()
+    config = _nginx_config(tmp_path, port, int(app_base.rsplit(":", 1)[1]), cert, key)
+    proc = subprocess.Popen([nginx, "-c", str(config), "-p", str(tmp_path), "-e", str(tmp_path / "nginx-error.log")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    base, trust = f"https://localhost:{port}", ssl.create_default_context(cafile=str(cert))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"{base}/api/config", verify=trust, timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "nginx did not answer within 30 s"
+                time.sleep(0.2)
+        assert r.status_code == 200 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        big = httpx.post(f"{base}/api/sessions", content=b"{" + b" " * 100_000 + b"}", verify=trust,
+                         headers={"Content-Type": "application/json"})  # fmt: skip
+        assert big.status_code == 413 and big.json()["error"] == "too_large"
+
+        context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(f"{base}/?PROLIFIC_PID=behind-nginx")
+        _click(page, "I agree")
+        for _ in range(3):
+            _click(page, "Next >")
+        _click(page, "Start practice")
+        _answer(page, 0, 0)
+        page.get_by_role("button", name="Continue").wait_for()
+        cookie = next(c for c in context.cookies() if c["name"] == "vizprobe_session")
+        assert cookie["secure"] and cookie["httpOnly"]
+        admin = {"Authorization": f"Bearer {'n' * 20}"}
+        progress = httpx.get(f"{base}/api/admin/progress", headers=admin, verify=trust).json()
+        assert progress["responses"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import need_service
+from conftest import free_port, need_service
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
 
@@ -26,50 +23,7 @@ from vizprobe.experiment.export import export_frame
 from vizprobe.responses import COLUMN_NAMES, read_responses, validate_responses
 
 TOKEN = "admin-secret-token"
-
-
-# --- a throwaway PostgreSQL server ------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def postgres_server():
-    """Start a PostgreSQL cluster in a temp dir (as user postgres: it refuses root); yield its base URL."""
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    need_service(bool(binaries), "PostgreSQL binaries absent (/usr/lib/postgresql/*/bin): apt-get install postgresql")
-    bindir = Path(binaries[-1]).parent
-    home = Path(tempfile.mkdtemp(prefix="vizprobe-pg-"))
-    shutil.chown(home, "postgres", "postgres")
-    port = _free_port()
-
-    def as_postgres(*args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
-
-    as_postgres(str(bindir / "initdb"), "-D", f"{home}/data", "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    as_postgres(str(bindir / "pg_ctl"), "-D", f"{home}/data", "-l", f"{home}/log", "-o", options, "-w", "start")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        as_postgres(str(bindir / "pg_ctl"), "-D", f"{home}/data", "-m", "immediate", "stop")
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:
-    """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL test server."""
-    if request.param == "sqlite":
-        return str(tmp_path / "experiment.db")
-    base = request.getfixturevalue("postgres_server")
-    name = f"t{time.monotonic_ns()}"
-    engine = create_engine(base.replace("postgresql://", "postgresql+psycopg://") + "/postgres")
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return f"{base}/{name}"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
@@ -152,7 +106,7 @@ def finish_main(client: TestClient, state: dict) -> None:
 
 
 def count_responses(client: TestClient) -> int:
-    return client.get("/api/admin/progress", params={"token": TOKEN}).json()["responses"]
+    return client.get("/api/admin/progress", headers=ADMIN).json()["responses"]
 
 
 def assert_error(r, status: int, error: str) -> None:
@@ -375,18 +329,49 @@ def test_front_page_needs_the_built_front_end(make_client, tmp_path):
     assert client.get("/static/app.js").text == "console.log(1)"
 
 
-def test_admin_routes_need_the_token(client):
+def test_admin_routes_need_the_token_as_a_header(client):
+    """Only the header opens the admin API (a token in the URL would sit in histories and logs); the admin page
+    itself holds no data, it asks for the token."""
     start(client, ready=False)
-    for path in ("/admin", "/api/admin/progress", "/api/admin/export.csv"):
+    for path in ("/api/admin/progress", "/api/admin/export.csv"):
         assert_error(client.get(path), 401, "unauthorized")
-        assert_error(client.get(path, params={"token": "wrong"}), 401, "unauthorized")
+        assert_error(client.get(path, params={"token": TOKEN}), 401, "unauthorized")
         assert_error(client.get(path, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
-        assert client.get(path, params={"token": TOKEN}).status_code == 200
-    progress = client.get("/api/admin/progress", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        assert client.get(path, headers=ADMIN).status_code == 200
+    progress = client.get("/api/admin/progress", headers=ADMIN).json()
     assert sum(c["running"] for c in progress["conditions"].values()) == 1
     assert {c["tasks"] for c in progress["conditions"].values()} == {4} and progress["responses"] == 0
-    page = client.get("/admin", params={"token": TOKEN}).text
-    assert "natural" in page and "/api/admin/export.csv?token=" in page
+    page = client.get("/admin")
+    assert page.status_code == 200 and 'type="password"' in page.text and "natural" not in page.text
+    assert "Authorization" in client.get("/admin.js").text
+
+
+def test_admin_token_is_made_once_kept_0600_and_env_overrides(stimulus_package, tmp_path, monkeypatch):
+    from vizprobe.experiment.secret import ADMIN_TOKEN_ENV
+
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    db = tmp_path / "study.db"
+
+    def app(**options):
+        made = create_app(stimulus_package, str(db), static_dir=tmp_path / "static", **options)
+        made.state.db.dispose()
+        return made.state
+
+    first = app()
+    token_file = tmp_path / "study.db.admin-token"
+    assert first.admin_token_created and first.admin_token_file == token_file
+    assert token_file.read_text().strip() == first.admin_token and len(first.admin_token) >= 16
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    second = app()
+    assert not second.admin_token_created and second.admin_token == first.admin_token
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "x" * 20)
+    assert app().admin_token == "x" * 20
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "short")
+    with pytest.raises(VizprobeError, match="shorter than 16"):
+        app()
+    monkeypatch.delenv(ADMIN_TOKEN_ENV)
+    (tmp_path / "mine").write_text("y" * 24 + "\n")
+    assert app(admin_token_file=tmp_path / "mine").admin_token == "y" * 24
 
 
 # --- participants and tasks --------------------------------------------------------------------------------------
@@ -408,7 +393,7 @@ def test_repeat_worker_is_turned_away_and_unfinished_one_resumes(client):
     repeat = {"platform_ids": {"PROLIFIC_PID": "repeat-worker"}}
     assert_error(elsewhere.post("/api/sessions", json=repeat), 403, "already_participated")
     assert_error(elsewhere.post("/api/sessions", json=repeat | {"resume": "someone-else"}), 403, "already_participated")
-    progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()
+    progress = client.get("/api/admin/progress", headers=ADMIN).json()
     assert sum(c["participants"] for c in progress["conditions"].values()) == 1
 
 
@@ -443,7 +428,7 @@ def test_abandoned_task_returns_to_the_pool(make_client):
         "session_expired",
     )
     assert_error(client.post("/api/sessions", json={"resume": a["session_id"]}), 403, "session_expired")
-    progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()["conditions"]
+    progress = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"]
     assert sum(c["running"] for c in progress.values()) == 1
 
 
@@ -460,6 +445,7 @@ def test_unfinished_sessions_are_exported_with_their_status_and_left_out_of_anal
         answer(client, timed_out["session_id"], trial["index"], choice=1)
     time.sleep(0.7)
     running = start(client)  # this start expires the first session and takes a task
+    client = make_client(task_timeout_s=3600)  # the same study, from now on without timeouts
     for trial in running["trials"][:2]:
         answer(client, running["session_id"], trial["index"])
     finished = start(client)
@@ -467,22 +453,51 @@ def test_unfinished_sessions_are_exported_with_their_status_and_left_out_of_anal
     assert (
         client.post(f"/api/sessions/{finished['session_id']}/complete", json={"total_time_s": 200}).status_code == 200
     )
+    stopped = start(client)
+    answer(client, stopped["session_id"], 0)
+    assert client.post(f"/api/sessions/{stopped['session_id']}/return").json() == {"ok": True}
     exported = export_frame(db_url)
     statuses = exported.groupby("participant_id")["session_status"].agg(set).to_dict()
     assert statuses["p0001"] == {"expired"} and statuses["p0002"] == {"running"}
-    assert statuses["p0003"] <= {"completed", "failed_criteria"}
+    assert statuses["p0003"] <= {"completed", "failed_criteria"} and statuses["p0004"] == {"returned"}
     lenient = ExclusionCriteria(min_catch_accuracy=0, min_instruction_time_s=0, min_total_time_s=0,
                                 require_both_sides=False, per_condition={})  # fmt: skip
     results = analyze(exported, tmp_path / "default", criteria=lenient)
     assert results["exclusion"]["n_before"] == 1
-    assert results["exclusion"]["incomplete_sessions"] == {"expired": 1, "running": 1}
+    assert results["exclusion"]["incomplete_sessions"] == {"expired": 1, "returned": 1, "running": 1}
     results = analyze(exported, tmp_path / "all", criteria=lenient, include_incomplete=True)
-    assert results["exclusion"]["n_before"] == 3 and results["exclusion"]["incomplete_sessions"] == {}
+    assert results["exclusion"]["n_before"] == 4 and results["exclusion"]["incomplete_sessions"] == {}
     out = tmp_path / "r.csv"
     exported.to_csv(out, index=False)
     flags = ["--allow-one-side", "--min-catch-accuracy", "0", "--min-instruction-time", "0", "--min-total-time", "0"]
     assert main(["analyze", "--responses", str(out), "--out", str(tmp_path / "cli"), *flags, "--same-thresholds"]) == 0
-    assert "left out before exclusion (sessions not finished): 1 expired, 1 running" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "left out before exclusion (sessions not finished): 1 expired, 1 returned, 1 running" in printed, printed
+
+
+def test_a_participant_who_stops_frees_the_task_at_once(make_client):
+    """The page's stop button returns the session: its task goes to the next participant without waiting for
+    the timeout, no further answers are taken, the worker cannot start again, repeating the stop is harmless,
+    and a finished session cannot be stopped."""
+    client = make_client(platform="prolific", task_timeout_s=3600)
+    stopper = start(client, PROLIFIC_PID="stopper")
+    sid = stopper["session_id"]
+    answer(client, sid, 0)
+    before = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"][stopper["condition"]]
+    assert client.post(f"/api/sessions/{sid}/return").json() == {"ok": True}
+    assert client.post(f"/api/sessions/{sid}/return").json() == {"ok": True}
+    after = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"][stopper["condition"]]
+    assert (after["running"], after["free"], after["returned"]) == (before["running"] - 1, before["free"] + 1, 1)
+    assert_error(client.post(f"/api/sessions/{sid}/responses", json={"phase": "main", "trial_index": 1,
+                 "attempt": 0, "choice": 0, "confidence": 1, "rt_ms": 500}), 409, "session_returned")  # fmt: skip
+    assert_error(client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "stopper"}, "resume": sid}),
+                 403, "session_returned")  # fmt: skip
+    assert count_responses(client) == 1 + len(stopper["practice"])  # what was answered stays (exported)
+    finished = start(client)
+    finish_main(client, finished)
+    client.post(f"/api/sessions/{finished['session_id']}/complete", json={"total_time_s": 100.0})
+    assert_error(client.post(f"/api/sessions/{finished['session_id']}/return"), 409, "already_completed")
+    assert_error(client.post("/api/sessions/no-such-session/return"), 404, "unknown_session")
 
 
 def test_assignment_balances_conditions(client, manifest):
@@ -627,7 +642,7 @@ def test_a_participant_who_fails_gets_the_code_and_the_task_is_posted_again(make
         answer(client, sid, view["index"], choice=best ^ (t["kind"] == "catch"), confidence=1 + view["index"] % 3)
     r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})
     assert r.status_code == 200 and r.json()["completion_code"]  # paid all the same
-    progress = client.get("/api/admin/progress", params={"token": TOKEN}).json()["conditions"][condition]
+    progress = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"][condition]
     assert (
         progress["failed"] == 1
         and progress["expired"] == 0
@@ -667,7 +682,7 @@ def test_crowd_platforms_admit_only_workers_and_previews_take_no_task(make_clien
         r = mturk.post("/api/sessions", json={"platform_ids": {**preview, "workerId": f"viewer{k}"}})
         assert_error(r, 403, "preview")
     assert_error(mturk.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "p"}}), 403, "missing_worker_id")
-    progress = mturk.get("/api/admin/progress", params={"token": TOKEN}).json()["conditions"]
+    progress = mturk.get("/api/admin/progress", headers=ADMIN).json()["conditions"]
     assert sum(c["running"] + c["participants"] for c in progress.values()) == 0
     shown = mturk.get("/api/preview").json()
     example = next(t for t in manifest["trials"] if t["trial_id"] == shown["example"]["trial_id"])
@@ -705,7 +720,7 @@ def test_hostile_requests_get_json_4xx_and_store_nothing(client):
         client.post("/api/sessions", content=big, headers={"Content-Type": "application/json"}), 413, "too_large"
     )
     assert count_responses(client) == 0
-    assert client.get("/api/admin/progress", params={"token": TOKEN}).json()["responses"] == 0
+    assert client.get("/api/admin/progress", headers=ADMIN).json()["responses"] == 0
 
 
 def test_unexpected_errors_are_one_json_line(make_client, monkeypatch, caplog):
@@ -739,11 +754,11 @@ def test_unexpected_errors_are_one_json_line(make_client, monkeypatch, caplog):
 def test_every_response_carries_security_headers(make_client):
     client = make_client(platform="prolific")
     for r in (client.get("/"), client.get("/api/config"), client.get("/api/nope"),
-              client.get("/api/admin/progress", params={"token": TOKEN})):  # fmt: skip
+              client.get("/api/admin/progress", headers=ADMIN)):  # fmt: skip
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     for path in ("/api/admin/progress", "/api/admin/export.csv", "/admin"):
-        assert client.get(path, params={"token": TOKEN}).headers["cache-control"] == "no-store"
+        assert client.get(path, headers=ADMIN).headers["cache-control"] == "no-store"
     mturk = make_client(platform="mturk")
     assert "https://www.mturk.com" in mturk.get("/api/config").headers["content-security-policy"]
 
@@ -819,18 +834,20 @@ def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp
     partial = start(client, PROLIFIC_PID="quitter")
     for trial in partial["trials"][:2]:
         answer(client, partial["session_id"], trial["index"])
+    stopped = start(client, PROLIFIC_PID="stopper")
+    client.post(f"/api/sessions/{stopped['session_id']}/return")
     submissions = pd.DataFrame({
-        "Submission id": ["s1", "s2", "s3", "s4"],
-        "Participant id": ["careful", "hasty", "quitter", "stranger"],
-        "Status": ["AWAITING REVIEW"] * 4,
+        "Submission id": ["s1", "s2", "s3", "s4", "s5"],
+        "Participant id": ["careful", "hasty", "quitter", "stranger", "stopper"],
+        "Status": ["AWAITING REVIEW"] * 5,
     })  # fmt: skip
     submissions.to_csv(tmp_path / "prolific.csv", index=False)
     out = tmp_path / "decisions.csv"
     code = main(["approvals", "--db", db_url, "--platform", "prolific", "--submissions", str(tmp_path / "prolific.csv"),
                  "--secret-file", str(tmp_path / "secret"), "--out", str(out)])  # fmt: skip
-    assert code == 0 and "4 submissions: 2 approve, 1 reject, 1 unknown" in capsys.readouterr().out
+    assert code == 0 and "5 submissions: 2 approve, 1 reject, 1 returned, 1 unknown" in capsys.readouterr().out
     decisions = pd.read_csv(out, keep_default_na=False).set_index("Participant id")
-    assert list(decisions["Submission id"]) == ["s1", "s2", "s3", "s4"]  # the platform's own rows, in order
+    assert list(decisions["Submission id"]) == ["s1", "s2", "s3", "s4", "s5"]  # the platform's own rows, in order
     assert (
         decisions.loc["careful", "decision"] == "approve" and decisions.loc["careful", "session_status"] == "completed"
     )
@@ -840,6 +857,7 @@ def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp
     assert decisions.loc["quitter", "decision"] == "reject"
     assert f"2 of {len(partial['trials'])} trials" in decisions.loc["quitter", "reason"]
     assert decisions.loc["stranger", "decision"] == "unknown"
+    assert decisions.loc["stopper", "decision"] == "returned" and "0 of" in decisions.loc["stopper", "reason"]
     (tmp_path / "mturk.csv").write_text("HITId,AssignmentId\nh,a\n")
     assert main(["approvals", "--db", db_url, "--platform", "mturk", "--submissions", str(tmp_path / "mturk.csv"),
                  "--secret-file", str(tmp_path / "secret"), "--out", str(out)]) == 2  # fmt: skip
@@ -849,7 +867,6 @@ def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp
 def test_serve_over_https_and_warn_about_plain_http_on_public_addresses(stimulus_package, tmp_path):
     """`--ssl-certfile/--ssl-keyfile` serve HTTPS (a self-signed certificate made with openssl); a plain-HTTP
     bind to a public address warns on stderr."""
-    import subprocess
     import sys
 
     import httpx
@@ -861,7 +878,7 @@ def test_serve_over_https_and_warn_about_plain_http_on_public_addresses(stimulus
     subprocess.run(request, check=True, capture_output=True)
     command = [sys.executable, "-c", "import sys; from vizprobe.cli import main; sys.exit(main())", "serve",
                "--stimuli", str(stimulus_package), "--db", str(tmp_path / "s.db")]  # fmt: skip
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*command, "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -878,7 +895,7 @@ def test_serve_over_https_and_warn_about_plain_http_on_public_addresses(stimulus
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert f"participant page: https://127.0.0.1:{port}/" in out
-    port = _free_port()
+    port = free_port()
     plain = subprocess.Popen([*command, "--port", str(port), "--host", "0.0.0.0"], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:

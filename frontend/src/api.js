@@ -69,5 +69,6 @@ export const api = {
   start: (platformIds, resume) => request("POST", "/api/sessions", { platform_ids: platformIds, resume }),
   event: (sid, event, extra = {}) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/events`, { event, ...extra }),
   respond: (sid, answer) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/responses`, answer),
+  withdraw: (sid) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/return`, {}),
   complete: (sid, body) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/complete`, body),
 };

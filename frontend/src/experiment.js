@@ -12,7 +12,7 @@ import Preload from "@jspsych/plugin-preload";
 import SurveyHtmlForm from "@jspsych/plugin-survey-html-form";
 
 import { api, ApiError } from "./api.js";
-import { completionHtml, DEFAULT_TEXTS, escapeHtml, previewHtml, showMessage } from "./pages.js";
+import { completionHtml, DEFAULT_TEXTS, escapeHtml, mturkSubmitUrl, previewHtml, showMessage } from "./pages.js";
 import OcclusionTrial from "./plugin-occlusion-trial.js";
 import "./app.css";
 
@@ -74,6 +74,7 @@ function stop(err, texts) {
     session_expired: texts.expired,
     missing_worker_id: texts.missing_worker_id,
     session_elsewhere: texts.session_elsewhere,
+    session_returned: texts.returned,
   };
   let html = refusals[err?.code];
   if (!html) {
@@ -87,8 +88,31 @@ function stop(err, texts) {
 }
 
 function showEnd(code, redirectUrl) {
-  showMessage(completionHtml(code, redirectUrl));
+  document.getElementById("vp-stop").hidden = true;
+  const submitUrl = mturkSubmitUrl(window.location.search);
+  const assignmentId = new URLSearchParams(window.location.search).get("assignmentId");
+  showMessage(completionHtml(code, redirectUrl, submitUrl ? { url: submitUrl, assignmentId } : null));
   if (redirectUrl) setTimeout(() => window.location.assign(redirectUrl), REDIRECT_DELAY_MS);
+}
+
+/** The "Stop the study" button: after a confirmation the session is returned (its task freed at once). */
+function offerStop(sid, texts, jsPsych) {
+  const button = document.getElementById("vp-stop");
+  button.hidden = false;
+  button.onclick = async () => {
+    if (!window.confirm(texts.stop_confirm)) return;
+    button.hidden = true;
+    window.vizprobe.returned = true;
+    try {
+      await api.withdraw(sid);
+    } catch (err) {
+      window.vizprobe.returned = false;
+      return err?.code === "already_completed" ? undefined : stop(err, texts); // finished meanwhile: the end shows
+    }
+    stored.clear();
+    jsPsych.abortExperiment();
+    showMessage(texts.returned);
+  };
 }
 
 /** Every image a still-to-do part of the session shows, for the preload step. */
@@ -299,7 +323,9 @@ async function main() {
   document.getElementById("vp-root").replaceChildren(); // jsPsych adds its own elements; drop "Loading…"
   const jsPsych = initJsPsych({ display_element: "vp-root" });
   window.vizprobe.jsPsych = jsPsych;
+  offerStop(state.session_id, texts, jsPsych);
   await jsPsych.run(buildTimeline(jsPsych, config, state, texts, startedAt));
+  if (window.vizprobe.returned) return showMessage(texts.returned);
   showEnd(state.completion_code, state.redirect_url);
 }
 

@@ -10,7 +10,7 @@ export const DEFAULT_TEXTS = {
        It takes about 10 to 20 minutes. You will look at images and answer with the mouse or the keyboard.</p>
     <p>We store only your answers, response times and the comments you choose to give. We do not store your
        name, IP address or browser details; platform ids are stored only in a keyed, irreversible form.
-       Participation is voluntary and you may stop at any time by closing this page.</p>
+       Participation is voluntary and you may stop at any time with the "Stop the study" button.</p>
     <p>By clicking "I agree" you confirm that you are at least 18 years old and consent to take part.</p>`,
   consent_button: "I agree",
   instructions: [
@@ -50,6 +50,10 @@ export const DEFAULT_TEXTS = {
     <p>You have started this study in another browser or on another device. Please continue there.</p>`,
   preview: `<h1>Preview</h1>
     <p>This is a preview. Accept the HIT to start the study. Below is an example of a trial.</p>`,
+  stop_confirm: "Do you want to stop the study? You cannot continue it later, and no completion code will be shown.",
+  returned: `<h1>You have stopped the study</h1>
+    <p>Thank you for your time. Please also return the study on the platform you came from (on Prolific:
+       "Stop without completing"), so that your place goes to someone else. You may close this page.</p>`,
   expired: `<h1>This session has timed out</h1>
     <p>Your session was inactive for too long and your place was given to someone else. Thank you for your time;
        you may close this page.</p>`,
@@ -69,12 +73,29 @@ export function savingNote(visible, text = "saving…") {
   note.hidden = !visible;
 }
 
-/** The last page: the completion code, and for Prolific a link (we also redirect automatically). */
-export function completionHtml(code, redirectUrl) {
+// MTurk's ExternalQuestion form goes back to one of these sites only (`turkSubmitTo` is a URL parameter:
+// anything else would post the assignment to a stranger).
+const MTURK_SUBMIT_HOSTS = ["https://www.mturk.com", "https://workersandbox.mturk.com"];
+
+/** Where an MTurk assignment is submitted (`turkSubmitTo` + /mturk/externalSubmit), or null when not on MTurk. */
+export function mturkSubmitUrl(search) {
+  const params = new URLSearchParams(search);
+  const base = (params.get("turkSubmitTo") ?? "").replace(/\/+$/, "");
+  return MTURK_SUBMIT_HOSTS.includes(base) && params.get("assignmentId") ? `${base}/mturk/externalSubmit` : null;
+}
+
+/** The last page: the completion code; for Prolific a link (we also redirect automatically); on MTurk the
+ * ExternalQuestion form that submits the assignment. */
+export function completionHtml(code, redirectUrl, mturk = null) {
   const redirect = redirectUrl
     ? `<p>You will be taken back to Prolific in a few seconds.
          If nothing happens, <a id="vp-redirect" href="${escapeHtml(redirectUrl)}">click here</a>.</p>`
-    : "<p>Please copy this code into the platform to confirm that you completed the study.</p>";
+    : mturk
+      ? `<form class="vp-mturk-submit" method="POST" action="${escapeHtml(mturk.url)}">
+           <input type="hidden" name="assignmentId" value="${escapeHtml(mturk.assignmentId)}">
+           <input type="hidden" name="completion_code" value="${escapeHtml(code)}">
+           <p>Please submit the HIT: <button id="vp-mturk-submit" type="submit">Submit HIT</button></p></form>`
+      : "<p>Please copy this code into the platform to confirm that you completed the study.</p>";
   return `<h1>Thank you!</h1>
     <p>Your answers have been saved. Your completion code is:</p>
     <p class="vp-code" id="vp-completion-code">${escapeHtml(code)}</p>

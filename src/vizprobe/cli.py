@@ -244,7 +244,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.texts:
         options["texts"] = load_texts(args.texts)
     settings = dataclasses.replace(get_protocol(args.protocol).experiment, **options)
-    serve(args.stimuli, args.db, settings, host=args.host, port=args.port, admin_token=args.admin_token,
+    serve(args.stimuli, args.db, settings, host=args.host, port=args.port, admin_token_file=args.admin_token_file,
           secret_file=args.secret_file, debug=args.debug, ssl_certfile=args.ssl_certfile,
           ssl_keyfile=args.ssl_keyfile, change_settings=args.change_settings)  # fmt: skip
     return 0
@@ -264,7 +264,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     decisions = decide(args.db, args.submissions, args.platform, args.secret_file)
     write_decisions(decisions, args.out)
     counts = decisions["decision"].value_counts()
-    summary = ", ".join(f"{counts.get(d, 0)} {d}" for d in ("approve", "reject", "unknown"))
+    summary = ", ".join(f"{counts.get(d, 0)} {d}" for d in ("approve", "reject", "returned", "unknown"))
     print(f"{len(decisions)} submissions: {summary} -> {args.out}")
     return 0
 
@@ -461,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--practice-attempts", f"{serve}.practice_attempts", "practice rounds allowed", type=int)
     p.add_argument("--expert", action="store_true", help="mark sessions as expert")
     p.add_argument("--texts", default=None, help="JSON file of page texts to replace (keys: see docs)")
-    p.add_argument("--admin-token", default=None, help="default: generated and printed at start")
+    p.add_argument("--admin-token-file", default=None,
+                   help="file holding the admin token (default: beside the secret file; made and shown once on the "
+                        "first start); $VIZPROBE_ADMIN_TOKEN overrides it")  # fmt: skip
     p.add_argument("--task-timeout", type=float, default=None,
                    help=f"minutes of silence before a task is reassigned (default "
                         f"{default_of(f'{serve}.task_timeout_s') / 60:g})")  # fmt: skip

@@ -17,7 +17,7 @@ from .files import atomic_write_text
 from .stimuli.manifest import CONDITIONS
 
 EXPERTISE = ("lay", "expert", "machine")
-SESSION_STATUSES = ("running", "completed", "expired", "failed_criteria")
+SESSION_STATUSES = ("running", "completed", "expired", "returned", "failed_criteria")
 FINISHED_STATUSES = ("completed", "failed_criteria")  # sessions whose participant answered every trial
 
 

@@ -146,7 +146,7 @@ def finished_sessions(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]
     status = frame["session_status"]
     unfinished = status.notna() & ~status.isin(FINISHED_STATUSES)
     left = frame.loc[unfinished, ["condition", "participant_id", "session_status"]].drop_duplicates()
-    return frame[~unfinished], {str(k): int(v) for k, v in left["session_status"].value_counts().items()}
+    return frame[~unfinished], {str(k): int(v) for k, v in sorted(left["session_status"].value_counts().items())}
 
 
 def compute(

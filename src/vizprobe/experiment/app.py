@@ -7,16 +7,13 @@ One router per area (pages, participant API, admin); handlers get the running `E
 from __future__ import annotations
 
 import hmac
-import html
 import re
-import secrets
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,11 +37,13 @@ from .schemas import (
     SessionIn,
     SessionState,
 )
-from .secret import default_secret_file
+from .secret import admin_token as load_admin_token
+from .secret import default_admin_token_file, default_secret_file
 from .service import ApiError, Experiment
 from .settings import Settings
 
 STATIC_DIR = Path(__file__).with_name("static")
+ADMIN_DIR = Path(__file__).with_name("admin")
 ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 409, 413, 422, 500, 503)}
 SESSION_COOKIE = "vizprobe_session"
 NO_STORE = {"Cache-Control": "no-store"}  # admin pages and the export hold study data: never cached
@@ -56,6 +55,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     admin_token: str | None = None,
+    admin_token_file: str | Path | None = None,
     secret_file: str | Path | None = None,
     static_dir: str | Path | None = None,
     debug: bool = False,
@@ -65,7 +65,8 @@ def create_app(
     """Build the app for one stimulus package and database (created on first start; the manifest is stored in it).
 
     `settings` (or the same fields as keyword `options`, None meaning the default) are checked against the
-    package before anything is opened.
+    package before anything is opened. The admin token is `admin_token`, else $VIZPROBE_ADMIN_TOKEN, else the
+    contents of `admin_token_file` (default beside the secret; made on first start).
     """
     stimuli_dir = Path(stimuli_dir)
     manifest = Manifest.load(stimuli_dir)
@@ -75,7 +76,9 @@ def create_app(
     experiment = Experiment(db, manifest, settings, secret_file, change_settings=change_settings)
     app = FastAPI(title="vizprobe experiment", version="1", docs_url="/docs", redoc_url=None)
     app.state.experiment, app.state.db = experiment, db
-    app.state.admin_token = admin_token or secrets.token_urlsafe(16)
+    token_file = Path(admin_token_file or default_admin_token_file(secret_file))
+    token, created = (admin_token, False) if admin_token else load_admin_token(token_file)
+    app.state.admin_token, app.state.admin_token_file, app.state.admin_token_created = token, token_file, created
     app.state.stimuli_dir, app.state.static_dir = stimuli_dir.resolve(), Path(static_dir or STATIC_DIR)
     _add_error_handlers(app)
     app.add_middleware(Guard, platform=settings.platform, debug=debug)
@@ -175,17 +178,22 @@ def respond(sid: str, body: ResponseIn, study: Study) -> dict:
     return study.respond(sid, body)
 
 
+@api.post("/sessions/{sid}/return", response_model=OkOut)
+def withdraw(sid: str, study: Study) -> dict:
+    return study.withdraw(sid)
+
+
 @api.post("/sessions/{sid}/complete", response_model=CompleteOut)
 def complete(sid: str, body: CompleteIn, study: Study) -> dict:
     return study.complete(sid, body)
 
 
-# --- admin: progress and export behind the admin token (Bearer header or ?token=) -------------------------------
+# --- admin: progress and export behind the admin token (an `Authorization: Bearer` header, never a URL) --------
 def admin_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
-    given = header[7:] if header.lower().startswith("bearer ") else request.query_params.get("token", "")
+    given = header[7:] if header.lower().startswith("bearer ") else ""
     if not hmac.compare_digest(given.encode(), request.app.state.admin_token.encode()):
-        raise ApiError(401, "unauthorized", "admin routes need the admin token (printed by `vizprobe serve`)")
+        raise ApiError(401, "unauthorized", "admin routes need the admin token as an `Authorization: Bearer` header")
     return given
 
 
@@ -208,22 +216,11 @@ def export_csv(_: AdminToken, study: Study) -> Response:
 
 
 @admin.get("/admin", include_in_schema=False)
-def admin_page(token: AdminToken, study: Study) -> HTMLResponse:
-    return HTMLResponse(admin_html(study.progress(), token), headers=NO_STORE)
+def admin_page() -> FileResponse:
+    """The page holds no data: it asks for the token and fetches progress and export with it."""
+    return FileResponse(ADMIN_DIR / "admin.html", headers=NO_STORE)
 
 
-def admin_html(progress: dict, token: str) -> str:
-    """A plain server-rendered page: one row per condition, and the export link."""
-    columns = ("tasks", "completed", "running", "free", "participants", "failed", "expired")
-    head = "<tr><th>condition</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
-    rows = "".join(
-        f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td>{v[k]}</td>" for k in columns) + "</tr>"
-        for c, v in sorted(progress["conditions"].items())
-    )
-    link = html.escape(f"/api/admin/export.csv?token={quote(token)}")
-    return (
-        "<!doctype html><meta charset=utf-8><title>vizprobe admin</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em 1em;border-bottom:1px solid #ccc}</style>"
-        f"<h1>Experiment progress</h1><table>{head}{rows}</table>"
-        f'<p>{progress["responses"]} responses stored. <a href="{link}">Download responses.csv</a></p>'
-    )
+@admin.get("/admin.js", include_in_schema=False)
+def admin_script() -> FileResponse:
+    return FileResponse(ADMIN_DIR / "admin.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})

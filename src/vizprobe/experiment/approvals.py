@@ -4,7 +4,8 @@ vizprobe stores worker ids only as HMACs, so it cannot list who took part; but g
 submissions (worker ids in clear, from the researcher's platform account) it can key each id with the study's
 secret and find the session. Decisions: `approve` (finished: every trial answered; participants who failed the
 exclusion criteria are paid too, as platforms require, and are only left out of the analysis), `reject` with a
-reason (the session never finished), `unknown` (no session with this id: check the submission by hand).
+reason (the session never finished), `returned` (the participant stopped with the page's
+stop button: ask them to return the submission), `unknown` (no session with this id: check the submission by hand).
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def _decision(p: ParticipantSession | None, answered: dict, manifest) -> tuple[s
     if p.status == SessionStatus.FAILED:
         return "approve", "finished; failed the exclusion criteria (not analysed, task posted again)", status
     done = answered.get(p.id, 0)
+    if p.status == SessionStatus.RETURNED:
+        ask = "ask the participant to return the submission on the platform (no completion code was shown)"
+        return "returned", f"stopped with the page's stop button after {done} of {total} trials: {ask}", status
     why = "timed out" if p.status == SessionStatus.EXPIRED else "still running"
     return "reject", f"did not finish: {done} of {total} trials answered, {why}, no completion code shown", status
 

@@ -38,13 +38,17 @@ class TaskState:
 
 
 class SessionStatus:
-    """`ParticipantSession.status`: active, completed, expired (its task was handed to someone else), or failed
+    """`ParticipantSession.status`: active, completed, expired (silent too long: its task was handed to someone
+    else), returned (the participant stopped with the page's "stop" button: the task is free at once), or failed
     (completed, but the exclusion criteria failed and the task was posted again)."""
 
-    ACTIVE, COMPLETED, EXPIRED, FAILED = "active", "completed", "expired", "failed"
+    ACTIVE, COMPLETED, EXPIRED, RETURNED, FAILED = "active", "completed", "expired", "returned", "failed"
     FINISHED = (COMPLETED, FAILED)
+    CLOSED = (EXPIRED, RETURNED)  # left unfinished; no more answers are taken
     # As the export writes them (`session_status` column of the responses format).
-    EXPORTED = {ACTIVE: "running", COMPLETED: "completed", EXPIRED: "expired", FAILED: "failed_criteria"}
+    EXPORTED = {
+        ACTIVE: "running", COMPLETED: "completed", EXPIRED: "expired", RETURNED: "returned", FAILED: "failed_criteria"
+    }  # fmt: skip
 
 
 def utcnow() -> datetime:

@@ -177,6 +177,7 @@ class ConditionProgress(BaseModel):
     participants: int
     failed: int
     expired: int = Field(description="sessions that timed out (their task went to someone else)")
+    returned: int = Field(description="sessions their participant stopped (their task went back to the pool)")
 
 
 class ProgressOut(BaseModel):

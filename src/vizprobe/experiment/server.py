@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 import uvicorn
 
 from vizprobe.errors import VizprobeError
 
 from .app import create_app
+from .secret import ADMIN_TOKEN_ENV
 from .settings import PLATFORMS, Settings
 
 
@@ -38,10 +39,21 @@ def serve(
     platform = app.state.experiment.settings.platform
     print(f"database: {app.state.db.url_for_people}")
     print(f"participant page: {base}/{PLATFORMS[platform]}")
-    print(f"admin page: {base}/admin?token={quote(app.state.admin_token)}")
+    print(f"admin page: {base}/admin")
+    print(_admin_token_line(app), flush=True)
     print(f"completion code: {app.state.experiment.completion_code}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
                 ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)  # fmt: skip
+
+
+def _admin_token_line(app) -> str:
+    """A new token is shown once; after that only where it is kept."""
+    state = app.state
+    if state.admin_token_created:
+        return f"admin token (shown only now; kept in {state.admin_token_file}, mode 0600): {state.admin_token}"
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        return f"admin token: from ${ADMIN_TOKEN_ENV}"
+    return f"admin token: in {state.admin_token_file}"
 
 
 def _loopback(host: str) -> bool:

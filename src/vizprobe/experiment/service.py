@@ -68,6 +68,8 @@ class Experiment:
             raise ApiError(404, "unknown_session", "no such session; reload the page to start again")
         if participant.status == SessionStatus.EXPIRED:
             raise ApiError(409, "session_expired", "this session timed out and its task went to someone else")
+        if participant.status == SessionStatus.RETURNED:
+            raise ApiError(409, "session_returned", "this session was stopped by its participant")
         return participant
 
     def _answered(self, s: Session, sid: str) -> set[int]:
@@ -170,6 +172,8 @@ class Experiment:
                 if p is not None and (worker_hmac is None or p.worker_hmac in (None, worker_hmac)):
                     if p.status == SessionStatus.EXPIRED:
                         raise ApiError(403, "session_expired", "this session timed out; thank you for your interest")
+                    if p.status == SessionStatus.RETURNED:
+                        raise ApiError(403, "session_returned", "you stopped this study; thank you for your time")
                     p.last_active_at = now
                     return self.state(s, p)
             if worker_hmac is not None:
@@ -287,6 +291,24 @@ class Experiment:
                     task.state, task.completed_at = TaskState.COMPLETED, now
             return {"completion_code": p.completion_code, "redirect_url": self._redirect(p.completion_code)}
 
+    def withdraw(self, sid: str) -> dict:
+        """The participant stops (the page's "stop" button): status `returned`, the task free for someone else at
+        once; the answers given so far stay stored (exported, left out of `analyze`). Repeating it is harmless."""
+        with self.db.tx() as s:
+            try:
+                p = self._session(s, sid)
+            except ApiError as refused:
+                if refused.error == "session_returned":
+                    return {"ok": True}
+                raise
+            if p.status in SessionStatus.FINISHED:
+                raise ApiError(409, "already_completed", "this session is complete; there is nothing to stop")
+            p.status, p.last_active_at = SessionStatus.RETURNED, utcnow()
+            task = s.get(Task, p.task_id)
+            if task.state == TaskState.RUNNING and task.session_id == sid:
+                task.state, task.session_id, task.started_at = TaskState.FREE, None, None
+        return {"ok": True}
+
     def _fails_exclusion(self, s: Session, p: ParticipantSession) -> bool:
         """Whether the finished session fails the exclusion criteria, judged by the analysis's own code."""
         from vizprobe.analysis.exclusion import apply_exclusion
@@ -304,7 +326,7 @@ class Experiment:
                 select(Task.condition, Task.state, func.count()).group_by(Task.condition, Task.state)
             ):
                 row = out.setdefault(condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "participants": 0,
-                                                 "failed": 0, "expired": 0})  # fmt: skip
+                                                 "failed": 0, "expired": 0, "returned": 0})  # fmt: skip
                 row["tasks"] += n
                 row[state] += n
             for condition, n in s.execute(
@@ -315,7 +337,7 @@ class Experiment:
                 ParticipantSession.condition, ParticipantSession.status
             )
             for condition, status, n in s.execute(by_status):
-                if status in (SessionStatus.FAILED, SessionStatus.EXPIRED):
+                if status in (SessionStatus.FAILED, *SessionStatus.CLOSED):
                     out[condition][status] = n
             responses = s.scalar(select(func.count()).select_from(Response))
             study = s.get(Study, 1)
