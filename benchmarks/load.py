@@ -53,16 +53,19 @@ def build_package(out: Path, tasks_per_condition: int) -> Path:
     from vizprobe.models import load_model
     from vizprobe.scan import scan
     from vizprobe.stimuli import BuildSettings, build_stimuli
+    from vizprobe.stimuli.build import protocol_units
     from vizprobe.synthesis import preset, render_units
     from vizprobe.synthesis.store import save_visualizations
 
     images = Path(os.environ.get("VIZPROBE_IMAGES", DEFAULT_IMAGES))
     model = load_model("efficientnet-lite0", device="cpu")
     result, _ = scan(model, images, ["_blocks.5", "block8", "_blocks.12"], out / "scan", progress=False)
-    rendering = render_units(model, UNITS, preset("quick", per_unit=9, steps=6, size=64), progress=False)
-    save_visualizations(rendering, out / "vis", model)
     settings = BuildSettings(image_sets=2, tasks_per_condition=tasks_per_condition, stride=16)
-    build_stimuli(result, UNITS, out / "pkg", out / "vis", settings, model=model, progress=False)
+    protocol = protocol_units(result, UNITS, settings, model=model)
+    units = [*UNITS, *(str(c.unit) for c in protocol.catch + protocol.practice)]
+    rendering = render_units(model, units, preset("quick", per_unit=9, steps=6, size=64), progress=False)
+    save_visualizations(rendering, out / "vis", model)
+    build_stimuli(result, UNITS, out / "pkg", out / "vis", settings, model=model, progress=False, protocol=protocol)
     return out / "pkg"
 
 
@@ -258,7 +261,10 @@ def main() -> None:
     global THINK_S
     THINK_S = args.think_ms / 1000
     workdir = Path(tempfile.mkdtemp(prefix="vizprobe-load-"))
-    stimuli = args.stimuli or build_package(workdir, math.ceil(args.participants / 5))
+    stimuli = args.stimuli
+    if stimuli is None:
+        stimuli = build_package(workdir, math.ceil(args.participants / 5))
+        print(f"built {stimuli} (pass it as --stimuli next time)", flush=True)
     manifest = json.loads((stimuli / "manifest.json").read_text())
     n_tasks = len(manifest["tasks"])
     per_participant = len(manifest.get("practice_trial_ids", [])) + len(manifest["tasks"][0]["trial_ids"])

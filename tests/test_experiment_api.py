@@ -809,6 +809,20 @@ def test_a_damaged_database_is_refused_at_start(stimulus_package, tmp_path):
         create_app(stimulus_package, str(db), **options)
 
 
+def test_a_database_with_another_schema_is_refused_at_start(make_client, stimulus_package, db_url, tmp_path):
+    """A table of the study altered (a column gone: another program's database, or a hand edit) stops the server
+    at start in one line, on SQLite and PostgreSQL, instead of failing at the first answer."""
+    client = make_client(platform="prolific")
+    client.app.state.db.dispose()
+    engine = create_engine(client.app.state.db.url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE responses DROP COLUMN confidence"))
+    engine.dispose()
+    options = {"admin_token": TOKEN, "static_dir": tmp_path / "static", "secret_file": tmp_path / "secret"}
+    with pytest.raises(VizprobeError, match=r"table 'responses' without the column\(s\) confidence"):
+        create_app(stimulus_package, db_url, platform="prolific", **options)
+
+
 def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp_path, capsys):
     """`vizprobe approvals` matches the platform's worker ids to sessions through the HMAC: a careful finisher
     and a finisher who failed the criteria are approved (platforms require paying both), an unfinished session

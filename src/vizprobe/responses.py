@@ -54,7 +54,7 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "session_status",
         "str",
-        "the server's session state: running | completed | expired | failed_criteria "
+        "the server's session state: running | completed | expired | returned | failed_criteria "
         "(completed, but failed the exclusion criteria and its task was posted again)",
         choices=SESSION_STATUSES,
     ),  # fmt: skip

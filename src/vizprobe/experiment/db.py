@@ -201,6 +201,7 @@ class Database:
             if create:
                 Base.metadata.create_all(self.engine)
                 self._add_missing_columns()
+                self._check_schema()
             elif not inspect(self.engine).has_table("study"):
                 raise VizprobeError(f"{self.url_for_people} holds no vizprobe experiment; check --db")
             if new_file and self.path.exists():
@@ -231,6 +232,19 @@ class Database:
         if "secret_fingerprint" not in present:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("ALTER TABLE study ADD COLUMN secret_fingerprint VARCHAR(64)")
+
+    def _check_schema(self) -> None:
+        """Every table has the columns this version reads (a database of another program, or one altered by
+        hand, is refused at start instead of failing at the first answer)."""
+        inspector = inspect(self.engine)
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = sorted(c.name for c in table.columns if c.name not in present)
+            if missing:
+                raise VizprobeError(
+                    f"the database {self.url_for_people} has a table {table.name!r} without the column(s) "
+                    f"{', '.join(missing)}: it is not a vizprobe experiment database of this version; check --db"
+                )
 
     @property
     def url_for_people(self) -> str:
