@@ -205,7 +205,8 @@ async def participant(client: httpx.AsyncClient, number: int, stats: Stats, rng:
     sid, task = state["session_id"], state["task_id"]
     await call(client, stats, "POST", f"/api/sessions/{sid}/events", {"event": "consent"})
     await call(client, stats, "POST", f"/api/sessions/{sid}/events", {"event": "instructions", "duration_s": 30.0})
-    for attempt in range(1, 6):
+    rounds = (await call(client, stats, "GET", "/api/config"))["practice_attempts"]
+    for attempt in range(1, rounds + 1):  # until a perfect round, or all rounds used (then main trials may start)
         perfect = True
         for trial in state["practice"]:
             choice = trial["correct"] if rng.random() < 0.9 else 1 - trial["correct"]

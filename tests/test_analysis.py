@@ -347,9 +347,9 @@ def test_only_required_columns_still_gives_a_report(tmp_path: Path):
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [("correct", "maybe", "row 4, column 'correct'"), ("participant_id", "", "row 4, column 'participant_id'"),
-     ("confidence", "7", "row 4, column 'confidence'"), ("rt_ms", "fast", "row 4, column 'rt_ms'")],
+     ("condition", "natural images!", "row 4, column 'condition'")],
 )  # fmt: skip
-def test_malformed_values_name_row_and_column(tmp_path: Path, capsys, column, value, message):
+def test_malformed_required_values_name_row_and_column(tmp_path: Path, capsys, column, value, message):
     study = _study().astype(object)
     study.loc[2, column] = value
     study.to_csv(tmp_path / "bad.csv", index=False)
@@ -358,6 +358,34 @@ def test_malformed_values_name_row_and_column(tmp_path: Path, capsys, column, va
     assert main(["analyze", "--responses", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_other_studies_messy_files_load_with_their_condition_names(tmp_path: Path, capsys):
+    """As in the ICLR 2021 raw data: condition names of another design, negative response times and a
+    confidence outside 1-3. Only the required columns are strict; the bad optional cells become missing,
+    with a warning, and the report and the CLI count them. Accuracy is unchanged (it reads `correct`)."""
+    from vizprobe.responses import InvalidValuesWarning
+
+    study = _study().astype(object)
+    renamed = {"natural": "Min-Max-9/natural", "none": "Min-Max-9/none", "synthetic": "Min-Max-9/synthetic"}
+    study["condition"] = study["condition"].map(lambda c: renamed.get(c, c))
+    bad_rt = [0, 3, 7]
+    study.loc[bad_rt, "rt_ms"] = [-120.0, -5.0, "n/a"]
+    study.loc[4, "confidence"] = 9
+    study.to_csv(tmp_path / "iclr.csv", index=False)
+    with pytest.warns(InvalidValuesWarning, match=r"3 invalid value\(s\) in the optional column 'rt_ms'"):
+        results = analyze(tmp_path / "iclr.csv", tmp_path / "r", settings=FAST)
+    assert results["input"]["invalid_values"]["rt_ms"]["count"] == 3
+    assert results["input"]["invalid_values"]["confidence"]["count"] == 1
+    assert "row 2, column 'rt_ms': must be >= 0" in results["input"]["invalid_values"]["rt_ms"]["first"]
+    assert set(results["accuracy"]) == set(study["condition"])
+    clean = analyze(_study(), tmp_path / "clean", settings=FAST)
+    for old, new in renamed.items():
+        assert results["accuracy"][new]["mean"] == pytest.approx(clean["accuracy"][old]["mean"])
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Min-Max-9/natural" in page and "3 invalid value(s) in the optional column <code>rt_ms</code>" in page
+    assert main(["analyze", "--responses", str(tmp_path / "iclr.csv"), "--out", str(tmp_path / "cli")]) == 0
+    assert "treated as missing: 3 invalid value(s) in column 'rt_ms'" in capsys.readouterr().out
 
 
 def test_missing_required_column_and_missing_file(tmp_path: Path):

@@ -293,6 +293,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if ex["incomplete_sessions"]:
         listed = ", ".join(f"{n} {status}" for status, n in ex["incomplete_sessions"].items())
         print(f"left out before exclusion (sessions not finished): {listed}; --include-incomplete keeps them")
+    for name, entry in results["input"]["invalid_values"].items():
+        print(f"treated as missing: {entry['count']} invalid value(s) in column {name!r} (first: {entry['first']})")
     for condition, s in results["accuracy"].items():
         ci = f"[{s['ci_low']:.1%}, {s['ci_high']:.1%}]" if s["ci_low"] is not None else "[n/a]"
         sem = f"{2 * s['sem']:.1%}" if s["sem"] is not None else "n/a"

@@ -2,11 +2,16 @@
 
 One row per answered trial. Written by the experiment server's export, the machine observers and
 `simulate`; read by `analyze`. Only `REQUIRED` columns must be present; unknown extra columns are kept.
+Required columns are strict (a bad cell is an error naming row and column); other studies' raw files are
+messy, so a bad cell of an optional column becomes missing, with a warning and a count
+(`frame.attrs["invalid_values"]`) that the report shows.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import pandas as pd
 
 from .errors import VizprobeError
 from .files import atomic_write_text
-from .stimuli.manifest import CONDITIONS
+from .stimuli.manifest import CONDITION_NAME
 
 EXPERTISE = ("lay", "expert", "machine")
 SESSION_STATUSES = ("running", "completed", "expired", "returned", "failed_criteria")
@@ -30,11 +35,17 @@ class Column:
     doc: str
     choices: tuple | None = None
     low: float | None = None
+    pattern: str | None = None
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("participant_id", "str", "anonymous participant (or machine observer) id"),
-    Column("condition", "str", "reference condition of the participant's task", choices=CONDITIONS),
+    Column(
+        "condition",
+        "str",
+        "reference condition of the participant's task (letters, digits, - _ /)",
+        pattern=CONDITION_NAME,
+    ),  # fmt: skip
     Column("task_id", "str", "task (trial list) the participant was given"),
     Column("trial_id", "str", "trial id from the stimulus manifest"),
     Column("unit", "str", "unit as LAYER:CHANNEL"),
@@ -99,17 +110,25 @@ def _coerce(value, column: Column, row: int):
             raise bad(f"must be >= {column.low:g}")
     if column.choices is not None and out not in column.choices:
         raise bad(f"must be one of {', '.join(map(str, column.choices))}")
+    if column.pattern is not None and not re.fullmatch(column.pattern, out):
+        raise bad(f"must match {column.pattern}")
     return out
 
 
+class InvalidValuesWarning(UserWarning):
+    """Cells of optional responses columns that were invalid and are treated as missing."""
+
+
 def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
-    """Check and type a responses table; missing optional cells become NA, bad cells raise with row and column."""
+    """Check and type a responses table. Missing optional cells become NA; a bad required cell raises with row and
+    column; a bad optional cell becomes NA too, counted per column in `attrs["invalid_values"]` with a warning."""
     missing = [name for name in REQUIRED if name not in frame.columns]
     if missing:
         raise VizprobeError(
             f"responses lack the required column(s) {', '.join(missing)}; the format needs {', '.join(REQUIRED)}"
         )
     out = frame.copy()
+    invalid: dict[str, dict] = dict(frame.attrs.get("invalid_values", {}))
     for name in frame.columns:
         column = _BY_NAME.get(name)
         if column is None:
@@ -121,10 +140,22 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
                 if name in REQUIRED:
                     raise VizprobeError(f"responses row {row}, column {name!r}: missing value; every row needs it")
                 values.append(pd.NA)
-            else:
+                continue
+            try:
                 values.append(_coerce(value, column, row))
+            except VizprobeError as error:
+                if name in REQUIRED:
+                    raise
+                entry = invalid.setdefault(name, {"count": 0, "first": str(error).removesuffix("; fix the file")})
+                entry["count"] += 1
+                values.append(pd.NA)
         dtype = {"str": "string", "int": "Int64", "bool": "Int64", "float": "Float64"}[column.kind]
         out[name] = pd.array(values, dtype=dtype)
+    for name, entry in invalid.items():
+        if name not in frame.attrs.get("invalid_values", {}):
+            warnings.warn(f"{entry['count']} invalid value(s) in the optional column {name!r} are treated as missing "
+                          f"(first: {entry['first']})", InvalidValuesWarning, stacklevel=2)  # fmt: skip
+    out.attrs["invalid_values"] = invalid
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,10 +15,16 @@ from matplotlib.figure import Figure
 
 COLOURS = {"synthetic": "#e6761a", "natural": "#1f77b4", "mixed": "#8c59b0", "blur": "#2ca02c", "none": "#7f7f7f"}
 MACHINE = ["#222222", "#555555", "#888888", "#aaaaaa", "#444444", "#777777", "#999999", "#bbbbbb"]
+# Conditions a study brings itself: a fixed colour per name (the same in every report).
+OTHER = ["#d62728", "#17becf", "#bcbd22", "#e377c2", "#9467bd", "#8c564b", "#ff9896", "#98df8a"]
 
 
-def colour(group: str, machines: Sequence[str]) -> str:
-    return COLOURS.get(group) or MACHINE[list(machines).index(group) % len(MACHINE)]
+def colour(group: str, machines: Sequence[str] = ()) -> str:
+    if group in COLOURS:
+        return COLOURS[group]
+    if group in machines:
+        return MACHINE[list(machines).index(group) % len(MACHINE)]
+    return OTHER[zlib.crc32(group.encode()) % len(OTHER)]
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -119,7 +126,7 @@ def confidence_curve(table: dict[str, dict[str, dict]]) -> Figure:
         mean = np.array([ratings[r]["accuracy"] for r in levels])
         low, high = (np.array([ratings[r][key] for r in levels]) for key in ("ci_low", "ci_high"))
         yerr = np.clip([mean - low, high - mean], 0, None)  # Wilson bounds can miss p = 0 or 1 by rounding
-        ax.errorbar(x, mean, yerr=yerr, marker="o", capsize=3, color=COLOURS.get(group, "black"), label=group)
+        ax.errorbar(x, mean, yerr=yerr, marker="o", capsize=3, color=colour(group), label=group)
     ax.axhline(0.5, color="black", ls=":", lw=1)
     ax.set_xticks([1, 2, 3], ["1 unsure", "2", "3 sure"])
     ax.set_ylim(-0.05, 1.05)
@@ -137,7 +144,7 @@ def response_times(per_participant: pd.DataFrame, order: Sequence[str]) -> Figur
     data = [per_participant.loc[per_participant["group"] == g, "median_rt_s"].to_numpy(float) for g in order]
     boxes = ax.boxplot(data, patch_artist=True, widths=0.6, showfliers=False, medianprops={"color": "black"})
     for patch, group in zip(boxes["boxes"], order, strict=True):
-        patch.set_facecolor(COLOURS.get(group, "lightgrey"))
+        patch.set_facecolor(colour(group))
         patch.set_alpha(0.6)
     rng = np.random.default_rng(0)
     for i, values in enumerate(data, start=1):

@@ -65,6 +65,9 @@ def render_html(results: dict, images: dict[str, str]) -> str:
     parts = [f"<h1>vizprobe report</h1><p class=note>source: {_fmt(results['input'].get('source'))}; "
              f"stimuli: {_fmt(results['input'].get('stimuli'))}; {results['input']['rows']} rows, "
              f"{results['input']['participants']} participants before exclusion.</p>"]  # fmt: skip
+    for name, entry in (results["input"].get("invalid_values") or {}).items():
+        parts.append(f"<p class=note>{entry['count']} invalid value(s) in the optional column <code>{_fmt(name)}"
+                     f"</code> were treated as missing (first: {_fmt(entry['first'])}).</p>")  # fmt: skip
     parts.append("<h2>Exclusion</h2>")
     parts.append(_table(["criterion", "column", "threshold", "participants removed", "skipped because"],
                         [[n, c["column"], c["threshold"], c["excluded"], c["skipped"]]

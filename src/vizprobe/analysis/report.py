@@ -264,6 +264,7 @@ def analyze(
     Sessions the server did not see finished (`session_status` running or expired) are left out unless
     `include_incomplete`; the report says how many and why."""
     frame, source = load_responses(responses)
+    invalid_values = dict(frame.attrs.get("invalid_values", {}))
     manifest = Manifest.load(stimuli) if stimuli is not None else None
     rows = run_baselines(manifest, baselines, settings.seed, saliency_model) if manifest and baselines else None
     frame, left_out = finished_sessions(frame) if not include_incomplete else (frame, {})
@@ -271,6 +272,7 @@ def analyze(
     results["exclusion"]["incomplete_sessions"] = left_out
     results["settings"]["include_incomplete"] = include_incomplete
     results["input"]["source"] = source
+    results["input"]["invalid_values"] = invalid_values
     results["input"]["stimuli"] = str(stimuli) if stimuli is not None else None
     out_dir = Path(out_dir)
     with staged_dir(out_dir, MARKER, "vizprobe report folder") as staging:

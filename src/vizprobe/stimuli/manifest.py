@@ -21,6 +21,8 @@ SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 # The paper's five reference conditions, in the order its figures show them (the one list of them).
 CONDITIONS = ("synthetic", "natural", "mixed", "blur", "none")
+# Any condition name a responses file may carry (other studies' designs, e.g. "Min-Max-9/natural", load as they are).
+CONDITION_NAME = r"[A-Za-z0-9_/-]{1,100}"
 TRIAL_KINDS = ("main", "catch", "practice")
 
 
