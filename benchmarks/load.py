@@ -120,12 +120,12 @@ class Server:
 class Postgres:
     """A throwaway PostgreSQL cluster (run as user `postgres` when we are root: it refuses root)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self) -> None:
         binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
         if not binaries:
             raise SystemExit("--db postgres needs the PostgreSQL server binaries: apt-get install postgresql")
-        self.bindir, self.home = Path(binaries[-1]).parent, workdir / "pg"
-        self.home.mkdir()
+        # Its own temp dir: the user postgres cannot enter the benchmark's (mode 0700, owned by us).
+        self.bindir, self.home = Path(binaries[-1]).parent, Path(tempfile.mkdtemp(prefix="vizprobe-load-pg-"))
         if os.geteuid() == 0:
             shutil.chown(self.home, "postgres", "postgres")
         with socket.socket() as s:
@@ -149,29 +149,35 @@ class Postgres:
         return time.perf_counter() - t0
 
     def kill(self) -> None:
-        """SIGKILL the postmaster and all its backends at once (a crash: the restart runs WAL recovery)."""
-        postmaster = int((self.home / "data" / "postmaster.pid").read_text().split()[0])
-        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
-        pids = [postmaster, *map(int, children)]
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL the postmaster and all its backends at once (a crash: the restart runs WAL recovery).
+
+        pg_ctl starts the postmaster in its own process group, so the group is the whole server. A container's
+        init may never reap the dead, and PostgreSQL would take a zombie postmaster for a live one: its stale
+        lock files (postmaster.pid, the socket's .lock) are removed, as after a real crash of the machine."""
+        pid_file = self.home / "data" / "postmaster.pid"
+        group = int(pid_file.read_text().split()[0])
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in pids):
+        while _group_alive(group):
             if time.monotonic() > deadline:
                 raise SystemExit("PostgreSQL processes survived SIGKILL")
             time.sleep(0.05)
+        for stale in [pid_file, *self.home.glob(".s.PGSQL.*.lock")]:
+            stale.unlink(missing_ok=True)
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", f"{self.home}/data", "-m", "immediate", "stop")
 
 
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (a container's init may never reap the killed processes)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
+def _group_alive(group: int) -> bool:
+    """Whether any process of the process group runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+    return False
 
 
 THINK_S = 0.0  # mean pause before each request (a participant looking at the trial); set by --think-ms
@@ -271,7 +277,7 @@ def main() -> None:
     per_participant = len(manifest.get("practice_trial_ids", [])) + len(manifest["tasks"][0]["trial_ids"])
     if n_tasks < args.participants:
         raise SystemExit(f"{stimuli} has {n_tasks} tasks; build one with --tasks-per-condition >= participants/5")
-    postgres = Postgres(workdir) if args.db == "postgres" else None
+    postgres = Postgres() if args.db == "postgres" else None
     if args.kill == "db" and postgres is None:
         raise SystemExit("--kill db needs --db postgres (SQLite lives in the app process: use --kill app)")
     db = postgres.url if postgres else str(workdir / "load.db") if args.db == "sqlite" else args.db

@@ -203,7 +203,11 @@ def db_url(request, tmp_path: Path) -> str:
     """A fresh, empty database: a SQLite file, or a new database on the PostgreSQL test server."""
     if request.param == "sqlite":
         return str(tmp_path / "experiment.db")
-    base = request.getfixturevalue("postgres_server")
+    return new_postgres_database(request.getfixturevalue("postgres_server"))
+
+
+def new_postgres_database(base: str) -> str:
+    """Create an empty database on the test server; its URL."""
     name = f"t{time.monotonic_ns()}"
     engine = create_engine(base.replace("postgresql://", "postgresql+psycopg://") + "/postgres")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

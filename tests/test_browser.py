@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, need_service
+from conftest import free_port, need_service, new_postgres_database
 from sqlalchemy import select
 
 from vizprobe.experiment.app import STATIC_DIR
@@ -445,10 +445,11 @@ http {{
     return config
 
 
-def test_a_study_behind_nginx_with_https(serve, browser, tmp_path, monkeypatch):
-    """The deployment recipe works as documented: behind nginx with HTTPS, a participant in Chromium gets the
-    page and its images, passes consent and instructions and answers a trial; the session cookie is Secure (the
-    app sees https through X-Forwarded-Proto); the security headers and the JSON errors pass through."""
+def test_a_study_behind_nginx_with_https(serve, browser, postgres_server, tmp_path, monkeypatch):
+    """The deployment recipe works as documented: behind nginx with HTTPS, on PostgreSQL, a participant in
+    Chromium gets the page and its images, passes consent and instructions and answers a trial; the session
+    cookie is Secure (the app sees https through X-Forwarded-Proto); the security headers and the JSON errors
+    pass through."""
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     need_service(Path(nginx).is_file(), "nginx absent: apt-get install nginx-light")
     need_service(shutil.which("openssl") is not None, "openssl absent: apt-get install openssl")
@@ -457,7 +458,9 @@ def test_a_study_behind_nginx_with_https(serve, browser, tmp_path, monkeypatch):
     subprocess.run([*request, "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)  # fmt: skip
     monkeypatch.setenv("VIZPROBE_ADMIN_TOKEN", "n" * 20)
-    app_base, _ = serve("--platform", "prolific", "--practice", "1")
+    database = new_postgres_database(postgres_server)
+    app_base, _ = serve("--platform", "prolific", "--practice", "1", "--db", database,
+                        "--secret-file", str(tmp_path / "study.key"))  # fmt: skip
     port = free_port()
     config = _nginx_config(tmp_path, port, int(app_base.rsplit(":", 1)[1]), cert, key)
     proc = subprocess.Popen([nginx, "-c", str(config), "-p", str(tmp_path), "-e", str(tmp_path / "nginx-error.log")],
@@ -492,6 +495,8 @@ def test_a_study_behind_nginx_with_https(serve, browser, tmp_path, monkeypatch):
         admin = {"Authorization": f"Bearer {'n' * 20}"}
         progress = httpx.get(f"{base}/api/admin/progress", headers=admin, verify=trust).json()
         assert progress["responses"] == 1
+        stored = export_frame(database)
+        assert len(stored) == 1 and stored["is_practice"].tolist() == [1]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -335,3 +335,85 @@ def test_the_papers_schedule_and_reference_draws(package, photo_scan, lite0):
             assert np.array_equal(pixels(package / trial["base_image"]), crop)
     orders = {tuple(t["references"]["synthetic"]) for t in manifest["trials"] if t["kind"] == "main"}
     assert len(orders) > 1
+
+
+def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol, photo_files, tmp_path):
+    """`mine=images:DIR` shows the user's own images (first 9 per unit in name order; fewer allowed), and
+    `second=visualizations:DIR` another visualizations dir; the manifest records each file's sha256, tasks exist
+    for each, an observer answers them and `analyze` reports them by name. A unit without its folder is a
+    one-line error and nothing is written."""
+    import hashlib
+    import shutil
+
+    from vizprobe.analysis import analyze
+    from vizprobe.observers.answer import answer_package
+
+    scan, _ = photo_scan
+    every = [*CANONICAL, *(str(c.unit) for c in protocol.catch + protocol.practice)]
+    mine = tmp_path / "mine"
+    expected = {}
+    for k, unit in enumerate(every):
+        folder = mine / unit.replace(":", "_")
+        folder.mkdir(parents=True)
+        chosen = photo_files[k * 4 : k * 4 + 4]  # 4 per unit: fewer than 9 is allowed
+        for j, photo in enumerate(reversed(chosen)):
+            shutil.copy(photo, folder / f"{j:02d}_{photo.name}")
+        expected[unit] = sorted(folder.iterdir())
+    settings = BuildSettings(**{**SETTINGS.__dict__, "conditions": (
+        "natural", "none", f"mine=images:{mine}", f"Min-Max-9/second=visualizations:{visualizations}")})  # fmt: skip
+    out = tmp_path / "pkg"
+    manifest = build_stimuli(scan, UNITS, out, visualizations, settings, model=lite0, protocol=protocol,
+                             progress=False)  # fmt: skip
+    assert set(manifest.conditions) == {"natural", "none", "mine", "Min-Max-9/second"}
+    raw = json.loads((out / "manifest.json").read_text())
+    sources = raw["condition_sources"]
+    assert sources["mine"]["kind"] == "images" and sources["Min-Max-9/second"]["kind"] == "visualizations"
+    for files in expected.values():
+        for path in files:
+            key = str(path.relative_to(mine))
+            assert sources["mine"]["files"][key] == hashlib.sha256(path.read_bytes()).hexdigest()
+    for trial in raw["trials"]:
+        if trial["trial_id"].startswith("catch-none-"):
+            assert set(trial["references"]) == {"none"}  # the `none` variant of a catch trial
+            continue
+        shown = trial["references"]["mine"]
+        sources_of_unit = expected[trial["unit"]]
+        assert len(shown) == len(sources_of_unit) == 4
+        size = raw["image_size"]
+        want = {np.asarray(Image.open(p).convert("RGB").resize((size, size))).tobytes() for p in sources_of_unit}
+        assert {np.asarray(Image.open(out / r)).tobytes() for r in shown} == want
+        assert len(trial["references"]["Min-Max-9/second"]) == 9
+    names = Counter(t["condition"] for t in raw["tasks"])
+    assert names == {c: SETTINGS.tasks_per_condition for c in ("natural", "none", "mine", "Min-Max-9/second")}
+    # The server hands the user's images to a participant of that condition (the second to arrive: conditions
+    # fill in order of fewest tasks taken, ties by name, and "Min-Max-9/second" sorts before "mine").
+    from fastapi.testclient import TestClient
+
+    from vizprobe.experiment.app import create_app
+
+    app = create_app(out, str(tmp_path / "study.db"), admin_token="t" * 20, static_dir=tmp_path / "static")
+    client = TestClient(app)
+    first = client.post("/api/sessions", json={"platform_ids": {}}).json()
+    client.cookies.clear()  # another participant (the cookie would reopen the first session)
+    second = client.post("/api/sessions", json={"platform_ids": {}}).json()
+    assert (first["condition"], second["condition"]) == ("Min-Max-9/second", "mine")
+    by_id = {t["trial_id"]: t for t in raw["trials"]}
+    for view in second["trials"]:
+        shown = by_id[view["trial_id"]]["references"]["mine"]
+        assert view["references"] == ["/stimuli/" + r for r in shown]
+        assert client.get(view["references"][0]).content == (out / shown[0]).read_bytes()
+    app.state.db.dispose()
+    responses = answer_package(out, "similarity")
+    assert set(responses["condition"]) == {"natural", "none", "mine", "Min-Max-9/second"}
+    results = analyze(responses, tmp_path / "report", baselines=[])
+    assert "Min-Max-9/second" in (tmp_path / "report" / "report.html").read_text()
+    assert set(results["observers"]) or set(results["accuracy"])
+
+    shutil.rmtree(mine / every[-1].replace(":", "_"))
+    with pytest.raises(VizprobeError, match=rf"condition mine: unit {every[-1]} has no folder"):
+        build_stimuli(scan, UNITS, tmp_path / "broken", visualizations, settings, model=lite0, protocol=protocol,
+                      progress=False)  # fmt: skip
+    assert not (tmp_path / "broken").exists()
+    with pytest.raises(VizprobeError, match="unknown condition 'natrual'"):
+        build_stimuli(scan, UNITS, tmp_path / "typo", visualizations,
+                      BuildSettings(**{**SETTINGS.__dict__, "conditions": ("natrual",)}), model=lite0)  # fmt: skip

@@ -428,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--visualizations", default=None, help="visualizations dir (for synthetic and mixed)")
     p.add_argument("--units", default=None, help="comma-separated LAYER:CHANNEL")
     p.add_argument("--sample-units", type=int, default=None, help="or: sample N units from the scanned layers")
-    _setting(p, "--conditions", f"{build}.conditions", "comma-separated reference conditions")
+    _setting(p, "--conditions", f"{build}.conditions",
+             "comma-separated: natural, synthetic, mixed, blur, none, and your own as NAME=images:DIR (a folder "
+             "per unit, LAYER_CHANNEL) or NAME=visualizations:DIR")  # fmt: skip
     _setting(p, "--tasks-per-condition", f"{build}.tasks_per_condition", "tasks (participants) per condition",
              type=int)  # fmt: skip
     _setting(p, "--image-sets", f"{build}.image_sets", "image sets (queries) per unit", type=int)

@@ -19,7 +19,8 @@ from vizprobe.images import load_rgb, to_pil
 from vizprobe.models import LoadedModel, load_model
 from vizprobe.occlusion import Occluder, grid, occlude, patch_size
 from vizprobe.scan import Exemplar, ScanResult
-from vizprobe.stimuli.manifest import CONDITIONS, MANIFEST, SCHEMA_VERSION, Manifest, dumps, sha256
+from vizprobe.stimuli.conditions import ConditionSpec, parse_conditions, source_record, unit_images
+from vizprobe.stimuli.manifest import MANIFEST, SCHEMA_VERSION, Manifest, dumps, sha256
 from vizprobe.stimuli.protocol import Candidate, ProtocolUnits, occlusion_extremes, pick_protocol_units
 from vizprobe.stimuli.settings import SEARCHES, BuildSettings
 from vizprobe.synthesis.store import load_visualizations, unit_entry
@@ -49,9 +50,7 @@ def _save_photo(staging: Path, rel: str, model: LoadedModel, path: Path) -> str:
 
 def _check_inputs(scan: ScanResult, units: list[Unit], s: BuildSettings) -> None:
     """Refuse settings and inputs that cannot give the package, before any work (`units` are canonical)."""
-    unknown = [c for c in s.conditions if c not in CONDITIONS]
-    if unknown:
-        raise VizprobeError(f"unknown condition {unknown[0]!r}; use some of {', '.join(CONDITIONS)}")
+    parse_conditions(s.conditions)
     if s.search not in SEARCHES:
         raise VizprobeError(f"--search {s.search}: use one of {', '.join(SEARCHES)}")
     if not units:
@@ -141,6 +140,7 @@ def build_stimuli(
     # `protocol`: what `protocol_units` returned for the same arguments, so that the units are not measured twice.
     protocol = protocol or _protocol(scan, units, plans, writer, catch_units, practice_units)
     _check_visualizations(vis, [c.unit for c in protocol.catch + protocol.practice], s, units)
+    writer.check_user_sources([*units, *(c.unit for c in protocol.catch + protocol.practice)])
     with staged_dir(out, MANIFEST, "stimulus package") as staging:
         writer.staging = staging
         manifest = _build(units, plans, protocol, writer, progress)
@@ -192,6 +192,11 @@ class _Writer:
         self.occluders: dict[str, Occluder] = {}
         self.synthetic_of: dict[Unit, tuple[list[str], list[str]]] = {}
         self.blurred: dict[tuple[Unit, int], str] = {}
+        self.specs = parse_conditions(s.conditions)
+        self.user_vis = {c.name: load_visualizations(c.source) for c in self.specs if c.kind == "visualizations"}
+        self.user_refs: dict[tuple[str, Unit], list[str]] = {}
+        self.sources = {c.name: {"kind": c.kind, "source": str(c.source), "files": {}} for c in self.specs
+                        if not c.builtin}  # fmt: skip
         self.patch = patch_size(model.preprocessing.crop, s.patch_frac)
         grid(model.preprocessing.crop, self.patch, s.stride)  # raises when the patch does not fit
 
@@ -228,6 +233,38 @@ class _Writer:
                                          self.staging, f"{tag}/synthetic-mixed")  # fmt: skip
             self.synthetic_of[unit] = (synthetic, extra or synthetic[: s.references - s.mixed_natural])
         return self.synthetic_of[unit]
+
+    def check_user_sources(self, units: list[Unit]) -> None:
+        """Before anything is written: every unit has its folder (`images:`) or visualizations (`visualizations:`)."""
+        for spec in self.specs:
+            for unit in units:
+                if spec.kind == "images":
+                    unit_images(spec, unit, self.s.references)
+                elif spec.kind == "visualizations" and unit_entry(self.user_vis[spec.name], unit) is None:
+                    raise VizprobeError(
+                        f"condition {spec.name}: unit {unit} has no visualizations in {spec.source}; render it there"
+                    )
+
+    def user_references(self, spec: ConditionSpec, unit: Unit) -> list[str]:
+        """A user condition's references of `unit`, copied into the package once (file hashes recorded)."""
+        key = (spec.name, unit)
+        if key not in self.user_refs:
+            folder = f"{unit.folder}/{spec.name.replace('/', '_')}"
+            if spec.kind == "images":
+                files = unit_images(spec, unit, self.s.references)
+            else:
+                entry = unit_entry(self.user_vis[spec.name], unit)
+                files = [spec.source / image["file"] for image in entry["images"][: self.s.references]]
+            copied = []
+            for j, path in enumerate(files):
+                with Image.open(path) as im:
+                    rel = f"{folder}/{j:02d}.png"
+                    (self.staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                    im.convert("RGB").resize((self.model.preprocessing.crop,) * 2).save(self.staging / rel)
+                copied.append(rel)
+            self.sources[spec.name]["files"].update(source_record(spec, files)["files"])
+            self.user_refs[key] = copied
+        return self.user_refs[key]
 
     def blur(self, unit: Unit, exemplar: Exemplar) -> str:
         key = (unit, exemplar.rank)
@@ -293,8 +330,9 @@ def _build(units: list[Unit], plans, protocol: ProtocolUnits, w: _Writer, progre
         ],
         "trials": trials + catch + none_catch + practice,
         "practice_trial_ids": [t["trial_id"] for t in practice],
-        "tasks": _tasks(units, catch, none_catch, s),
+        "tasks": _tasks(units, catch, none_catch, s, [c.name for c in w.specs]),
         "images": {},
+        **({"condition_sources": w.sources} if w.sources else {}),
     }
 
 
@@ -321,23 +359,25 @@ def _trial(w: _Writer, unit: Unit, trial_id: str, kind: str, image_set: int, que
     flip = bool(trial_rng.integers(2))
     natural = [w.photo(unit, r) for r in refs]
     references: dict[str, list[str]] = {}
-    for condition in s.conditions:
-        if condition == "natural":
+    for spec in w.specs:
+        if not spec.builtin:
+            references[spec.name] = w.user_references(spec, unit)
+        elif spec.kind == "natural":
             references["natural"] = natural
-        elif condition == "synthetic":
+        elif spec.kind == "synthetic":
             references["synthetic"] = w.synthetic(unit)[0][: s.references]
-        elif condition == "mixed":
+        elif spec.kind == "mixed":
             references["mixed"] = natural[: s.mixed_natural] + w.synthetic(unit)[1]
-        elif condition == "blur":
+        elif spec.kind == "blur":
             references["blur"] = [w.blur(unit, r) for r in refs]
-        elif condition == "none":
+        elif spec.kind == "none":
             references["none"] = []
     # The grid order is shuffled per trial (the paper shuffled each trial's references); one order for all
     # conditions keeps each blurred reference in the place of its natural image.
     order = trial_rng.permutation(s.references)
     trial = {"trial_id": trial_id, "unit": str(unit), "image_set": image_set, "kind": kind, "base_image": base,
              "options": [option_b, option_a] if flip else [option_a, option_b], "correct": 1 if flip else 0,
-             "references": {c: [refs[i] for i in order] if refs else [] for c, refs in references.items()}}  # fmt: skip
+             "references": {c: [r[i] for i in order if i < len(r)] for c, r in references.items()}}  # fmt: skip
     if activation_map is not None:
         trial["activation_map"] = w.save_array(f"{folder}/activation_map.npy", activation_map)
     return trial
@@ -400,20 +440,26 @@ def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: P
     return _save(staging, rel, occlude(blurred, torch.tensor([[y, x]]), patch, source=pixels)[0])
 
 
-def _tasks(units: list[Unit], catch: list[dict], none_catch: list[dict], s: BuildSettings) -> list[dict]:
+def _tasks(
+    units: list[Unit], catch: list[dict], none_catch: list[dict], s: BuildSettings, conditions: list[str]
+) -> list[dict]:
     """Per condition, tasks with one main trial per unit and one trial of each catch unit, shuffled.
 
     Task k of every condition holds image set k mod `image_sets` of every unit (the paper: "same numbering
     across conditions"), so participant k of each condition answers the same main trials, and each (unit,
     image set) appears equally often (exactly when the number of tasks is a multiple of the image sets)."""
     tasks = []
-    for condition in s.conditions:
+    for condition in conditions:
         rng = _rng(s.seed, "tasks", condition)
         catch_ids = [t["trial_id"] for t in (none_catch if condition == "none" else catch)]
         for k in range(s.tasks_per_condition):
             trial_ids = [f"{unit.folder}-set{k % s.image_sets:02d}" for unit in units] + catch_ids
             order = rng.permutation(len(trial_ids))
             tasks.append(
-                {"task_id": f"{condition}-{k:03d}", "condition": condition, "trial_ids": [trial_ids[i] for i in order]}
+                {
+                    "task_id": f"{condition.replace('/', '_')}-{k:03d}",
+                    "condition": condition,
+                    "trial_ids": [trial_ids[i] for i in order],
+                }  # fmt: skip
             )
     return tasks
