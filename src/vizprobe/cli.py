@@ -90,14 +90,22 @@ def cmd_layers(args: argparse.Namespace) -> int:
     layers = model.layers
     if args.json:
         rows = [
-            {"path": li.path, "kind": li.kind, "shape": list(li.shape), "aliases": list(li.aliases)} for li in layers
+            {
+                "path": li.path,
+                "kind": li.kind,
+                "layout": li.layout,
+                "shape": list(li.shape),
+                "aliases": list(li.aliases),
+            }
+            for li in layers
         ]
         print(json.dumps({"model": model.name, "layers": rows}, indent=2))
         return 0
     width = max(len(li.path) for li in layers)
     for li in layers:
         alias = f"  ({', '.join(li.aliases)})" if li.aliases else ""
-        print(f"{li.path:{width}s}  {li.kind:26s} {'x'.join(map(str, li.shape)):>14s}{alias}")
+        kind = f"{li.kind} (tokens)" if li.layout == "tokens" else li.kind
+        print(f"{li.path:{width}s}  {kind:35s} {'x'.join(map(str, li.shape)):>14s}{alias}")
     return 0
 
 

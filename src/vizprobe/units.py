@@ -1,7 +1,8 @@
 """Units (`LAYER:CHANNEL`), the one definition of a unit's activation, and taps on layers.
 
 A unit's activation on an image is the spatial mean of one channel of one layer's output
-(`channel_mean`). Scan, synthesis, occlusion and observers all go through this module.
+(`channel_mean`); for a transformer's token layer, (N, T, C), the mean over its patch tokens (class and
+register tokens excluded; `token_map`). Scan, synthesis, occlusion and observers all go through this module.
 
 A unit's canonical form names its layer by module path (`_blocks.8:12`, never the alias `block8:12`);
 `LoadedModel.resolve_unit` turns any spelling into it once, and seeds, file names, index and manifest
@@ -10,6 +11,7 @@ keys all use `str(unit)` of the canonical form. What the user typed stays as `la
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -78,8 +80,39 @@ def parse_units(text: str | Iterable[str | Unit]) -> list[Unit]:
     return units
 
 
+MAX_PREFIX_TOKENS = 8  # class + register tokens tried when a model does not say how many it has
+
+
+def patch_grid(tokens: int, prefix_hint: int = 0) -> tuple[int, int, int] | None:
+    """(prefix tokens, h, w) of a token sequence whose patch tokens form a square grid, else None.
+
+    `prefix_hint` is the model's own count (timm's `num_prefix_tokens`); layers before the class token is
+    added (a patch embedding) have none, and other models are tried with 0..8 leading tokens."""
+    for prefix in dict.fromkeys([prefix_hint, *range(MAX_PREFIX_TOKENS + 1)]):
+        side = math.isqrt(max(tokens - prefix, 0))
+        if side >= 2 and side * side == tokens - prefix:
+            return prefix, side, side
+    return None
+
+
+def token_map(output: torch.Tensor, prefix_hint: int = 0) -> torch.Tensor:
+    """A transformer layer's (N, T, C) output as the (N, C, h, w) map of its patch tokens (class and register
+    tokens dropped), so that a token layer's unit is a channel and its activation the mean over patch tokens,
+    exactly like a convolutional layer's. Other outputs are returned as they are."""
+    if output.ndim != 3:
+        return output
+    grid = patch_grid(output.shape[1], prefix_hint)
+    if grid is None:
+        raise VizprobeError(
+            f"a token layer with {output.shape[1]} tokens has no square grid of patch tokens; pick another layer"
+        )
+    prefix, h, w = grid
+    return output[:, prefix:, :].transpose(1, 2).reshape(output.shape[0], output.shape[2], h, w)
+
+
 def channel_mean(feature_map: torch.Tensor) -> torch.Tensor:
-    """The activation of every channel: spatial mean of an (N, C, H, W) map, giving (N, C)."""
+    """The activation of every channel: spatial mean of an (N, C, H, W) map, giving (N, C). Token layers
+    reach here as maps of their patch tokens (`token_map`), so this is the one definition for both."""
     if feature_map.ndim != 4:
         raise VizprobeError(f"expected a (N, C, H, W) feature map, got shape {tuple(feature_map.shape)}")
     return feature_map.mean(dim=(2, 3))
@@ -104,6 +137,7 @@ class LayerTap:
         self.model = model
         self.paths = list(dict.fromkeys(paths))
         self.stop_early = stop_early
+        self.prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
         self._modules = [modules[p] for p in self.paths]
         self._outputs: dict[str, torch.Tensor] = {}
 
@@ -127,6 +161,7 @@ class LayerTap:
             for handle in handles:
                 handle.remove()
         outputs, self._outputs = self._outputs, {}
+        outputs = {path: token_map(out, self.prefix_tokens) for path, out in outputs.items()}
         if len(outputs) != len(self.paths):
             silent = [p for p in self.paths if p not in outputs]
             raise VizprobeError(f"layer {silent[0]!r} produced no output in a forward pass; pick another layer")
@@ -135,12 +170,14 @@ class LayerTap:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A module whose output is a (N, C, H, W) feature map, as listed by `vizprobe layers`."""
+    """A module whose output is a (N, C, H, W) feature map, or (N, T, C) tokens (`layout` "tokens": `shape` is
+    then (C, h, w) of the patch-token grid), as listed by `vizprobe layers`."""
 
     path: str
     kind: str
     shape: tuple[int, int, int]
     aliases: tuple[str, ...] = ()
+    layout: str = "map"
 
     @property
     def channels(self) -> int:
@@ -148,7 +185,8 @@ class LayerInfo:
 
 
 def discover_layers(model: nn.Module, input_size: int, device: torch.device) -> list[LayerInfo]:
-    """Every module that is called once per forward pass and outputs a 4-d map, in execution order.
+    """Every module that is called once per forward pass and outputs a 4-d map or (N, T, C) tokens whose patch
+    tokens form a square grid, in execution order.
 
     Modules reused within one pass (a shared activation function, say) have no single output and
     are left out.
@@ -173,8 +211,13 @@ def discover_layers(model: nn.Module, input_size: int, device: torch.device) -> 
     finally:
         for handle in handles:
             handle.remove()
+    prefix_hint = int(getattr(model, "num_prefix_tokens", 0) or 0)
     layers = []
     for path, shapes in calls.items():
-        if len(shapes) == 1 and shapes[0] is not None and len(shapes[0]) == 4:
+        if len(shapes) != 1 or shapes[0] is None:
+            continue
+        if len(shapes[0]) == 4:
             layers.append(LayerInfo(path, kinds[path], tuple(shapes[0][1:])))
+        elif len(shapes[0]) == 3 and (grid := patch_grid(shapes[0][1], prefix_hint)) is not None:
+            layers.append(LayerInfo(path, kinds[path], (shapes[0][2], grid[1], grid[2]), layout="tokens"))
     return layers

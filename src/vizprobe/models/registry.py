@@ -35,6 +35,9 @@ class ModelSpec:
     # The network (or an inference copy of it) as a chain of stages, each (path of the module whose
     # output it is, module), for incremental occlusion; None where the network is not such a chain.
     chain: Callable[[nn.Module], list[tuple[str, nn.Module]]] | None = None
+    # The network takes only inputs of the preprocessing's crop size (a ViT's position embeddings): synthesis
+    # resizes its transformed images to it.
+    fixed_input_size: bool = False
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -103,12 +106,13 @@ class LoadedModel:
 
     @cached_property
     def layers(self) -> list[LayerInfo]:
-        """Layers with (C, H, W) output shapes at the model's input size, aliases attached."""
+        """Layers with (C, H, W) output shapes (token layers: their patch-token grid) at the model's input size,
+        aliases attached."""
         found = discover_layers(self.net, self.preprocessing.crop, self.device)
         by_path: dict[str, list[str]] = {}
         for alias, path in self.spec.aliases.items():
             by_path.setdefault(path, []).append(alias)
-        return [LayerInfo(li.path, li.kind, li.shape, tuple(by_path.get(li.path, ()))) for li in found]
+        return [replace(li, aliases=tuple(by_path.get(li.path, ()))) for li in found]
 
     def layer(self, name: str) -> LayerInfo:
         """Look a layer up by module path or alias; a bad name lists close matches."""
@@ -119,7 +123,7 @@ class LoadedModel:
         modules = dict(self.net.named_modules())
         if path in modules:
             raise VizprobeError(
-                f"module {name!r} has no single (N, C, H, W) output per forward pass; "
+                f"module {name!r} has no single (N, C, H, W) or (N, T, C) output per forward pass; "
                 "run `vizprobe layers` for the layers that do"
             )
         candidates = [li.path for li in self.layers] + list(self.spec.aliases)

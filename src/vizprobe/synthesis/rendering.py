@@ -148,7 +148,11 @@ def render(
     memory_format = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
     precision = resolve_precision(precision, dev)
 
+    fixed = model.spec.fixed_input_size and model.preprocessing.crop
+
     def score(k: int, images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        if fixed and inputs.shape[-2:] != (fixed, fixed):  # e.g. a ViT's position embeddings fix its input size
+            inputs = torch.nn.functional.interpolate(inputs, size=(fixed, fixed), mode="bilinear", align_corners=False)
         normalized = model.preprocessing.normalize(inputs).contiguous(memory_format=memory_format)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             acts = taps[k](normalized) if parts[k][1].layers else {}

@@ -1,0 +1,115 @@
+"""Vision transformers from timm (`timm/NAME --weights FILE`): token layers are units like convolutional ones.
+
+A ViT with random weights saved to a file stands in for a trained one (nothing may be downloaded). Each
+check compares with an independent computation: a forward hook on the timm module and the mean over its
+patch tokens (the class token excluded), by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vizprobe.cli import main
+from vizprobe.errors import VizprobeError
+from vizprobe.images import load_rgb
+
+ARCH = "vit_tiny_patch16_224"
+LAYERS = ["blocks.5", "blocks.8.mlp.fc1"]
+
+
+@pytest.fixture(scope="module")
+def vit_weights(tmp_path_factory):
+    import timm
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vit") / "vit_tiny.pth"
+    torch.save(timm.create_model(ARCH, pretrained=False).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vit(vit_weights):
+    from vizprobe.models import load_model
+
+    return load_model(f"timm/{ARCH}", weights=vit_weights, device="cpu")
+
+
+def by_hand(vit, module_path: str, images: torch.Tensor) -> torch.Tensor:
+    """(N, T, C) output of a timm module on normalized images, through a plain forward hook."""
+    module = dict(vit.net.named_modules())[module_path]
+    seen = []
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            vit.net(images)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_layers_lists_token_layers_with_their_patch_grid(vit, vit_weights, capsys):
+    blocks = {li.path: li for li in vit.layers}
+    assert blocks["blocks.5"].layout == "tokens" and blocks["blocks.5"].shape == (192, 14, 14)
+    assert blocks["blocks.8.mlp.fc1"].shape == (768, 14, 14)
+    assert main(["layers", "--model", f"timm/{ARCH}", "--weights", str(vit_weights), "--device", "cpu"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("blocks.5 "))
+    assert "Block (tokens)" in line and "192x14x14" in line
+
+
+def test_scan_of_token_units_equals_the_mean_over_patch_tokens(vit, photo_files, tmp_path):
+    from vizprobe.scan import scan
+
+    files = photo_files[:24]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for f in files:
+        (folder / f.name).symlink_to(f)
+    result, _ = scan(vit, folder, LAYERS, tmp_path / "run", progress=False)
+    images = torch.stack([vit.preprocessing(load_rgb(folder / name)) for name in result.images])
+    for layer in LAYERS:
+        tokens = by_hand(vit, layer, images)
+        assert tokens.shape[1] == 197  # class token + 14 x 14 patches
+        expected = tokens[:, 1:, :].mean(dim=1).numpy()
+        got = result.activations(layer)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    unit = "blocks.5:7"
+    order = np.argsort(-by_hand(vit, "blocks.5", images)[:, 1:, 7].mean(dim=1).numpy(), kind="stable")
+    assert [e.path.name for e in result.top(unit, 5)] == [result.images[i] for i in order[:5]]
+
+
+def test_occlusion_on_a_vit_equals_a_naive_loop(vit, photo_files):
+    from vizprobe.occlusion import Occluder, occlude
+
+    pixels = vit.preprocessing.pixels(load_rgb(photo_files[3]))
+    occluder = Occluder(vit, "blocks.5")
+    positions = torch.tensor([[0, 0], [32, 80], [150, 40], [200, 200]])
+    got = occluder.activations(pixels, positions, 24)
+    for k, (y, x) in enumerate(positions.tolist()):
+        occluded = occlude(pixels, torch.tensor([[y, x]]), 24)
+        tokens = by_hand(vit, "blocks.5", vit.preprocessing.normalize(occluded))
+        np.testing.assert_allclose(got[k].numpy(), tokens[0, 1:, :].mean(dim=0).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_feature_visualization_of_a_token_unit_raises_its_activation(vit):
+    from vizprobe.synthesis import preset, render_units
+
+    rendering = render_units(vit, ["blocks.5:7"], preset("quick", per_unit=2, steps=24, size=224), progress=False)
+    images = vit.preprocessing.normalize(rendering.unit_images(0).float())
+    final = by_hand(vit, "blocks.5", images)[:, 1:, 7].mean(dim=1)
+    noise = by_hand(vit, "blocks.5", vit.preprocessing.normalize(torch.rand(2, 3, 224, 224)))[:, 1:, 7].mean(dim=1)
+    assert (final > noise.max()).all(), (final, noise)
+
+
+def test_timm_errors_are_one_line(vit_weights, tmp_path):
+    from vizprobe.models import load_model
+
+    with pytest.raises(VizprobeError, match="timm has no model 'vit_tinyy_patch16_224'"):
+        load_model("timm/vit_tinyy_patch16_224", weights=vit_weights)
+    with pytest.raises(VizprobeError, match="has no embedded weights; pass --weights"):
+        load_model(f"timm/{ARCH}")
+    with pytest.raises(VizprobeError, match="does not exist"):
+        load_model(f"timm/{ARCH}", weights=tmp_path / "missing.safetensors")
+    with pytest.raises(VizprobeError, match="do not fit this architecture"):
+        load_model("timm/vit_small_patch16_224", weights=vit_weights)
