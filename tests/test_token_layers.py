@@ -37,7 +37,7 @@ def vit(vit_weights):
 
 
 def by_hand(vit, module_path: str, images: torch.Tensor) -> torch.Tensor:
-    """(N, T, C) output of a timm module on normalized images, through a plain forward hook."""
+    """The raw output of a timm module on normalized images ((N, T, C) for a token layer), through a plain hook."""
     module = dict(vit.net.named_modules())[module_path]
     seen = []
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
@@ -113,3 +113,72 @@ def test_timm_errors_are_one_line(vit_weights, tmp_path):
         load_model(f"timm/{ARCH}", weights=tmp_path / "missing.safetensors")
     with pytest.raises(VizprobeError, match="do not fit this architecture"):
         load_model("timm/vit_small_patch16_224", weights=vit_weights)
+
+
+@pytest.mark.slow
+def test_a_vit_study_end_to_end(vit, photo_files, tmp_path):
+    """Scan, catch and practice units, visualizations, build, an observer's answers and the report, on a ViT's
+    token layers, through the same calls as for a convolutional network (a small study: at most 220 photos,
+    three conditions, a coarse stride, to keep the CPU time low)."""
+    from conftest import reference_ranks
+
+    from vizprobe.analysis import analyze
+    from vizprobe.observers.answer import answer_package
+    from vizprobe.scan import scan
+    from vizprobe.stimuli import BuildSettings, build_stimuli
+    from vizprobe.stimuli.build import protocol_units
+    from vizprobe.synthesis import preset, render_units
+    from vizprobe.synthesis.store import save_visualizations
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    chosen = photo_files[:220]  # ImageNet photos; a fresh clone's ~150 demo photos
+    for f in chosen:
+        (folder / f.name).symlink_to(f)
+    ranks = reference_ranks(len(chosen))
+    settings = BuildSettings(image_sets=2, tasks_per_condition=2, stride=32, reference_ranks=ranks,
+                             conditions=("natural", "synthetic", "none"))  # fmt: skip
+    result, _ = scan(vit, folder, LAYERS, tmp_path / "run", progress=False)
+    units = ["blocks.5:7", "blocks.8.mlp.fc1:100"]
+    protocol = protocol_units(result, units, settings, model=vit)
+    everything = [*units, *(str(c.unit) for c in protocol.catch + protocol.practice)]
+    assert all(u.split(":")[0] in LAYERS for u in everything)
+    rendering = render_units(vit, everything, preset("quick", per_unit=9, steps=4, size=224), progress=False)
+    save_visualizations(rendering, tmp_path / "vis", vit)
+    manifest = build_stimuli(result, units, tmp_path / "pkg", tmp_path / "vis", settings, model=vit,
+                             protocol=protocol, progress=False)  # fmt: skip
+    trial = next(t for t in manifest.trials.values() if t.kind == "main")
+    a, b = trial.options  # the stored activations of the two occlusions are the unit's, recomputed by hand
+    channel = int(trial.unit.split(":")[1])
+    for option in (a, b):
+        pixels = torch.from_numpy(np.asarray(load_rgb(tmp_path / "pkg" / option.image))).permute(2, 0, 1) / 255
+        tokens = by_hand(vit, trial.unit.split(":")[0], vit.preprocessing.normalize(pixels[None].float()))
+        assert tokens[0, 1:, channel].mean().item() == pytest.approx(option.activation, rel=0.05, abs=0.05)
+    responses = answer_package(tmp_path / "pkg", "similarity")
+    assert set(responses["condition"]) == set(manifest.conditions) == {"natural", "synthetic", "none"}
+    results = analyze(responses, tmp_path / "report", tmp_path / "pkg", baselines=["oracle"])
+    assert results["observers"] and results["baselines"]["oracle"]["accuracy"] == 1.0
+    assert (tmp_path / "report" / "report.html").is_file()
+
+
+def test_a_timm_resnet_loads_from_safetensors_and_its_units_are_channel_means(photo_files, tmp_path):
+    """A convolutional timm model, its weights in a .safetensors file: the preprocessing is timm's config and
+    a unit's activation is its channel's spatial mean, computed by hand through a hook."""
+    import timm
+    from safetensors.torch import save_file
+
+    from vizprobe.models import load_model
+
+    torch.manual_seed(1)
+    net = timm.create_model("resnet18", pretrained=False)
+    save_file(net.state_dict(), str(tmp_path / "resnet18.safetensors"))
+    model = load_model("timm/resnet18", weights=tmp_path / "resnet18.safetensors", device="cpu")
+    cfg = timm.get_pretrained_cfg("resnet18")
+    assert model.preprocessing.crop == cfg.input_size[-1] and model.preprocessing.mean == tuple(cfg.mean)
+    layer = {li.path: li for li in model.layers}["layer3"]
+    assert layer.layout == "map" and layer.shape == (256, 14, 14)
+    images = torch.stack([model.preprocessing(load_rgb(f)) for f in photo_files[:4]])
+    got = model.unit_activations(images, ["layer3:5", "layer4.1:300"])
+    for k, (path, channel) in enumerate([("layer3", 5), ("layer4.1", 300)]):
+        expected = by_hand(model, path, images)[:, channel].mean(dim=(1, 2))
+        np.testing.assert_allclose(got[:, k].numpy(), expected.numpy(), rtol=1e-5, atol=1e-5)
