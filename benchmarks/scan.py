@@ -7,6 +7,11 @@ decodes the next images in threads while the current batch computes. The runs al
 repeated; medians are printed, and the top-20 image sets of every unit must be identical.
 
     python benchmarks/scan.py [--images DIR] [--n 1000] [--repeats 3] [--layers _blocks.4,_blocks.8,_blocks.15]
+    python benchmarks/scan.py --model timm/vit_tiny_patch16_224 --weights random --layers blocks.5,blocks.8.mlp.fc1
+
+`--weights random` saves a timm model's random initialisation to a temp file (speed does not depend on the
+weights' values; nothing is downloaded). For token layers the reference takes the mean over the patch tokens
+of the hooked (N, T, C) output (class token excluded), written here independently of vizprobe.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ def reference_loop(model, files: list[Path], layers: list[str]) -> tuple[float, 
     """Batch 1, NCHW float32, PIL preprocessing, full forward pass with hooks. Returns (seconds, acts)."""
     transform = model.preprocessing.pil_transform()
     modules = dict(model.net.named_modules())
+    prefix = int(getattr(model.net, "num_prefix_tokens", 0) or 0)
     captured: dict[str, list[np.ndarray]] = {name: [] for name in layers}
     handles = [
-        modules[name].register_forward_hook(lambda m, i, o, name=name: captured[name].append(o.mean(dim=(2, 3))[0]))
+        modules[name].register_forward_hook(lambda m, i, o, name=name: captured[name].append(_unit_means(o, prefix)))
         for name in layers
     ]
     start = time.perf_counter()
@@ -45,6 +51,21 @@ def reference_loop(model, files: list[Path], layers: list[str]) -> tuple[float, 
     for handle in handles:
         handle.remove()
     return seconds, {name: torch.stack(rows).numpy() for name, rows in captured.items()}
+
+
+def _unit_means(output: torch.Tensor, prefix: int) -> torch.Tensor:
+    """One image's unit activations: spatial mean of a (1, C, H, W) map, mean over patch tokens of (1, T, C)."""
+    return output.mean(dim=(2, 3))[0] if output.ndim == 4 else output[0, prefix:].mean(dim=0)
+
+
+def _model(name: str, weights: str | None, tmp: Path):
+    if weights == "random":
+        import timm
+
+        torch.manual_seed(0)
+        weights = str(tmp / "random.pth")
+        torch.save(timm.create_model(name.removeprefix("timm/"), pretrained=False).state_dict(), weights)
+    return load_model(name, weights=weights, device="cpu")
 
 
 def vizprobe_scan(model, folder: Path, layers: list[str], workers: int, compile: str) -> tuple[float, object]:
@@ -75,13 +96,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layers", default="_blocks.4,_blocks.8,_blocks.15")
     parser.add_argument("--workers", type=int, default=2, help="vizprobe decoding threads")
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--weights", default=None, help="state dict, or `random` for a timm model")
     args = parser.parse_args()
     root = Path(args.images)
     if not root.is_dir():
         raise SystemExit(f"no images at {root}: set VIZPROBE_IMAGES or pass --images DIR")
     layers = args.layers.split(",")
-    model = load_model("efficientnet-lite0", device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
+        model = _model(args.model, args.weights, Path(tmp))
         folder = Path(tmp) / "images"
         folder.mkdir()
         names = find_images(root)[: args.n]
@@ -101,7 +124,7 @@ def main() -> None:
                 times[side].append(seconds)
                 print(f"  run {rep + 1} {side:17s} {len(files) / seconds:7.1f} img/s")
     rates = {side: statistics.median(len(files) / t for t in times[side]) for side in sides}
-    print(f"images: {len(files)}  layers: {args.layers}  torch threads: {torch.get_num_threads()}")
+    print(f"model: {args.model}  images: {len(files)}  layers: {args.layers}  torch threads: {torch.get_num_threads()}")
     print(f"reference loop (batch 1, NCHW, PIL):  {rates['reference']:7.1f} img/s (median of {args.repeats})")
     for side, label in [("vizprobe (eager)", "--compile off"), ("vizprobe", "default, --compile auto")]:
         agree, total = top20_sets_equal(acts["reference"], acts[side])
