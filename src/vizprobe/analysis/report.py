@@ -261,7 +261,7 @@ def analyze(
 ) -> dict:
     """Analyze responses and write OUT_DIR/report.html, results.json and figures/ (PNG + SVG); return results.
 
-    Sessions the server did not see finished (`session_status` running or expired) are left out unless
+    Sessions the server did not see finished (`session_status` running, expired or returned) are left out unless
     `include_incomplete`; the report says how many and why."""
     frame, source = load_responses(responses)
     invalid_values = dict(frame.attrs.get("invalid_values", {}))

@@ -19,7 +19,7 @@ from vizprobe.images import load_rgb, to_pil
 from vizprobe.models import LoadedModel, load_model
 from vizprobe.occlusion import Occluder, grid, occlude, patch_size
 from vizprobe.scan import Exemplar, ScanResult
-from vizprobe.stimuli.conditions import ConditionSpec, parse_conditions, source_record, unit_images
+from vizprobe.stimuli.conditions import ConditionSpec, file_hashes, parse_conditions, unit_images
 from vizprobe.stimuli.manifest import MANIFEST, SCHEMA_VERSION, Manifest, dumps, sha256
 from vizprobe.stimuli.protocol import Candidate, ProtocolUnits, occlusion_extremes, pick_protocol_units
 from vizprobe.stimuli.settings import SEARCHES, BuildSettings
@@ -246,25 +246,27 @@ class _Writer:
                     )
 
     def user_references(self, spec: ConditionSpec, unit: Unit) -> list[str]:
-        """A user condition's references of `unit`, copied into the package once (file hashes recorded)."""
+        """A user condition's references of `unit`, copied into the package once (file hashes recorded): the
+        user's images at the model's crop size, or a visualizations dir's images as `synthetic` copies them."""
         key = (spec.name, unit)
         if key not in self.user_refs:
-            folder = f"{unit.folder}/{spec.name.replace('/', '_')}"
+            n, folder = self.s.references, f"{unit.folder}/{spec.name.replace('/', '_')}"
             if spec.kind == "images":
-                files = unit_images(spec, unit, self.s.references)
+                files = unit_images(spec, unit, n)
+                self.user_refs[key] = [self._copy_resized(p, f"{folder}/{j:02d}.png") for j, p in enumerate(files)]
             else:
-                entry = unit_entry(self.user_vis[spec.name], unit)
-                files = [spec.source / image["file"] for image in entry["images"][: self.s.references]]
-            copied = []
-            for j, path in enumerate(files):
-                with Image.open(path) as im:
-                    rel = f"{folder}/{j:02d}.png"
-                    (self.staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                    im.convert("RGB").resize((self.model.preprocessing.crop,) * 2).save(self.staging / rel)
-                copied.append(rel)
-            self.sources[spec.name]["files"].update(source_record(spec, files)["files"])
-            self.user_refs[key] = copied
+                vis = self.user_vis[spec.name]
+                entry = unit_entry(vis, unit)
+                files = [spec.source / image["file"] for image in entry["images"][:n]]
+                self.user_refs[key] = _copy_visualizations(vis, entry, "images", n, self.staging, folder)
+            self.sources[spec.name]["files"].update(file_hashes(spec, files))
         return self.user_refs[key]
+
+    def _copy_resized(self, path: Path, rel: str) -> str:
+        with Image.open(path) as im:
+            (self.staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            im.convert("RGB").resize((self.model.preprocessing.crop,) * 2).save(self.staging / rel)
+        return rel
 
     def blur(self, unit: Unit, exemplar: Exemplar) -> str:
         key = (unit, exemplar.rank)

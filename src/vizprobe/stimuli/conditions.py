@@ -33,10 +33,6 @@ class ConditionSpec:
     def builtin(self) -> bool:
         return self.source is None
 
-    def text(self) -> str:
-        """The spec as `--conditions` takes it."""
-        return self.name if self.builtin else f"{self.name}={self.kind}:{self.source}"
-
 
 def parse_condition(text: str) -> ConditionSpec:
     """`natural` (a built-in name) or `NAME=images:DIR` / `NAME=visualizations:DIR`; one-line error otherwise."""
@@ -90,10 +86,6 @@ def unit_images(spec: ConditionSpec, unit: Unit, n: int) -> list[Path]:
     return files[:n]
 
 
-def source_record(spec: ConditionSpec, files: list[Path]) -> dict:
-    """What the manifest keeps of a user condition: its kind, source and the sha256 of every file used."""
-    return {
-        "kind": spec.kind,
-        "source": str(spec.source),
-        "files": {str(p.relative_to(spec.source)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
-    }
+def file_hashes(spec: ConditionSpec, files: list[Path]) -> dict[str, str]:
+    """The sha256 of each file a user condition used, by its path inside the condition's source (for the manifest)."""
+    return {str(p.relative_to(spec.source)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
