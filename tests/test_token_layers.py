@@ -53,6 +53,7 @@ def test_layers_lists_token_layers_with_their_patch_grid(vit, vit_weights, capsy
     blocks = {li.path: li for li in vit.layers}
     assert blocks["blocks.5"].layout == "tokens" and blocks["blocks.5"].shape == (192, 14, 14)
     assert blocks["blocks.8.mlp.fc1"].shape == (768, 14, 14)
+    assert not [p for p in blocks if p.endswith(("q_norm", "k_norm"))]  # (N, heads, T, d): not maps of units
     assert main(["layers", "--model", f"timm/{ARCH}", "--weights", str(vit_weights), "--device", "cpu"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("blocks.5 "))
     assert "Block (tokens)" in line and "192x14x14" in line

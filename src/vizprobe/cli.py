@@ -69,6 +69,15 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: the GPU when present")
 
 
+def _directions_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--directions",
+        default=None,
+        help="NAME=FILE[,NAME=FILE]: directions as units LAYER:NAME:K (.npy (K, C) projections, or .npz with a "
+        "sparse autoencoder's W (K, C) and b (K))",
+    )
+
+
 def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -86,8 +95,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_layers(args: argparse.Namespace) -> int:
     from vizprobe.models import load_model
 
-    model = load_model(args.model, weights=args.weights, device=args.device)
-    layers = model.layers
+    model = load_model(args.model, weights=args.weights, device=args.device, directions=args.directions)
+    layers = model.layers + model.direction_layers
     if args.json:
         rows = [
             {
@@ -105,7 +114,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     for li in layers:
         alias = f"  ({', '.join(li.aliases)})" if li.aliases else ""
         kind = f"{li.kind} (tokens)" if li.layout == "tokens" else li.kind
-        print(f"{li.path:{width}s}  {kind:35s} {'x'.join(map(str, li.shape)):>14s}{alias}")
+        print(f"{li.path:{width}s}  {kind:40s} {'x'.join(map(str, li.shape)):>14s}{alias}")
     return 0
 
 
@@ -124,7 +133,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         weights=args.weights,
         device=args.device,
         progress=not args.quiet,
-        **_given(args, "batch_size", "workers", "top_k", "compile"),
+        **_given(args, "batch_size", "workers", "top_k", "compile", "directions"),
     )
     print(
         f"scanned {stats.computed} images ({stats.images_per_second:.1f} img/s), "
@@ -152,9 +161,11 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         negative=True if args.negative else None,
         mixed_extra=args.mixed_extra,
     )
-    model = load_model(args.model, weights=args.weights, device=args.device)
-    units = model.resolve_units(args.units)  # fail on a bad unit before any work
     scan = ScanResult.load(args.scan) if args.scan else None
+    model = load_model(args.model, weights=args.weights, device=args.device, directions=args.directions)
+    if scan is not None:  # the scan's directions sets, unless given again
+        model = model.with_directions({k: v for k, v in scan.directions.items() if k not in model.directions})
+    units = model.resolve_units(args.units)  # fail on a bad unit before any work
     rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet)
     index = save_visualizations(rendering, args.out, model, scan)
     steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
@@ -394,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("layers", "list a model's layers with output shapes", cmd_layers)
     _add_model_args(p)
+    _directions_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     scan = "vizprobe.scan.settings:ScanSettings"
@@ -401,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--images", default=None, help="image folder, searched recursively (default: embedded demo)")
     text = "comma-separated layer paths or aliases (default: the layers --protocol names for the model)"
-    p.add_argument("--layers", default=None, help=text)
+    p.add_argument("--layers", default=None, help=text + "; LAYER:NAME scans directions NAME")
+    _directions_arg(p)
     _protocol_arg(p)
     _setting(p, "--top-k", f"{scan}.top_k", "top/bottom images to index per unit", type=int)
     p.add_argument("--batch-size", type=int, default=None,
@@ -414,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verb("visualize", "render feature visualizations (activation maximization)", cmd_visualize)
     _add_model_args(p)
-    p.add_argument("--units", required=True, help="comma-separated LAYER:CHANNEL (paths or aliases)")
+    p.add_argument("--units", required=True, help="comma-separated LAYER:CHANNEL or LAYER:DIRECTIONS:K")
+    _directions_arg(p)
     p.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="paper: Zimmermann et al. 2021")
     for flag, name, kind, text in [("--per-unit", "per_unit", int, "images per unit"),
                                    ("--steps", "steps", int, "optimization steps"),
@@ -427,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-extra", type=int, default=None,
                    help="a separate batch of N per unit for mixed (default: the preset's; paper 4)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 where native")
-    p.add_argument("--scan", default=None, help="scan run dir: record natural top-1 activations beside")
+    p.add_argument("--scan", default=None,
+                   help="scan run dir: record natural top-1 activations beside (and take its directions)")  # fmt: skip
     p.add_argument("--out", required=True, help="visualizations dir")
 
     build = "vizprobe.stimuli.settings:BuildSettings"

@@ -1,8 +1,10 @@
-"""Units (`LAYER:CHANNEL`), the one definition of a unit's activation, and taps on layers.
+"""Units (`LAYER:CHANNEL`, `LAYER:DIRECTIONS:K`), the one definition of a unit's activation, and taps on layers.
 
 A unit's activation on an image is the spatial mean of one channel of one layer's output
 (`channel_mean`); for a transformer's token layer, (N, T, C), the mean over its patch tokens (class and
-register tokens excluded; `token_map`). Scan, synthesis, occlusion and observers all go through this module.
+register tokens excluded; `token_map`). A direction unit `LAYER:NAME:K` is channel K of the layer's output
+seen through a set of directions (`Directions`: a projection, or a sparse autoencoder's ReLU(W a + b)), applied
+at every position before the mean. Scan, synthesis, occlusion and observers all go through this module.
 
 A unit's canonical form names its layer by module path (`_blocks.8:12`, never the alias `block8:12`);
 `LoadedModel.resolve_unit` turns any spelling into it once, and seeds, file names, index and manifest
@@ -11,11 +13,15 @@ keys all use `str(unit)` of the canonical form. What the user typed stays as `la
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:  # torch is imported where it is used, so readers of units (analysis, server) stay light
     import torch
@@ -24,12 +30,15 @@ if TYPE_CHECKING:  # torch is imported where it is used, so readers of units (an
 from vizprobe.errors import VizprobeError
 from vizprobe.files import safe_name
 
-_UNIT_RE = re.compile(r"^\s*(?P<layer>[^:\s]+)\s*:\s*(?P<channel>\d+)\s*$")
+DIRECTIONS_NAME = r"[A-Za-z][A-Za-z0-9_-]*"  # a directions set's name: a letter first, so never a channel
+_UNIT_RE = re.compile(rf"^\s*(?P<layer>[^:\s]+(?::{DIRECTIONS_NAME})?)\s*:\s*(?P<channel>\d+)\s*$")
 
 
 @dataclass(frozen=True, order=True)
 class Unit:
     """One channel of one layer; `layer` is a module path (canonical) or, before resolution, an alias.
+
+    A direction unit's layer is `LAYER:NAME` (`_blocks.8:sae`), its channel the direction's index K.
 
     `label` is how the user wrote the unit; it is for display only and takes no part in equality.
     """
@@ -45,7 +54,9 @@ class Unit:
             return text
         match = _UNIT_RE.match(text)
         if not match:
-            raise VizprobeError(f"bad unit {text!r}: write LAYER:CHANNEL, e.g. _blocks.8:12 or mixed4a/3x3:12")
+            raise VizprobeError(
+                f"bad unit {text!r}: write LAYER:CHANNEL or LAYER:DIRECTIONS:K, e.g. _blocks.8:12 or _blocks.8:sae:3"
+            )
         return cls(match["layer"], int(match["channel"]))
 
     def __str__(self) -> str:
@@ -57,9 +68,20 @@ class Unit:
         return self.label or str(self)
 
     @property
+    def directions(self) -> str | None:
+        """The name of the directions set of a direction unit, else None."""
+        return split_layer(self.layer)[1]
+
+    @property
     def folder(self) -> str:
         """A file-system-safe name (`_blocks.8_0012`), used for the unit's folders in every output."""
         return f"{safe_name(self.layer)}_{self.channel:04d}"
+
+
+def split_layer(layer: str) -> tuple[str, str | None]:
+    """(module path or alias, directions name or None) of a unit's layer (`_blocks.8:sae` -> `_blocks.8`, `sae`)."""
+    base, _, name = layer.partition(":")
+    return base, name or None
 
 
 def unit_layer(unit: str | Unit) -> str:
@@ -118,6 +140,122 @@ def channel_mean(feature_map: torch.Tensor) -> torch.Tensor:
     return feature_map.mean(dim=(2, 3))
 
 
+@dataclass(frozen=True, eq=False)
+class Directions:
+    """K directions in a layer's channel space, each a unit: `LAYER:NAME:K`.
+
+    `weight` (K, C) alone is a projection (the activation is the mean over positions of w_k . a); with `bias`
+    (K,) it is a sparse autoencoder's encoder (the mean over positions of ReLU(W a + b)), as in lucid's
+    `direction` objective and SAE feature work. Loaded from a `.npy` (K, C) or an `.npz` with `W` (K, C), `b`
+    (K) and optionally `b_dec` (C), subtracted from the activations before encoding (folded into `b`).
+    """
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    source: str
+    sha256: str
+    _on: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, name: str, path: str | Path) -> Directions:
+        path = Path(path)
+        if not re.fullmatch(DIRECTIONS_NAME, name):
+            raise VizprobeError(f"bad directions name {name!r}: use letters, digits, - and _, starting with a letter")
+        if not path.is_file():
+            raise VizprobeError(f"directions {name}: no file {path}; pass --directions {name}=PATH to a .npy or .npz")
+        weight, bias = _read_directions(name, path)
+        if weight.ndim != 2 or not np.issubdtype(weight.dtype, np.number):
+            raise VizprobeError(f"directions {name}: {path} holds shape {weight.shape}; expected a (K, C) matrix")
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise VizprobeError(f"directions {name}: b has shape {bias.shape}, expected ({weight.shape[0]},) for K")
+        if not np.isfinite(weight).all() or (bias is not None and not np.isfinite(bias).all()):
+            raise VizprobeError(f"directions {name}: {path} holds NaN or infinite values")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        as32 = None if bias is None else np.asarray(bias, np.float32)
+        return cls(name, np.asarray(weight, np.float32), as32, str(path), digest)
+
+    @property
+    def count(self) -> int:
+        """K, the number of directions (units)."""
+        return self.weight.shape[0]
+
+    @property
+    def channels(self) -> int:
+        """C, the channel count of the layers they apply to."""
+        return self.weight.shape[1]
+
+    @property
+    def kind(self) -> str:
+        return "sae" if self.bias is not None else "projection"
+
+    @property
+    def suffix(self) -> str:
+        return ".npz" if self.bias is not None else ".npy"
+
+    def check_layer(self, layer: str, channels: int) -> None:
+        if channels != self.channels:
+            raise VizprobeError(
+                f"directions {self.name} ({Path(self.source).name}) are {self.count}x{self.channels} but layer "
+                f"{layer!r} has {channels} channels; use a layer with {self.channels} channels or other directions"
+            )
+
+    def apply(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, K, H, W): every position's activations projected (and encoded) by the directions."""
+        import torch
+
+        key = (feature_map.device, feature_map.dtype)
+        if key not in self._on:
+            weight = torch.from_numpy(self.weight).to(*key)[:, :, None, None]
+            self._on[key] = (weight, None if self.bias is None else torch.from_numpy(self.bias).to(*key))
+        weight, bias = self._on[key]
+        if feature_map.shape[1] != self.channels:
+            self.check_layer("tapped", feature_map.shape[1])
+        out = torch.nn.functional.conv2d(feature_map, weight, bias)
+        return out if bias is None else torch.relu(out)
+
+    def record(self, file: str) -> dict:
+        """How a stage's output describes the set it copied to `file`."""
+        return {"file": file, "sha256": self.sha256, "kind": self.kind, "count": self.count, "channels": self.channels}
+
+
+def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(W, b or None) from a `.npy` (K, C) or an `.npz` with W, b and optionally b_dec (folded into b)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise VizprobeError(f"directions {name}: {path} is not a .npy or .npz file ({exc})") from None
+    if isinstance(data, np.ndarray):
+        return data, None
+    with data:
+        if "W" not in data or "b" not in data:
+            arrays = ", ".join(data.files)
+            raise VizprobeError(f"directions {name}: {path} has arrays {arrays}; an .npz needs W (K, C) and b (K)")
+        weight, bias, b_dec = data["W"], data["b"], data.get("b_dec")
+    if b_dec is None:
+        return weight, bias
+    if weight.ndim != 2 or b_dec.shape != (weight.shape[1],):
+        raise VizprobeError(f"directions {name}: b_dec has shape {b_dec.shape}; expected (C,) for W of {weight.shape}")
+    return weight, bias - weight @ b_dec
+
+
+def load_directions(given: Mapping[str, str | Path | Directions] | str | None) -> dict[str, Directions]:
+    """Directions sets by name, from `NAME=FILE[,NAME=FILE]` or a mapping of names to files (or loaded sets)."""
+    if not given:
+        return {}
+    if isinstance(given, str):
+        pairs = {}
+        for item in filter(None, (part.strip() for part in given.split(","))):
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise VizprobeError(f"bad --directions {item!r}: write NAME=FILE, e.g. sae=features.npz")
+            pairs[name.strip()] = path.strip()
+        given = pairs
+    return {
+        name: value if isinstance(value, Directions) else Directions.load(name, value) for name, value in given.items()
+    }
+
+
 class _StopForward(Exception):
     """Raised by a hook once every tapped layer has produced its output: the rest is not needed."""
 
@@ -126,25 +264,40 @@ class LayerTap:
     """Run a model only as far as the deepest of `paths` and return those layers' outputs.
 
     Forward hooks record the output of each named module; once all have fired the forward pass is
-    cut short, so a scan of early layers never pays for the head of the network.
+    cut short, so a scan of early layers never pays for the head of the network. A path `LAYER:NAME`
+    is LAYER's output through the `directions` set NAME.
     """
 
-    def __init__(self, model: nn.Module, paths: Sequence[str], *, stop_early: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        paths: Sequence[str],
+        directions: Mapping[str, Directions] | None = None,
+        *,
+        stop_early: bool = True,
+    ):
+        self.paths = list(dict.fromkeys(paths))
+        self.views = {path: split_layer(path) for path in self.paths}  # path -> (module path, directions name)
+        directions = directions or {}
+        for path, (_, name) in self.views.items():
+            if name is not None and name not in directions:
+                raise VizprobeError(f"layer {path!r} needs directions {name!r}; pass --directions {name}=FILE")
+        self.directions = {name: directions[name] for _, name in self.views.values() if name is not None}
+        self.bases = list(dict.fromkeys(base for base, _ in self.views.values()))
         modules = dict(model.named_modules())
-        missing = [p for p in paths if p not in modules]
+        missing = [p for p in self.bases if p not in modules]
         if missing:
             raise VizprobeError(f"model has no module {missing[0]!r}; run `vizprobe layers` to see its layers")
         self.model = model
-        self.paths = list(dict.fromkeys(paths))
         self.stop_early = stop_early
         self.prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
-        self._modules = [modules[p] for p in self.paths]
+        self._modules = [modules[p] for p in self.bases]
         self._outputs: dict[str, torch.Tensor] = {}
 
     def _hook(self, path: str):
         def record(_module, _inputs, output):
             self._outputs[path] = output
-            if self.stop_early and len(self._outputs) == len(self.paths):
+            if self.stop_early and len(self._outputs) == len(self.bases):
                 raise _StopForward
 
         return record
@@ -152,7 +305,7 @@ class LayerTap:
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outputs of the tapped layers for a batch of preprocessed images."""
         self._outputs = {}
-        handles = [m.register_forward_hook(self._hook(p)) for p, m in zip(self.paths, self._modules, strict=True)]
+        handles = [m.register_forward_hook(self._hook(p)) for p, m in zip(self.bases, self._modules, strict=True)]
         try:
             self.model(images)
         except _StopForward:
@@ -161,11 +314,14 @@ class LayerTap:
             for handle in handles:
                 handle.remove()
         outputs, self._outputs = self._outputs, {}
-        outputs = {path: token_map(out, self.prefix_tokens) for path, out in outputs.items()}
-        if len(outputs) != len(self.paths):
-            silent = [p for p in self.paths if p not in outputs]
+        if len(outputs) != len(self.bases):
+            silent = [p for p in self.bases if p not in outputs]
             raise VizprobeError(f"layer {silent[0]!r} produced no output in a forward pass; pick another layer")
-        return outputs
+        maps = {path: token_map(out, self.prefix_tokens) for path, out in outputs.items()}
+        return {
+            path: maps[base] if name is None else self.directions[name].apply(maps[base])
+            for path, (base, name) in self.views.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -185,8 +341,8 @@ class LayerInfo:
 
 
 def discover_layers(model: nn.Module, input_size: int, device: torch.device) -> list[LayerInfo]:
-    """Every module that is called once per forward pass and outputs a 4-d map or (N, T, C) tokens whose patch
-    tokens form a square grid, in execution order.
+    """Every module that is called once per forward pass and outputs a square 4-d map (the input is square) or
+    (N, T, C) tokens whose patch tokens form a square grid, in execution order.
 
     Modules reused within one pass (a shared activation function, say) have no single output and
     are left out.
@@ -216,7 +372,7 @@ def discover_layers(model: nn.Module, input_size: int, device: torch.device) -> 
     for path, shapes in calls.items():
         if len(shapes) != 1 or shapes[0] is None:
             continue
-        if len(shapes[0]) == 4:
+        if len(shapes[0]) == 4 and shapes[0][2] == shapes[0][3]:  # (N, heads, T, d) of attention is no map
             layers.append(LayerInfo(path, kinds[path], tuple(shapes[0][1:])))
         elif len(shapes[0]) == 3 and (grid := patch_grid(shapes[0][1], prefix_hint)) is not None:
             layers.append(LayerInfo(path, kinds[path], (shapes[0][2], grid[1], grid[2]), layout="tokens"))

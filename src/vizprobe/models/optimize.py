@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from vizprobe.units import Directions
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +108,11 @@ def inference_copy(net: nn.Module, keep: set[str], example: torch.Tensor) -> nn.
 
 
 def checked_inference_copy(net: nn.Module, keep: list[str], size: int, device: torch.device) -> nn.Module:
-    """`inference_copy`, used only if the kept layers agree with the original on a test batch."""
-    from vizprobe.units import LayerTap
+    """`inference_copy`, used only if the kept layers agree with the original on a test batch (a direction
+    layer `LAYER:NAME` keeps LAYER)."""
+    from vizprobe.units import LayerTap, split_layer
 
+    keep = list(dict.fromkeys(split_layer(path)[0] for path in keep))
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn(2, 3, size, size, generator=generator).to(device)
     try:
@@ -127,13 +133,13 @@ def checked_inference_copy(net: nn.Module, keep: list[str], size: int, device: t
 class ChannelMeans(nn.Module):
     """Images -> the spatial-mean activation (N, C) of each tapped layer, in `paths` order."""
 
-    def __init__(self, net: nn.Module, paths: list[str]):
+    def __init__(self, net: nn.Module, paths: list[str], directions: Mapping[str, Directions] | None = None):
         super().__init__()
         from vizprobe.units import LayerTap
 
         self.net = net
         self.paths = list(paths)
-        self.tap = LayerTap(net, self.paths)
+        self.tap = LayerTap(net, self.paths, directions)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from vizprobe.units import channel_mean

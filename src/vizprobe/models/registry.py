@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -16,7 +16,17 @@ from vizprobe import DEFAULT_MODEL
 from vizprobe.device import resolve_device
 from vizprobe.errors import VizprobeError
 from vizprobe.models.preprocessing import Preprocessing
-from vizprobe.units import LayerInfo, LayerTap, Unit, channel_mean, discover_layers, parse_units
+from vizprobe.units import (
+    Directions,
+    LayerInfo,
+    LayerTap,
+    Unit,
+    channel_mean,
+    discover_layers,
+    load_directions,
+    parse_units,
+    split_layer,
+)
 
 Builder = Callable[[Path | None], nn.Module]
 
@@ -73,9 +83,15 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def load_model(
-    name: str = DEFAULT_MODEL, weights: str | Path | None = None, device: str | torch.device = "auto"
+    name: str = DEFAULT_MODEL,
+    weights: str | Path | None = None,
+    device: str | torch.device = "auto",
+    directions: Mapping[str, str | Path | Directions] | str | None = None,
 ) -> LoadedModel:
-    """Build a model from the zoo in eval mode on `device`, with its weights loaded from local disk."""
+    """Build a model from the zoo in eval mode on `device`, with its weights loaded from local disk.
+
+    `directions` (`NAME=FILE,...` or a mapping) adds direction units `LAYER:NAME:K` (see `Directions`)."""
+    found = load_directions(directions)  # a bad file fails before the model is built
     spec = get_spec(name)
     if spec.needs_weights and weights is None:
         raise VizprobeError(
@@ -84,7 +100,8 @@ def load_model(
     net = spec.builder(Path(weights) if weights is not None else None)
     net.eval().requires_grad_(False)
     dev = resolve_device(device)
-    return LoadedModel(spec, net.to(dev), dev, str(weights) if weights is not None else spec.weights_source)
+    source = str(weights) if weights is not None else spec.weights_source
+    return LoadedModel(spec, net.to(dev), dev, source, found)
 
 
 @dataclass
@@ -95,6 +112,7 @@ class LoadedModel:
     net: nn.Module
     device: torch.device
     weights: str
+    directions: dict[str, Directions] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -115,7 +133,11 @@ class LoadedModel:
         return [replace(li, aliases=tuple(by_path.get(li.path, ()))) for li in found]
 
     def layer(self, name: str) -> LayerInfo:
-        """Look a layer up by module path or alias; a bad name lists close matches."""
+        """Look a layer up by module path or alias (`LAYER:NAME`: through directions NAME); a bad name lists
+        close matches."""
+        base, directions = split_layer(name)
+        if directions is not None:
+            return self._direction_layer(self.layer(base), directions)
         path = self.spec.aliases.get(name, name)
         for info in self.layers:
             if info.path == path:
@@ -130,6 +152,41 @@ class LoadedModel:
         close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
         hint = f"close matches: {', '.join(close)}" if close else "run `vizprobe layers` to list them"
         raise VizprobeError(f"model {self.name!r} has no layer {name!r}; {hint}")
+
+    def _direction_layer(self, base: LayerInfo, name: str) -> LayerInfo:
+        if name not in self.directions:
+            given = ", ".join(self.directions) or "none"
+            raise VizprobeError(f"unknown directions {name!r} (given: {given}); pass --directions {name}=FILE")
+        found = self.directions[name]
+        found.check_layer(base.path, base.channels)
+        return LayerInfo(
+            f"{base.path}:{name}",
+            f"{'SparseAutoencoder' if found.kind == 'sae' else 'Directions'}({Path(found.source).name})",
+            (found.count, *base.shape[1:]),
+            tuple(f"{alias}:{name}" for alias in base.aliases),
+            base.layout,
+        )
+
+    @property
+    def direction_layers(self) -> list[LayerInfo]:
+        """Every (layer, directions) pair whose channel counts agree, as layers `LAYER:NAME`."""
+        return [
+            self._direction_layer(info, name)
+            for name, found in self.directions.items()
+            for info in self.layers
+            if info.channels == found.channels
+        ]
+
+    def with_directions(self, directions: Mapping[str, str | Path | Directions] | str | None) -> LoadedModel:
+        """The same network with more directions sets; a name already given with other contents is an error."""
+        added = load_directions(directions)
+        for name, found in added.items():
+            if name in self.directions and self.directions[name].sha256 != found.sha256:
+                raise VizprobeError(
+                    f"directions {name!r} differ between {self.directions[name].source} and {found.source}; "
+                    "use one file or another name"
+                )
+        return replace(self, directions={**added, **self.directions})
 
     def resolve_unit(self, unit: Unit | str) -> Unit:
         """The canonical unit (layer as module path), checked against the layer's channel count.
@@ -164,11 +221,11 @@ class LoadedModel:
 
     def tap(self, layer_names: list[str]) -> LayerTap:
         """A tap on the named layers (paths or aliases), cutting the forward pass after the last."""
-        return LayerTap(self.net, [self.layer(n).path for n in layer_names])
+        return LayerTap(self.net, [self.layer(n).path for n in layer_names], self.directions)
 
     def unit_activations(self, images: torch.Tensor, units: list[Unit | str]) -> torch.Tensor:
         """(N, U) activations of `units` on preprocessed `images` (gradients flow if enabled)."""
         resolved = [self.resolve_unit(u) for u in units]
-        outputs = LayerTap(self.net, [u.layer for u in resolved])(images.to(self.device))
+        outputs = LayerTap(self.net, [u.layer for u in resolved], self.directions)(images.to(self.device))
         columns = [channel_mean(outputs[u.layer][:, u.channel : u.channel + 1])[:, 0] for u in resolved]
         return torch.stack(columns, dim=1)

@@ -73,7 +73,7 @@ class Occluder:
         self.channels_last = model.device.type == "cpu"
         if self.channels_last and net is not model.net:  # only our own copy: never change the caller's network
             net = net.to(memory_format=torch.channels_last)
-        self.forward: torch.nn.Module = ChannelMeans(net, [self.info.path])
+        self.forward: torch.nn.Module = ChannelMeans(net, [self.info.path], model.directions)
         self.compiled = False
         self._stages = self._chain_to_layer(net) if incremental and optimize else None
         self._chains: dict[int, tuple[IncrementalChain, Callable]] = {}

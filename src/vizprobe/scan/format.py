@@ -8,6 +8,8 @@
       progress.json      {"done": n}: images [0, n) are committed; a resumed scan starts at n
       skipped.tsv        path <TAB> reason, for each skipped image
       topk/LAYER.npz     top/bottom `top_k` image indices and activations per channel (written at the end)
+      directions/NAME.npy|npz  copies of the directions sets of direction layers (`LAYER:NAME`), recorded in
+                         scan.json `directions` with their sha256, so later stages need not be told them again
 
 Arrays are `.npy` files opened memory-mapped, so collections of millions of images fit on disk.
 """
@@ -23,3 +25,4 @@ STATUS_NPY = "status.npy"
 PROGRESS_JSON = "progress.json"
 SKIPPED_TSV = "skipped.tsv"
 TOPK_DIR = "topk"
+DIRECTIONS_DIR = "directions"

@@ -68,6 +68,11 @@ class ScanResult:
         return self.meta["model"]
 
     @property
+    def directions(self) -> dict[str, Path]:
+        """The directions sets of the scan's direction layers, by name: their copies in the run dir."""
+        return {name: self.run_dir / record["file"] for name, record in self.meta.get("directions", {}).items()}
+
+    @property
     def status(self) -> np.ndarray:
         return np.load(self.run_dir / fmt.STATUS_NPY, mmap_mode="r")
 

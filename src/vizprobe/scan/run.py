@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,13 +24,14 @@ from tqdm.auto import tqdm
 
 from vizprobe.device import default_batch_size
 from vizprobe.errors import VizprobeError
-from vizprobe.files import atomic_write_json, atomic_write_text, safe_name
+from vizprobe.files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from vizprobe.images import UnreadableImage, find_images, load_rgb
 from vizprobe.models import LoadedModel, Preprocessing, load_model
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 from vizprobe.scan import format as fmt
 from vizprobe.scan.result import ScanResult
 from vizprobe.scan.settings import COMPILE_CHOICES, COMPILE_MIN_IMAGES, ScanSettings
+from vizprobe.units import Directions, split_layer
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,8 @@ def _fingerprint(images: list[str]) -> str:
 class _RunDir:
     """Creates or reopens a run directory and commits progress to it."""
 
-    def __init__(self, out: Path, meta: dict, images: list[str]):
-        self.out, self.meta, self.images = out, meta, images
+    def __init__(self, out: Path, meta: dict, images: list[str], directions: dict[str, Directions]):
+        self.out, self.meta, self.images, self.directions = out, meta, images, directions
         self.acts: dict[str, np.ndarray] = {}
         self.done = 0
 
@@ -109,7 +110,8 @@ class _RunDir:
             self.meta = on_disk
             self.done = int(json.loads((self.out / fmt.PROGRESS_JSON).read_text())["done"])
         else:
-            known = {fmt.IMAGES_TXT, fmt.ACTS_DIR, fmt.STATUS_NPY, fmt.PROGRESS_JSON, fmt.SKIPPED_TSV, fmt.TOPK_DIR}
+            known = {fmt.IMAGES_TXT, fmt.ACTS_DIR, fmt.STATUS_NPY, fmt.PROGRESS_JSON, fmt.SKIPPED_TSV, fmt.TOPK_DIR,
+                     fmt.DIRECTIONS_DIR}  # fmt: skip
             if self.out.exists() and any(
                 p.name not in known and not p.name.startswith(".") for p in self.out.iterdir()
             ):
@@ -135,14 +137,17 @@ class _RunDir:
             np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], "w+", np.float32, shape).flush()
         np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, "w+", np.uint8, (n,)).flush()
         (self.out / fmt.SKIPPED_TSV).write_text("")
+        for name, record in self.meta.get("directions", {}).items():
+            atomic_write_bytes(self.out / record["file"], Path(self.directions[name].source).read_bytes())
         atomic_write_json(self.out / fmt.PROGRESS_JSON, {"done": 0})
         atomic_write_json(self.out / fmt.SCAN_JSON, self.meta)  # last: its presence marks a valid run dir
 
     def _check_same_scan(self, old: dict) -> None:
         if old.get("format") != fmt.FORMAT or old.get("version") != fmt.VERSION:
             raise VizprobeError(f"{self.out} holds a scan of another format; choose a new --out")
-        for key, label in [("model", "model"), ("weights", "weights"), ("preprocessing", "preprocessing")]:
-            if old.get(key) != self.meta[key]:
+        for key, label in [("model", "model"), ("weights", "weights"), ("preprocessing", "preprocessing"),
+                           ("directions", "directions")]:  # fmt: skip
+            if (old.get(key) or None) != (self.meta[key] or None):  # a scan from before `directions` has none
                 raise VizprobeError(
                     f"{self.out} holds a scan with another {label} ({old.get(key)}); choose a new --out or delete it"
                 )
@@ -209,11 +214,13 @@ def scan(
     progress: bool = True,
     optimize: bool = True,
     compile: str | None = None,
+    directions: Mapping[str, str | Path | Directions] | str | None = None,
 ) -> tuple[ScanResult, ScanStats]:
     """Scan `images` with `model`, recording every channel of `layers`; resumes an unfinished `out`.
 
     A model given by name is loaded with `weights` on `device`; a `LoadedModel` runs on its own device
-    (`device` and `weights` are then unused: the caller's model is never moved).
+    (`device` and `weights` are then unused: the caller's model is never moved). `directions` adds direction
+    layers (`LAYER:NAME`, see `vizprobe.units.Directions`); the run dir keeps a copy of each set it uses.
 
     `optimize` runs an inference copy of the network (batch norms folded, paddings merged; see
     `vizprobe.models.optimize`) whose activations equal the original's up to float rounding;
@@ -228,7 +235,9 @@ def scan(
     top_k = top_k or defaults.top_k
     compile = compile or defaults.compile
     if isinstance(model, str):
-        model = load_model(model, weights=weights, device=device)
+        model = load_model(model, weights=weights, device=device, directions=directions)
+    elif directions:
+        model = model.with_directions(directions)
     dev = model.device
     if compile not in COMPILE_CHOICES:
         raise VizprobeError(f"compile={compile!r}: use one of {', '.join(COMPILE_CHOICES)}")
@@ -243,6 +252,7 @@ def scan(
     if not named:
         raise VizprobeError("no layers given: pass --layers L1,L2 (see `vizprobe layers`)")
     infos = [info for _, info in named.values()]
+    used = {name: model.directions[name] for info in infos if (name := split_layer(info.path)[1])}
     import vizprobe
 
     meta = {
@@ -263,6 +273,7 @@ def scan(
             }
             for info in infos
         ],
+        "directions": {name: d.record(f"{fmt.DIRECTIONS_DIR}/{name}{d.suffix}") for name, d in used.items()},
         "images_root": str(root),
         "n_images": len(image_list),
         "images_fingerprint": _fingerprint(image_list),
@@ -270,7 +281,7 @@ def scan(
         "status": "running",
     }
     meta = json.loads(json.dumps(meta))  # the form it takes on disk, so a resume compares like with like
-    run = _RunDir(Path(out), meta, image_list).open()
+    run = _RunDir(Path(out), meta, image_list, used).open()
     start = run.done
     if run.meta.get("status") == "complete":
         log.info("scan in %s is already complete; nothing to do", out)
@@ -284,7 +295,7 @@ def scan(
         net = checked_inference_copy(net, paths, model.preprocessing.crop, dev)
     if dev.type == "cpu" and net is not model.net:  # only our own copy: never change the caller's network
         net = net.to(memory_format=torch.channels_last)
-    forward: torch.nn.Module = ChannelMeans(net, paths)
+    forward: torch.nn.Module = ChannelMeans(net, paths, model.directions)
     remaining = len(image_list) - start
     if compile == "on" or (compile == "auto" and remaining >= COMPILE_MIN_IMAGES):
         crop = model.preprocessing.crop

@@ -14,7 +14,7 @@ from torchvision.transforms.functional import gaussian_blur
 from tqdm.auto import tqdm
 
 from vizprobe.errors import VizprobeError
-from vizprobe.files import staged_dir
+from vizprobe.files import atomic_write_bytes, staged_dir
 from vizprobe.images import load_rgb, to_pil
 from vizprobe.models import LoadedModel, load_model
 from vizprobe.occlusion import Occluder, grid, occlude, patch_size
@@ -24,7 +24,7 @@ from vizprobe.stimuli.manifest import MANIFEST, SCHEMA_VERSION, Manifest, dumps,
 from vizprobe.stimuli.protocol import Candidate, ProtocolUnits, occlusion_extremes, pick_protocol_units
 from vizprobe.stimuli.settings import SEARCHES, BuildSettings
 from vizprobe.synthesis.store import load_visualizations, unit_entry
-from vizprobe.units import Unit, parse_units
+from vizprobe.units import Unit, parse_units, split_layer
 
 
 def _rng(seed: int, *keys: str | int) -> np.random.Generator:
@@ -134,7 +134,8 @@ def build_stimuli(
     units = _resolved(scan, units)
     _check_inputs(scan, units, s)
     _check_visualizations(vis, units, s)
-    model = model or _scan_model(scan, device)
+    model = model.with_directions(scan.directions) if model else _scan_model(scan, device)
+    _check_same_directions(vis, model)
     writer = _Writer(model, s, vis)
     plans = {unit: _main_plan(scan, unit, s) for unit in units}
     # `protocol`: what `protocol_units` returned for the same arguments, so that the units are not measured twice.
@@ -144,6 +145,7 @@ def build_stimuli(
     with staged_dir(out, MANIFEST, "stimulus package") as staging:
         writer.staging = staging
         manifest = _build(units, plans, protocol, writer, progress)
+        _copy_directions(manifest, writer.model, staging)
         manifest["images"] = {p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*.png"))}
         checked = Manifest.from_dict(manifest, out)
         (staging / MANIFEST).write_text(dumps(manifest))
@@ -166,9 +168,19 @@ def protocol_units(
     scan = scan if isinstance(scan, ScanResult) else ScanResult.load(scan)
     units = _resolved(scan, units)
     _check_inputs(scan, units, s)
-    writer = _Writer(model or _scan_model(scan, device), s, None)
+    writer = _Writer(model.with_directions(scan.directions) if model else _scan_model(scan, device), s, None)
     plans = {unit: _main_plan(scan, unit, s) for unit in units}
     return _protocol(scan, units, plans, writer, catch_units, practice_units)
+
+
+def _check_same_directions(vis: dict | None, model: LoadedModel) -> None:
+    """Visualizations of direction units must have been rendered with the scan's directions sets."""
+    for name, record in (vis or {}).get("directions", {}).items():
+        if name in model.directions and record["sha256"] != model.directions[name].sha256:
+            raise VizprobeError(
+                f"directions {name!r} in {vis['dir']} differ from the scan's ({model.directions[name].source}); "
+                "re-render the visualizations with the scan's directions (vizprobe visualize --scan RUN_DIR)"
+            )
 
 
 def _resolved(scan: ScanResult, units: list[Unit | str] | None) -> list[Unit]:
@@ -180,7 +192,8 @@ def _resolved(scan: ScanResult, units: list[Unit | str] | None) -> list[Unit]:
 
 def _scan_model(scan: ScanResult, device: str) -> LoadedModel:
     weights = scan.meta.get("weights")
-    return load_model(scan.model, weights=weights if weights and Path(weights).is_file() else None, device=device)
+    weights = weights if weights and Path(weights).is_file() else None
+    return load_model(scan.model, weights=weights, device=device, directions=scan.directions)
 
 
 class _Writer:
@@ -336,6 +349,19 @@ def _build(units: list[Unit], plans, protocol: ProtocolUnits, w: _Writer, progre
         "images": {},
         **({"condition_sources": w.sources} if w.sources else {}),
     }
+
+
+def _copy_directions(manifest: dict, model: LoadedModel, staging: Path) -> None:
+    """Copy the directions sets of the package's direction units into it and record them, so that a package
+    says exactly what its units were."""
+    names = sorted({name for u in manifest["units"] if (name := split_layer(u["layer"])[1])})
+    records = {}
+    for name in names:
+        found = model.directions[name]
+        records[name] = found.record(f"directions/{name}{found.suffix}")
+        atomic_write_bytes(staging / records[name]["file"], Path(found.source).read_bytes())
+    if records:
+        manifest["directions"] = records
 
 
 def _protocol_references(c: Candidate, s: BuildSettings) -> list[Exemplar]:

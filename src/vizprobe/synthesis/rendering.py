@@ -24,7 +24,7 @@ from vizprobe.synthesis import transforms as tf
 from vizprobe.synthesis.param import PARAMS, GeneratorParam
 from vizprobe.synthesis.rng import ImageRNG, image_seeds
 from vizprobe.synthesis.settings import PRECISIONS, PRESETS, RenderSettings, preset  # noqa: F401  (re-exported)
-from vizprobe.units import LayerTap, Unit
+from vizprobe.units import LayerTap, Unit, split_layer
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -144,7 +144,7 @@ def render(
     # outputs, checked before use); each chunk's tap stops the forward pass at its own deepest layer.
     net = checked_inference_copy(model.net, layers, size, dev) if layers else model.net
     own_copy = net is not model.net
-    taps = [LayerTap(net, sorted(o.layers)) for _, o in parts]
+    taps = [LayerTap(net, sorted(o.layers), model.directions) for _, o in parts]
     memory_format = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
     precision = resolve_precision(precision, dev)
 
@@ -262,7 +262,7 @@ def render_units(
     # Units of the same layer go through the network together, shallow layers first, so that each
     # chunk's forward pass stops as early as its units allow.
     depth = {info.path: rank for rank, info in enumerate(model.layers)}
-    order = sorted(range(len(units)), key=lambda k: depth[units[k].layer])
+    order = sorted(range(len(units)), key=lambda k: depth[split_layer(units[k].layer)[0]])
     per_image = [units[k] for k in order for _ in range(n)]
     extra = [j >= settings.per_unit for _ in order for j in range(n)]
     # The separate `mixed` batch is its own diversity group, as a separate rendering would be.

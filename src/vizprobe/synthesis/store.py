@@ -7,6 +7,8 @@
                             `mixed_images` (a separate batch of N for the `mixed` condition), and with
                             a scan the unit's top-1 natural activation and the ratio mean/top-1
       LAYER_CHANNEL/00.png  one PNG per image (size x size, RGB)
+      directions/NAME.npy|npz  copies of the directions sets of direction units (`LAYER:NAME:K`), recorded in
+                            the index's `directions` with their sha256
 
 Version 1 keyed units by the spelling the user typed (an alias, say); it is read by migrating its
 keys to the canonical form (its images and seeds stay as they were rendered).
@@ -25,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
-from vizprobe.files import atomic_write_json, staged_dir
+from vizprobe.files import atomic_write_bytes, atomic_write_json, staged_dir
 from vizprobe.images import to_pil
 from vizprobe.synthesis.rendering import Rendering
 from vizprobe.units import Unit
@@ -67,6 +69,11 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
                 entry["natural_top1"] = top1
                 entry["ratio_to_natural_top1"] = entry["mean_activation"] / top1 if top1 else None
             units.append(entry)
+        directions = {}
+        for name in sorted({u.directions for u in rendering.units if u.directions}):
+            found = model.directions[name]
+            directions[name] = found.record(f"directions/{name}{found.suffix}")
+            atomic_write_bytes(staging / directions[name]["file"], Path(found.source).read_bytes())
         index = {
             "format": FORMAT,
             "version": VERSION,
@@ -78,6 +85,7 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
             "seconds": round(rendering.seconds, 2),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "units": units,
+            **({"directions": directions} if directions else {}),
         }
         atomic_write_json(staging / INDEX, index)
     return index

@@ -1,0 +1,194 @@
+"""Directions as units (`LAYER:NAME:K`): projections (.npy) and sparse-autoencoder features (.npz) on
+efficientnet-lite0's `_blocks.8`, each checked against an independent computation: a plain forward hook on
+the original network and the projection or ReLU(W a + b) by hand in numpy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vizprobe.cli import main
+from vizprobe.errors import VizprobeError
+from vizprobe.images import load_rgb
+
+LAYER = "_blocks.8"  # 112 channels, 14 x 14
+C, ONE_HOT_CHANNEL = 112, 17
+
+
+@pytest.fixture(scope="module")
+def direction_files(tmp_path_factory):
+    """A one-hot direction set (K=3; direction 1 is channel 17), a random projection (K=5), an SAE (K=6)."""
+    folder = tmp_path_factory.mktemp("directions")
+    rng = np.random.default_rng(7)
+    one_hot = np.zeros((3, C), np.float32)
+    one_hot[1, ONE_HOT_CHANNEL] = 1.0
+    one_hot[[0, 2], [3, 50]] = 1.0
+    np.save(folder / "onehot.npy", one_hot)
+    np.save(folder / "rand.npy", rng.normal(size=(5, C)).astype(np.float32))
+    W = rng.normal(size=(6, C)).astype(np.float32) / np.sqrt(C)
+    np.savez(folder / "sae.npz", W=W, b=rng.normal(scale=0.2, size=6).astype(np.float32))
+    return {name: folder / f"{name}.{'npz' if name == 'sae' else 'npy'}" for name in ("onehot", "rand", "sae")}
+
+
+@pytest.fixture(scope="module")
+def few_photos(photo_files, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    for f in photo_files[:60]:
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def direction_scan(lite0, direction_files, few_photos, tmp_path_factory):
+    from vizprobe.scan import scan
+
+    out = tmp_path_factory.mktemp("scan") / "run"
+    layers = [LAYER, f"{LAYER}:onehot", f"{LAYER}:rand", f"{LAYER}:sae"]
+    result, _ = scan(lite0, few_photos, layers, out, directions=direction_files, top_k=20, progress=False)
+    return result
+
+
+def layer_output(model, images: torch.Tensor, path: str = LAYER) -> np.ndarray:
+    """(N, C, H, W) output of a module of the original network, through a plain hook."""
+    seen = []
+    module = dict(model.net.named_modules())[path]
+    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            model.net(images)
+    finally:
+        handle.remove()
+    return seen[0].numpy()
+
+
+def test_a_one_hot_direction_ranks_images_exactly_as_its_channel(direction_scan):
+    channel = direction_scan.unit_activations(f"{LAYER}:{ONE_HOT_CHANNEL}")
+    direction = direction_scan.unit_activations(f"{LAYER}:onehot:1")
+    np.testing.assert_allclose(direction, channel, rtol=1e-5, atol=1e-6)
+    for side in ("top", "bottom"):
+        by_channel = getattr(direction_scan, side)(f"{LAYER}:{ONE_HOT_CHANNEL}", 20)
+        by_direction = getattr(direction_scan, side)(f"{LAYER}:onehot:1", 20)
+        assert [e.index for e in by_direction] == [e.index for e in by_channel]
+
+
+def test_a_random_direction_scan_equals_the_projection_by_hand(direction_scan, direction_files):
+    W = np.load(direction_files["rand"])
+    channel_means = direction_scan.activations(LAYER)  # (N, C): the mean commutes with a projection
+    np.testing.assert_allclose(direction_scan.activations(f"{LAYER}:rand"), channel_means @ W.T, rtol=1e-4, atol=1e-4)
+    assert direction_scan.layer(f"{LAYER}:rand").channels == 5
+
+
+def test_an_sae_feature_equals_relu_of_w_a_plus_b_averaged_over_positions(direction_scan, direction_files, lite0):
+    saved = np.load(direction_files["sae"])
+    W, b = saved["W"], saved["b"]
+    rows = [0, 7, 33]
+    images = torch.stack([lite0.preprocessing(load_rgb(direction_scan.image_path(i))) for i in rows])
+    maps = layer_output(lite0, images)  # (3, C, 14, 14), original network (no folded batch norms)
+    per_position = np.einsum("kc,nchw->nkhw", W, maps) + b[None, :, None, None]
+    expected = np.maximum(per_position, 0).mean(axis=(2, 3))
+    got = direction_scan.activations(f"{LAYER}:sae")[rows]
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+    linear = (np.einsum("kc,nchw->nkhw", W, maps) + b[None, :, None, None]).mean(axis=(2, 3))
+    assert not np.allclose(expected, linear, atol=1e-3)  # the ReLU matters: these are not projections
+
+
+def test_the_run_dir_keeps_the_directions_and_a_resume_with_others_is_refused(direction_scan, direction_files, lite0):
+    from vizprobe.scan import scan
+
+    meta = json.loads((direction_scan.run_dir / "scan.json").read_text())
+    assert set(meta["directions"]) == {"onehot", "rand", "sae"}
+    assert meta["directions"]["sae"]["kind"] == "sae" and meta["directions"]["rand"]["kind"] == "projection"
+    copy = direction_scan.directions["sae"]
+    assert copy.read_bytes() == direction_files["sae"].read_bytes()
+    other = direction_scan.run_dir.parent / "other.npy"
+    np.save(other, np.ones((5, C), np.float32))
+    layers = [LAYER, f"{LAYER}:onehot", f"{LAYER}:rand", f"{LAYER}:sae"]
+    with pytest.raises(VizprobeError, match="another directions"):
+        scan(lite0, direction_scan.root, layers, direction_scan.run_dir,
+             directions={**direction_files, "rand": other}, progress=False)  # fmt: skip
+
+
+def test_the_synthetic_images_of_a_direction_out_activate_its_natural_top_9(direction_scan, lite0):
+    from vizprobe.synthesis import preset, render_units
+
+    model = lite0.with_directions(direction_scan.directions)
+    unit = f"{LAYER}:rand:2"
+    rendering = render_units(model, [unit], preset("quick", per_unit=2, steps=48, size=224), progress=False)
+    images = model.preprocessing.normalize(rendering.unit_images(0).float())
+    W = np.load(direction_scan.directions["rand"])
+    synthetic = np.einsum("c,nchw->n", W[2], layer_output(lite0, images)) / (14 * 14)
+    natural = [e.activation for e in direction_scan.top(unit, 9)]
+    assert synthetic.min() > max(natural), (synthetic, natural)
+
+
+def test_bad_directions_are_one_line_errors_and_write_nothing(lite0, direction_files, few_photos, tmp_path):
+    from vizprobe.models import load_model
+    from vizprobe.scan import scan
+
+    out = tmp_path / "run"
+    with pytest.raises(VizprobeError, match=r"are 5x112 but layer '_blocks.2' has 24 channels"):
+        scan(lite0, few_photos, ["_blocks.2:rand"], out, directions=direction_files, progress=False)
+    assert not out.exists()
+    with pytest.raises(VizprobeError, match="unknown directions 'sea'"):
+        lite0.with_directions(direction_files).resolve_unit(f"{LAYER}:sea:1")
+    with pytest.raises(VizprobeError, match=r"layer '_blocks.8:rand' has channels 0..4"):
+        lite0.with_directions(direction_files).resolve_unit(f"{LAYER}:rand:5")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, W_enc=np.zeros((C, 4)))
+    with pytest.raises(VizprobeError, match="an .npz needs W"):
+        load_model(directions=f"x={bad}")
+    with pytest.raises(VizprobeError, match="no file"):
+        load_model(directions=f"x={tmp_path / 'missing.npy'}")
+    with pytest.raises(VizprobeError, match="write NAME=FILE"):
+        load_model(directions="just-a-file.npy")
+
+
+def test_the_cli_lists_direction_layers_and_scans_them(direction_files, few_photos, tmp_path, capsys):
+    given = f"sae={direction_files['sae']}"
+    assert main(["layers", "--directions", given, "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    line = next(ln for ln in lines if ln.startswith(f"{LAYER}:sae "))
+    assert "SparseAutoencoder(sae.npz)" in line and "6x14x14" in line
+    assert sum(":sae " in ln for ln in lines) == sum(" 112x" in ln for ln in lines if ":" not in ln.split()[0])
+    out = tmp_path / "run"
+    args = ["-q", "scan", "--images", str(few_photos), "--layers", "block8:sae", "--directions", given,
+            "--out", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads((out / "scan.json").read_text())["layers"][0]["path"] == f"{LAYER}:sae"
+
+
+@pytest.mark.slow
+def test_a_direction_unit_goes_through_visualize_and_build(direction_scan, tmp_path):
+    """The CLI, as a user runs it: visualize takes the scan's directions, build copies them into the package,
+    and the stored activations of a trial's two occlusions are the direction's, recomputed by hand."""
+    from conftest import reference_ranks
+
+    from vizprobe.models import load_model
+    from vizprobe.stimuli.manifest import Manifest
+
+    run, unit = str(direction_scan.run_dir), f"{LAYER}:rand:2"
+    vis, pkg = tmp_path / "vis", tmp_path / "pkg"
+    assert main(["-q", "visualize", "--scan", run, "--units", f"{unit},{LAYER}:sae:0,{LAYER}:sae:1", "--per-unit", "9",
+                 "--steps", "4", "--out", str(vis), "--device", "cpu"]) == 0  # fmt: skip
+    index = json.loads((vis / "visualizations.json").read_text())
+    assert index["directions"]["rand"]["sha256"] == direction_scan.meta["directions"]["rand"]["sha256"]
+    low, high = reference_ranks(60)
+    assert main(["-q", "build", "--scan", run, "--visualizations", str(vis), "--units", unit,
+                 "--catch-units", f"{LAYER}:sae:0", "--practice-units", f"{LAYER}:sae:1", "--image-sets", "1",
+                 "--tasks-per-condition", "1", "--stride", "32", "--reference-ranks", f"{low}-{high}",
+                 "--query-ranks", f"1-{low - 1}", "--conditions", "natural,synthetic,none", "--out", str(pkg),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    manifest = Manifest.load(pkg)
+    assert set(manifest.data["directions"]) == {"rand", "sae"}
+    assert (pkg / "directions" / "rand.npy").read_bytes() == direction_scan.directions["rand"].read_bytes()
+    trial = next(t for t in manifest.trials.values() if t.kind == "main")
+    assert trial.unit == unit
+    W = np.load(pkg / "directions" / "rand.npy")[2]
+    model = load_model(device="cpu")
+    for option in trial.options:
+        pixels = torch.from_numpy(np.array(load_rgb(pkg / option.image))).permute(2, 0, 1)[None].float() / 255
+        by_hand = np.einsum("c,nchw->n", W, layer_output(model, model.preprocessing.normalize(pixels))) / 196
+        assert by_hand[0] == pytest.approx(option.activation, rel=1e-3, abs=1e-3)
