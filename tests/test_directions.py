@@ -192,3 +192,21 @@ def test_a_direction_unit_goes_through_visualize_and_build(direction_scan, tmp_p
         pixels = torch.from_numpy(np.array(load_rgb(pkg / option.image))).permute(2, 0, 1)[None].float() / 255
         by_hand = np.einsum("c,nchw->n", W, layer_output(model, model.preprocessing.normalize(pixels))) / 196
         assert by_hand[0] == pytest.approx(option.activation, rel=1e-3, abs=1e-3)
+
+
+def test_occlusion_of_a_direction_unit_equals_a_naive_loop(lite0, direction_files, photo_files):
+    """The occluder recomputes only the patch's neighbourhood (incremental), and the SAE's ReLU applies per
+    position after it: each occluded copy is checked against a full forward pass and numpy by hand."""
+    from vizprobe.occlusion import Occluder, occlude
+
+    model = lite0.with_directions(direction_files)
+    saved = np.load(direction_files["sae"])
+    pixels = model.preprocessing.pixels(load_rgb(photo_files[5]))
+    occluder = Occluder(model, f"{LAYER}:sae")
+    assert occluder.incremental_chain(90) is not None
+    positions = torch.tensor([[0, 0], [40, 120], [134, 30], [134, 134]])
+    got = occluder.activations(pixels, positions, 90)
+    for k, (y, x) in enumerate(positions.tolist()):
+        maps = layer_output(lite0, model.preprocessing.normalize(occlude(pixels, torch.tensor([[y, x]]), 90)))
+        encoded = np.einsum("kc,nchw->nkhw", saved["W"], maps) + saved["b"][None, :, None, None]
+        np.testing.assert_allclose(got[k].numpy(), np.maximum(encoded, 0).mean(axis=(2, 3))[0], rtol=1e-3, atol=1e-4)

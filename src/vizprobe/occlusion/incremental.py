@@ -12,6 +12,7 @@ plus the window's sum. The result equals the full computation up to float roundi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -94,12 +95,21 @@ class IncrementalChain:
     """Spatial-mean activations of a chain's last stage for many occluded copies of one image.
 
     `stages` run one after the other (each the module whose output feeds the next); `probe` is a
-    preprocessed (1, 3, H, W) image that fixes the map sides.
+    preprocessed (1, 3, H, W) image that fixes the map sides. `view`, a map of every position's channels
+    (a unit's directions, `vizprobe.units.Directions.apply`), applies to the last stage's output before the mean.
     """
 
-    def __init__(self, stages: list[Stage], patch: int, probe: torch.Tensor, channels_last: bool = False):
+    def __init__(
+        self,
+        stages: list[Stage],
+        patch: int,
+        probe: torch.Tensor,
+        channels_last: bool = False,
+        view: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.stages = stages
         self.channels_last = channels_last
+        self.view = view or (lambda maps: maps)
         self.geometry = []
         x = probe
         with torch.inference_mode():
@@ -151,12 +161,12 @@ class IncrementalChain:
             at = changed = out_start
         last = len(self.stages) - 1
         if self.windowed > last:  # the last stage is windowed too: clean sum outside the window + its sum
-            full = clean[last]
+            full = self.view(clean[last])
             outside = full.sum(dim=(2, 3)) - _gather(full, at, window.shape[-1]).sum(dim=(2, 3))
-            return (outside + window.sum(dim=(2, 3))) / (full.shape[2] * full.shape[3])
+            return (outside + self.view(window).sum(dim=(2, 3))) / (full.shape[2] * full.shape[3])
         x = images
         if self.windowed:
             x = _paste(clean[self.windowed - 1].expand(len(images), -1, -1, -1), window, at)
         for _, fn in self.stages[self.windowed :]:
             x = fn(self._layout(x))
-        return x.mean(dim=(2, 3))
+        return self.view(x).mean(dim=(2, 3))

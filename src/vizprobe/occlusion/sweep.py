@@ -21,6 +21,7 @@ from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compi
 from vizprobe.occlusion.incremental import IncrementalChain
 from vizprobe.occlusion.patches import grid, occlude, patch_size
 from vizprobe.occlusion.search import SearchResult, coarse_to_fine
+from vizprobe.units import split_layer
 
 
 @dataclass
@@ -87,7 +88,8 @@ class Occluder:
         """The model's stages up to the one that outputs the layer, or None (no chain, or not a stage)."""
         chain = self.model.spec.chain(net) if self.model.spec.chain else []
         paths = [path for path, _ in chain]
-        return chain[: paths.index(self.info.path) + 1] if self.info.path in paths else None
+        base = split_layer(self.info.path)[0]  # a direction layer: its directions apply to the chain's output
+        return chain[: paths.index(base) + 1] if base in paths else None
 
     def incremental_chain(self, patch: int) -> IncrementalChain | None:
         """The windowed computation for this patch size, or None where nothing would be saved."""
@@ -100,7 +102,9 @@ class Occluder:
         if patch not in self._chains:
             size = self.model.preprocessing.crop
             probe = self._prepare(torch.zeros(1, 3, size, size, device=self.model.device))
-            chain = IncrementalChain(self._stages, patch, probe, self.channels_last)
+            name = split_layer(self.info.path)[1]
+            view = self.model.directions[name].apply if name else None
+            chain = IncrementalChain(self._stages, patch, probe, self.channels_last, view)
             call = chain
             if self._compile and chain.windowed:  # one static shape: full batches of positions
                 generator = torch.Generator().manual_seed(0)
