@@ -8,6 +8,14 @@ repeated; medians are printed, and the top-20 image sets of every unit must be i
 
     python benchmarks/scan.py [--images DIR] [--n 1000] [--repeats 3] [--layers _blocks.4,_blocks.8,_blocks.15]
     python benchmarks/scan.py --model timm/vit_tiny_patch16_224 --weights random --layers blocks.5,blocks.8.mlp.fc1
+    python benchmarks/scan.py --cold [--n 1000] [--copies 1]   # whole processes, as a newcomer meets them
+
+`--cold` times whole processes instead: the reference loop as a script, and `vizprobe scan` once per backend,
+each run with a fresh cache (no exported ONNX graph, no inductor cache: "cold") and then again on the cache
+the cold run left ("warm"). Wall times include Python start, imports, model loading, the export or compile,
+and writing the run dir. `--copies K` scans the photos K times under other names (symlinks) for a larger
+collection; `--reference-n M` times the reference loop on the first M images only and scales its per-image
+time (the loop has no one-time cost beyond start-up, which is measured and added once).
 
 `--weights random` saves a timm model's random initialisation to a temp file (speed does not depend on the
 weights' values; nothing is downloaded). For token layers the reference takes the mean over the patch tokens
@@ -19,6 +27,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,6 +99,73 @@ def top20_sets_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tupl
     return agree, total
 
 
+REFERENCE_SCRIPT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from scan import reference_loop
+from vizprobe.models import load_model
+files = sorted(Path(sys.argv[1]).iterdir())[: int(sys.argv[3])]
+seconds, _ = reference_loop(load_model(device="cpu"), files, sys.argv[2].split(","))
+print(seconds)
+"""
+
+
+def _timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed: {done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Path) -> None:
+    """Whole processes: the reference script and `vizprobe scan` per backend, cold then warm caches."""
+    import shutil
+
+    n = len(files)
+    ref_n = min(args.reference_n or n, n)
+    here = str(Path(__file__).resolve().parent)
+    vizprobe = str(Path(sys.executable).with_name("vizprobe"))
+    sides = {
+        "onnxruntime": ["--backend", "onnx"],
+        "torch eager": ["--backend", "torch", "--compile", "off"],
+        "torch compiled": ["--backend", "torch", "--compile", "on"],
+    }
+    wall: dict[str, list[float]] = {"reference": []} | {f"{s} {c}": [] for s in sides for c in ("cold", "warm")}
+    for rep in range(args.repeats):
+        order = ["reference", *sides]
+        order = order[rep % len(order) :] + order[: rep % len(order)]
+        for side in order:
+            env = dict(os.environ)
+            if side == "reference":
+                script = [sys.executable, "-c", REFERENCE_SCRIPT, str(folder), args.layers, str(ref_n), here]
+                total, out = _timed(script, env)
+                loop = float(out.strip().splitlines()[-1])
+                wall["reference"].append(total + loop * (n / ref_n - 1))  # start-up once, the loop scaled to n
+                print(f"  run {rep + 1} reference        {wall['reference'][-1]:8.1f} s  ({ref_n} images timed)")
+                continue
+            cache = tmp / f"cache-{rep}-{side.replace(' ', '-')}"
+            env |= {"VIZPROBE_CACHE": str(cache), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+            for temperature in ("cold", "warm"):
+                out_dir = tmp / f"run-{rep}-{side.replace(' ', '-')}-{temperature}"
+                command = [vizprobe, "-q", "scan", "--images", str(folder), "--layers", args.layers, "--out",
+                           str(out_dir), "--device", "cpu", *sides[side]]  # fmt: skip
+                seconds, _ = _timed(command, env)
+                wall[f"{side} {temperature}"].append(seconds)
+                print(f"  run {rep + 1} {side:15s} {temperature}  {seconds:8.1f} s")
+                shutil.rmtree(out_dir)
+            shutil.rmtree(cache, ignore_errors=True)
+    reference = statistics.median(wall["reference"])
+    print(f"model: efficientnet-lite0  images: {n}  layers: {args.layers}  whole processes, medians of {args.repeats}")
+    print(f"reference loop (batch 1, NCHW, PIL)      {reference:8.1f} s  {n / reference:7.1f} img/s  1.00x")
+    for side, times in wall.items():
+        if side != "reference":
+            t = statistics.median(times)
+            print(f"vizprobe scan, {side:26s} {t:8.1f} s  {n / t:7.1f} img/s  {reference / t:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", default=os.environ.get("VIZPROBE_IMAGES", str(DEFAULT_IMAGES)))
@@ -98,6 +175,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="vizprobe decoding threads")
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--weights", default=None, help="state dict, or `random` for a timm model")
+    parser.add_argument("--cold", action="store_true", help="whole processes, fresh caches then warm ones")
+    parser.add_argument("--copies", type=int, default=1, help="with --cold: the photos K times under other names")
+    parser.add_argument("--reference-n", type=int, default=None, help="with --cold: time the reference on M images")
     args = parser.parse_args()
     root = Path(args.images)
     if not root.is_dir():
@@ -108,9 +188,13 @@ def main() -> None:
         folder = Path(tmp) / "images"
         folder.mkdir()
         names = find_images(root)[: args.n]
-        for name in names:
-            (folder / Path(name).name).symlink_to(root / name)
-        files = [folder / Path(name).name for name in names]
+        for copy in range(args.copies):
+            for name in names:
+                (folder / f"{copy:03d}-{Path(name).name}").symlink_to(root / name)
+        files = sorted(folder.iterdir())
+        if args.cold:
+            cold_main(args, files, folder, Path(tmp))
+            return
         sides = ["reference", "vizprobe (eager)", "vizprobe"]
         times: dict[str, list[float]] = {side: [] for side in sides}
         acts = {}

@@ -49,7 +49,8 @@ def test_scan_top20_matches_per_image_computation(full_scan, lite0, photo_files)
     assert stats.computed == len(photo_files) and stats.skipped == 0
     reference = per_image_activations(lite0, photo_files, "_blocks.8")
     names = [f.name for f in photo_files]
-    for channel in (0, 7, 33, 111):
+    assert stats.backend == "onnxruntime"  # the default on the CPU
+    for channel in range(reference.shape[1]):
         expected = [names[i] for i in np.argsort(-reference[:, channel], kind="stable")[:20]]
         got = [e.path.name for e in result.top(f"block8:{channel}", 20)]
         assert set(got) == set(expected), f"channel {channel}"
@@ -165,3 +166,50 @@ def test_out_dir_that_is_not_a_scan_is_refused(tmp_path, subset_dir, lite0):
     with pytest.raises(VizprobeError, match="not a scan run dir"):
         scan(lite0, folder, ["_blocks.4"], tmp_path / "busy", progress=False)
     assert (tmp_path / "busy" / "thesis.tex").read_text() == "precious"
+
+
+def test_the_onnx_graph_is_exported_once_and_equals_pytorch(tmp_path, subset_dir, lite0, monkeypatch):
+    """The exported graph is kept in the cache and reused (not exported again); ONNX Runtime's activations equal
+    PyTorch's; without onnxruntime, auto falls back to PyTorch and `onnx` is a one-line error."""
+    from vizprobe.models import onnx_runtime
+
+    monkeypatch.setenv("VIZPROBE_CACHE", str(tmp_path / "cache"))
+    folder = subset_dir(40)
+    first, stats = scan(lite0, folder, LAYERS, tmp_path / "a", backend="onnx", progress=False)
+    assert stats.backend == "onnxruntime"
+    graphs = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(graphs) == 1
+    stamp = graphs[0].stat().st_mtime_ns
+    again, _ = scan(lite0, folder, LAYERS, tmp_path / "b", progress=False)
+    assert graphs[0].stat().st_mtime_ns == stamp  # warm: read from the cache, not exported again
+    eager, stats = scan(lite0, folder, LAYERS, tmp_path / "c", backend="torch", compile="off", progress=False)
+    assert stats.backend == "torch"
+    for layer in LAYERS:
+        np.testing.assert_array_equal(first.activations(layer), again.activations(layer))
+        np.testing.assert_allclose(first.activations(layer), eager.activations(layer), rtol=1e-4, atol=1e-4)
+    graphs[0].write_bytes(b"not a graph")  # a damaged cache entry is exported again
+    _, stats = scan(lite0, folder, LAYERS, tmp_path / "d", progress=False)
+    assert stats.backend == "onnxruntime" and graphs[0].stat().st_size > 1000
+
+    monkeypatch.setattr(onnx_runtime, "available", lambda: False)
+    _, stats = scan(lite0, folder, LAYERS, tmp_path / "e", compile="off", progress=False)
+    assert stats.backend == "torch"
+    with pytest.raises(VizprobeError, match="--backend onnx: onnxruntime not installed; pip install onnx onnxruntime"):
+        scan(lite0, folder, LAYERS, tmp_path / "f", backend="onnx", progress=False)
+    assert not (tmp_path / "f").exists()
+
+
+def test_ranking_block_by_block_equals_one_stable_sort():
+    """The top/bottom-k merge that keeps memory bounded gives exactly the full stable sort (ties, many zeros as
+    after a ReLU, skipped rows), for blocks smaller than k, equal to it and larger."""
+    from vizprobe.scan.run import extreme_rows
+
+    rng = np.random.default_rng(3)
+    acts = np.maximum(np.round(rng.normal(size=(300, 6)), 1), 0).astype(np.float32)  # ties everywhere
+    valid = np.sort(rng.choice(300, size=250, replace=False))
+    for sign in (-1.0, 1.0):
+        order = np.argsort(sign * acts[valid], axis=0, kind="stable")[:20]
+        for block in (7, 20, 64, 1000):
+            index, value = extreme_rows(acts, valid, 20, sign, block=block)
+            np.testing.assert_array_equal(index, valid[order])
+            np.testing.assert_array_equal(value, np.take_along_axis(acts[valid], order, 0))

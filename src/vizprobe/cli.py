@@ -133,10 +133,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
         weights=args.weights,
         device=args.device,
         progress=not args.quiet,
-        **_given(args, "batch_size", "workers", "top_k", "compile", "directions"),
+        engine=args.engine,
+        ray={"address": args.address, "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}
+        if args.engine == "ray"
+        else None,
+        **_given(args, "batch_size", "top_k", "compile", "backend", "directions"),
+        **(_given(args, "workers") if args.engine == "local" else {}),
     )
     print(
-        f"scanned {stats.computed} images ({stats.images_per_second:.1f} img/s), "
+        f"scanned {stats.computed} images ({stats.images_per_second:.1f} img/s, {stats.backend or 'nothing to do'}), "
         f"{stats.resumed_from} already done, {stats.skipped} skipped -> {args.out}"
     )
     if args.sheet:
@@ -387,7 +392,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from vizprobe.experiment.settings import PLATFORMS
-    from vizprobe.scan.settings import COMPILE_CHOICES, COMPILE_MIN_IMAGES
+    from vizprobe.scan.settings import (
+        BACKEND_CHOICES,
+        COMPILE_CHOICES,
+        COMPILE_MIN_IMAGES,
+        ENGINE_CHOICES,
+        ONNX_BATCH_SIZE,
+    )
     from vizprobe.stimuli.settings import SEARCHES
     from vizprobe.synthesis.settings import PRECISIONS, PRESETS
 
@@ -418,10 +429,26 @@ def build_parser() -> argparse.ArgumentParser:
     _protocol_arg(p)
     _setting(p, "--top-k", f"{scan}.top_k", "top/bottom images to index per unit", type=int)
     p.add_argument("--batch-size", type=int, default=None,
-                   help=f"default {BATCH_SIZES['cpu']} on the CPU, {BATCH_SIZES['cuda']} on a GPU")  # fmt: skip
-    _setting(p, "--workers", f"{scan}.workers", "decoding threads", type=int)
-    _setting(p, "--compile", f"{scan}.compile", f"torch.compile (auto: from {COMPILE_MIN_IMAGES} images)",
-             choices=COMPILE_CHOICES)  # fmt: skip
+                   help=f"default {ONNX_BATCH_SIZE} with ONNX Runtime, {BATCH_SIZES['cpu']} with PyTorch on the CPU, "
+                        f"{BATCH_SIZES['cuda']} on a GPU")  # fmt: skip
+    _setting(p, "--workers", f"{scan}.workers", "decoding threads; with --engine ray: model workers (default: "
+             "half the cluster's CPUs, or its GPUs / --gpus-per-worker)", type=int)  # fmt: skip
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=ENGINE_CHOICES,
+        help="local (default), or ray: Ray Data on a cluster or this machine (pip install 'vizprobe[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="with --engine ray: the cluster (HOST:PORT or auto; default: start Ray on this machine)",
+    )
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --engine ray: GPUs per model worker")
+    _setting(p, "--backend", f"{scan}.backend", "what runs the network (auto: ONNX Runtime on the CPU, PyTorch on "
+             "a GPU)", choices=BACKEND_CHOICES)  # fmt: skip
+    _setting(p, "--compile", f"{scan}.compile", f"torch.compile for --backend torch (auto: from {COMPILE_MIN_IMAGES} "
+             "images)", choices=COMPILE_CHOICES)  # fmt: skip
     p.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG per unit")
     p.add_argument("--out", required=True, help="run directory (an unfinished one is resumed)")
 

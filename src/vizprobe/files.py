@@ -60,6 +60,12 @@ def staged_dir(out: str | Path, marker: str, what: str) -> Iterator[Path]:
         raise
 
 
+def cache_root() -> Path:
+    """vizprobe's persistent cache (demo photos, exported graphs): `$VIZPROBE_CACHE`, else the user's cache dir."""
+    given = os.environ.get("VIZPROBE_CACHE")
+    return Path(given) if given else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vizprobe"
+
+
 def safe_name(text: str) -> str:
     """A file-name-safe version of a layer path or alias (`mixed4a/3x3` -> `mixed4a__3x3`)."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text.replace("/", "__"))

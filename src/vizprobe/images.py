@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vizprobe.errors import VizprobeError
+from vizprobe.files import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def demo_images_dir(cache: str | Path | None = None) -> Path:
     """
     import skimage.data
 
-    base = Path(cache or os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vizprobe"
+    base = Path(cache) / "vizprobe" if cache else cache_root()
     target = base / f"demo-images-v{DEMO_VERSION}"
     if target.is_dir():
         return target

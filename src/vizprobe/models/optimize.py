@@ -140,6 +140,7 @@ class ChannelMeans(nn.Module):
         self.net = net
         self.paths = list(paths)
         self.tap = LayerTap(net, self.paths, directions)
+        self.train(False)  # an exporter that restores the mode it found must not put the network in training
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from vizprobe.units import channel_mean

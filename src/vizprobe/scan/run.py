@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,11 +26,18 @@ from vizprobe.device import default_batch_size
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from vizprobe.images import UnreadableImage, find_images, load_rgb
-from vizprobe.models import LoadedModel, Preprocessing, load_model
+from vizprobe.models import LoadedModel, Preprocessing, load_model, onnx_runtime
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 from vizprobe.scan import format as fmt
 from vizprobe.scan.result import ScanResult
-from vizprobe.scan.settings import COMPILE_CHOICES, COMPILE_MIN_IMAGES, ScanSettings
+from vizprobe.scan.settings import (
+    BACKEND_CHOICES,
+    COMPILE_CHOICES,
+    COMPILE_MIN_IMAGES,
+    ENGINE_CHOICES,
+    ONNX_BATCH_SIZE,
+    ScanSettings,
+)
 from vizprobe.units import Directions, split_layer
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,7 @@ class ScanStats:
     resumed_from: int
     skipped: int
     seconds: float
+    backend: str = ""  # what ran the network: onnxruntime, torch, torch (compiled)
 
     @property
     def images_per_second(self) -> float:
@@ -88,6 +96,27 @@ def _batches(
             first, futures = pending.popleft()
             submit()
             yield first, [f.result() for f in futures]
+
+
+TOPK_BLOCK = 1 << 16  # rows of the activations read at a time when ranking: memory stays O(block x channels)
+
+
+def extreme_rows(
+    acts: np.ndarray, valid: np.ndarray, k: int, sign: float, block: int = TOPK_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, values), each (k, C): per column the k rows of `acts` (only rows `valid`, ascending) with the
+    smallest `sign * value`, ties to the lower row index; read block by block and merged exactly."""
+    best_index = np.zeros((0, acts.shape[1]), np.int64)
+    best_value = np.zeros((0, acts.shape[1]), np.float32)
+    for begin in range(0, len(valid), block):
+        rows = valid[begin : begin + block]
+        values = np.concatenate([best_value, np.asarray(acts[rows], np.float32)])
+        index = np.concatenate([best_index, np.broadcast_to(rows[:, None], (len(rows), acts.shape[1]))])
+        by_index = np.argsort(index, axis=0, kind="stable")  # earlier winners are not in index order
+        values, index = np.take_along_axis(values, by_index, 0), np.take_along_axis(index, by_index, 0)
+        order = np.argsort(sign * values, axis=0, kind="stable")[:k]  # stable: ties keep the lower index
+        best_value, best_index = np.take_along_axis(values, order, 0), np.take_along_axis(index, order, 0)
+    return best_index, best_value
 
 
 def _fingerprint(images: list[str]) -> str:
@@ -175,14 +204,10 @@ class _RunDir:
         valid = np.flatnonzero(self.status[:] == fmt.SCANNED)
         (self.out / fmt.TOPK_DIR).mkdir(exist_ok=True)
         for layer in self.meta["layers"]:
-            acts = np.asarray(self.acts[layer["file"]][valid])  # (valid, C)
-            k = min(top_k, len(valid))
             rows = {}
             for side, sign in (("top", -1.0), ("bottom", 1.0)):
-                # Stable sort of each column; ties go to the lower image index, as in ScanResult.
-                order = np.argsort(sign * acts, axis=0, kind="stable")[:k]  # (k, C)
-                rows[f"{side}_index"] = valid[order].T.astype(np.int64)
-                rows[f"{side}_value"] = np.take_along_axis(acts, order, axis=0).T.astype(np.float32)
+                index, value = extreme_rows(self.acts[layer["file"]], valid, top_k, sign)
+                rows[f"{side}_index"], rows[f"{side}_value"] = index.T.astype(np.int64), value.T.astype(np.float32)
             target = self.out / fmt.TOPK_DIR / layer["file"].replace(".npy", ".npz")
             tmp = target.with_name(".tmp-" + target.name)
             with open(tmp, "wb") as handle:
@@ -194,9 +219,56 @@ class _RunDir:
             n_scanned=int(len(valid)),
             n_skipped=int((self.status[:] == fmt.SKIPPED).sum()),
             top_k=top_k,
-            last_run={"computed": stats.computed, "seconds": round(stats.seconds, 2)},
+            last_run={"computed": stats.computed, "seconds": round(stats.seconds, 2), "backend": stats.backend},
         )
         atomic_write_json(self.out / fmt.SCAN_JSON, self.meta)
+
+
+def _local_results(
+    model: LoadedModel, forward: Callable, compiled: bool, files: list[Path], start: int, batch_size: int, workers: int
+) -> Iterator[tuple[int, int, list[int], list[np.ndarray], list[tuple[int, str]]]]:
+    """Per batch: (first image, image count, offsets of the images read, their channel means per layer,
+    (offset, reason) of the images that could not be read), decoding ahead in threads."""
+    for first, items in _batches(files, start, batch_size, model.preprocessing, workers):
+        good = [i for i, item in enumerate(items) if torch.is_tensor(item)]
+        bad = [(i, item) for i, item in enumerate(items) if not torch.is_tensor(item)]
+        means: list[np.ndarray] = []
+        if good:
+            pixels = torch.stack([items[i] for i in good]).to(model.device, non_blocking=True)
+            if compiled and len(good) < batch_size:  # keep one static shape: no recompilation
+                pixels = torch.cat([pixels, pixels.new_zeros((batch_size - len(good), *pixels.shape[1:]))])
+            outputs = forward(model.preprocessing.normalize_uint8(pixels))
+            means = [values[: len(good)].float().cpu().numpy() for values in outputs]
+        yield first, len(items), good, means, bad
+
+
+def forward_pass(
+    model: LoadedModel, paths: list[str], batch_size: int, backend: str, compile: str, remaining: int, optimize: bool
+) -> tuple[Callable, bool, str]:
+    """(images -> channel means per layer, whether it is compiled, the backend's name), on the model's device.
+
+    The network is an inference copy (batch norms folded) cut after the deepest layer; on the CPU, `backend`
+    auto runs it in ONNX Runtime (`vizprobe.models.onnx_runtime`), else in PyTorch, channels-last, compiled
+    where `compile` says so (auto: from COMPILE_MIN_IMAGES images on)."""
+    dev = model.device
+    net = checked_inference_copy(model.net, paths, model.preprocessing.crop, dev) if optimize else model.net
+    module = ChannelMeans(net, paths, model.directions)
+    if backend == "onnx" or (backend == "auto" and dev.type == "cpu"):
+        forward, state = onnx_runtime.onnx_channel_means(model, module, paths, model.preprocessing.crop)
+        if forward is not None:
+            log.debug("ONNX Runtime graph (%s)", state)
+            return forward, False, "onnxruntime"
+        if backend == "onnx":
+            raise VizprobeError(f"--backend onnx: {state}; pip install onnx onnxruntime, or use --backend torch")
+        log.info("scanning with PyTorch: %s", state)
+    if dev.type == "cpu" and net is not model.net:  # only our own copy: never change the caller's network
+        net = net.to(memory_format=torch.channels_last)
+    if compile == "on" or (compile == "auto" and remaining >= COMPILE_MIN_IMAGES):
+        crop = model.preprocessing.crop
+        example = torch.zeros(batch_size, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
+        forward, compiled = compile_or_eager(module, example)
+        return forward, compiled, "torch (compiled)" if compiled else "torch"
+    return module, False, "torch"
 
 
 def scan(
@@ -214,6 +286,9 @@ def scan(
     progress: bool = True,
     optimize: bool = True,
     compile: str | None = None,
+    backend: str | None = None,
+    engine: str = "local",
+    ray: dict | None = None,
     directions: Mapping[str, str | Path | Directions] | str | None = None,
 ) -> tuple[ScanResult, ScanStats]:
     """Scan `images` with `model`, recording every channel of `layers`; resumes an unfinished `out`.
@@ -222,9 +297,12 @@ def scan(
     (`device` and `weights` are then unused: the caller's model is never moved). `directions` adds direction
     layers (`LAYER:NAME`, see `vizprobe.units.Directions`); the run dir keeps a copy of each set it uses.
 
-    `optimize` runs an inference copy of the network (batch norms folded, paddings merged; see
-    `vizprobe.models.optimize`) whose activations equal the original's up to float rounding;
-    `compile` (`auto|on|off`) uses `torch.compile` for it, `auto` from COMPILE_MIN_IMAGES images on.
+    The network runs as an inference copy (batch norms folded, paddings merged; see `vizprobe.models.optimize`)
+    whose activations equal the original's up to float rounding: `backend` (`auto|onnx|torch`) auto runs it
+    in ONNX Runtime on the CPU and in PyTorch on a GPU; `compile` (`auto|on|off`) uses `torch.compile` for the
+    PyTorch backend, `auto` from COMPILE_MIN_IMAGES images on. `engine="ray"` runs the scan on Ray Data
+    (`vizprobe.scan.ray_engine`; `ray` holds its options: address, workers, gpus_per_worker) into the same
+    run dir.
 
     Settings left None take `ScanSettings`' defaults; `batch_size` None suits the device.
     Returns the result (read back from disk) and what this call computed.
@@ -234,15 +312,25 @@ def scan(
     workers = workers or defaults.workers
     top_k = top_k or defaults.top_k
     compile = compile or defaults.compile
+    backend = backend or defaults.backend
+    if backend not in BACKEND_CHOICES:
+        raise VizprobeError(f"backend={backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
+    if engine not in ENGINE_CHOICES:
+        raise VizprobeError(f"engine={engine!r}: use one of {', '.join(ENGINE_CHOICES)}")
+    if engine == "ray":
+        from vizprobe.scan import ray_engine
+
+        ray_engine.connect(**(ray or {}))  # an unreachable cluster fails before anything is written
     if isinstance(model, str):
         model = load_model(model, weights=weights, device=device, directions=directions)
     elif directions:
         model = model.with_directions(directions)
     dev = model.device
+    if backend == "onnx" and (dev.type != "cpu" or not onnx_runtime.available()):  # before anything is written
+        why = "onnxruntime not installed" if dev.type == "cpu" else f"ONNX Runtime runs on the CPU, the model on {dev}"
+        raise VizprobeError(f"--backend onnx: {why}; pip install onnx onnxruntime, or use --backend torch")
     if compile not in COMPILE_CHOICES:
         raise VizprobeError(f"compile={compile!r}: use one of {', '.join(COMPILE_CHOICES)}")
-    batch_size = batch_size or default_batch_size(dev)
-    chunk_size = max(batch_size, chunk_size - chunk_size % batch_size)
     root = Path(images).expanduser().resolve()
     image_list = find_images(root)
     named = {}  # module path -> (name as given, layer); a layer named twice is scanned once
@@ -290,48 +378,42 @@ def scan(
         log.info("resuming scan in %s at image %d of %d", out, start, len(image_list))
 
     paths = [info.path for info in infos]
-    net = model.net
-    if optimize:
-        net = checked_inference_copy(net, paths, model.preprocessing.crop, dev)
-    if dev.type == "cpu" and net is not model.net:  # only our own copy: never change the caller's network
-        net = net.to(memory_format=torch.channels_last)
-    forward: torch.nn.Module = ChannelMeans(net, paths, model.directions)
     remaining = len(image_list) - start
-    if compile == "on" or (compile == "auto" and remaining >= COMPILE_MIN_IMAGES):
-        crop = model.preprocessing.crop
-        example = torch.zeros(batch_size, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
-        forward, compiled = compile_or_eager(forward, example)
-        log.debug("compiled forward pass: %s", compiled)
-    else:
-        compiled = False
     files = [root / p for p in image_list]
+    if engine == "ray":
+        from vizprobe.scan import ray_engine
+
+        batch_size = batch_size or (ONNX_BATCH_SIZE if dev.type == "cpu" else default_batch_size(dev))
+        results = ray_engine.results(model, paths, files, start, batch_size, backend=backend, **(ray or {}))
+        used_backend = "ray"
+    else:
+        torch_batch = batch_size or default_batch_size(dev)
+        forward, compiled, used_backend = forward_pass(model, paths, torch_batch, backend, compile, remaining,
+                                                        optimize)  # fmt: skip
+        batch_size = batch_size or (ONNX_BATCH_SIZE if used_backend == "onnxruntime" else torch_batch)
+        results = _local_results(model, forward, compiled, files, start, batch_size, workers)
+    chunk_size = max(batch_size, chunk_size - chunk_size % batch_size)
     skipped_total = int((run.status[:start] == fmt.SKIPPED).sum())
     pending_skips: list[tuple[str, str]] = []
     began = time.perf_counter()
     bar = tqdm(total=len(files), initial=start, unit="img", desc="scan", disable=not progress, smoothing=0.1)
     try:
         with torch.inference_mode():
-            for first, items in _batches(files, start, batch_size, model.preprocessing, workers):
-                good = [i for i, item in enumerate(items) if torch.is_tensor(item)]
-                for i, item in enumerate(items):
-                    if not torch.is_tensor(item):
-                        log.warning("skipping %s: %s", image_list[first + i], item)
-                        pending_skips.append((image_list[first + i], item))
-                        run.status[first + i] = fmt.SKIPPED
-                        for array in run.acts.values():
-                            array[first + i] = np.nan
-                if good:
-                    pixels = torch.stack([items[i] for i in good]).to(dev, non_blocking=True)
-                    if compiled and len(good) < batch_size:  # keep one static shape: no recompilation
-                        pixels = torch.cat([pixels, pixels.new_zeros((batch_size - len(good), *pixels.shape[1:]))])
-                    means = forward(model.preprocessing.normalize_uint8(pixels))
-                    rows = np.asarray([first + i for i in good])
+            for first, count, good, means, bad in results:
+                for offset, reason in bad:
+                    log.warning("skipping %s: %s", image_list[first + offset], reason)
+                    pending_skips.append((image_list[first + offset], reason))
+                    run.status[first + offset] = fmt.SKIPPED
+                    for array in run.acts.values():
+                        array[first + offset] = np.nan
+                if len(good):
+                    rows = first + np.asarray(good)
                     for layer, values in zip(run.meta["layers"], means, strict=True):
-                        run.acts[layer["file"]][rows] = values[: len(good)].float().cpu().numpy()
+                        run.acts[layer["file"]][rows] = values
                     run.status[rows] = fmt.SCANNED
-                end = first + len(items)
-                bar.update(len(items))
-                if end % chunk_size == 0 or end == len(files):
+                end = first + count
+                bar.update(count)
+                if end - run.done >= chunk_size or end == len(files):
                     run.commit(end, pending_skips)
                     skipped_total += len(pending_skips)
                     pending_skips = []
@@ -339,6 +421,6 @@ def scan(
         raise VizprobeError(f"scan interrupted at image {run.done}; rerun the same command to resume") from None
     finally:
         bar.close()
-    stats = ScanStats(len(files) - start, start, skipped_total, time.perf_counter() - began)
+    stats = ScanStats(len(files) - start, start, skipped_total, time.perf_counter() - began, used_backend)
     run.finish(top_k, stats)
     return ScanResult.load(out), stats

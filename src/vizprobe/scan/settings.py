@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COMPILE_CHOICES = ("auto", "on", "off")
+# auto: ONNX Runtime on the CPU (an exported graph, cached between runs), PyTorch on a GPU
+BACKEND_CHOICES = ("auto", "onnx", "torch")
+ENGINE_CHOICES = ("local", "ray")  # ray: Ray Data, on a cluster or this machine (pip install 'vizprobe[ray]')
+ONNX_BATCH_SIZE = 32  # images per ONNX Runtime call on the CPU (benchmarks/README.md)
 COMPILE_MIN_IMAGES = 500  # `compile="auto"` compiles from this many images on (below, it costs more than it saves)
 
 
@@ -15,4 +19,5 @@ class ScanSettings:
     top_k: int = 200  # top and bottom images indexed per unit
     workers: int = 2  # decoding threads
     chunk_size: int = 256  # images per commit (a killed scan resumes from the last one)
-    compile: str = "auto"
+    compile: str = "auto"  # torch.compile, for the PyTorch backend
+    backend: str = "auto"
