@@ -78,10 +78,11 @@ def _model(name: str, weights: str | None, tmp: Path):
     return load_model(name, weights=weights, device="cpu")
 
 
-def vizprobe_scan(model, folder: Path, layers: list[str], workers: int, compile: str) -> tuple[float, object]:
+def vizprobe_scan(model, folder: Path, layers: list[str], workers: int, backend: str) -> tuple[float, object]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result, _ = scan(model, folder, layers, Path(tmp) / "run", workers=workers, compile=compile, progress=False)
+        result, _ = scan(model, folder, layers, Path(tmp) / "run", workers=workers, backend=backend, compile="off",
+                         progress=False)  # fmt: skip
         seconds = time.perf_counter() - start
         acts = {name: np.array(result.activations(name)) for name in layers}
     return seconds, acts
@@ -111,10 +112,16 @@ print(seconds)
 """
 
 
+PEAK_RSS: list[int] = []  # KiB, per timed process (GNU time's %M)
+
+
 def _timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
+    with tempfile.NamedTemporaryFile("r") as rss:
+        start = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-q", "-f", "%M", "-o", rss.name, *command], env=env,
+                              capture_output=True, text=True, check=False)  # fmt: skip
+        seconds = time.perf_counter() - start
+        PEAK_RSS.append(int(rss.read().split()[-1]))
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} failed: {done.stderr[-2000:]}")
     return seconds, done.stdout
@@ -133,7 +140,10 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
         "torch eager": ["--backend", "torch", "--compile", "off"],
         "torch compiled": ["--backend", "torch", "--compile", "on"],
     }
-    wall: dict[str, list[float]] = {"reference": []} | {f"{s} {c}": [] for s in sides for c in ("cold", "warm")}
+    sides = {name: flags for name, flags in sides.items() if not args.sides or name in args.sides.split(",")}
+    temperatures = args.temperatures.split(",")
+    wall: dict[str, list[float]] = {"reference": []} | {f"{s} {c}": [] for s in sides for c in temperatures}
+    rss: dict[str, list[int]] = {side: [] for side in wall}
     for rep in range(args.repeats):
         order = ["reference", *sides]
         order = order[rep % len(order) :] + order[: rep % len(order)]
@@ -144,26 +154,31 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
                 total, out = _timed(script, env)
                 loop = float(out.strip().splitlines()[-1])
                 wall["reference"].append(total + loop * (n / ref_n - 1))  # start-up once, the loop scaled to n
+                rss["reference"].append(PEAK_RSS[-1])
                 print(f"  run {rep + 1} reference        {wall['reference'][-1]:8.1f} s  ({ref_n} images timed)")
                 continue
             cache = tmp / f"cache-{rep}-{side.replace(' ', '-')}"
             env |= {"VIZPROBE_CACHE": str(cache), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
-            for temperature in ("cold", "warm"):
+            for temperature in temperatures:
                 out_dir = tmp / f"run-{rep}-{side.replace(' ', '-')}-{temperature}"
                 command = [vizprobe, "-q", "scan", "--images", str(folder), "--layers", args.layers, "--out",
                            str(out_dir), "--device", "cpu", *sides[side]]  # fmt: skip
                 seconds, _ = _timed(command, env)
                 wall[f"{side} {temperature}"].append(seconds)
+                rss[f"{side} {temperature}"].append(PEAK_RSS[-1])
                 print(f"  run {rep + 1} {side:15s} {temperature}  {seconds:8.1f} s")
                 shutil.rmtree(out_dir)
             shutil.rmtree(cache, ignore_errors=True)
     reference = statistics.median(wall["reference"])
     print(f"model: efficientnet-lite0  images: {n}  layers: {args.layers}  whole processes, medians of {args.repeats}")
-    print(f"reference loop (batch 1, NCHW, PIL)      {reference:8.1f} s  {n / reference:7.1f} img/s  1.00x")
+    peak = max(rss["reference"]) / 1024
+    print(f"reference loop (batch 1, NCHW, PIL)      {reference:8.1f} s  {n / reference:7.1f} img/s  1.00x  "
+          f"peak RSS {peak:.0f} MiB")  # fmt: skip
     for side, times in wall.items():
         if side != "reference":
-            t = statistics.median(times)
-            print(f"vizprobe scan, {side:26s} {t:8.1f} s  {n / t:7.1f} img/s  {reference / t:.2f}x")
+            t, peak = statistics.median(times), max(rss[side]) / 1024
+            rate = f"{n / t:7.1f} img/s  {reference / t:.2f}x"
+            print(f"vizprobe scan, {side:26s} {t:8.1f} s  {rate}  peak RSS {peak:.0f} MiB")
 
 
 def main() -> None:
@@ -178,6 +193,8 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="whole processes, fresh caches then warm ones")
     parser.add_argument("--copies", type=int, default=1, help="with --cold: the photos K times under other names")
     parser.add_argument("--reference-n", type=int, default=None, help="with --cold: time the reference on M images")
+    parser.add_argument("--sides", default=None, help="with --cold: onnxruntime,torch eager,torch compiled (all)")
+    parser.add_argument("--temperatures", default="cold,warm", help="with --cold: cold, warm or both")
     args = parser.parse_args()
     root = Path(args.images)
     if not root.is_dir():
@@ -195,7 +212,7 @@ def main() -> None:
         if args.cold:
             cold_main(args, files, folder, Path(tmp))
             return
-        sides = ["reference", "vizprobe (eager)", "vizprobe"]
+        sides = ["reference", "vizprobe (torch)", "vizprobe"]
         times: dict[str, list[float]] = {side: [] for side in sides}
         acts = {}
         for rep in range(args.repeats):
@@ -203,14 +220,14 @@ def main() -> None:
                 if side == "reference":
                     seconds, acts[side] = reference_loop(model, files, layers)
                 else:
-                    compile = "off" if side == "vizprobe (eager)" else "auto"
-                    seconds, acts[side] = vizprobe_scan(model, folder, layers, args.workers, compile)
+                    backend = "torch" if side == "vizprobe (torch)" else "auto"
+                    seconds, acts[side] = vizprobe_scan(model, folder, layers, args.workers, backend)
                 times[side].append(seconds)
                 print(f"  run {rep + 1} {side:17s} {len(files) / seconds:7.1f} img/s")
     rates = {side: statistics.median(len(files) / t for t in times[side]) for side in sides}
     print(f"model: {args.model}  images: {len(files)}  layers: {args.layers}  torch threads: {torch.get_num_threads()}")
     print(f"reference loop (batch 1, NCHW, PIL):  {rates['reference']:7.1f} img/s (median of {args.repeats})")
-    for side, label in [("vizprobe (eager)", "--compile off"), ("vizprobe", "default, --compile auto")]:
+    for side, label in [("vizprobe (torch)", "--backend torch"), ("vizprobe", "default (onnxruntime)")]:
         agree, total = top20_sets_equal(acts["reference"], acts[side])
         diff = max(np.abs(acts["reference"][k] - acts[side][k]).max() for k in layers)
         print(

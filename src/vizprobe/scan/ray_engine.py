@@ -1,8 +1,10 @@
 """The scan on Ray Data, for collections beyond one machine (`vizprobe scan --engine ray`).
 
-The images are listed once on the driver and become a Ray dataset of (index, path) rows; Ray tasks decode
-and preprocess them (`map_batches` with `_decode`), and a pool of actors, one per worker, each holding the
-model (`_Activations`: ONNX Runtime on a CPU worker, PyTorch on a GPU one), computes the channel means. The
+The images are listed once on the driver and become a Ray dataset of (index, path) rows; `map_batches`
+sends them to a pool of actors, one per worker, each holding the model (`_Activations`: ONNX Runtime on a
+CPU worker, PyTorch on a GPU one), which decode and preprocess their batch in threads and compute the
+channel means (a separate decoding stage, its pixels passed through the object store, took 26.3 s instead
+of 20.7 s for 1000 photos on a 2-core machine). The
 driver consumes the results in order and writes them into the same run dir as the local engine, committing
 as it goes, so `ScanResult.load` cannot tell the engines apart and a killed scan resumes where it stopped.
 An image a worker cannot read is listed in skipped.tsv; an actor that dies is restarted by Ray Data and its
@@ -66,50 +68,58 @@ def connect(address: str | None = None, workers: int | None = None, gpus_per_wor
         raise VizprobeError(f"cannot join a Ray cluster at {address}: {str(exc).splitlines()[0][:150]}") from None
 
 
-def _decode(batch: dict[str, np.ndarray], preprocessing) -> dict[str, np.ndarray]:
-    """Ray task: each (index, path) row read and preprocessed to uint8 pixels, or the reason it could not be."""
+def _decode(path: str, preprocessing) -> np.ndarray | str:
+    """One image read and preprocessed to uint8 pixels (H, W, 3), or the reason it could not be."""
     from vizprobe.images import load_rgb
 
-    side = preprocessing.crop
-    pixels = np.zeros((len(batch["path"]), side, side, 3), np.uint8)
-    errors = []
-    for k, path in enumerate(batch["path"]):
-        try:
-            pixels[k] = preprocessing.to_pixels(load_rgb(Path(path))).numpy()
-            errors.append("")
-        except Exception as exc:  # any failure on one image skips that image, not the run
-            errors.append(str(exc) or type(exc).__name__)
-    return {"index": batch["index"], "pixels": pixels, "error": np.asarray(errors, dtype=object)}
+    try:
+        return preprocessing.to_pixels(load_rgb(Path(path))).numpy()
+    except Exception as exc:  # any failure on one image skips that image, not the run
+        return str(exc) or type(exc).__name__
 
 
 class _Activations:
-    """Ray actor: the model, loaded once per worker; a batch of pixels -> channel means per layer."""
+    """Ray actor, one per worker: the model, loaded once; a batch of (index, path) rows -> channel means per
+    layer. Like the local engine, it decodes in `threads` threads while the network (with as many threads)
+    computes, so a worker with several cores uses them all."""
 
     def __init__(
-        self, name: str, weights: str | None, directions: dict, paths: list[str], channels: list[int], backend: str
+        self,
+        name: str,
+        weights: str | None,
+        directions: dict,
+        paths: list[str],
+        channels: list[int],
+        backend: str,
+        threads: int,
     ):
+        from concurrent.futures import ThreadPoolExecutor
+
         import torch
 
         from vizprobe.models import load_model
         from vizprobe.scan.run import forward_pass
 
+        torch.set_num_threads(threads)  # Ray sets one thread per reserved CPU; ONNX Runtime follows torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(name, weights=weights, device=device, directions=directions)
         self.forward, _, self.backend = forward_pass(self.model, paths, 32, backend, "off", 0, True)
         self.channels = channels
+        self.pool = ThreadPoolExecutor(max_workers=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        ok = np.asarray([not e for e in batch["error"]])
-        out = {"index": batch["index"], "error": batch["error"]}
+        items = list(self.pool.map(lambda path: _decode(path, self.model.preprocessing), batch["path"]))
+        ok = np.asarray([not isinstance(item, str) for item in items])
+        errors = np.asarray(["" if good else item for good, item in zip(ok, items, strict=True)], dtype=object)
         means = None
         if ok.any():
             with torch.inference_mode():
-                pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])).to(self.model.device)
-                means = [
-                    m.float().cpu().numpy() for m in self.forward(self.model.preprocessing.normalize_uint8(pixels))
-                ]
+                pixels = torch.from_numpy(np.stack([item for item in items if not isinstance(item, str)]))
+                outputs = self.forward(self.model.preprocessing.normalize_uint8(pixels.to(self.model.device)))
+                means = [m.float().cpu().numpy() for m in outputs]
+        out = {"index": batch["index"], "error": errors}
         for k, width in enumerate(self.channels):
             column = np.full((len(ok), width), np.nan, np.float32)
             if means is not None:
@@ -136,23 +146,22 @@ def results(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the driver commits a prefix of the image list
     context.enable_progress_bars = False
-    workers = workers or max(1, int(ray.cluster_resources().get("GPU" if gpus_per_worker else "CPU", 1) // 2))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = workers or max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_worker) if gpus_per_worker
+                             else cpus // 2)  # fmt: skip
+    threads = max(1, cpus // workers)
     directions = {name: d for name, d in model.directions.items() if any(p.endswith(f":{name}") for p in paths)}
     weights = model.weights if Path(model.weights).is_file() else None
     rows = [{"index": i, "path": str(files[i])} for i in range(start, len(files))]
-    channels = [model.layer(p).channels for p in paths]
-    actor = {"name": model.name, "weights": weights, "directions": directions, "paths": paths, "channels": channels,
-             "backend": backend}  # fmt: skip
-    dataset = (
-        ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // (batch_size * 8)))
-        .map_batches(_decode, batch_size=batch_size, fn_kwargs={"preprocessing": model.preprocessing})
-        .map_batches(
-            _Activations,
-            batch_size=batch_size,
-            fn_constructor_kwargs=actor,
-            concurrency=workers,
-            num_gpus=gpus_per_worker or None,
-        )
+    actor = {"name": model.name, "weights": weights, "directions": directions, "paths": paths,
+             "channels": [model.layer(p).channels for p in paths], "backend": backend, "threads": threads}  # fmt: skip
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // (batch_size * 8))).map_batches(
+        _Activations,
+        batch_size=batch_size,
+        fn_constructor_kwargs=actor,
+        concurrency=workers,
+        num_cpus=None if gpus_per_worker else threads,
+        num_gpus=gpus_per_worker or None,
     )
     for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
         index, errors = batch["index"], batch["error"]
