@@ -155,7 +155,12 @@ class Directions:
     bias: np.ndarray | None
     source: str
     sha256: str
-    _on: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        import torch  # tensors made once here: `apply` changes no state, so torch.compile can trace it
+
+        object.__setattr__(self, "_weight", torch.from_numpy(self.weight)[:, :, None, None])
+        object.__setattr__(self, "_bias", None if self.bias is None else torch.from_numpy(self.bias))
 
     @classmethod
     def load(cls, name: str, path: str | Path) -> Directions:
@@ -204,13 +209,10 @@ class Directions:
         """(N, C, H, W) -> (N, K, H, W): every position's activations projected (and encoded) by the directions."""
         import torch
 
-        key = (feature_map.device, feature_map.dtype)
-        if key not in self._on:
-            weight = torch.from_numpy(self.weight).to(*key)[:, :, None, None]
-            self._on[key] = (weight, None if self.bias is None else torch.from_numpy(self.bias).to(*key))
-        weight, bias = self._on[key]
-        if feature_map.shape[1] != self.channels:
+        if feature_map.shape[1] != self._weight.shape[1]:
             self.check_layer("tapped", feature_map.shape[1])
+        weight = self._weight.to(feature_map.device, feature_map.dtype)
+        bias = None if self._bias is None else self._bias.to(feature_map.device, feature_map.dtype)
         out = torch.nn.functional.conv2d(feature_map, weight, bias)
         return out if bias is None else torch.relu(out)
 
