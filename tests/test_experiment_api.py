@@ -457,7 +457,7 @@ def test_unfinished_sessions_are_exported_with_their_status_and_left_out_of_anal
     answer(client, stopped["session_id"], 0)
     assert client.post(f"/api/sessions/{stopped['session_id']}/return").json() == {"ok": True}
     exported = export_frame(db_url)
-    statuses = exported.groupby("participant_id")["session_status"].agg(lambda values: set(values)).to_dict()
+    statuses = {pid: set(group) for pid, group in exported.groupby("participant_id")["session_status"]}
     assert statuses["p0001"] == {"expired"} and statuses["p0002"] == {"running"}
     assert statuses["p0003"] <= {"completed", "failed_criteria"} and statuses["p0004"] == {"returned"}
     lenient = ExclusionCriteria(min_catch_accuracy=0, min_instruction_time_s=0, min_total_time_s=0,

@@ -46,10 +46,13 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def messy_photos(photo_files, tmp_path_factory):
-    """Every photo (symlinks), a truncated JPEG and a text file named like an image."""
+    """Every photo (symlinks; the demo photos repeated under other names up to 800, so that a scan commits
+    several times before it ends), a truncated JPEG and a text file named like an image."""
     folder = tmp_path_factory.mktemp("photos")
-    for f in photo_files:
-        (folder / f.name).symlink_to(f)
+    copies = -(-800 // len(photo_files))
+    for k in range(copies):
+        for f in photo_files:
+            (folder / (f.name if copies == 1 else f"{k}_{f.name}")).symlink_to(f)
     (folder / "corrupt.jpg").write_bytes(pick(photo_files, 3).read_bytes()[:2000])
     (folder / "readme.JPEG").write_text("not an image")
     Image.open(pick(photo_files, 6)).convert("L").save(folder / "grey.png")
