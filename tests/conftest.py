@@ -214,3 +214,17 @@ def new_postgres_database(base: str) -> str:
         conn.execute(text(f"CREATE DATABASE {name}"))
     engine.dispose()
     return f"{base}/{name}"
+
+
+def module_output(net, path: str, images):
+    """The raw output of module `path` of `net` on `images`, through a plain forward hook (an independent check)."""
+    import torch
+
+    seen = []
+    handle = dict(net.named_modules())[path].register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            net(images)
+    finally:
+        handle.remove()
+    return seen[0]

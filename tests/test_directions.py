@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import module_output
 
 from vizprobe.cli import main
 from vizprobe.errors import VizprobeError
@@ -53,15 +54,7 @@ def direction_scan(lite0, direction_files, few_photos, tmp_path_factory):
 
 def layer_output(model, images: torch.Tensor, path: str = LAYER) -> np.ndarray:
     """(N, C, H, W) output of a module of the original network, through a plain hook."""
-    seen = []
-    module = dict(model.net.named_modules())[path]
-    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
-    try:
-        with torch.no_grad():
-            model.net(images)
-    finally:
-        handle.remove()
-    return seen[0].numpy()
+    return module_output(model.net, path, images).numpy()
 
 
 def test_a_one_hot_direction_ranks_images_exactly_as_its_channel(direction_scan):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import module_output
 
 from vizprobe.cli import main
 from vizprobe.errors import VizprobeError
@@ -38,15 +39,7 @@ def vit(vit_weights):
 
 def by_hand(vit, module_path: str, images: torch.Tensor) -> torch.Tensor:
     """The raw output of a timm module on normalized images ((N, T, C) for a token layer), through a plain hook."""
-    module = dict(vit.net.named_modules())[module_path]
-    seen = []
-    handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
-    try:
-        with torch.no_grad():
-            vit.net(images)
-    finally:
-        handle.remove()
-    return seen[0]
+    return module_output(vit.net, module_path, images)
 
 
 def test_layers_lists_token_layers_with_their_patch_grid(vit, vit_weights, capsys):
