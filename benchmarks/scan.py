@@ -139,11 +139,19 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
         "onnxruntime": ["--backend", "onnx"],
         "torch eager": ["--backend", "torch", "--compile", "off"],
         "torch compiled": ["--backend", "torch", "--compile", "on"],
+        "onnxruntime lean": ["--backend", "onnx", "--no-keep-activations"],  # only each unit's top/bottom-k
+        "ray 1 worker": ["--engine", "ray", "--workers", "1"],  # Ray started on this machine by the command
+        "ray 2 workers": ["--engine", "ray", "--workers", "2"],
     }
     sides = {name: flags for name, flags in sides.items() if not args.sides or name in args.sides.split(",")}
     temperatures = args.temperatures.split(",")
+    few = tmp / "two-images"
+    few.mkdir()
+    for f in files[:2]:
+        (few / f.name).symlink_to(f)
     wall: dict[str, list[float]] = {"reference": []} | {f"{s} {c}": [] for s in sides for c in temperatures}
     rss: dict[str, list[int]] = {side: [] for side in wall}
+    disk: dict[str, int] = {}
     for rep in range(args.repeats):
         order = ["reference", *sides]
         order = order[rep % len(order) :] + order[: rep % len(order)]
@@ -159,6 +167,13 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
                 continue
             cache = tmp / f"cache-{rep}-{side.replace(' ', '-')}"
             env |= {"VIZPROBE_CACHE": str(cache), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+            if temperatures[0] == "warm":  # fill the cache first, untimed, on two images
+                warm_up = [vizprobe, "-q", "scan", "--images", str(few), "--layers", args.layers, "--out",
+                           str(tmp / "warm-up"), "--device", "cpu", *sides[side]]  # fmt: skip
+                done = subprocess.run(warm_up, env=env, capture_output=True, text=True, check=False)
+                if done.returncode:
+                    raise SystemExit(f"warm-up failed: {done.stderr[-3000:]}")
+                shutil.rmtree(tmp / "warm-up")
             for temperature in temperatures:
                 out_dir = tmp / f"run-{rep}-{side.replace(' ', '-')}-{temperature}"
                 command = [vizprobe, "-q", "scan", "--images", str(folder), "--layers", args.layers, "--out",
@@ -167,6 +182,7 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
                 wall[f"{side} {temperature}"].append(seconds)
                 rss[f"{side} {temperature}"].append(PEAK_RSS[-1])
                 print(f"  run {rep + 1} {side:15s} {temperature}  {seconds:8.1f} s")
+                disk[side] = sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file())
                 shutil.rmtree(out_dir)
             shutil.rmtree(cache, ignore_errors=True)
     reference = statistics.median(wall["reference"])
@@ -178,7 +194,15 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
         if side != "reference":
             t, peak = statistics.median(times), max(rss[side]) / 1024
             rate = f"{n / t:7.1f} img/s  {reference / t:.2f}x"
-            print(f"vizprobe scan, {side:26s} {t:8.1f} s  {rate}  peak RSS {peak:.0f} MiB")
+            name, temperature = side.rsplit(" ", 1)
+            local = wall.get(f"onnxruntime {temperature}")
+            versus = (
+                f"  {t / statistics.median(local):.2f}x the local engine's time"
+                if local and name != "onnxruntime"
+                else ""
+            )
+            print(f"vizprobe scan, {side:26s} {t:8.1f} s  {rate}  peak RSS {peak:.0f} MiB  run dir "
+                  f"{disk[name] / 2**20:.1f} MiB{versus}")  # fmt: skip
 
 
 def main() -> None:
@@ -193,7 +217,9 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="whole processes, fresh caches then warm ones")
     parser.add_argument("--copies", type=int, default=1, help="with --cold: the photos K times under other names")
     parser.add_argument("--reference-n", type=int, default=None, help="with --cold: time the reference on M images")
-    parser.add_argument("--sides", default=None, help="with --cold: onnxruntime,torch eager,torch compiled (all)")
+    parser.add_argument("--sides", default="onnxruntime,torch eager,torch compiled",
+                        help="with --cold: any of onnxruntime, torch eager, torch compiled, onnxruntime lean, "
+                        "ray 1 worker, ray 2 workers")  # fmt: skip
     parser.add_argument("--temperatures", default="cold,warm", help="with --cold: cold, warm or both")
     args = parser.parse_args()
     root = Path(args.images)

@@ -118,16 +118,14 @@ def test_corrupt_and_non_image_files_are_skipped(tmp_path, subset_dir, photo_fil
     assert "corrupt.jpg" not in ranked and "grey.png" in ranked and len(ranked) == 22
 
 
-def _run_cli_scan(folder: Path, out: Path) -> subprocess.Popen:
+def _run_cli_scan(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "vizprobe.cli", "-q", "scan", "--device", "cpu", "--images", str(folder)]
-    cmd += ["--layers", ",".join(LAYERS), "--batch-size", "8", "--workers", "1", "--out", str(out)]
+    cmd += ["--layers", ",".join(LAYERS), "--batch-size", "8", "--workers", "1", "--out", str(out), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
 
 
-def test_killed_scan_resumes_to_the_same_result(tmp_path, subset_dir, lite0):
-    folder = subset_dir(334)
-    out = tmp_path / "killed"
-    proc = _run_cli_scan(folder, out)
+def _kill_after_a_commit(proc: subprocess.Popen, out: Path, total: int) -> int:
+    """SIGKILL a CLI scan once it has committed 64 images; the images it had committed."""
     deadline = time.time() + 240
     done = 0
     while time.time() < deadline and proc.poll() is None:
@@ -141,7 +139,14 @@ def test_killed_scan_resumes_to_the_same_result(tmp_path, subset_dir, lite0):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = json.loads((out / "progress.json").read_text())["done"]
-    assert 0 < done < 334
+    assert 0 < done < total
+    return done
+
+
+def test_killed_scan_resumes_to_the_same_result(tmp_path, subset_dir, lite0):
+    folder = subset_dir(334)
+    out = tmp_path / "killed"
+    done = _kill_after_a_commit(_run_cli_scan(folder, out), out, 334)
     with pytest.raises(VizprobeError, match="unfinished"):
         ScanResult.load(out)
 
@@ -157,6 +162,47 @@ def test_killed_scan_resumes_to_the_same_result(tmp_path, subset_dir, lite0):
     assert stats.computed == 0
     with pytest.raises(VizprobeError, match="layers"):
         scan(lite0, folder, ["_blocks.5"], out, progress=False)
+
+
+def test_a_scan_without_the_activations_ranks_exactly_like_numpy(tmp_path, full_scan, photos_dir, lite0):
+    """`keep_activations=False` writes no matrix, yet every unit's top/bottom-20 (indices and values) equal a
+    stable numpy sort of the full scan's matrix, and its std equals numpy's, merged over many commits."""
+    kept, _ = full_scan
+    lean, stats = scan(lite0, photos_dir, ["_blocks.4", "_blocks.12"], tmp_path / "lean", keep_activations=False,
+                       top_k=20, chunk_size=64, progress=False)  # fmt: skip
+    assert stats.computed == len(kept.images) and not (tmp_path / "lean" / "acts").exists()
+    assert not (tmp_path / "lean" / "topk" / "running.npz").exists()
+    for layer in ("_blocks.4", "_blocks.12"):
+        matrix = np.asarray(kept.activations(layer))
+        for channel in range(matrix.shape[1]):
+            unit = f"{layer}:{channel}"
+            for got, sign in ((lean.top(unit, 20), -1), (lean.bottom(unit, 20), 1)):
+                order = np.argsort(sign * matrix[:, channel], kind="stable")[:20]
+                assert [e.index for e in got] == order.tolist(), unit
+                np.testing.assert_allclose([e.activation for e in got], matrix[order, channel], rtol=1e-5, atol=1e-6)
+            assert lean.unit_std(unit) == pytest.approx(float(np.std(matrix[:, channel])), rel=1e-4, abs=1e-6)
+    with pytest.raises(VizprobeError, match="--keep-activations"):
+        lean.activations("_blocks.4")
+    with pytest.raises(VizprobeError, match="larger --top-k"):
+        lean.top("_blocks.4:0", 21)
+
+
+def test_a_killed_scan_without_the_activations_resumes_exactly(tmp_path, subset_dir, lite0):
+    """The running top-k is saved at each commit: a scan killed midway and resumed ranks as one run straight."""
+    folder = subset_dir(334)
+    out = tmp_path / "killed"
+    done = _kill_after_a_commit(_run_cli_scan(folder, out, "--no-keep-activations", "--top-k", "20"), out, 334)
+    assert (out / "topk" / "running.npz").is_file()
+    with pytest.raises(VizprobeError, match="--no-keep-activations"):
+        scan(lite0, folder, LAYERS, out, progress=False)  # resumed with the matrix: refused
+    resumed, stats = scan(lite0, folder, LAYERS, out, keep_activations=False, top_k=20, batch_size=8, progress=False)
+    assert stats.resumed_from >= done and stats.computed == 334 - stats.resumed_from  # nothing computed twice
+    straight, _ = scan(lite0, folder, LAYERS, tmp_path / "straight", batch_size=8, progress=False)
+    for layer in LAYERS:
+        matrix = np.asarray(straight.activations(layer))
+        for channel in range(0, matrix.shape[1], 5):
+            order = np.argsort(-matrix[:, channel], kind="stable")[:20]
+            assert [e.index for e in resumed.top(f"{layer}:{channel}", 20)] == order.tolist()
 
 
 def test_out_dir_that_is_not_a_scan_is_refused(tmp_path, subset_dir, lite0):
@@ -202,7 +248,7 @@ def test_the_onnx_graph_is_exported_once_and_equals_pytorch(tmp_path, subset_dir
 def test_ranking_block_by_block_equals_one_stable_sort():
     """The top/bottom-k merge that keeps memory bounded gives exactly the full stable sort (ties, many zeros as
     after a ReLU, skipped rows), for blocks smaller than k, equal to it and larger."""
-    from vizprobe.scan.run import extreme_rows
+    from vizprobe.scan.extremes import extreme_rows
 
     rng = np.random.default_rng(3)
     acts = np.maximum(np.round(rng.normal(size=(300, 6)), 1), 0).astype(np.float32)  # ties everywhere

@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,6 +109,51 @@ def test_a_killed_ray_scan_resumes_with_one_row_per_image(ray_cluster, messy_pho
     assert result.meta["n_scanned"] + result.meta["n_skipped"] == len(local_scan.images)
     assert (np.asarray(result.status) != 0).all()  # every row written, none pending
     assert (out / "skipped.tsv").read_text().count("\n") == 2  # each skipped image listed once
+    for layer in LAYERS:
+        np.testing.assert_allclose(result.activations(layer), local_scan.activations(layer), rtol=1e-5, atol=1e-6)
+
+
+def _ray_worker_pids() -> list[int]:
+    """The processes of the scan's model actors (Ray titles them `ray::MapWorker(MapBatches(_Activations))`)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"MapBatches(_Activations)" in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_worker_killed_mid_scan_is_replaced_and_no_row_is_lost(ray_cluster, messy_photos, local_scan, tmp_path):
+    """The model actor's process is SIGKILLed once the driver has committed its first images; Ray Data starts
+    another and retries the lost batches; the run dir equals the local engine's, every row written once."""
+    if not Path("/proc/self/cmdline").is_file():
+        pytest.skip("finding Ray's worker processes needs /proc")
+    out, killed = tmp_path / "run", []
+
+    def kill_the_worker_after_the_first_commit() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            progress = out / "progress.json"
+            if progress.is_file() and json.loads(progress.read_text())["done"] > 0 and _ray_worker_pids():
+                for pid in _ray_worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((pid, json.loads(progress.read_text())["done"]))
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_the_worker_after_the_first_commit)
+    killer.start()
+    result, stats = scan("efficientnet-lite0", messy_photos, LAYERS, out, device="cpu",
+                         engine="ray", ray={"workers": 1}, top_k=20, batch_size=16, chunk_size=16,
+                         progress=False)  # fmt: skip
+    killer.join()
+    total = len(local_scan.images)
+    assert killed and all(done < total for _, done in killed), killed
+    assert stats.computed == total and result.meta["n_scanned"] + result.meta["n_skipped"] == total
+    assert (out / "skipped.tsv").read_text().count("\n") == 2  # each skipped image listed once
+    np.testing.assert_array_equal(result.status, local_scan.status)
     for layer in LAYERS:
         np.testing.assert_allclose(result.activations(layer), local_scan.activations(layer), rtol=1e-5, atol=1e-6)
 

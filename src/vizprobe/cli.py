@@ -137,7 +137,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         ray={"address": args.address, "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}
         if args.engine == "ray"
         else None,
-        **_given(args, "batch_size", "top_k", "compile", "backend", "directions"),
+        **_given(args, "batch_size", "top_k", "compile", "backend", "directions", "keep_activations"),
         **(_given(args, "workers") if args.engine == "local" else {}),
     )
     print(
@@ -165,14 +165,27 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         seed=args.seed,
         negative=True if args.negative else None,
         mixed_extra=args.mixed_extra,
+        closeness=args.closeness,
+        colour=args.colour,
     )
     scan = ScanResult.load(args.scan) if args.scan else None
     model = load_model(args.model, weights=args.weights, device=args.device, directions=args.directions)
     if scan is not None:  # the scan's directions sets, unless given again
         model = model.with_directions({k: v for k, v in scan.directions.items() if k not in model.directions})
     units = model.resolve_units(args.units)  # fail on a bad unit before any work
-    rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet)
-    index = save_visualizations(rendering, args.out, model, scan)
+    references, paths, spectrum = None, None, None
+    if scan is not None and (settings.param == "accentuation" or settings.colour):
+        from vizprobe.synthesis.natural import REFERENCE_IMAGES, scan_references
+
+        k = max(settings.per_unit, REFERENCE_IMAGES)
+        references, paths = scan_references(scan, units, model.preprocessing, k)
+    if scan is not None and settings.param == "maco":
+        from vizprobe.synthesis.natural import scan_spectrum
+
+        spectrum = scan_spectrum(scan, model.preprocessing, settings.size)
+    rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet,
+                             references=references, spectrum=spectrum)  # fmt: skip
+    index = save_visualizations(rendering, args.out, model, scan, reference_paths=paths)
     steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
     print(f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
           f"({steps_per_s:.2f} steps/s) -> {args.out}")  # fmt: skip
@@ -400,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         ONNX_BATCH_SIZE,
     )
     from vizprobe.stimuli.settings import SEARCHES
-    from vizprobe.synthesis.settings import PRECISIONS, PRESETS
+    from vizprobe.synthesis.settings import METHODS, PRECISIONS, PRESETS
 
     parser = argparse.ArgumentParser(prog="vizprobe", description=__doc__, formatter_class=_Help)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -428,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     _directions_arg(p)
     _protocol_arg(p)
     _setting(p, "--top-k", f"{scan}.top_k", "top/bottom images to index per unit", type=int)
+    text = "write every image's activations (--no-keep-activations: only each unit's top/bottom-k, mean and std)"
+    _setting(p, "--keep-activations", f"{scan}.keep_activations", text, action=argparse.BooleanOptionalAction)
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"default {ONNX_BATCH_SIZE} with ONNX Runtime, {BATCH_SIZES['cpu']} with PyTorch on the CPU, "
                         f"{BATCH_SIZES['cuda']} on a GPU")  # fmt: skip
@@ -460,16 +475,26 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name, kind, text in [("--per-unit", "per_unit", int, "images per unit"),
                                    ("--steps", "steps", int, "optimization steps"),
                                    ("--size", "size", int, "image side in pixels"),
-                                   ("--param", "param", str, "parameterization (fourier or pixel)"),
                                    ("--seed", "seed", int, "base seed of the images")]:  # fmt: skip
         p.add_argument(flag, type=kind, default=None, help=f"{text} (default: the preset's; paper "
                        f"{getattr(PRESETS['paper'], name)}, quick {getattr(PRESETS['quick'], name)})")  # fmt: skip
+    p.add_argument("--method", "--param", dest="param", default=None, choices=METHODS,
+                   help="fourier (lucid's, default), pixel, maco (Fel et al. 2023: natural Fourier magnitude, "
+                   "phase optimized), accentuation (Hamblin et al. 2024: from each unit's top scan images, kept "
+                   "close to them; needs --scan)")  # fmt: skip
+    p.add_argument("--closeness", type=float, default=None,
+                   help=f"accentuation: weight of the pixel distance to the start image (default "
+                   f"{PRESETS['quick'].closeness})")  # fmt: skip
+    p.add_argument("--colour", type=float, default=None,
+                   help="weight of the patch colour prior toward the unit's top scan images (default 0: off; "
+                   "needs --scan)")  # fmt: skip
     p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
     p.add_argument("--mixed-extra", type=int, default=None,
                    help="a separate batch of N per unit for mixed (default: the preset's; paper 4)")  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 where native")
     p.add_argument("--scan", default=None,
-                   help="scan run dir: record natural top-1 activations beside (and take its directions)")  # fmt: skip
+                   help="scan run dir: record natural top-1 activations beside (and take its directions); the "
+                   "natural images of accentuation, the colour prior and maco's spectrum")  # fmt: skip
     p.add_argument("--out", required=True, help="visualizations dir")
 
     build = "vizprobe.stimuli.settings:BuildSettings"

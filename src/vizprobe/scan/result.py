@@ -53,7 +53,7 @@ class ScanResult:
         if not meta_path.is_file():
             raise VizprobeError(f"{run_dir} is not a scan run dir (no {fmt.SCAN_JSON}); run `vizprobe scan` first")
         meta = json.loads(meta_path.read_text())
-        if meta.get("format") != fmt.FORMAT or meta.get("version") != fmt.VERSION:
+        if meta.get("format") != fmt.FORMAT or meta.get("version") not in fmt.READABLE_VERSIONS:
             raise VizprobeError(
                 f"{meta_path} has format {meta.get('format')!r} v{meta.get('version')}; "
                 f"this vizprobe reads {fmt.FORMAT} v{fmt.VERSION}: rescan with this version"
@@ -71,6 +71,11 @@ class ScanResult:
     def directions(self) -> dict[str, Path]:
         """The directions sets of the scan's direction layers, by name: their copies in the run dir."""
         return {name: self.run_dir / record["file"] for name, record in self.meta.get("directions", {}).items()}
+
+    @property
+    def keeps_activations(self) -> bool:
+        """Whether the scan wrote every image's activations (else only each unit's top/bottom-k and moments)."""
+        return bool(self.meta.get("keep_activations", True))
 
     @property
     def status(self) -> np.ndarray:
@@ -99,6 +104,11 @@ class ScanResult:
     def activations(self, layer: str) -> np.ndarray:
         """The (images x channels) float32 array of a layer, memory-mapped; NaN rows are skipped images."""
         scanned = self.layer(layer)
+        if not self.keeps_activations:
+            raise VizprobeError(
+                f"the scan in {self.run_dir} kept only each unit's top/bottom {self.meta.get('top_k')} images "
+                "(--no-keep-activations); rescan with --keep-activations to read every image's activation"
+            )
         if scanned.file not in self._arrays:
             self._arrays[scanned.file] = np.load(self.run_dir / fmt.ACTS_DIR / scanned.file, mmap_mode="r")
         return self._arrays[scanned.file]
@@ -127,6 +137,11 @@ class ScanResult:
         cached = self._cached_ranking(unit, k, descending)
         if cached is not None:
             indices, values = cached
+        elif not self.keeps_activations:
+            raise VizprobeError(
+                f"the scan in {self.run_dir} ranked {self.meta.get('top_k')} images per unit and kept no "
+                f"activations; {k} were asked for: rescan with a larger --top-k"
+            )
         else:
             values_all = self.unit_activations(unit)
             valid = np.flatnonzero(~np.isnan(values_all))
@@ -138,9 +153,21 @@ class ScanResult:
             for rank, (i, v) in enumerate(zip(indices, values, strict=True), start=1)
         ]
 
+    def unit_std(self, unit: Unit | str) -> float:
+        """The standard deviation (ddof 0) of a unit's activation over the scanned images."""
+        unit = self.resolve_unit(unit)
+        if self.keeps_activations:
+            return float(np.nanstd(self.unit_activations(unit)))
+        with np.load(self._topk_path(unit)) as data:
+            n = int(data["count"])
+            mean = data["sum"][unit.channel] / n
+            return float(np.sqrt(max(data["sum_sq"][unit.channel] / n - mean * mean, 0.0)))
+
+    def _topk_path(self, unit: Unit) -> Path:
+        return self.run_dir / fmt.TOPK_DIR / self.layer(unit.layer).file.replace(".npy", ".npz")
+
     def _cached_ranking(self, unit: Unit, k: int, descending: bool):
-        scanned = self.layer(unit.layer)
-        path = self.run_dir / fmt.TOPK_DIR / scanned.file.replace(".npy", ".npz")
+        path = self._topk_path(unit)
         if not path.is_file():
             return None
         with np.load(path) as data:

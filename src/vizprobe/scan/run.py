@@ -29,6 +29,7 @@ from vizprobe.images import UnreadableImage, find_images, load_rgb
 from vizprobe.models import LoadedModel, Preprocessing, load_model, onnx_runtime
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 from vizprobe.scan import format as fmt
+from vizprobe.scan.extremes import LayerSummary, save_npz
 from vizprobe.scan.result import ScanResult
 from vizprobe.scan.settings import (
     BACKEND_CHOICES,
@@ -98,38 +99,26 @@ def _batches(
             yield first, [f.result() for f in futures]
 
 
-TOPK_BLOCK = 1 << 16  # rows of the activations read at a time when ranking: memory stays O(block x channels)
-
-
-def extreme_rows(
-    acts: np.ndarray, valid: np.ndarray, k: int, sign: float, block: int = TOPK_BLOCK
-) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, values), each (k, C): per column the k rows of `acts` (only rows `valid`, ascending) with the
-    smallest `sign * value`, ties to the lower row index; read block by block and merged exactly."""
-    best_index = np.zeros((0, acts.shape[1]), np.int64)
-    best_value = np.zeros((0, acts.shape[1]), np.float32)
-    for begin in range(0, len(valid), block):
-        rows = valid[begin : begin + block]
-        values = np.concatenate([best_value, np.asarray(acts[rows], np.float32)])
-        index = np.concatenate([best_index, np.broadcast_to(rows[:, None], (len(rows), acts.shape[1]))])
-        by_index = np.argsort(index, axis=0, kind="stable")  # earlier winners are not in index order
-        values, index = np.take_along_axis(values, by_index, 0), np.take_along_axis(index, by_index, 0)
-        order = np.argsort(sign * values, axis=0, kind="stable")[:k]  # stable: ties keep the lower index
-        best_value, best_index = np.take_along_axis(values, order, 0), np.take_along_axis(index, order, 0)
-    return best_index, best_value
-
-
 def _fingerprint(images: list[str]) -> str:
     return hashlib.sha1("\n".join(images).encode()).hexdigest()
 
 
 class _RunDir:
-    """Creates or reopens a run directory and commits progress to it."""
+    """Creates or reopens a run directory and commits progress to it.
+
+    With `keep_activations` every image's activations go into the memory-mapped matrices; without, only each
+    layer's running top/bottom-k and moments (`LayerSummary`), saved at every commit in topk/running.npz."""
 
     def __init__(self, out: Path, meta: dict, images: list[str], directions: dict[str, Directions]):
         self.out, self.meta, self.images, self.directions = out, meta, images, directions
         self.acts: dict[str, np.ndarray] = {}
+        self.summaries: dict[str, LayerSummary] = {}
+        self.pending: list[tuple[np.ndarray, list[np.ndarray]]] = []  # rows not yet merged into the summaries
         self.done = 0
+
+    @property
+    def keep(self) -> bool:
+        return bool(self.meta.get("keep_activations", True))
 
     def open(self) -> _RunDir:
         meta_path = self.out / fmt.SCAN_JSON
@@ -146,8 +135,15 @@ class _RunDir:
             ):
                 raise VizprobeError(f"--out {self.out} exists and is not a scan run dir; choose a new folder")
             self._create()
-        n = len(self.images)
         self.status = np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, mode="r+")
+        if self.keep:
+            self._open_matrices()
+        else:
+            self._open_summaries()
+        return self
+
+    def _open_matrices(self) -> None:
+        n = len(self.images)
         for layer in self.meta["layers"]:
             self.acts[layer["file"]] = np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], mode="r+")
             if self.acts[layer["file"]].shape != (n, layer["channels"]):
@@ -155,15 +151,28 @@ class _RunDir:
                     f"{self.out / fmt.ACTS_DIR / layer['file']} has shape {self.acts[layer['file']].shape}, "
                     f"expected {(n, layer['channels'])}: the run dir is damaged; scan into a new --out"
                 )
-        return self
+
+    def _open_summaries(self) -> None:
+        """The running state of the last commit (written before progress.json, so it may be one commit ahead)."""
+        path = self.out / fmt.RUNNING_NPZ
+        state = dict(np.load(path)) if path.is_file() else {}
+        self.done = int(state.get("done", 0))
+        for layer in self.meta["layers"]:
+            prefix = layer["file"] + "/"
+            arrays = {key.removeprefix(prefix): v for key, v in state.items() if key.startswith(prefix)}
+            self.summaries[layer["file"]] = (
+                LayerSummary.from_arrays(arrays) if arrays else LayerSummary(layer["channels"])
+            )
 
     def _create(self) -> None:
         n = len(self.images)
-        (self.out / fmt.ACTS_DIR).mkdir(parents=True, exist_ok=True)
+        (self.out / fmt.TOPK_DIR).mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / fmt.IMAGES_TXT, "".join(p + "\n" for p in self.images))
-        for layer in self.meta["layers"]:
-            shape = (n, layer["channels"])
-            np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], "w+", np.float32, shape).flush()
+        if self.keep:
+            (self.out / fmt.ACTS_DIR).mkdir(exist_ok=True)
+            for layer in self.meta["layers"]:
+                shape = (n, layer["channels"])
+                np.lib.format.open_memmap(self.out / fmt.ACTS_DIR / layer["file"], "w+", np.float32, shape).flush()
         np.lib.format.open_memmap(self.out / fmt.STATUS_NPY, "w+", np.uint8, (n,)).flush()
         (self.out / fmt.SKIPPED_TSV).write_text("")
         for name, record in self.meta.get("directions", {}).items():
@@ -172,7 +181,7 @@ class _RunDir:
         atomic_write_json(self.out / fmt.SCAN_JSON, self.meta)  # last: its presence marks a valid run dir
 
     def _check_same_scan(self, old: dict) -> None:
-        if old.get("format") != fmt.FORMAT or old.get("version") != fmt.VERSION:
+        if old.get("format") != fmt.FORMAT or old.get("version") not in fmt.READABLE_VERSIONS:
             raise VizprobeError(f"{self.out} holds a scan of another format; choose a new --out")
         for key, label in [("model", "model"), ("weights", "weights"), ("preprocessing", "preprocessing"),
                            ("directions", "directions")]:  # fmt: skip
@@ -180,6 +189,11 @@ class _RunDir:
                 raise VizprobeError(
                     f"{self.out} holds a scan with another {label} ({old.get(key)}); choose a new --out or delete it"
                 )
+        if old.get("keep_activations", True) != self.keep:
+            flag = "--keep-activations" if old.get("keep_activations", True) else "--no-keep-activations"
+            raise VizprobeError(f"{self.out} holds a scan made with {flag}; resume it with the same flag")
+        if not self.keep and old.get("top_k") != self.meta.get("top_k"):
+            raise VizprobeError(f"{self.out} holds a scan with --top-k {old.get('top_k')}; resume it with the same")
         if [layer["path"] for layer in old["layers"]] != [layer["path"] for layer in self.meta["layers"]]:
             names = ",".join(layer["name"] for layer in old["layers"])
             raise VizprobeError(f"{self.out} holds a scan of layers {names}; choose a new --out or delete it")
@@ -189,7 +203,21 @@ class _RunDir:
                 f"({old.get('n_images')} then, {len(self.images)} now); choose a new --out"
             )
 
-    def commit(self, done: int, skipped: list[tuple[str, str]]) -> None:
+    def write(self, rows: np.ndarray, means: list[np.ndarray]) -> None:
+        """Record the channel means (one (B, C) array per layer) of images `rows`, ascending."""
+        if self.keep:
+            for layer, values in zip(self.meta["layers"], means, strict=True):
+                self.acts[layer["file"]][rows] = values
+        else:
+            self.pending.append((rows, means))
+        self.status[rows] = fmt.SCANNED
+
+    def skip(self, row: int) -> None:
+        self.status[row] = fmt.SKIPPED
+        for array in self.acts.values():
+            array[row] = np.nan
+
+    def commit(self, done: int, skipped: list[tuple[str, str]], top_k: int) -> None:
         """Make rows [0, done) durable, then advance the progress marker (the order matters)."""
         for array in self.acts.values():
             array.flush()
@@ -197,22 +225,32 @@ class _RunDir:
         if skipped:
             with open(self.out / fmt.SKIPPED_TSV, "a") as handle:
                 handle.writelines(f"{path}\t{reason}\n" for path, reason in skipped)
+        if not self.keep:
+            self._merge_pending(top_k)
+            state = {"done": np.asarray(done)}
+            for name, summary in self.summaries.items():
+                state.update({f"{name}/{key}": value for key, value in summary.arrays().items()})
+            save_npz(self.out / fmt.RUNNING_NPZ, state)
         atomic_write_json(self.out / fmt.PROGRESS_JSON, {"done": done})
         self.done = done
 
+    def _merge_pending(self, top_k: int) -> None:
+        if not self.pending:
+            return
+        rows = np.concatenate([rows for rows, _ in self.pending])
+        for i, layer in enumerate(self.meta["layers"]):
+            values = np.concatenate([means[i] for _, means in self.pending])
+            self.summaries[layer["file"]].add(rows, values, top_k)
+        self.pending = []
+
     def finish(self, top_k: int, stats: ScanStats) -> None:
         valid = np.flatnonzero(self.status[:] == fmt.SCANNED)
-        (self.out / fmt.TOPK_DIR).mkdir(exist_ok=True)
         for layer in self.meta["layers"]:
-            rows = {}
-            for side, sign in (("top", -1.0), ("bottom", 1.0)):
-                index, value = extreme_rows(self.acts[layer["file"]], valid, top_k, sign)
-                rows[f"{side}_index"], rows[f"{side}_value"] = index.T.astype(np.int64), value.T.astype(np.float32)
-            target = self.out / fmt.TOPK_DIR / layer["file"].replace(".npy", ".npz")
-            tmp = target.with_name(".tmp-" + target.name)
-            with open(tmp, "wb") as handle:
-                np.savez(handle, count=len(valid), **rows)
-            tmp.replace(target)
+            if self.keep:
+                summary = LayerSummary.of_matrix(self.acts[layer["file"]], valid, top_k)
+            else:
+                summary = self.summaries[layer["file"]]
+            save_npz(self.out / fmt.TOPK_DIR / layer["file"].replace(".npy", ".npz"), summary.arrays())
         self.meta.update(
             status="complete",
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -222,6 +260,7 @@ class _RunDir:
             last_run={"computed": stats.computed, "seconds": round(stats.seconds, 2), "backend": stats.backend},
         )
         atomic_write_json(self.out / fmt.SCAN_JSON, self.meta)
+        (self.out / fmt.RUNNING_NPZ).unlink(missing_ok=True)
 
 
 def _local_results(
@@ -290,6 +329,7 @@ def scan(
     engine: str = "local",
     ray: dict | None = None,
     directions: Mapping[str, str | Path | Directions] | str | None = None,
+    keep_activations: bool | None = None,
 ) -> tuple[ScanResult, ScanStats]:
     """Scan `images` with `model`, recording every channel of `layers`; resumes an unfinished `out`.
 
@@ -302,7 +342,8 @@ def scan(
     in ONNX Runtime on the CPU and in PyTorch on a GPU; `compile` (`auto|on|off`) uses `torch.compile` for the
     PyTorch backend, `auto` from COMPILE_MIN_IMAGES images on. `engine="ray"` runs the scan on Ray Data
     (`vizprobe.scan.ray_engine`; `ray` holds its options: address, workers, gpus_per_worker) into the same
-    run dir.
+    run dir. `keep_activations=False` writes no (images x channels) matrices, only each unit's top/bottom
+    `top_k` images and its mean and standard deviation (for collections where only exemplars matter).
 
     Settings left None take `ScanSettings`' defaults; `batch_size` None suits the device.
     Returns the result (read back from disk) and what this call computed.
@@ -313,6 +354,7 @@ def scan(
     top_k = top_k or defaults.top_k
     compile = compile or defaults.compile
     backend = backend or defaults.backend
+    keep_activations = defaults.keep_activations if keep_activations is None else keep_activations
     if backend not in BACKEND_CHOICES:
         raise VizprobeError(f"backend={backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if engine not in ENGINE_CHOICES:
@@ -365,6 +407,8 @@ def scan(
         "images_root": str(root),
         "n_images": len(image_list),
         "images_fingerprint": _fingerprint(image_list),
+        "keep_activations": bool(keep_activations),
+        **({} if keep_activations else {"top_k": top_k}),  # the running ranking's k: fixed for the whole scan
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
     }
@@ -403,18 +447,13 @@ def scan(
                 for offset, reason in bad:
                     log.warning("skipping %s: %s", image_list[first + offset], reason)
                     pending_skips.append((image_list[first + offset], reason))
-                    run.status[first + offset] = fmt.SKIPPED
-                    for array in run.acts.values():
-                        array[first + offset] = np.nan
+                    run.skip(first + offset)
                 if len(good):
-                    rows = first + np.asarray(good)
-                    for layer, values in zip(run.meta["layers"], means, strict=True):
-                        run.acts[layer["file"]][rows] = values
-                    run.status[rows] = fmt.SCANNED
+                    run.write(first + np.asarray(good), means)
                 end = first + count
                 bar.update(count)
                 if end - run.done >= chunk_size or end == len(files):
-                    run.commit(end, pending_skips)
+                    run.commit(end, pending_skips, top_k)
                     skipped_total += len(pending_skips)
                     pending_skips = []
     except KeyboardInterrupt:

@@ -21,3 +21,4 @@ class ScanSettings:
     chunk_size: int = 256  # images per commit (a killed scan resumes from the last one)
     compile: str = "auto"  # torch.compile, for the PyTorch backend
     backend: str = "auto"
+    keep_activations: bool = True  # write every image's activations (off: only each unit's top/bottom-k)

@@ -75,7 +75,7 @@ def measure(scan: ScanResult, unit: Unit, used: set[Path], extremes, s: BuildSet
             f"or practice trial with {s.references} references from rank {s.reference_ranks[0]}; scan more images"
         )
     best, worst, activation_map = extremes(unit, available[0])
-    spread = float(np.nanstd(scan.unit_activations(unit)))
+    spread = scan.unit_std(unit)
     return Candidate(unit, available[0], best, worst, spread, available, activation_map)
 
 

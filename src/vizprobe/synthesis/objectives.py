@@ -170,3 +170,40 @@ def blur_input_each_step() -> Objective:
         return 0.5 * (s.images - blurred).pow(2).mean(dim=(1, 2, 3))
 
     return Objective(fn, "blur")
+
+
+def closeness(seed_images: torch.Tensor) -> Objective:
+    """Mean squared pixel distance of image i to `seed_images[i]` (feature accentuation's penalty, Hamblin
+    et al. 2024: the image may change only as much as the unit's gain repays)."""
+
+    def fn(s: RenderState) -> torch.Tensor:
+        return (s.images - seed_images.to(s.images)).pow(2).mean(dim=(1, 2, 3))
+
+    return Objective(fn, "closeness")
+
+
+PATCH = 8  # pixels per side of the patches whose mean colours the colour prior compares
+PROJECTIONS = 32  # random directions of the sliced Wasserstein distance
+
+
+def patch_colours(images: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
+    """(B, 3, S, S) -> (B, P, 3): the mean colour of each `patch` x `patch` patch."""
+    return F.avg_pool2d(images, patch).flatten(2).transpose(1, 2)
+
+
+def sliced_wasserstein(points: torch.Tensor, reference: torch.Tensor, projections: int = PROJECTIONS) -> torch.Tensor:
+    """Per row b, the sliced 2-Wasserstein distance (squared, averaged over fixed random directions) between
+    the point sets `points[b]` (P, 3) and `reference[b]` (Q, 3), comparing their quantiles at P levels."""
+    directions = F.normalize(torch.randn(3, projections, generator=torch.Generator().manual_seed(0)), dim=0)
+    ours = torch.sort(points @ directions.to(points), dim=1).values  # (B, P, K)
+    theirs = torch.sort(reference.to(points) @ directions.to(points), dim=1).values  # (B, Q, K)
+    levels = (torch.arange(ours.shape[1], device=points.device) + 0.5) / ours.shape[1]
+    index = (levels * theirs.shape[1]).long().clamp_max(theirs.shape[1] - 1)
+    return (ours - theirs[:, index]).pow(2).mean(dim=(1, 2))
+
+
+def colour_statistics(reference_colours: torch.Tensor) -> Objective:
+    """Sliced Wasserstein distance between image i's patch colours and `reference_colours[i]` (Q, 3), the
+    patch colours of its unit's top natural images: a prior toward realistic patch-level colour
+    statistics, one of the priors Nguyen, Yosinski and Clune (2019) survey for feature visualization."""
+    return Objective(lambda s: sliced_wasserstein(patch_colours(s.images), reference_colours), "colour statistics")

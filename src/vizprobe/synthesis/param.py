@@ -2,8 +2,10 @@
 
 `PixelParam` is plain pixels (gradient ascent on them gives the high-frequency "rubbish" of
 adversarial patterns); `FourierParam` scales a random spectrum by 1/f^decay and decorrelates colour,
-which whitens the gradient and is the main prior behind lucid-style images; `GeneratorParam`
-optimizes the latent code of any generator network (Nguyen et al. 2016).
+which whitens the gradient and is the main prior behind lucid-style images (started from natural images
+by `FourierParam.from_images`, it is feature accentuation's parameterization, Hamblin et al. 2024);
+`MacoParam` fixes the Fourier magnitude to natural images' and optimizes only the phase (MACO, Fel et al.
+2023); `GeneratorParam` optimizes the latent code of any generator network (Nguyen et al. 2016).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from vizprobe.synthesis.rng import ImageRNG
 # Square root of ImageNet's colour correlation matrix (lucid), normalized by its largest column norm.
 _COLOR_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_CORRELATION = _COLOR_SVD_SQRT / _COLOR_SVD_SQRT.norm(dim=0).max()
+FOURIER_GAIN = 4.0  # FourierParam divides the inverse FFT by this (lucid's)
 
 
 def to_valid_rgb(image: torch.Tensor, decorrelate: bool) -> torch.Tensor:
@@ -61,8 +64,50 @@ class FourierParam(nn.Module):
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
-        image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / 4.0
+        image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / FOURIER_GAIN
         return to_valid_rgb(image, self.decorrelate)
+
+    @classmethod
+    def from_images(cls, images: torch.Tensor, seeds: list[int], decay: float = 1.0) -> FourierParam:
+        """The parameterization whose images are `images` (B, 3, S, S) in [0, 1] (up to a clamp to
+        [1e-3, 1 - 1e-3]): the inverse of `forward`, so optimization starts from natural images."""
+        param = cls(seeds, images.shape[-1], decay=decay)
+        logits = torch.logit(images.float().clamp(1e-3, 1 - 1e-3))
+        decorrelated = torch.einsum("bdhw,cd->bchw", logits, torch.linalg.inv(COLOR_CORRELATION))
+        spectrum = torch.fft.rfft2(decorrelated * FOURIER_GAIN, norm="ortho") / param.scale
+        param.spectrum.data = torch.view_as_real(spectrum).contiguous()
+        return param
+
+
+def natural_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """(3, S, S // 2 + 1): the mean Fourier magnitude of natural `images` (N, 3, S, S) in [0, 1], in the
+    decorrelated colour space MACO optimizes in (Fel et al. 2023 measure it on ImageNet)."""
+    centred = images.float() - images.float().mean(dim=(2, 3), keepdim=True)
+    decorrelated = torch.einsum("bdhw,cd->bchw", centred, torch.linalg.inv(COLOR_CORRELATION))
+    return torch.fft.rfft2(decorrelated, norm="ortho").abs().mean(dim=0)
+
+
+class MacoParam(nn.Module):
+    """MACO (Fel et al. 2023): the image's Fourier magnitude is fixed to `spectrum` (measured on natural
+    images, `natural_spectrum`) and only the phase is optimized; the image is standardized, colour
+    recorrelated and squashed to [0, 1], as in the authors' implementation."""
+
+    lr_scale = 3.0  # the phase is an angle: larger steps than a spectrum's coefficients (best of 1, 2, 3, 10, 30)
+
+    def __init__(self, seeds: list[int], size: int, spectrum: torch.Tensor):
+        super().__init__()
+        if spectrum.shape != (3, size, size // 2 + 1):
+            spectrum = F.interpolate(spectrum[None].float(), size=(size, size // 2 + 1), mode="bilinear",
+                                     align_corners=False, antialias=True)[0]  # fmt: skip
+        self.register_buffer("magnitude", spectrum.float()[None], persistent=False)
+        self.phase = nn.Parameter(ImageRNG(seeds).normal(stream=4, shape=(3, size, size // 2 + 1)))
+        self.size = size
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
+        mean, std = image.mean(dim=(1, 2, 3), keepdim=True), image.std(dim=(1, 2, 3), keepdim=True)
+        return to_valid_rgb((image - mean) / (std + 1e-8), decorrelate=True)
 
 
 class GeneratorParam(nn.Module):
@@ -95,4 +140,4 @@ class GeneratorParam(nn.Module):
         return image
 
 
-PARAMS = {"fourier": FourierParam, "pixel": PixelParam}
+PARAMS = {"fourier": FourierParam, "pixel": PixelParam, "maco": MacoParam}

@@ -10,7 +10,7 @@ fit memory without changing the result; the parameterization runs once per step 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,9 +21,16 @@ from vizprobe.models import LoadedModel
 from vizprobe.models.optimize import checked_inference_copy
 from vizprobe.synthesis import objectives as obj
 from vizprobe.synthesis import transforms as tf
-from vizprobe.synthesis.param import PARAMS, GeneratorParam
+from vizprobe.synthesis.natural import demo_spectrum, sized
+from vizprobe.synthesis.param import PARAMS, FourierParam, GeneratorParam
 from vizprobe.synthesis.rng import ImageRNG, image_seeds
-from vizprobe.synthesis.settings import PRECISIONS, PRESETS, RenderSettings, preset  # noqa: F401  (re-exported)
+from vizprobe.synthesis.settings import (  # noqa: F401  (preset re-exported)
+    METHODS,
+    PRECISIONS,
+    PRESETS,
+    RenderSettings,
+    preset,
+)
 from vizprobe.units import LayerTap, Unit, split_layer
 
 OptimizerFactory = Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -97,6 +104,10 @@ class Rendering:
     history: list[float] = field(default_factory=list)  # mean objective per step
     precision: str = "fp32"
     extra: list[bool] = field(default_factory=list)  # True for the separate `mixed` batch (settings.mixed_extra)
+    seed_images: list[int] = field(default_factory=list)  # accentuation: each image's start, an index into
+    # its unit's references
+    spectrum: torch.Tensor | None = None  # maco: the Fourier magnitude the images were given
+    spectrum_source: str = ""
 
     def _rows(self, k: int, extra: bool) -> list[int]:
         flags = self.extra or [False] * len(self.unit_index)
@@ -199,7 +210,7 @@ def unit_objective(settings: RenderSettings, units: Sequence[Unit], groups: Sequ
     paths, chans = [u.layer for u in units], [u.channel for u in units]
     main = obj.neurons(paths, chans) if settings.objective == "neuron" else obj.channels(paths, chans)
     total = -main if settings.negative else main
-    if settings.diversity:
+    if settings.diversity and settings.param != "accentuation":  # its images differ by their start images
         total = total + settings.diversity * obj.diversity(paths, groups)
     for weight, penalty in [(settings.l1, obj.L1), (settings.l2, obj.L2), (settings.tv, obj.total_variation)]:
         if weight:
@@ -214,14 +225,22 @@ def make_param(
     seeds: list[int],
     generator: torch.nn.Module | None = None,
     latent_shape: tuple[int, ...] | None = None,
+    *,
+    spectrum: torch.Tensor | None = None,
+    start_images: torch.Tensor | None = None,
 ) -> torch.nn.Module:
-    """The parameterization named by the settings, or a generator's latent codes when one is given."""
+    """The parameterization named by the settings, or a generator's latent codes when one is given; maco
+    needs `spectrum`, accentuation its `start_images` (one per seed)."""
     if generator is not None:
         if latent_shape is None:
             raise VizprobeError("a generator parameterization needs latent_shape=(...) of its input")
         return GeneratorParam(generator, seeds, latent_shape, settings.size)
-    if settings.param not in PARAMS:
-        raise VizprobeError(f"unknown parameterization {settings.param!r}; use one of {', '.join(PARAMS)}")
+    if settings.param not in METHODS:
+        raise VizprobeError(f"unknown method {settings.param!r}; use one of {', '.join(METHODS)}")
+    if settings.param == "accentuation":
+        return FourierParam.from_images(start_images, seeds, decay=settings.decay)
+    if settings.param == "maco":
+        return PARAMS["maco"](seeds, settings.size, spectrum)
     kwargs = {"decay": settings.decay} if settings.param == "fourier" else {}
     return PARAMS[settings.param](seeds, settings.size, **kwargs)
 
@@ -246,6 +265,8 @@ def render_units(
     latent_shape: tuple[int, ...] | None = None,
     precision: str = "auto",
     progress: bool = True,
+    references: Mapping[Unit | str, torch.Tensor] | None = None,
+    spectrum: torch.Tensor | tuple[torch.Tensor, str] | None = None,
 ) -> Rendering:
     """Render `settings.per_unit` feature visualizations for every unit, all in one optimization.
 
@@ -253,9 +274,15 @@ def render_units(
     whatever the spelling. `chunk_images` bounds how many images go through the network at once, rounded
     to whole units. With `generator` (and its `latent_shape`), images come from a generator's latent codes.
     `precision` is that of the network during optimization (see `resolve_precision`).
+
+    `references` are each unit's natural images (N, 3, H, W) in [0, 1], strongest first (e.g. its top scan
+    exemplars): accentuation starts image j of a unit from reference j (mod N) and drops the diversity term,
+    the colour prior (`settings.colour`) pulls patch colours toward theirs. maco takes `spectrum` (or
+    (spectrum, where it was measured); see `vizprobe.synthesis.natural`), by default the demo photos'.
     """
     settings = settings or PRESETS["quick"]
     units = model.resolve_units(units)
+    refs = _references(model, units, references, settings)
     n = settings.per_unit + settings.mixed_extra
     if settings.transforms not in tf.PRESETS:
         raise VizprobeError(f"unknown transforms {settings.transforms!r}; use one of {', '.join(tf.PRESETS)}")
@@ -268,16 +295,35 @@ def render_units(
     # The separate `mixed` batch is its own diversity group, as a separate rendering would be.
     groups = [k + len(units) * int(e) for k, e in zip([k for k in order for _ in range(n)], extra, strict=True)]
     seeds = image_seeds(model.name, [units[k] for k in order], n, settings.seed)
-    param = make_param(settings, seeds, generator, latent_shape)
+    source = ""
+    if settings.param == "maco" and spectrum is None:
+        spectrum, source = demo_spectrum(model.preprocessing, settings.size)
+    elif settings.param == "maco":
+        spectrum, source = spectrum if isinstance(spectrum, tuple) else (spectrum, "given by the caller")
+    starts: list[int] = []
+    start_images = None
+    if settings.param == "accentuation":
+        starts = [j % len(refs[units[k]]) for k in order for j in range(n)]
+        start_images = torch.stack([refs[u][j] for u, j in zip(per_image, starts, strict=True)])
+    param = make_param(settings, seeds, generator, latent_shape, spectrum=spectrum, start_images=start_images)
     chunk_images = chunk_images or default_chunk_images(model.device)
     chunks = _chunks(len(seeds), n, max(1, chunk_images // n))
-    parts = [(c, unit_objective(settings, per_image[c], groups[c])) for c in chunks]
+    colours = torch.stack([obj.patch_colours(refs[u]).flatten(0, 1) for u in per_image]) if settings.colour else None
+    parts = []
+    for c in chunks:
+        objective = unit_objective(settings, per_image[c], groups[c])
+        if start_images is not None and settings.closeness:
+            objective = objective - settings.closeness * obj.closeness(start_images[c])
+        if colours is not None:
+            objective = objective - settings.colour * obj.colour_statistics(colours[c])
+        parts.append((c, objective))
+    lr = settings.lr * getattr(param, "lr_scale", 1.0)
     result = render(
         model,
         parts,
         param,
         tf.compose(tf.PRESETS[settings.transforms]()),
-        lambda params: torch.optim.Adam(params, lr=settings.lr),
+        lambda params: torch.optim.Adam(params, lr=lr),
         settings.steps,
         rng=ImageRNG(seeds),
         precision=precision,
@@ -290,8 +336,26 @@ def render_units(
     unit_index = [k for k in order for _ in range(n)]
     return Rendering(
         units, result.images, unit_index, seeds, final, settings, result.seconds, result.history, result.precision,
-        extra,
+        extra, starts, spectrum, source,
     )  # fmt: skip
+
+
+def _references(
+    model: LoadedModel, units: list[Unit], references: Mapping[Unit | str, torch.Tensor] | None, s: RenderSettings
+) -> dict[Unit, torch.Tensor]:
+    """Each unit's natural references at the rendering size; a one-line error where a method needs them."""
+    refs = {model.resolve_units([u])[0]: sized(images, s.size) for u, images in (references or {}).items()}
+    needs = "accentuation" if s.param == "accentuation" else "the colour prior" if s.colour else None
+    missing = [u for u in units if u not in refs or not len(refs[u])]
+    if needs and missing:
+        raise VizprobeError(
+            f"{needs} needs each unit's natural images; none for {missing[0].display}: pass --scan RUN_DIR "
+            "(its top images are used)"
+        )
+    if s.colour and len({len(refs[u]) for u in units}) > 1:
+        fewest = min(len(refs[u]) for u in units)
+        refs = {u: images[:fewest] for u, images in refs.items()}
+    return refs
 
 
 def _activations(model: LoadedModel, images: torch.Tensor, units: Sequence[Unit]) -> torch.Tensor:

@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, replace
 from vizprobe.errors import VizprobeError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# How images are made: fourier (lucid's), pixel, maco (Fel et al. 2023: natural Fourier magnitude, phase
+# optimized), accentuation (Hamblin et al. 2024: start from natural images and stay close to them).
+METHODS = ("fourier", "pixel", "maco", "accentuation")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class RenderSettings:
     l2: float = 0.0
     tv: float = 0.0
     blur: float = 0.0
+    closeness: float = 500.0  # accentuation: weight of the squared pixel distance to the seed image
+    colour: float = 0.0  # weight of the patch colour statistics prior (needs natural references)
     negative: bool = False
     objective: str = "channel"
     seed: int = 0

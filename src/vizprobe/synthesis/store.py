@@ -6,7 +6,11 @@
                             images (file, seed, final activation), their mean, with `--mixed-extra N`
                             `mixed_images` (a separate batch of N for the `mixed` condition), and with
                             a scan the unit's top-1 natural activation and the ratio mean/top-1
+                            (`settings.param` is the method); accentuation images record their `start_image`
+                            (the natural image they started from)
       LAYER_CHANNEL/00.png  one PNG per image (size x size, RGB)
+      maco_spectrum.npy     maco: the Fourier magnitude (3, size, size // 2 + 1) the images were given, recorded
+                            in the index's `spectrum` with where it was measured
       directions/NAME.npy|npz  copies of the directions sets of direction units (`LAYER:NAME:K`), recorded in
                             the index's `directions` with their sha256
 
@@ -37,8 +41,12 @@ VERSION = 2
 INDEX = "visualizations.json"
 
 
-def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None) -> dict:
-    """Write PNGs and the index for `rendering`; `scan` (a ScanResult) adds natural top-1 references."""
+SPECTRUM_NPY = "maco_spectrum.npy"
+
+
+def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None, reference_paths=None) -> dict:
+    """Write PNGs and the index for `rendering`; `scan` (a ScanResult) adds natural top-1 references;
+    `reference_paths` (unit -> paths of the natural references it was rendered with) names start images."""
     import vizprobe
 
     with staged_dir(out, INDEX, "visualizations dir") as staging:
@@ -53,6 +61,9 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
                 name = f"{folder}/{j:02d}.png"
                 to_pil(rendering.images[i]).save(staging / name)
                 record = {"file": name, "seed": rendering.seeds[i], "activation": float(rendering.activations[i])}
+                if rendering.seed_images:
+                    start = rendering.seed_images[i]
+                    record["start_image"] = str(reference_paths[unit][start]) if reference_paths else start
                 (mixed if flags[i] else images).append(record)
             entry = {
                 "unit": str(unit),
@@ -87,6 +98,9 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None)
             "units": units,
             **({"directions": directions} if directions else {}),
         }
+        if rendering.spectrum is not None:
+            np.save(staging / SPECTRUM_NPY, rendering.spectrum.cpu().numpy())
+            index["spectrum"] = {"file": SPECTRUM_NPY, "source": rendering.spectrum_source}
         atomic_write_json(staging / INDEX, index)
     return index
 

@@ -1,0 +1,128 @@
+"""The synthesis methods beyond lucid's: MACO, feature accentuation and the colour-statistics prior, on the
+real model with the units' real top images; measured with numpy and scipy, not with the code under test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import wasserstein_distance
+
+from vizprobe.cli import main
+from vizprobe.errors import VizprobeError
+from vizprobe.images import load_rgb
+from vizprobe.synthesis import preset, render_units
+from vizprobe.synthesis.natural import scan_references
+
+UNITS = ["_blocks.5:10", "block8:12"]
+
+
+@pytest.fixture(scope="module")
+def references(photo_scan, lite0):
+    """Each unit's top-9 photos as the model sees them (224 px), strongest first."""
+    scan, _ = photo_scan
+    images, _ = scan_references(scan, lite0.resolve_units(UNITS), lite0.preprocessing, 9)
+    return images
+
+
+def radial_slope(magnitude: np.ndarray) -> float:
+    """Log-log slope of a (.., S, S) centred-FFT magnitude, averaged over rings, between 2/S and 1/2."""
+    size = magnitude.shape[-1]
+    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
+    radius = np.sqrt(fx**2 + fy**2)
+    rings = np.arange(2, size // 2) / size
+    profile = [magnitude[..., np.abs(radius - r) < 0.5 / size].mean() for r in rings]
+    return float(np.polyfit(np.log(rings), np.log(profile), 1)[0])
+
+
+def test_maco_images_keep_the_natural_spectrum_and_activate_highly(lite0, photo_scan, references):
+    """The spectrum comes from the scan's photos; the images' radially averaged magnitude spectrum (numpy FFT
+    of each RGB channel) has its log-log slope within 0.2, and they out-activate the natural top-1."""
+    from vizprobe.synthesis.natural import scan_spectrum
+
+    scan, _ = photo_scan
+    spectrum, source = scan_spectrum(scan, lite0.preprocessing, 128)
+    assert "images of the scan" in source
+    photos = np.stack([np.asarray(load_rgb(scan.image_path(i)).resize((128, 128)), np.float64) / 255 for i in
+                       range(0, len(scan.images), max(1, len(scan.images) // 64))])  # fmt: skip
+    natural = np.abs(np.fft.fft2(photos - photos.mean(axis=(1, 2), keepdims=True), axes=(1, 2))).mean(axis=(0, 3))
+    rendering = render_units(lite0, UNITS, preset("quick", param="maco", per_unit=2), spectrum=(spectrum, source),
+                             progress=False)  # fmt: skip
+    images = rendering.images.numpy()
+    made = np.abs(np.fft.fft2(images - images.mean(axis=(2, 3), keepdims=True), axes=(2, 3))).mean(axis=(0, 1))
+    assert abs(radial_slope(made) - radial_slope(natural)) < 0.2, (radial_slope(made), radial_slope(natural))
+    for k, unit in enumerate(UNITS):
+        assert float(rendering.unit_activations(k).min()) > scan.top(unit, 1)[0].activation, unit
+
+
+def test_accentuation_stays_close_to_its_start_image_and_raises_the_unit(lite0, photo_scan, references):
+    """Image j of a unit starts from its j-th top photo: it stays within 0.12 mean absolute pixel difference
+    of it and activates the unit at least 1.5x as much (both measured on the photo loaded afresh)."""
+    scan, _ = photo_scan
+    settings = preset("quick", param="accentuation", per_unit=2, size=224, steps=48)
+    rendering = render_units(lite0, UNITS, settings, references=references, progress=False)
+    for k, unit in enumerate(UNITS):
+        images = rendering.unit_images(k)
+        starts = torch.stack([lite0.preprocessing.pixels(load_rgb(e.path)) for e in scan.top(unit, 2)])
+        before = lite0.unit_activations(lite0.preprocessing.normalize(starts), [unit])[:, 0]
+        after = lite0.unit_activations(lite0.preprocessing.normalize(images), [unit])[:, 0]
+        assert float((images - starts).abs().mean(dim=(1, 2, 3)).max()) < 0.12, unit
+        assert bool((after >= 1.5 * before).all()), (unit, before, after)
+    with pytest.raises(VizprobeError, match="accentuation needs each unit's natural images.*--scan"):
+        render_units(lite0, UNITS, settings, progress=False)
+
+
+def colour_distance(images: torch.Tensor, photos: torch.Tensor) -> float:
+    """Mean over RGB channels of scipy's 1-D Wasserstein distance between 8x8-patch mean colours."""
+
+    def patches(x):
+        x = x.numpy()
+        n, c, s, _ = x.shape
+        return x.reshape(n, c, s // 8, 8, s // 8, 8).mean(axis=(3, 5)).transpose(1, 0, 2, 3).reshape(c, -1)
+
+    ours, theirs = patches(images), patches(torch.nn.functional.interpolate(photos, size=images.shape[-1],
+                                                                           mode="area"))  # fmt: skip
+    return float(np.mean([wasserstein_distance(a, b) for a, b in zip(ours, theirs, strict=True)]))
+
+
+def test_the_colour_prior_moves_patch_colours_toward_the_exemplars(lite0, references):
+    plain = render_units(lite0, UNITS, preset("quick", per_unit=2), references=references, progress=False)
+    coloured = render_units(lite0, UNITS, preset("quick", per_unit=2, colour=100.0), references=references,
+                            progress=False)  # fmt: skip
+    units = lite0.resolve_units(UNITS)
+    for k, unit in enumerate(units):
+        before = colour_distance(plain.unit_images(k), references[unit])
+        after = colour_distance(coloured.unit_images(k), references[unit])
+        assert after < 0.7 * before, (unit, before, after)
+
+
+@pytest.mark.parametrize("method", ["maco", "accentuation"])
+def test_a_unit_renders_the_same_alone_or_in_a_batch(lite0, references, method):
+    settings = preset("quick", param=method, steps=12, per_unit=2, colour=10.0)
+    both = render_units(lite0, UNITS, settings, references=references, progress=False)
+    alone = render_units(lite0, UNITS[1:], settings, references=references, progress=False)
+    torch.testing.assert_close(alone.images, both.unit_images(1), rtol=0, atol=2e-3)
+
+
+def test_visualize_cli_records_the_method_s_natural_inputs(tmp_path, photo_scan):
+    scan, _ = photo_scan
+    for method in ("maco", "accentuation"):
+        out = tmp_path / method
+        code = main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--per-unit", "2", "--steps", "4",
+                     "--size", "64", "--method", method, "--scan", str(scan.run_dir), "--out", str(out)])  # fmt: skip
+        assert code == 0
+        index = json.loads((out / "visualizations.json").read_text())
+        assert index["settings"]["param"] == method
+        images = index["units"][0]["images"]
+        if method == "maco":
+            assert index["spectrum"]["source"].endswith(f"images of the scan in {scan.run_dir}")
+            assert np.load(out / index["spectrum"]["file"]).shape == (3, 64, 33)
+            assert "start_image" not in images[0]
+        else:
+            assert [im["start_image"] for im in images] == [str(e.path) for e in scan.top("block8:3", 2)]
+            assert "spectrum" not in index
+    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--method", "accentuation",
+                 "--out", str(tmp_path / "no-scan")]) == 2  # fmt: skip
+    assert not (tmp_path / "no-scan").exists()
