@@ -14,6 +14,15 @@ Sides rotate; medians are printed with the mean final activation of each (float3
 measured after the timed rendering).
 
     python benchmarks/visualize.py [--steps 48] [--size 128] [--per-unit 4] [--repeats 2] [--device cpu]
+
+`--time-to-quality` measures what a user waits for instead: lucent renders TTQ_UNITS (one image per unit,
+its defaults: Fourier, decorrelated, standard transforms, Adam 0.05, no diversity) for `--lucent-steps`
+steps at 224 px; each vizprobe variant renders the same units, 4 images each, with `until` set to lucent's
+final activation of each unit (every image must reach it; 8-step checks) within a budget of `--budget`
+steps. Printed: wall time per image of both, their ratio, whether every image reached its target, and
+the high-frequency share (spectral power above a quarter of the Nyquist frequency) of both sides' images.
+
+    python benchmarks/visualize.py --time-to-quality [--lucent-steps 512] [--budget 512] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -71,7 +80,9 @@ def lucent_library(model, units, settings, device) -> tuple[float, list[torch.Te
     for unit, net in zip(units, nets, strict=True):
         unit = model.resolve_unit(unit)
         layer, channel = unit.layer.replace(".", "_"), unit.channel  # lucent's names for nested modules
-        objective = lo.channel(layer, channel) - settings.diversity * lo.diversity(layer)
+        objective = lo.channel(layer, channel)
+        if settings.diversity and settings.per_unit > 1:
+            objective = objective - settings.diversity * lo.diversity(layer)
         (images,) = lr.render_vis(
             net,
             objective,
@@ -125,8 +136,70 @@ def batched(model, units, settings, device, precision="fp32") -> tuple[float, li
     return time.perf_counter() - start, [rendering.unit_images(k) for k in range(len(units))]
 
 
+TTQ_UNITS = ["_blocks.3:1", "_blocks.6:5", "_blocks.9:9", "_blocks.12:13"]
+# (name, preset, overrides): the candidates for reaching lucent's activation soonest
+TTQ_VARIANTS = [
+    ("quick settings at 224 px", "quick", {}),
+    ("fourier lr 0.1", "quick", {"lr": 0.1}),
+    ("fourier lr 0.2", "quick", {"lr": 0.2}),
+    ("maco", "quick", {"param": "maco"}),
+    ("fast preset", "fast", {}),
+]
+
+
+def high_frequency_share(images: torch.Tensor) -> float:
+    """Share of the spectral power (grey, mean removed) above a quarter of the Nyquist frequency (0.125/px)."""
+    grey = images.float().mean(dim=1)
+    grey = grey - grey.mean(dim=(1, 2), keepdim=True)
+    power = torch.fft.fft2(grey).abs().pow(2)
+    fy, fx = torch.fft.fftfreq(grey.shape[1])[:, None], torch.fft.fftfreq(grey.shape[2])[None, :]
+    return float(power[:, (fx.pow(2) + fy.pow(2)).sqrt() > 0.125].sum() / power.sum())
+
+
+def time_to_quality(args, model) -> None:
+    """lucent's activation after `--lucent-steps` steps, and how soon each vizprobe variant reaches it."""
+    from vizprobe.synthesis.settings import PRESETS
+
+    variants = [v for v in TTQ_VARIANTS if v[1] in PRESETS]
+    lucent_settings = preset("quick", steps=args.lucent_steps, size=224, per_unit=1, transforms="standard",
+                             diversity=0.0, lr=0.05)  # fmt: skip
+    lucent_time, lucent_act, lucent_hf = [], None, []
+    results: dict[str, list[tuple[float, bool, float, int]]] = {name: [] for name, _, _ in variants}
+    for rep in range(args.repeats):
+        seconds, rendered = lucent_library(model, TTQ_UNITS, lucent_settings, model.device)
+        lucent_time.append(seconds / len(TTQ_UNITS))
+        lucent_act = final_activations(model, TTQ_UNITS, rendered)
+        lucent_hf.append(high_frequency_share(torch.cat(rendered)))
+        print(f"  run {rep + 1} lucent 0.1.8: {seconds:.1f} s, activations {[round(float(a), 2) for a in lucent_act]}")
+        targets = dict(zip(TTQ_UNITS, lucent_act.tolist(), strict=True))
+        for name, base, overrides in variants:
+            settings = preset(base, size=224, per_unit=4, steps=args.budget, **overrides)
+            start = time.perf_counter()
+            rendering = render_units(model, TTQ_UNITS, settings, until=targets, progress=False)
+            seconds = time.perf_counter() - start
+            reached = all(float(rendering.unit_activations(k).min()) >= targets[u] for k, u in enumerate(TTQ_UNITS))
+            hf = high_frequency_share(rendering.images)
+            results[name].append((seconds / len(rendering.seeds), reached, hf, max(rendering.steps)))
+            print(f"  run {rep + 1} {name:26s} {seconds:7.1f} s  steps {max(rendering.steps):4d}  "
+                  f"reached {reached}  high-frequency share {hf:.4f}")  # fmt: skip
+    per_image = statistics.median(lucent_time)
+    hf_lucent = statistics.median(lucent_hf)
+    print(f"{len(TTQ_UNITS)} units, 224 px, lucent {args.lucent_steps} steps x 1 image per unit; vizprobe 4 images "
+          f"per unit until lucent's activation, budget {args.budget} steps; medians of {args.repeats}")  # fmt: skip
+    print(f"lucent 0.1.8                 {per_image:7.2f} s per image  1.00x  high-frequency share {hf_lucent:.4f}")
+    for name, runs in results.items():
+        t = statistics.median(r[0] for r in runs)
+        hf = statistics.median(r[2] for r in runs)
+        print(f"vizprobe {name:26s} {t:7.2f} s per image  {per_image / t:5.1f}x less  reached "
+              f"{all(r[1] for r in runs)}  steps {max(r[3] for r in runs)}  high-frequency share {hf:.4f} "
+              f"({hf / hf_lucent:.2f}x lucent's)")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--time-to-quality", action="store_true", help="time until lucent's activation")
+    parser.add_argument("--lucent-steps", type=int, default=512)
+    parser.add_argument("--budget", type=int, default=512, help="with --time-to-quality: vizprobe's step budget")
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--per-unit", type=int, default=4)
@@ -134,6 +207,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     model = load_model("efficientnet-lite0", device=args.device)
+    if args.time_to_quality:
+        return time_to_quality(args, model)
     settings = preset("quick", steps=args.steps, size=args.size, per_unit=args.per_unit)
     n_images = len(UNITS) * settings.per_unit
     sides = ["one unit at a time", "vizprobe batched", "vizprobe (auto)"]

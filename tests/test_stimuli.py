@@ -417,3 +417,25 @@ def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol,
     with pytest.raises(VizprobeError, match="unknown condition 'natrual'"):
         build_stimuli(scan, UNITS, tmp_path / "typo", visualizations,
                       BuildSettings(**{**SETTINGS.__dict__, "conditions": ("natrual",)}), model=lite0)  # fmt: skip
+
+
+def test_a_scan_without_activations_feeds_the_same_study(photo_scan, protocol, lite0, photos_dir, tmp_path):
+    """A `--no-keep-activations` scan (as many top images per unit as the reference ranks reach, and moments)
+    picks the same catch and practice units and plans the same main trials (queries and references) as the
+    full scan; a build that needs ranks past its top-k says how to rescan."""
+    from vizprobe.scan import scan as run_scan
+    from vizprobe.stimuli.build import _main_plan, protocol_units
+
+    full, _ = photo_scan
+    last = SETTINGS.reference_ranks[1]
+    lean, _ = run_scan(lite0, photos_dir, ["_blocks.5", "block8", "_blocks.12"], tmp_path / "lean",
+                       keep_activations=False, top_k=last, progress=False)  # fmt: skip
+    picked = protocol_units(lean, UNITS, SETTINGS, model=lite0)
+    assert [c.unit for c in picked.catch] == [c.unit for c in protocol.catch]
+    assert [c.unit for c in picked.practice] == [c.unit for c in protocol.practice]
+    for unit in lean.units()[::40]:
+        plan = [(q.index, [r.index for r in refs]) for q, refs in _main_plan(lean, unit, SETTINGS)]
+        assert plan == [(q.index, [r.index for r in refs]) for q, refs in _main_plan(full, unit, SETTINGS)]
+    wide = BuildSettings(**{**SETTINGS.__dict__, "reference_ranks": (21, last + 1)})
+    with pytest.raises(VizprobeError, match=f"ranks {last} images per unit.*rescan with --top-k {last + 1}"):
+        build_stimuli(lean, UNITS, tmp_path / "pkg", None, wide, model=lite0, progress=False)

@@ -126,3 +126,68 @@ def test_visualize_cli_records_the_method_s_natural_inputs(tmp_path, photo_scan)
     assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--method", "accentuation",
                  "--out", str(tmp_path / "no-scan")]) == 2  # fmt: skip
     assert not (tmp_path / "no-scan").exists()
+
+
+def test_until_stops_each_image_at_its_target_and_freezes_it(lite0, photo_scan):
+    """Each image stops at the first 8-step check where it reaches its unit's target (the natural top-1): its
+    final activation is at least that, and it equals the image a plain render of that many steps makes."""
+    scan, _ = photo_scan
+    targets = {unit: scan.top(unit, 1)[0].activation for unit in UNITS}
+    settings = preset("quick", per_unit=2, steps=96)
+    rendering = render_units(lite0, UNITS, settings, until=targets, progress=False)
+    assert all(s % 8 == 0 and s < 96 for s in rendering.steps), rendering.steps
+    for k, unit in enumerate(UNITS):
+        assert float(rendering.unit_activations(k).min()) >= targets[unit]
+    first = rendering.steps[0]  # image 0 of the first unit rendered (the shallower layer)
+    unit = UNITS[rendering.unit_index[0]]
+    plain = render_units(lite0, [unit], preset("quick", per_unit=2, steps=first), progress=False)
+    torch.testing.assert_close(plain.images[0], rendering.images[0], rtol=0, atol=2e-3)
+    with pytest.raises(VizprobeError, match="no target activation for block8:12"):
+        render_units(lite0, UNITS, settings, until={UNITS[0]: 1.0}, progress=False)
+
+
+def test_visualize_until_a_multiple_of_the_natural_top1(tmp_path, photo_scan, capsys):
+    scan, _ = photo_scan
+    out = tmp_path / "until"
+    code = main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--per-unit", "2", "--steps", "64",
+                 "--size", "96", "--until", "1.5x", "--scan", str(scan.run_dir), "--out", str(out)])  # fmt: skip
+    assert code == 0
+    entry = json.loads((out / "visualizations.json").read_text())["units"][0]
+    assert entry["target"] == pytest.approx(1.5 * scan.top("block8:3", 1)[0].activation)
+    assert all(im["steps"] <= 64 for im in entry["images"])
+    assert all(im["activation"] >= entry["target"] or im["steps"] == 64 for im in entry["images"])
+    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--until", "2x",
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "needs --scan" in capsys.readouterr().err
+
+
+def test_accentuated_references_never_start_from_a_query(photo_scan, lite0, protocol, tmp_path):
+    """A method as a condition: accentuation from the top exemplars would show a query's own image among the
+    references, so the build refuses it; from the first reference rank on, the package is built and its
+    condition shows those images."""
+    from conftest import STIMULUS_SETTINGS, STIMULUS_UNITS
+
+    from vizprobe.demo import render_method
+    from vizprobe.stimuli import build_stimuli
+
+    scan, _ = photo_scan
+    units = [*STIMULUS_UNITS, *(str(c.unit) for c in protocol.catch + protocol.practice)]
+    settings = preset("quick", param="accentuation", per_unit=9, steps=4, size=64)
+    conditions = ("natural", "acc=visualizations:{}")
+    for start_rank, ok in ((1, False), (STIMULUS_SETTINGS.reference_ranks[0], True)):
+        vis = tmp_path / f"acc-{start_rank}"
+        index = render_method(lite0, scan, units, settings, start_rank, vis, progress=False)
+        starts = {(entry["unit"], im["start_image"]) for entry in index["units"] for im in entry["images"]}
+        build = STIMULUS_SETTINGS.__class__(**{**STIMULUS_SETTINGS.__dict__,
+                                               "conditions": (conditions[0], conditions[1].format(vis))})  # fmt: skip
+        out = tmp_path / f"pkg-{start_rank}"
+        if not ok:
+            with pytest.raises(VizprobeError, match="starts from its query image.*--start-rank 21"):
+                build_stimuli(scan, STIMULUS_UNITS, out, None, build, model=lite0, protocol=protocol, progress=False)
+            assert not out.exists()
+            continue
+        manifest = build_stimuli(scan, STIMULUS_UNITS, out, None, build, model=lite0, protocol=protocol,
+                                 progress=False)  # fmt: skip
+        assert set(manifest.conditions) == {"natural", "acc"}
+        ranks = {(unit, str(e.path)): e.rank for unit, _ in starts for e in scan.top(unit, start_rank + 9)}
+        assert sorted({ranks[start] for start in starts}) == list(range(start_rank, start_rank + 9))

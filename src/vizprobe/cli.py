@@ -178,13 +178,14 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         from vizprobe.synthesis.natural import REFERENCE_IMAGES, scan_references
 
         k = max(settings.per_unit, REFERENCE_IMAGES)
-        references, paths = scan_references(scan, units, model.preprocessing, k)
+        references, paths = scan_references(scan, units, model.preprocessing, k, args.start_rank)
     if scan is not None and settings.param == "maco":
         from vizprobe.synthesis.natural import scan_spectrum
 
         spectrum = scan_spectrum(scan, model.preprocessing, settings.size)
+    until = _until(args.until, units, scan)
     rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet,
-                             references=references, spectrum=spectrum)  # fmt: skip
+                             references=references, spectrum=spectrum, until=until)  # fmt: skip
     index = save_visualizations(rendering, args.out, model, scan, reference_paths=paths)
     steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
     print(f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
@@ -193,6 +194,24 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         extra = f"  natural top-1 {entry['natural_top1']:.3g}" if "natural_top1" in entry else ""
         print(f"  {entry['unit']:20s} mean activation {entry['mean_activation']:.3g}{extra}")
     return 0
+
+
+def _until(text: str | None, units, scan) -> float | dict | None:
+    """`--until 12.5` (an activation) or `--until 2x` (twice each unit's natural top-1, from --scan)."""
+    if text is None:
+        return None
+    relative = text.strip().lower().endswith("x")
+    try:
+        value = float(text.strip().lower().removesuffix("x"))
+    except ValueError:
+        raise VizprobeError(
+            f"--until {text!r}: give an activation (12.5) or a multiple of the natural top-1 (2x)"
+        ) from None
+    if not relative:
+        return value
+    if scan is None:
+        raise VizprobeError(f"--until {text}: a multiple of the natural top-1 needs --scan RUN_DIR")
+    return {unit: value * scan.top(unit, 1)[0].activation for unit in units}
 
 
 def _ranks(text: str) -> tuple[int, int]:
@@ -399,6 +418,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
     run_demo(out=args.out, images=args.images, model=args.model, device=args.device, progress=not args.quiet,
+             methods=_csv(args.methods) if args.methods else None,
              **_given(args, "steps", "image_sets", "stride", "participants"))  # fmt: skip
     return 0
 
@@ -485,9 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--closeness", type=float, default=None,
                    help=f"accentuation: weight of the pixel distance to the start image (default "
                    f"{PRESETS['quick'].closeness})")  # fmt: skip
+    p.add_argument("--start-rank", type=int, default=1,
+                   help="accentuation and the colour prior use the unit's scan images from this rank on (default 1, "
+                   "the top exemplar; for a study, start past the query ranks, e.g. 21)")  # fmt: skip
     p.add_argument("--colour", type=float, default=None,
                    help="weight of the patch colour prior toward the unit's top scan images (default 0: off; "
                    "needs --scan)")  # fmt: skip
+    p.add_argument("--until", default=None,
+                   help="stop each image once its activation reaches X (12.5), or X times the unit's natural "
+                   "top-1 (2x, needs --scan); --steps stays the budget")  # fmt: skip
     p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
     p.add_argument("--mixed-extra", type=int, default=None,
                    help="a separate batch of N per unit for mixed (default: the preset's; paper 4)")  # fmt: skip
@@ -639,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--image-sets", f"{demo}.image_sets", "image sets per unit in the stimulus package", type=int)
     _setting(p, "--stride", f"{demo}.stride", "occlusion stride in pixels", type=int)
     _setting(p, "--participants", f"{demo}.participants", "simulated participants per condition", type=int)
+    p.add_argument("--methods", default=None,
+                   help=f"also compare synthesis methods as conditions, e.g. fourier,maco,accentuation (of "
+                   f"{', '.join(METHODS)}; fourier is the `synthetic` condition)")  # fmt: skip
     return parser
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from vizprobe import DEFAULT_MODEL
 from vizprobe.analysis import analyze
+from vizprobe.errors import VizprobeError
 from vizprobe.images import demo_images_dir
 from vizprobe.models import load_model
 from vizprobe.observers.answer import answer_package, predicted_accuracy, run_baselines
@@ -20,6 +22,8 @@ from vizprobe.stimuli import BuildSettings, build_stimuli
 from vizprobe.stimuli.build import protocol_units
 from vizprobe.stimuli.pictures import inspect_package
 from vizprobe.synthesis import preset, render_units
+from vizprobe.synthesis.natural import scan_references, scan_spectrum
+from vizprobe.synthesis.settings import METHODS
 from vizprobe.synthesis.store import overview_sheet, save_visualizations
 
 # Units from several depths of EfficientNet-Lite0 (early, middle, late blocks).
@@ -37,9 +41,18 @@ def run_demo(
     image_sets: int = 3,
     stride: int = 2,
     participants: int = 10,
+    methods: list[str] | None = None,
 ) -> Path:
-    """The whole study on one machine: scan, sheets, visualizations, stimuli, machine answers, report."""
+    """The whole study on one machine: scan, sheets, visualizations, stimuli, machine answers, report.
+
+    `methods` (of `vizprobe.synthesis.settings.METHODS`) adds each synthesis method but fourier (which is the
+    `synthetic` condition) as a condition of its own, rendered for the same units: a machine-only first
+    answer to whether a method's references help more than natural exemplars."""
     out = Path(out)
+    methods = [m for m in (methods or []) if m != "fourier"]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise VizprobeError(f"--methods: unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
     images = Path(images) if images else demo_images_dir()
     loaded = load_model(model, device=device)
     print(f"[1/7] scanning {images} with {model}")
@@ -72,7 +85,16 @@ def run_demo(
             f"      {entry['unit']:14s} synthetic {entry['mean_activation']:6.3g}  "
             f"natural top-1 {entry['natural_top1']:6.3g}"
         )
-    print("[4/7] stimulus package: all five conditions (fast occlusion search, small ranks for the demo photos)")
+    conditions = list(build_settings.conditions)
+    for method in methods:
+        target = out / f"visualizations-{method}"
+        print(f"      method {method}: the same units -> {target}")
+        render_method(loaded, result, DEMO_UNITS + protocol, preset("quick", steps=steps, per_unit=9, param=method),
+                      build_settings.reference_ranks[0], target, progress)  # fmt: skip
+        conditions.append(f"{method}=visualizations:{target}")
+    build_settings = replace(build_settings, conditions=tuple(conditions))
+    print(f"[4/7] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
+          "search, small ranks for the demo photos)")  # fmt: skip
     build_stimuli(result, DEMO_UNITS, out / "stimuli", out / "visualizations", build_settings, model=loaded,
                   progress=progress, protocol=picked)  # fmt: skip
     text, pictures = inspect_package(out / "stimuli")
@@ -98,3 +120,17 @@ def run_demo(
     print(f"      overview {out / 'overview.png'} (synthetic | natural top-4 per unit)")
     print(f"start the experiment on it: vizprobe serve --stimuli {out / 'stimuli'}")
     return out
+
+
+def render_method(loaded, scan, units: list[str], settings, start_rank: int, out: Path, progress: bool) -> dict:
+    """Render `units` with a method's settings into `out`, with the natural inputs it needs from `scan`:
+    accentuation and the colour prior start past the query ranks (`start_rank`), maco's spectrum comes
+    from the scan's images."""
+    resolved = loaded.resolve_units(units)
+    references, paths, spectrum = None, None, None
+    if settings.param == "accentuation" or settings.colour:
+        references, paths = scan_references(scan, resolved, loaded.preprocessing, settings.per_unit, start_rank)
+    if settings.param == "maco":
+        spectrum = scan_spectrum(scan, loaded.preprocessing, settings.size)
+    rendering = render_units(loaded, resolved, settings, progress=progress, references=references, spectrum=spectrum)
+    return save_visualizations(rendering, out, loaded, scan, reference_paths=paths)

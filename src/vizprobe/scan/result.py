@@ -78,6 +78,12 @@ class ScanResult:
         return bool(self.meta.get("keep_activations", True))
 
     @property
+    def rank_limit(self) -> int:
+        """How many of each unit's top (or bottom) images `top` and `bottom` can give."""
+        n = int(self.meta.get("n_scanned", len(self.images)))
+        return n if self.keeps_activations else min(n, int(self.meta.get("top_k", n)))
+
+    @property
     def status(self) -> np.ndarray:
         return np.load(self.run_dir / fmt.STATUS_NPY, mmap_mode="r")
 

@@ -70,11 +70,12 @@ def _check_inputs(scan: ScanResult, units: list[Unit], s: BuildSettings) -> None
             f"{bin_size} ranks, fewer than the {s.image_sets} image sets (no reference may repeat); "
             "widen them or lower --image-sets"
         )
-    n_valid = int(scan.meta.get("n_scanned", len(scan.images)))
-    if n_valid < needed:
+    if scan.rank_limit < needed:
+        n_valid = int(scan.meta.get("n_scanned", len(scan.images)))
+        more = "scan more images" if n_valid < needed else f"rescan with --top-k {needed}"
         raise VizprobeError(
-            f"the scan ranks {n_valid} images, but ranks up to {needed} are needed; "
-            "scan more images or lower --reference-ranks"
+            f"the scan ranks {scan.rank_limit} images per unit, but ranks up to {needed} are needed; "
+            f"{more} or lower --reference-ranks"
         )
 
 
@@ -107,6 +108,21 @@ def _check_visualizations(vis: dict | None, units: list[Unit], s: BuildSettings,
             raise VizprobeError(
                 f"unit {unit} has {count} visualizations, {needed} are needed; render with --per-unit {needed}"
             )
+
+
+def _check_no_query_starts(indexes: dict[str, dict | None], queries: dict[Unit, set[str]], s: BuildSettings) -> None:
+    """No reference may be made from a query of its unit (accentuation starts from natural images): a
+    participant would see the answer's image among the references."""
+    for name, index in indexes.items():
+        for entry in (index or {}).get("units", []):
+            unit = Unit.parse(entry["unit"])
+            for image in entry["images"] + entry.get("mixed_images", []):
+                if str(image.get("start_image")) in queries.get(unit, ()):
+                    raise VizprobeError(
+                        f"condition {name}: a visualization of {unit} starts from its query image "
+                        f"{Path(image['start_image']).name}; render it with --start-rank {s.reference_ranks[0]} "
+                        "(past the query ranks)"
+                    )
 
 
 def build_stimuli(
@@ -142,6 +158,9 @@ def build_stimuli(
     protocol = protocol or _protocol(scan, units, plans, writer, catch_units, practice_units)
     _check_visualizations(vis, [c.unit for c in protocol.catch + protocol.practice], s, units)
     writer.check_user_sources([*units, *(c.unit for c in protocol.catch + protocol.practice)])
+    queries = {unit: {str(query.path) for query, _ in plan} for unit, plan in plans.items()}
+    queries.update({c.unit: {str(c.query.path)} for c in protocol.catch + protocol.practice})
+    _check_no_query_starts({"synthetic": vis, **writer.user_vis}, queries, s)
     with staged_dir(out, MANIFEST, "stimulus package") as staging:
         writer.staging = staging
         manifest = _build(units, plans, protocol, writer, progress)

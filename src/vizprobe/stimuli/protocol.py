@@ -66,8 +66,7 @@ def candidate_units(scan: ScanResult, layers: list[str], excluded: set[Unit], n:
 
 def measure(scan: ScanResult, unit: Unit, used: set[Path], extremes, s: BuildSettings) -> Candidate:
     """Measure `unit` on its strongest image outside `used`; `extremes(unit, exemplar)` gives the occlusions."""
-    n_scanned = int(scan.meta.get("n_scanned", len(scan.images)))
-    ranked = scan.top(unit, min(n_scanned, s.reference_ranks[1] + len(used)))
+    ranked = scan.top(unit, min(scan.rank_limit, s.reference_ranks[1] + len(used)))  # a lean scan ranks top_k
     available = tuple(e for e in ranked if e.path not in used)[: s.reference_ranks[1]]
     if len(available) < s.reference_ranks[0] + s.references:
         raise VizprobeError(

@@ -64,14 +64,16 @@ def scan_spectrum(scan, preprocessing, size: int, n: int = SPECTRUM_IMAGES) -> t
 
 
 def scan_references(
-    scan, units: Sequence[Unit], preprocessing, k: int = REFERENCE_IMAGES
+    scan, units: Sequence[Unit], preprocessing, k: int = REFERENCE_IMAGES, first_rank: int = 1
 ) -> tuple[dict[Unit, torch.Tensor], dict[Unit, list[Path]]]:
-    """Each unit's top-k scan images, strongest first, as (k, 3, crop, crop) in [0, 1], and their paths."""
+    """Each unit's scan images of ranks `first_rank`.. `first_rank + k - 1`, strongest first, as
+    (k, 3, crop, crop) in [0, 1], and their paths. For a study, start past the query ranks (the paper's
+    references begin at rank 21), so that no explanation is made from a query image."""
     from vizprobe.images import load_rgb
 
     images, paths = {}, {}
     for unit in units:
-        top = scan.top(unit, k)
+        top = scan.top(unit, first_rank - 1 + k)[first_rank - 1 :]
         paths[unit] = [e.path for e in top]
         images[unit] = torch.stack([preprocessing.pixels(load_rgb(e.path)) for e in top])
     return images, paths

@@ -88,6 +88,7 @@ class RenderResult:
     history: list[float]
     seconds: float
     precision: str
+    steps: list[int] = field(default_factory=list)  # per image: the steps it was optimized for
 
 
 @dataclass
@@ -108,6 +109,8 @@ class Rendering:
     # its unit's references
     spectrum: torch.Tensor | None = None  # maco: the Fourier magnitude the images were given
     spectrum_source: str = ""
+    steps: list[int] = field(default_factory=list)  # per image: steps optimized (fewer when it met its target)
+    targets: dict[Unit, float] = field(default_factory=dict)  # the activations images stopped at, per unit
 
     def _rows(self, k: int, extra: bool) -> list[int]:
         flags = self.extra or [False] * len(self.unit_index)
@@ -132,6 +135,8 @@ def render(
     rng: ImageRNG | None = None,
     precision: str = "auto",
     progress: bool = True,
+    finished: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    check_every: int = 8,
 ) -> RenderResult:
     """Maximize `objective` over the images of `param` for `steps` steps, on the model's device.
 
@@ -139,6 +144,10 @@ def render(
     chunks that go through the network one after the other (to bound memory). `transform` perturbs the
     images each step with `rng` (default: one seed per image, 0..B-1); `optimizer` makes the optimizer
     from the parameters (default Adam, lr 0.05, the paper's). The model is never moved or changed.
+
+    `finished` (images -> (B,) bool), asked every `check_every` steps, stops images early: a finished
+    image is frozen (its parameters no longer change), a chunk whose images all finished is no longer
+    computed, and the loop ends when every image has finished. Parameters must be batch-first.
     """
     dev = model.device
     param = param.to(dev)
@@ -175,25 +184,68 @@ def render(
     bar = tqdm(range(steps), desc="render", unit="step", disable=not progress)
     if own_copy:
         net.to(memory_format=memory_format)  # channels-last is faster on the CPU (benchmarks/README.md)
+    done = _Frozen(params, batch)
     try:
         with _Float32Convs(net, precision == "bf16" and dev.type == "cpu"):
             for step in bar:
-                history.append(_step(param, opt, transform, rng, parts, score, step) / batch)
+                active = [k for k, (part, _) in enumerate(parts) if not done.mask[part].all()]
+                history.append(_step(param, opt, transform, rng, parts, score, step, active) / batch)
+                done.restore()
                 bar.set_postfix(objective=f"{history[-1]:.3g}", refresh=False)
+                if finished is not None and (step + 1) % check_every == 0:
+                    with torch.no_grad():
+                        done.freeze(finished(param().detach()).cpu(), step + 1)
+                    if done.mask.all():
+                        break
         with torch.no_grad():
             images = param().detach()
     finally:
         bar.close()
-    return RenderResult(images.cpu(), history, time.perf_counter() - started, precision)
+    return RenderResult(images.cpu(), history, time.perf_counter() - started, precision, done.steps(len(history)))
 
 
-def _step(param, optimizer, transform, rng, parts, score, step: int) -> float:
-    """One step: the parameterization once for the whole batch, the network chunk by chunk."""
+class _Frozen:
+    """Images that have finished: their parameters are kept as they were when they finished."""
+
+    def __init__(self, params: list[torch.nn.Parameter], batch: int):
+        self.params = [p for p in params if p.shape[:1] == (batch,)]
+        self.mask = torch.zeros(batch, dtype=torch.bool)
+        self.at: list[int | None] = [None] * batch
+        self.values: list[torch.Tensor] = []
+
+    def freeze(self, now: torch.Tensor, step: int) -> None:
+        new = now & ~self.mask
+        if not new.any():
+            return
+        if not self.values:
+            self.values = [p.detach().clone() for p in self.params]
+        for p, kept in zip(self.params, self.values, strict=True):
+            kept[new.to(p.device)] = p.detach()[new.to(p.device)]
+        for i in new.nonzero()[:, 0].tolist():
+            self.at[i] = step
+        self.mask |= new
+
+    def restore(self) -> None:
+        if self.values:
+            with torch.no_grad():
+                for p, kept in zip(self.params, self.values, strict=True):
+                    rows = self.mask.to(p.device)
+                    p[rows] = kept[rows]
+
+    def steps(self, total: int) -> list[int]:
+        return [total if at is None else at for at in self.at]
+
+
+def _step(param, optimizer, transform, rng, parts, score, step: int, active: Sequence[int] | None = None) -> float:
+    """One step: the parameterization once for the whole batch, the network chunk by chunk (the `active`
+    chunks only, by default all)."""
     optimizer.zero_grad(set_to_none=True)
     images = param()
     leaf = images.detach().requires_grad_(True)
     total = 0.0
     for k, (part, _) in enumerate(parts):
+        if active is not None and k not in active:
+            continue
         inputs = transform(leaf[part], rng[part], step)
         value = score(k, leaf[part], inputs)
         (-value.sum()).backward()
@@ -267,6 +319,7 @@ def render_units(
     progress: bool = True,
     references: Mapping[Unit | str, torch.Tensor] | None = None,
     spectrum: torch.Tensor | tuple[torch.Tensor, str] | None = None,
+    until: float | Mapping[Unit | str, float] | None = None,
 ) -> Rendering:
     """Render `settings.per_unit` feature visualizations for every unit, all in one optimization.
 
@@ -279,6 +332,10 @@ def render_units(
     exemplars): accentuation starts image j of a unit from reference j (mod N) and drops the diversity term,
     the colour prior (`settings.colour`) pulls patch colours toward theirs. maco takes `spectrum` (or
     (spectrum, where it was measured); see `vizprobe.synthesis.natural`), by default the demo photos'.
+
+    `until` (an activation, or one per unit) stops each image once its activation (the final definition,
+    checked every 8 steps) reaches it (falls to it with `settings.negative`); `settings.steps` stays the
+    budget. Each image's step count is in `Rendering.steps`.
     """
     settings = settings or PRESETS["quick"]
     units = model.resolve_units(units)
@@ -318,6 +375,16 @@ def render_units(
             objective = objective - settings.colour * obj.colour_statistics(colours[c])
         parts.append((c, objective))
     lr = settings.lr * getattr(param, "lr_scale", 1.0)
+    targets = _targets(model, units, until)
+    finished = None
+    if targets:
+        goal = torch.tensor([targets[u] for u in per_image]) * (-1.0 if settings.negative else 1.0)
+        sign = -1.0 if settings.negative else 1.0
+
+        def finished(images: torch.Tensor) -> torch.Tensor:
+            acts = torch.cat([_activations(model, images[c], per_image[c]) for c in chunks]).cpu()
+            return sign * acts >= goal
+
     result = render(
         model,
         parts,
@@ -328,6 +395,7 @@ def render_units(
         rng=ImageRNG(seeds),
         precision=precision,
         progress=progress,
+        finished=finished,
     )
     with torch.no_grad():  # final activations: the one definition, float32, on the original network
         final = torch.cat([
@@ -336,8 +404,21 @@ def render_units(
     unit_index = [k for k in order for _ in range(n)]
     return Rendering(
         units, result.images, unit_index, seeds, final, settings, result.seconds, result.history, result.precision,
-        extra, starts, spectrum, source,
+        extra, starts, spectrum, source, result.steps, targets,
     )  # fmt: skip
+
+
+def _targets(model: LoadedModel, units: list[Unit], until) -> dict[Unit, float]:
+    """Each unit's target activation: one for all, or per unit (every unit needs one)."""
+    if until is None:
+        return {}
+    if not isinstance(until, Mapping):
+        return {u: float(until) for u in units}
+    given = {model.resolve_units([u])[0]: float(v) for u, v in until.items()}
+    missing = [u for u in units if u not in given]
+    if missing:
+        raise VizprobeError(f"until: no target activation for {missing[0].display}; give one per unit")
+    return {u: given[u] for u in units}
 
 
 def _references(

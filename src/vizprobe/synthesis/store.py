@@ -61,6 +61,8 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None,
                 name = f"{folder}/{j:02d}.png"
                 to_pil(rendering.images[i]).save(staging / name)
                 record = {"file": name, "seed": rendering.seeds[i], "activation": float(rendering.activations[i])}
+                if rendering.targets:
+                    record["steps"] = rendering.steps[i]  # fewer than the budget where it met its target
                 if rendering.seed_images:
                     start = rendering.seed_images[i]
                     record["start_image"] = str(reference_paths[unit][start]) if reference_paths else start
@@ -73,6 +75,8 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None,
                 "images": images,
                 "mean_activation": float(np.mean([im["activation"] for im in images])),
             }
+            if rendering.targets:
+                entry["target"] = rendering.targets[unit]
             if mixed:
                 entry["mixed_images"] = mixed  # the separate batch the `mixed` condition takes its images from
             if scan is not None:
