@@ -140,9 +140,9 @@ TTQ_UNITS = ["_blocks.3:1", "_blocks.6:5", "_blocks.9:9", "_blocks.12:13"]
 # (name, preset, overrides): the candidates for reaching lucent's activation soonest
 TTQ_VARIANTS = [
     ("quick settings at 224 px", "quick", {}),
-    ("fourier lr 0.1", "quick", {"lr": 0.1}),
-    ("fourier lr 0.2", "quick", {"lr": 0.2}),
-    ("maco", "quick", {"param": "maco"}),
+    ("no diversity, lr 0.1", "quick", {"diversity": 0.0, "lr": 0.1}),
+    ("no diversity, coarse 64", "quick", {"diversity": 0.0, "lr": 0.1, "coarse_steps": 64}),
+    ("maco, no diversity", "quick", {"param": "maco", "diversity": 0.0}),
     ("fast preset", "fast", {}),
 ]
 
@@ -180,8 +180,10 @@ def time_to_quality(args, model) -> None:
             reached = all(float(rendering.unit_activations(k).min()) >= targets[u] for k, u in enumerate(TTQ_UNITS))
             hf = high_frequency_share(rendering.images)
             results[name].append((seconds / len(rendering.seeds), reached, hf, max(rendering.steps)))
+            share = [float(rendering.unit_activations(k).mean()) / targets[u] for k, u in enumerate(TTQ_UNITS)]
             print(f"  run {rep + 1} {name:26s} {seconds:7.1f} s  steps {max(rendering.steps):4d}  "
-                  f"reached {reached}  high-frequency share {hf:.4f}")  # fmt: skip
+                  f"reached {reached}  mean activation / lucent's {[round(x, 2) for x in share]}  "
+                  f"high-frequency share {hf:.4f}")  # fmt: skip
     per_image = statistics.median(lucent_time)
     hf_lucent = statistics.median(lucent_hf)
     print(f"{len(TTQ_UNITS)} units, 224 px, lucent {args.lucent_steps} steps x 1 image per unit; vizprobe 4 images "

@@ -123,6 +123,20 @@ def test_visualize_cli_records_the_method_s_natural_inputs(tmp_path, photo_scan)
         else:
             assert [im["start_image"] for im in images] == [str(e.path) for e in scan.top("block8:3", 2)]
             assert "spectrum" not in index
+    from PIL import Image
+
+    from vizprobe.synthesis.store import comparison_sheet
+
+    sheet = comparison_sheet({"maco": tmp_path / "maco", "accentuation": tmp_path / "accentuation"}, scan,
+                             per_method=2, thumb=32)  # fmt: skip
+    assert sheet.size == (110 + 3 * (2 * 36 + 12), 20 + 36)  # label, 3 groups of 2 tiles, one unit row
+    second = (
+        Image.open(tmp_path / "accentuation" / images[1]["file"])
+        .convert("RGB")
+        .resize((32, 32), Image.Resampling.BICUBIC)
+    )
+    x = 110 + (2 * 36 + 12) + 36  # the accentuation group's second tile
+    assert np.array_equal(np.asarray(sheet.crop((x, 20, x + 32, 52))), np.asarray(second))
     assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--method", "accentuation",
                  "--out", str(tmp_path / "no-scan")]) == 2  # fmt: skip
     assert not (tmp_path / "no-scan").exists()
@@ -191,3 +205,18 @@ def test_accentuated_references_never_start_from_a_query(photo_scan, lite0, prot
         assert set(manifest.conditions) == {"natural", "acc"}
         ranks = {(unit, str(e.path)): e.rank for unit, _ in starts for e in scan.top(unit, start_rank + 9)}
         assert sorted({ranks[start] for start in starts}) == list(range(start_rank, start_rank + 9))
+
+
+def test_coarse_to_fine_halves_the_input_then_leaves_it():
+    """Before `steps` the network sees the image at half size (torch's bilinear downsampling, computed
+    independently), from then on the image itself."""
+    from vizprobe.synthesis import transforms as tf
+    from vizprobe.synthesis.rng import ImageRNG
+
+    images = torch.rand(3, 3, 64, 64)
+    coarse = tf.CoarseToFine(steps=10)
+    half = torch.nn.functional.interpolate(images, scale_factor=0.5, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(coarse(images, ImageRNG([1, 2, 3]), 9), half, rtol=0, atol=1e-5)
+    torch.testing.assert_close(coarse(images, ImageRNG([1, 2, 3]), 10), images, rtol=0, atol=1e-5)
+    chained = tf.compose([tf.jitter(4), coarse])(images, ImageRNG([1, 2, 3]), 0)
+    assert chained.shape[-2:] == (30, 30)  # jitter crops 64 -> 60, then halved

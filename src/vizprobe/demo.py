@@ -24,7 +24,7 @@ from vizprobe.stimuli.pictures import inspect_package
 from vizprobe.synthesis import preset, render_units
 from vizprobe.synthesis.natural import scan_references, scan_spectrum
 from vizprobe.synthesis.settings import METHODS
-from vizprobe.synthesis.store import overview_sheet, save_visualizations
+from vizprobe.synthesis.store import comparison_sheet, overview_sheet, save_visualizations
 
 # Units from several depths of EfficientNet-Lite0 (early, middle, late blocks).
 DEMO_LAYERS = ["_blocks.2", "_blocks.5", "_blocks.8", "_blocks.12"]
@@ -93,6 +93,10 @@ def run_demo(
                       build_settings.reference_ranks[0], target, progress)  # fmt: skip
         conditions.append(f"{method}=visualizations:{target}")
     build_settings = replace(build_settings, conditions=tuple(conditions))
+    if methods:
+        dirs = {"fourier": out / "visualizations", **{m: out / f"visualizations-{m}" for m in methods}}
+        comparison_sheet(dirs, result, units=DEMO_UNITS).save(out / "methods.png")
+        print(f"      the methods side by side: {out / 'methods.png'}")
     print(f"[4/7] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
           "search, small ranks for the demo photos)")  # fmt: skip
     build_stimuli(result, DEMO_UNITS, out / "stimuli", out / "visualizations", build_settings, model=loaded,

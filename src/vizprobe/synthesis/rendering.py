@@ -375,6 +375,7 @@ def render_units(
             objective = objective - settings.colour * obj.colour_statistics(colours[c])
         parts.append((c, objective))
     lr = settings.lr * getattr(param, "lr_scale", 1.0)
+    coarse = [tf.CoarseToFine(settings.coarse_steps)] if settings.coarse_steps else []
     targets = _targets(model, units, until)
     finished = None
     if targets:
@@ -389,7 +390,7 @@ def render_units(
         model,
         parts,
         param,
-        tf.compose(tf.PRESETS[settings.transforms]()),
+        tf.compose(tf.PRESETS[settings.transforms]() + coarse),
         lambda params: torch.optim.Adam(params, lr=lr),
         settings.steps,
         rng=ImageRNG(seeds),

@@ -164,3 +164,38 @@ def overview_sheet(vis_dir: str | Path, scan=None, thumb: int = 96, natural: int
                 tile = ImageOps.fit(load_rgb(exemplar.path), (thumb, thumb), Image.Resampling.BICUBIC)
                 canvas.paste(tile, (x0 + j * (thumb + pad), y))
     return canvas
+
+
+def comparison_sheet(vis_dirs: dict[str, str | Path], scan=None, per_method: int = 3, thumb: int = 96,
+                     units: list[str] | None = None):  # fmt: skip
+    """Methods side by side: one row per unit (`units`, canonical, or every unit of the first dir),
+    `per_method` images of each dir (labelled by its key), then (with a scan) the unit's top natural images."""
+    from PIL import ImageDraw, ImageFont, ImageOps
+
+    from vizprobe.images import load_rgb
+
+    indexes = {name: load_visualizations(path) for name, path in vis_dirs.items()}
+    first = next(iter(indexes.values()))
+    rows = [u for u in first["units"] if units is None or u["unit"] in units]
+    groups = [*indexes, *(["natural"] if scan is not None else [])]
+    label_w, pad, gap = 110, 4, 12
+    group_w = per_method * (thumb + pad) + gap
+    canvas = Image.new("RGB", (label_w + len(groups) * group_w, 20 + len(rows) * (thumb + pad)), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for g, name in enumerate(groups):
+        draw.text((label_w + g * group_w, 4), name if name != "natural" else f"natural top-{per_method}", fill="black",
+                  font=font)  # fmt: skip
+    for row, unit in enumerate(rows):
+        y = 20 + row * (thumb + pad)
+        draw.text((4, y + thumb // 2 - 6), unit.get("label", unit["unit"]), fill="black", font=font)
+        for g, index in enumerate(indexes.values()):
+            entry = unit_entry(index, Unit.parse(unit["unit"]))
+            for j, image in enumerate((entry or {"images": []})["images"][:per_method]):
+                with Image.open(Path(index["dir"]) / image["file"]) as im:
+                    tile = im.convert("RGB").resize((thumb, thumb), Image.Resampling.BICUBIC)
+                canvas.paste(tile, (label_w + g * group_w + j * (thumb + pad), y))
+        if scan is not None:
+            for j, exemplar in enumerate(scan.top(unit["unit"], per_method)):
+                tile = ImageOps.fit(load_rgb(exemplar.path), (thumb, thumb), Image.Resampling.BICUBIC)
+                canvas.paste(tile, (label_w + (len(groups) - 1) * group_w + j * (thumb + pad), y))
+    return canvas

@@ -110,6 +110,24 @@ class random_rotate(Affine):  # noqa: N801
         return _about_centre(linear, size), size
 
 
+class CoarseToFine(Affine):
+    """For the first `steps` steps the network sees the image at 1/`factor` of its size (a quarter of the
+    pixels for 2), then at full size: the early steps, which settle the image's layout, cost less. An affine
+    map, so it merges into the other geometric transforms' single resampling."""
+
+    def __init__(self, steps: int, factor: float = 2.0):
+        self.steps, self.factor = steps, factor
+
+    def matrices(self, batch, size, rng, step):
+        if step >= self.steps:
+            return torch.eye(3).repeat(batch, 1, 1), size
+        h, w = size
+        out = (max(1, round(h / self.factor)), max(1, round(w / self.factor)))
+        sy, sx = h / out[0], w / out[1]  # output pixel centre (x + 0.5) * s - 0.5 in the input
+        scale = torch.tensor([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
+        return scale.repeat(batch, 1, 1), out
+
+
 def compose(transforms: Sequence[Transform]) -> Transform:
     """Apply in order; the k-th transform draws from its own random stream `rng.fork(k)`.
 
