@@ -160,7 +160,7 @@ def time_to_quality(args, model) -> None:
     """lucent's activation after `--lucent-steps` steps, and how soon each vizprobe variant reaches it."""
     from vizprobe.synthesis.settings import PRESETS
 
-    variants = [v for v in TTQ_VARIANTS if v[1] in PRESETS]
+    variants = [v for v in TTQ_VARIANTS if v[1] in PRESETS and (not args.variants or v[0] in args.variants.split(","))]
     lucent_settings = preset("quick", steps=args.lucent_steps, size=224, per_unit=1, transforms="standard",
                              diversity=0.0, lr=0.05)  # fmt: skip
     lucent_time, lucent_act, lucent_hf = [], None, []
@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--time-to-quality", action="store_true", help="time until lucent's activation")
     parser.add_argument("--lucent-steps", type=int, default=512)
     parser.add_argument("--budget", type=int, default=512, help="with --time-to-quality: vizprobe's step budget")
+    parser.add_argument("--variants", default=None, help="with --time-to-quality: some of TTQ_VARIANTS, by name")
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--per-unit", type=int, default=4)

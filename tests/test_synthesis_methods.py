@@ -220,3 +220,26 @@ def test_coarse_to_fine_halves_the_input_then_leaves_it():
     torch.testing.assert_close(coarse(images, ImageRNG([1, 2, 3]), 10), images, rtol=0, atol=1e-5)
     chained = tf.compose([tf.jitter(4), coarse])(images, ImageRNG([1, 2, 3]), 0)
     assert chained.shape[-2:] == (30, 30)  # jitter crops 64 -> 60, then halved
+
+
+def centre_share(images: torch.Tensor) -> np.ndarray:
+    """Per image: the share of its 8x8-patch colour variance that lies within a quarter of the side from the
+    centre (numpy)."""
+    x = images.numpy()
+    n, c, s, _ = x.shape
+    patches = x.reshape(n, c, s // 8, 8, s // 8, 8).mean(axis=(3, 5))
+    energy = ((patches - patches.mean(axis=(2, 3), keepdims=True)) ** 2).sum(axis=1)
+    centre = (np.arange(s // 8) + 0.5) / (s // 8) - 0.5
+    inside = np.hypot(centre[:, None], centre[None, :]) < 0.25
+    return energy[:, inside].sum(axis=1) / energy.sum(axis=(1, 2))
+
+
+def test_the_centre_bias_gathers_the_image_in_the_middle(lite0):
+    plain = render_units(lite0, UNITS, preset("quick", per_unit=2), progress=False)
+    biased = render_units(lite0, UNITS, preset("quick", per_unit=2, coherence=COHERENCE), progress=False)
+    before, after = centre_share(plain.images), centre_share(biased.images)
+    assert after.mean() > 1.5 * before.mean(), (before, after)
+    assert float(biased.activations.min()) > 0.5 * float(plain.activations.mean())  # still drives the unit
+
+
+COHERENCE = 300.0

@@ -167,6 +167,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         mixed_extra=args.mixed_extra,
         closeness=args.closeness,
         colour=args.colour,
+        coherence=args.coherence,
     )
     scan = ScanResult.load(args.scan) if args.scan else None
     model = load_model(args.model, weights=args.weights, device=args.device, directions=args.directions)
@@ -505,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--closeness", type=float, default=None,
                    help=f"accentuation: weight of the pixel distance to the start image (default "
                    f"{PRESETS['quick'].closeness})")  # fmt: skip
+    p.add_argument(
+        "--coherence",
+        type=float,
+        default=None,
+        help="weight of a centre-bias prior (low-frequency energy away from the centre; default 0: off)",
+    )
     p.add_argument("--start-rank", type=int, default=1,
                    help="accentuation and the colour prior use the unit's scan images from this rank on (default 1, "
                    "the top exemplar; for a study, start past the query ranks, e.g. 21)")  # fmt: skip

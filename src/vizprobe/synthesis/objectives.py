@@ -207,3 +207,21 @@ def colour_statistics(reference_colours: torch.Tensor) -> Objective:
     patch colours of its unit's top natural images: a prior toward realistic patch-level colour
     statistics, one of the priors Nguyen, Yosinski and Clune (2019) survey for feature visualization."""
     return Objective(lambda s: sliced_wasserstein(patch_colours(s.images), reference_colours), "colour statistics")
+
+
+def centre_bias(sigma: float = 0.25, patch: int = PATCH) -> Objective:
+    """Low-frequency energy away from the image centre: the squared deviation of each `patch` x `patch` mean
+    colour from the image's mean colour, weighted by 1 - a centred Gaussian (standard deviation `sigma` of
+    the side). A global-coherence prior toward one object in the middle rather than a texture repeated to
+    the borders (the centre-biased regularization of Nguyen, Yosinski and Clune 2016)."""
+
+    def fn(s: RenderState) -> torch.Tensor:
+        means = F.avg_pool2d(s.images, patch)  # (B, 3, h, w)
+        h, w = means.shape[-2:]
+        y = (torch.arange(h, device=means.device) + 0.5) / h - 0.5
+        x = (torch.arange(w, device=means.device) + 0.5) / w - 0.5
+        outside = 1 - torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma**2))
+        deviation = (means - means.mean(dim=(2, 3), keepdim=True)).pow(2).sum(dim=1)  # (B, h, w)
+        return (outside * deviation).mean(dim=(1, 2))
+
+    return Objective(fn, "centre bias")

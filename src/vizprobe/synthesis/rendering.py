@@ -264,7 +264,8 @@ def unit_objective(settings: RenderSettings, units: Sequence[Unit], groups: Sequ
     total = -main if settings.negative else main
     if settings.diversity and settings.param != "accentuation":  # its images differ by their start images
         total = total + settings.diversity * obj.diversity(paths, groups)
-    for weight, penalty in [(settings.l1, obj.L1), (settings.l2, obj.L2), (settings.tv, obj.total_variation)]:
+    for weight, penalty in [(settings.l1, obj.L1), (settings.l2, obj.L2), (settings.tv, obj.total_variation),
+                            (settings.coherence, obj.centre_bias)]:  # fmt: skip
         if weight:
             total = total - weight * penalty()
     if settings.blur:

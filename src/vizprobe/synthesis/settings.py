@@ -30,6 +30,7 @@ class RenderSettings:
     blur: float = 0.0
     closeness: float = 500.0  # accentuation: weight of the squared pixel distance to the seed image
     colour: float = 0.0  # weight of the patch colour statistics prior (needs natural references)
+    coherence: float = 0.0  # weight of the centre-bias prior (low-frequency energy away from the centre)
     coarse_steps: int = 0  # steps at the start that show the network the image at half size (coarse to fine)
     negative: bool = False
     objective: str = "channel"
