@@ -175,15 +175,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         model = model.with_directions({k: v for k, v in scan.directions.items() if k not in model.directions})
     units = model.resolve_units(args.units)  # fail on a bad unit before any work
     references, paths, spectrum = None, None, None
-    if scan is not None and (settings.param == "accentuation" or settings.colour):
-        from vizprobe.synthesis.natural import REFERENCE_IMAGES, scan_references
+    if scan is not None:
+        from vizprobe.synthesis.natural import scan_inputs
 
-        k = max(settings.per_unit, REFERENCE_IMAGES)
-        references, paths = scan_references(scan, units, model.preprocessing, k, args.start_rank)
-    if scan is not None and settings.param == "maco":
-        from vizprobe.synthesis.natural import scan_spectrum
-
-        spectrum = scan_spectrum(scan, model.preprocessing, settings.size)
+        references, paths, spectrum = scan_inputs(scan, units, model.preprocessing, settings, args.start_rank)
     until = _until(args.until, units, scan)
     rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet,
                              references=references, spectrum=spectrum, until=until)  # fmt: skip

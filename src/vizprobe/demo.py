@@ -22,7 +22,7 @@ from vizprobe.stimuli import BuildSettings, build_stimuli
 from vizprobe.stimuli.build import protocol_units
 from vizprobe.stimuli.pictures import inspect_package
 from vizprobe.synthesis import preset, render_units
-from vizprobe.synthesis.natural import scan_references, scan_spectrum
+from vizprobe.synthesis.natural import scan_inputs
 from vizprobe.synthesis.settings import METHODS
 from vizprobe.synthesis.store import comparison_sheet, overview_sheet, save_visualizations
 
@@ -86,15 +86,15 @@ def run_demo(
             f"natural top-1 {entry['natural_top1']:6.3g}"
         )
     conditions = list(build_settings.conditions)
+    dirs = {"fourier": out / "visualizations"}
     for method in methods:
-        target = out / f"visualizations-{method}"
+        target = dirs[method] = out / f"visualizations-{method}"
         print(f"      method {method}: the same units -> {target}")
         render_method(loaded, result, DEMO_UNITS + protocol, preset("quick", steps=steps, per_unit=9, param=method),
                       build_settings.reference_ranks[0], target, progress)  # fmt: skip
         conditions.append(f"{method}=visualizations:{target}")
     build_settings = replace(build_settings, conditions=tuple(conditions))
     if methods:
-        dirs = {"fourier": out / "visualizations", **{m: out / f"visualizations-{m}" for m in methods}}
         comparison_sheet(dirs, result, units=DEMO_UNITS).save(out / "methods.png")
         print(f"      the methods side by side: {out / 'methods.png'}")
     print(f"[4/7] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
@@ -131,10 +131,6 @@ def render_method(loaded, scan, units: list[str], settings, start_rank: int, out
     accentuation and the colour prior start past the query ranks (`start_rank`), maco's spectrum comes
     from the scan's images."""
     resolved = loaded.resolve_units(units)
-    references, paths, spectrum = None, None, None
-    if settings.param == "accentuation" or settings.colour:
-        references, paths = scan_references(scan, resolved, loaded.preprocessing, settings.per_unit, start_rank)
-    if settings.param == "maco":
-        spectrum = scan_spectrum(scan, loaded.preprocessing, settings.size)
+    references, paths, spectrum = scan_inputs(scan, resolved, loaded.preprocessing, settings, start_rank)
     rendering = render_units(loaded, resolved, settings, progress=progress, references=references, spectrum=spectrum)
     return save_visualizations(rendering, out, loaded, scan, reference_paths=paths)

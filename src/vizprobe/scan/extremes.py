@@ -6,10 +6,13 @@ scan that keeps no activations matrix (`keep_activations=False`) ranks exactly a
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from vizprobe.files import atomic_write_bytes
 
 TOPK_BLOCK = 1 << 16  # rows of the activations read at a time when ranking: memory stays O(block x channels)
 SIDES = (("top", -1.0), ("bottom", 1.0))  # (name, sign): each side keeps the k smallest `sign * value`
@@ -103,8 +106,8 @@ class LayerSummary:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an .npz under a temporary name, then rename it into place (a kill leaves the old one whole)."""
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    tmp.replace(path)
+    """Write an .npz atomically (`files.atomic_write_bytes`: temporary file, fsync, rename), so a kill or a
+    power cut leaves the previous one whole and progress.json, written after it, never runs ahead of it."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())

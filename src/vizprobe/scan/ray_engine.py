@@ -3,9 +3,8 @@
 The images are listed once on the driver and become a Ray dataset of (index, path) rows; `map_batches`
 sends them to a pool of actors, one per worker, each holding the model (`_Activations`: ONNX Runtime on a
 CPU worker, PyTorch on a GPU one), which decode and preprocess their batch in threads and compute the
-channel means (a separate decoding stage, its pixels passed through the object store, took 26.3 s instead
-of 20.7 s for 1000 photos on a 2-core machine). The
-driver consumes the results in order and writes them into the same run dir as the local engine, committing
+channel means (a separate decoding stage, pixels through the object store, was slower: benchmarks/README.md).
+The driver consumes the results in order and writes them into the same run dir as the local engine, committing
 as it goes, so `ScanResult.load` cannot tell the engines apart and a killed scan resumes where it stopped.
 An image a worker cannot read is listed in skipped.tsv; an actor that dies is restarted by Ray Data and its
 batch retried (its defaults: max_restarts=-1, max_task_retries=-1), and since only the driver writes, in

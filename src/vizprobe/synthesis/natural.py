@@ -77,3 +77,15 @@ def scan_references(
         paths[unit] = [e.path for e in top]
         images[unit] = torch.stack([preprocessing.pixels(load_rgb(e.path)) for e in top])
     return images, paths
+
+
+def scan_inputs(scan, units: Sequence[Unit], preprocessing, settings, start_rank: int = 1):
+    """What `render_units` needs from a scan for `settings`: (references, their paths, maco's spectrum), each
+    None where the method does not use it. References start at `start_rank` (see `scan_references`)."""
+    references, paths, spectrum = None, None, None
+    if settings.param == "accentuation" or settings.colour:
+        k = max(settings.per_unit, REFERENCE_IMAGES)
+        references, paths = scan_references(scan, units, preprocessing, k, start_rank)
+    if settings.param == "maco":
+        spectrum = scan_spectrum(scan, preprocessing, settings.size)
+    return references, paths, spectrum

@@ -378,14 +378,17 @@ def render_units(
     lr = settings.lr * getattr(param, "lr_scale", 1.0)
     coarse = [tf.CoarseToFine(settings.coarse_steps)] if settings.coarse_steps else []
     targets = _targets(model, units, until)
+
+    def activations(images: torch.Tensor) -> torch.Tensor:  # the one definition, float32, on the original network
+        return torch.cat([_activations(model, images[c], per_image[c]) for c in chunks]).cpu()
+
     finished = None
     if targets:
-        goal = torch.tensor([targets[u] for u in per_image]) * (-1.0 if settings.negative else 1.0)
         sign = -1.0 if settings.negative else 1.0
+        goal = sign * torch.tensor([targets[u] for u in per_image])
 
         def finished(images: torch.Tensor) -> torch.Tensor:
-            acts = torch.cat([_activations(model, images[c], per_image[c]) for c in chunks]).cpu()
-            return sign * acts >= goal
+            return sign * activations(images) >= goal
 
     result = render(
         model,
@@ -399,10 +402,8 @@ def render_units(
         progress=progress,
         finished=finished,
     )
-    with torch.no_grad():  # final activations: the one definition, float32, on the original network
-        final = torch.cat([
-            _activations(model, result.images[c], per_image[c]) for c in chunks
-        ])  # fmt: skip
+    with torch.no_grad():
+        final = activations(result.images)
     unit_index = [k for k in order for _ in range(n)]
     return Rendering(
         units, result.images, unit_index, seeds, final, settings, result.seconds, result.history, result.precision,
