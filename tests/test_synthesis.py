@@ -101,6 +101,31 @@ def test_same_seed_same_images_any_batch(lite0):
     assert (other_seed.images - alone.images).abs().mean() > 0.01
 
 
+def test_chunks_are_whole_units_of_one_layer_on_the_cpu():
+    """A chunk's forward pass runs to its deepest layer: on the CPU no chunk mixes layers (by hand)."""
+    from vizprobe.synthesis.rendering import _chunks, default_chunk_images
+
+    layers = ["a", "a", "b", "c", "c", "c"]
+    assert _chunks(layers, 2, 2, mix_layers=False) == [slice(0, 4), slice(4, 6), slice(6, 10), slice(10, 12)]
+    assert _chunks(layers, 2, 2, mix_layers=True) == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    cpu = torch.device("cpu")
+    assert [default_chunk_images(cpu, size) for size in (64, 128, 224)] == [64, 16, 5]
+
+
+def test_chunking_and_stored_bfloat16_weights_leave_images_unchanged(lite0, monkeypatch):
+    """One chunk per unit or both units in one; weights cast once or by autocast at every step: same images."""
+    import vizprobe.synthesis.rendering as rendering
+
+    settings = preset("quick", steps=8, size=64)
+    units = ["_blocks.4:1", "_blocks.4:2", "_blocks.9:3"]
+    together = render_units(lite0, units, settings, progress=False, precision="bf16", chunk_images=64)
+    apart = render_units(lite0, units, settings, progress=False, precision="bf16", chunk_images=4)
+    torch.testing.assert_close(together.images, apart.images, rtol=0, atol=2e-3)
+    monkeypatch.setattr(rendering, "_to_bfloat16", lambda net, keep: None)
+    autocast_only = render_units(lite0, units, settings, progress=False, precision="bf16", chunk_images=64)
+    torch.testing.assert_close(together.images, autocast_only.images, rtol=0, atol=1e-6)
+
+
 def test_seeds_differ_per_unit_and_not_per_spelling(lite0):
     """Initial images (0 steps) of different units differ, even where the old 8-byte label hash collided
     (`_blocks.8:12`, `_blocks.8:13`, `_blocks.5:10`); the alias of a unit gives its images bit for bit."""

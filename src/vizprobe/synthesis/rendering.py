@@ -80,6 +80,14 @@ class _Float32Convs:
             del module.forward  # back to the class's forward
 
 
+def _to_bfloat16(net: torch.nn.Module, keep: Sequence[torch.nn.Module]) -> None:
+    """Store the convolutions' weights in bfloat16 once (autocast would round them the same way at every
+    step: it caches only casts of weights that require grad); `keep` stay float32."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear) and module not in keep:
+            module.to(torch.bfloat16)
+
+
 @dataclass
 class RenderResult:
     """What `render` returns: the images (B, 3, S, S) in [0, 1] on the CPU and the mean objective per step."""
@@ -185,8 +193,11 @@ def render(
     if own_copy:
         net.to(memory_format=memory_format)  # channels-last is faster on the CPU (benchmarks/README.md)
     done = _Frozen(params, batch)
+    float32_convs = _Float32Convs(net, precision == "bf16" and dev.type == "cpu")
+    if own_copy and precision == "bf16":
+        _to_bfloat16(net, keep=float32_convs.modules)
     try:
-        with _Float32Convs(net, precision == "bf16" and dev.type == "cpu"):
+        with float32_convs:
             for step in bar:
                 active = [k for k, (part, _) in enumerate(parts) if not done.mask[part].all()]
                 history.append(_step(param, opt, transform, rng, parts, score, step, active) / batch)
@@ -298,14 +309,23 @@ def make_param(
     return PARAMS[settings.param](seeds, settings.size, **kwargs)
 
 
-def _chunks(batch: int, per_unit: int, chunk_units: int) -> list[slice]:
-    step = per_unit * max(1, chunk_units)
-    return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
+def _chunks(layers: Sequence[str], per_unit: int, chunk_units: int, mix_layers: bool) -> list[slice]:
+    """Slices of whole units (`layers`: each unit's layer, in batch order), at most `chunk_units` each; a new
+    chunk starts at each change of layer unless `mix_layers` (a chunk's forward pass runs to its deepest layer)."""
+    starts = [0]
+    for k in range(1, len(layers)):
+        if k - starts[-1] >= chunk_units or (not mix_layers and layers[k] != layers[k - 1]):
+            starts.append(k)
+    ends = [*starts[1:], len(layers)]
+    return [slice(a * per_unit, b * per_unit) for a, b in zip(starts, ends, strict=True)]
 
 
-def default_chunk_images(device: torch.device) -> int:
-    """Images per forward pass: 16 on the CPU (fastest there, benchmarks/README.md), 256 on a GPU."""
-    return 256 if device.type == "cuda" else 16
+def default_chunk_images(device: torch.device, size: int = 128) -> int:
+    """Images per forward pass: 256 on a GPU; on the CPU as many as make 16 images of 128 px (4 at 224 px
+    were 2x faster per image than 16, benchmarks/README.md), whole units of one layer at a time."""
+    if device.type == "cuda":
+        return 256
+    return max(1, round(16 * (128 / size) ** 2))
 
 
 def render_units(
@@ -326,7 +346,8 @@ def render_units(
 
     Units are resolved to their canonical form, which (with the model's name) fixes every image's seed,
     whatever the spelling. `chunk_images` bounds how many images go through the network at once, rounded
-    to whole units. With `generator` (and its `latent_shape`), images come from a generator's latent codes.
+    to whole units (on the CPU, of one layer). With `generator` (and its `latent_shape`), images come from a
+    generator's latent codes.
     `precision` is that of the network during optimization (see `resolve_precision`).
 
     `references` are each unit's natural images (N, 3, H, W) in [0, 1], strongest first (e.g. its top scan
@@ -364,8 +385,9 @@ def render_units(
         starts = [j % len(refs[units[k]]) for k in order for j in range(n)]
         start_images = torch.stack([refs[u][j] for u, j in zip(per_image, starts, strict=True)])
     param = make_param(settings, seeds, generator, latent_shape, spectrum=spectrum, start_images=start_images)
-    chunk_images = chunk_images or default_chunk_images(model.device)
-    chunks = _chunks(len(seeds), n, max(1, chunk_images // n))
+    chunk_images = chunk_images or default_chunk_images(model.device, settings.size)
+    layers = [split_layer(units[k].layer)[0] for k in order]
+    chunks = _chunks(layers, n, max(1, chunk_images // n), mix_layers=model.device.type == "cuda")
     colours = torch.stack([obj.patch_colours(refs[u]).flatten(0, 1) for u in per_image]) if settings.colour else None
     parts = []
     for c in chunks:
@@ -386,9 +408,13 @@ def render_units(
     if targets:
         sign = -1.0 if settings.negative else 1.0
         goal = sign * torch.tensor([targets[u] for u in per_image])
+        reached = torch.zeros(len(per_image), dtype=torch.bool)
 
-        def finished(images: torch.Tensor) -> torch.Tensor:
-            return sign * activations(images) >= goal
+        def finished(images: torch.Tensor) -> torch.Tensor:  # frozen images stay as they were: check the rest
+            for c in chunks:
+                if not reached[c].all():
+                    reached[c] |= sign * _activations(model, images[c], per_image[c]) >= goal[c]
+            return reached.clone()
 
     result = render(
         model,
