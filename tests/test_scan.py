@@ -259,3 +259,58 @@ def test_ranking_block_by_block_equals_one_stable_sort():
             index, value = extreme_rows(acts, valid, 20, sign, block=block)
             np.testing.assert_array_equal(index, valid[order])
             np.testing.assert_array_equal(value, np.take_along_axis(acts[valid], order, 0))
+
+
+def test_decoding_in_dataloader_processes_equals_decoding_in_threads(subset_dir, photo_files, lite0):
+    """The GPU path decodes in DataLoader worker processes: the same batches, pixels and skips as the threads."""
+    from vizprobe.images import find_images
+    from vizprobe.scan.run import _loader_batches, _thread_batches
+
+    folder = subset_dir(20)
+    (folder / "zz_corrupt.jpg").write_bytes(pick(photo_files, 3).read_bytes()[:2000])  # sorts last: batch 3
+    files = [folder / p for p in find_images(folder)]
+    pre = lite0.preprocessing
+    threads = list(_thread_batches(files, 3, 8, pre, 2))
+    processes = list(_loader_batches(files, 3, 8, pre, 2, pin=False))
+    assert [b[:2] for b in processes] == [(3, 8), (11, 8), (19, 2)] == [b[:2] for b in threads]
+    for (first, _, pixels, good, bad), (_, _, theirs, their_good, their_bad) in zip(processes, threads, strict=True):
+        assert (good, bad) == (their_good, their_bad)
+        torch.testing.assert_close(pixels, theirs, rtol=0, atol=0)
+        for row, offset in enumerate(good):  # independently: PIL decoding of that file
+            torch.testing.assert_close(pixels[row], pre.to_pixels(load_rgb(files[first + offset])), rtol=0, atol=0)
+    skipped = [files[b[0] + offset].name for b in processes for offset, _ in b[4]]
+    assert skipped == ["zz_corrupt.jpg"]
+
+
+def test_float32_convolutions_turns_a_gpus_tf32_off_and_back():
+    """cuDNN's default rounds float32 convolutions to TF32; a GPU scan in fp32 turns that off, then restores it."""
+    from vizprobe.device import float32_convolutions
+
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    assert before != "ieee"  # torch's default: tf32
+    with float32_convolutions(torch.device("cuda")):
+        assert conv.fp32_precision == "ieee"
+    assert conv.fp32_precision == before
+    with float32_convolutions(torch.device("cpu")):
+        assert conv.fp32_precision == before
+
+
+def test_a_bfloat16_scan_is_recorded_close_to_float32_and_resumed_only_as_such(tmp_path, subset_dir, lite0):
+    folder = subset_dir(48)
+    result, stats = scan(lite0, folder, LAYERS, tmp_path / "run", precision="bf16", progress=False)
+    assert stats.backend == "torch"
+    assert json.loads((tmp_path / "run" / "scan.json").read_text())["precision"] == "bf16"
+    files = [folder / name for name in result.images]
+    for layer in LAYERS:
+        exact = per_image_activations(lite0, files, result.layer(layer).path)
+        got = result.activations(layer)
+        error = np.median(np.abs(got - exact) / exact.std(axis=0))  # in units of each unit's spread
+        assert 1e-4 < error < 0.1, (layer, error)  # bfloat16 did run (not float32's result), and stays close
+    with pytest.raises(VizprobeError, match="resume it with the same --precision"):
+        scan(lite0, folder, LAYERS, tmp_path / "run", progress=False)
+    with pytest.raises(VizprobeError, match="tf32 is a GPU's"):
+        scan(lite0, folder, LAYERS, tmp_path / "other", precision="tf32", progress=False)
+    with pytest.raises(VizprobeError, match="fp32 only"):
+        scan(lite0, folder, LAYERS, tmp_path / "other", precision="bf16", backend="onnx", progress=False)
+    assert not (tmp_path / "other").exists()

@@ -137,7 +137,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         ray={"address": args.address, "workers": args.workers, "gpus_per_worker": args.gpus_per_worker}
         if args.engine == "ray"
         else None,
-        **_given(args, "batch_size", "top_k", "compile", "backend", "directions", "keep_activations"),
+        **_given(args, "batch_size", "top_k", "compile", "backend", "directions", "keep_activations", "precision"),
         **(_given(args, "workers") if args.engine == "local" else {}),
     )
     print(
@@ -427,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         COMPILE_MIN_IMAGES,
         ENGINE_CHOICES,
         ONNX_BATCH_SIZE,
+        PRECISION_CHOICES,
     )
     from vizprobe.stimuli.settings import SEARCHES
     from vizprobe.synthesis.settings import METHODS, PRECISIONS, PRESETS
@@ -462,8 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"default {ONNX_BATCH_SIZE} with ONNX Runtime, {BATCH_SIZES['cpu']} with PyTorch on the CPU, "
                         f"{BATCH_SIZES['cuda']} on a GPU")  # fmt: skip
-    _setting(p, "--workers", f"{scan}.workers", "decoding threads; with --engine ray: model workers (default: "
-             "half the cluster's CPUs, or its GPUs / --gpus-per-worker)", type=int)  # fmt: skip
+    _setting(p, "--workers", f"{scan}.workers", "decoding threads (on a GPU: processes, default one per CPU core); "
+             "with --engine ray: model workers (default: half the cluster's CPUs, or its GPUs / --gpus-per-worker)",
+             type=int)  # fmt: skip
     p.add_argument(
         "--engine",
         default="local",
@@ -478,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --engine ray: GPUs per model worker")
     _setting(p, "--backend", f"{scan}.backend", "what runs the network (auto: ONNX Runtime on the CPU, PyTorch on "
              "a GPU)", choices=BACKEND_CHOICES)  # fmt: skip
+    _setting(p, "--precision", f"{scan}.precision", "the network's arithmetic: fp32 (the same activations on every "
+             "device), tf32 (a GPU's cuDNN default), bf16 (autocast; PyTorch backend)",
+             choices=PRECISION_CHOICES)  # fmt: skip
     _setting(p, "--compile", f"{scan}.compile", f"torch.compile for --backend torch (auto: from {COMPILE_MIN_IMAGES} "
              "images)", choices=COMPILE_CHOICES)  # fmt: skip
     p.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG per unit")

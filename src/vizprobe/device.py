@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,3 +39,26 @@ def default_batch_size(device: torch.device | str) -> int:
     """Batch size for inference on `device` (a torch device or its type)."""
     kind = device if isinstance(device, str) else device.type
     return BATCH_SIZES.get(kind, BATCH_SIZES["cpu"])
+
+
+@contextmanager
+def float32_convolutions(device: torch.device) -> Iterator[None]:
+    """Inside: a GPU's float32 convolutions are float32. cuDNN's default runs them in TF32 (inputs rounded to
+    10-bit mantissas), so a GPU's activations would differ from the CPU's in the third digit."""
+    import torch
+
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if device.type != "cuda":
+        yield
+    elif conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        before, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = before
+    else:
+        before, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = before

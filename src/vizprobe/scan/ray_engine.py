@@ -91,6 +91,7 @@ class _Activations:
         channels: list[int],
         backend: str,
         threads: int,
+        precision: str = "fp32",
     ):
         from concurrent.futures import ThreadPoolExecutor
 
@@ -102,7 +103,7 @@ class _Activations:
         torch.set_num_threads(threads)  # Ray sets one thread per reserved CPU; ONNX Runtime follows torch
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(name, weights=weights, device=device, directions=directions)
-        self.forward, _, self.backend = forward_pass(self.model, paths, 32, backend, "off", 0, True)
+        self.forward, _, self.backend = forward_pass(self.model, paths, 32, backend, "off", 0, True, precision)
         self.channels = channels
         self.pool = ThreadPoolExecutor(max_workers=threads)
 
@@ -135,6 +136,7 @@ def results(
     batch_size: int,
     *,
     backend: str = "auto",
+    precision: str = "fp32",
     address: str | None = None,
     workers: int | None = None,
     gpus_per_worker: float = 0.0,
@@ -153,7 +155,8 @@ def results(
     weights = model.weights if Path(model.weights).is_file() else None
     rows = [{"index": i, "path": str(files[i])} for i in range(start, len(files))]
     actor = {"name": model.name, "weights": weights, "directions": directions, "paths": paths,
-             "channels": [model.layer(p).channels for p in paths], "backend": backend, "threads": threads}  # fmt: skip
+             "channels": [model.layer(p).channels for p in paths], "backend": backend, "threads": threads,
+             "precision": precision}  # fmt: skip
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // (batch_size * 8))).map_batches(
         _Activations,
         batch_size=batch_size,

@@ -1,8 +1,8 @@
 """The dataset scan: every image's activation for every channel of the chosen layers.
 
 Batched, channels-last, cut after the deepest chosen layer, with decoding overlapped with compute
-in a thread pool. Work is committed every `chunk_size` images, so a killed scan resumes where it
-stopped without recomputing committed images.
+(in a thread pool on the CPU; on a GPU in DataLoader processes, into pinned memory). Work is committed
+every `chunk_size` images, so a killed scan resumes where it stopped without recomputing committed images.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vizprobe.device import default_batch_size
+from vizprobe.device import default_batch_size, float32_convolutions
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from vizprobe.images import UnreadableImage, find_images, load_rgb
@@ -37,6 +38,7 @@ from vizprobe.scan.settings import (
     COMPILE_MIN_IMAGES,
     ENGINE_CHOICES,
     ONNX_BATCH_SIZE,
+    PRECISION_CHOICES,
     ScanSettings,
 )
 from vizprobe.units import Directions, split_layer
@@ -97,6 +99,52 @@ def _batches(
             first, futures = pending.popleft()
             submit()
             yield first, [f.result() for f in futures]
+
+
+class _DecodedImages(torch.utils.data.Dataset):
+    """Image i of `paths` decoded and preprocessed (uint8 pixels), or the reason it could not be read."""
+
+    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing):
+        self.paths, self.preprocessing = paths, preprocessing
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor | str:
+        return _load_item(self.paths[i], self.preprocessing)
+
+
+def _collate(items: list[torch.Tensor | str]) -> tuple[torch.Tensor | None, list[int], list[tuple[int, str]]]:
+    """(the readable images' pixels stacked, their offsets, (offset, reason) of the others)."""
+    good = [i for i, item in enumerate(items) if torch.is_tensor(item)]
+    pixels = torch.stack([items[i] for i in good]) if good else None
+    return pixels, good, [(i, item) for i, item in enumerate(items) if not torch.is_tensor(item)]
+
+
+def _loader_batches(
+    paths: Sequence[Path], start: int, batch_size: int, preprocessing: Preprocessing, workers: int, pin: bool
+) -> Iterator[tuple[int, int, torch.Tensor | None, list[int], list[tuple[int, str]]]]:
+    """Per batch (first index, count, pixels, good offsets, bad): decoded in `workers` DataLoader processes
+    (0: in line), in page-locked memory with `pin` (a GPU copies from it asynchronously)."""
+    order = [list(range(a, min(a + batch_size, len(paths)))) for a in range(start, len(paths), batch_size)]
+    loader = torch.utils.data.DataLoader(
+        _DecodedImages(paths, preprocessing),
+        batch_sampler=order,
+        collate_fn=_collate,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=4 if workers else None,
+    )
+    for rows, (pixels, good, bad) in zip(order, loader, strict=True):
+        yield rows[0], len(rows), pixels, good, bad
+
+
+def _thread_batches(
+    paths: Sequence[Path], start: int, batch_size: int, preprocessing: Preprocessing, workers: int
+) -> Iterator[tuple[int, int, torch.Tensor | None, list[int], list[tuple[int, str]]]]:
+    """`_loader_batches`, decoded in threads (on the CPU, where the network needs the cores)."""
+    for first, items in _batches(paths, start, batch_size, preprocessing, workers):
+        yield first, len(items), *_collate(items)
 
 
 def _fingerprint(images: list[str]) -> str:
@@ -192,6 +240,11 @@ class _RunDir:
         if old.get("keep_activations", True) != self.keep:
             flag = "--keep-activations" if old.get("keep_activations", True) else "--no-keep-activations"
             raise VizprobeError(f"{self.out} holds a scan made with {flag}; resume it with the same flag")
+        if old.get("precision", "fp32") != self.meta["precision"]:
+            raise VizprobeError(
+                f"{self.out} holds a scan in precision {old.get('precision', 'fp32')}; resume it with the same "
+                "--precision"
+            )
         if not self.keep and old.get("top_k") != self.meta.get("top_k"):
             raise VizprobeError(f"{self.out} holds a scan with --top-k {old.get('top_k')}; resume it with the same")
         if [layer["path"] for layer in old["layers"]] != [layer["path"] for layer in self.meta["layers"]]:
@@ -267,32 +320,57 @@ def _local_results(
     model: LoadedModel, forward: Callable, compiled: bool, files: list[Path], start: int, batch_size: int, workers: int
 ) -> Iterator[tuple[int, int, list[int], list[np.ndarray], list[tuple[int, str]]]]:
     """Per batch: (first image, image count, offsets of the images read, their channel means per layer,
-    (offset, reason) of the images that could not be read), decoding ahead in threads."""
-    for first, items in _batches(files, start, batch_size, model.preprocessing, workers):
-        good = [i for i, item in enumerate(items) if torch.is_tensor(item)]
-        bad = [(i, item) for i, item in enumerate(items) if not torch.is_tensor(item)]
+    (offset, reason) of the images that could not be read), decoding ahead: in threads on the CPU, in
+    `workers` DataLoader processes into pinned memory on a GPU."""
+    if model.device.type == "cuda":
+        batches = _loader_batches(files, start, batch_size, model.preprocessing, workers, pin=True)
+    else:
+        batches = _thread_batches(files, start, batch_size, model.preprocessing, workers)
+    for first, count, pixels, good, bad in batches:
         means: list[np.ndarray] = []
         if good:
-            pixels = torch.stack([items[i] for i in good]).to(model.device, non_blocking=True)
+            pixels = pixels.to(model.device, non_blocking=True)
             if compiled and len(good) < batch_size:  # keep one static shape: no recompilation
                 pixels = torch.cat([pixels, pixels.new_zeros((batch_size - len(good), *pixels.shape[1:]))])
             outputs = forward(model.preprocessing.normalize_uint8(pixels))
             means = [values[: len(good)].float().cpu().numpy() for values in outputs]
-        yield first, len(items), good, means, bad
+        yield first, count, good, means, bad
+
+
+def _at_precision(forward: Callable, precision: str, device: torch.device) -> Callable:
+    """`forward` run in the scan's precision (`PRECISION_CHOICES`)."""
+
+    def run(images: torch.Tensor):
+        if precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return forward(images)
+        if precision == "tf32":
+            return forward(images)
+        with float32_convolutions(device):
+            return forward(images)
+
+    return run
 
 
 def forward_pass(
-    model: LoadedModel, paths: list[str], batch_size: int, backend: str, compile: str, remaining: int, optimize: bool
+    model: LoadedModel,
+    paths: list[str],
+    batch_size: int,
+    backend: str,
+    compile: str,
+    remaining: int,
+    optimize: bool,
+    precision: str = "fp32",
 ) -> tuple[Callable, bool, str]:
     """(images -> channel means per layer, whether it is compiled, the backend's name), on the model's device.
 
     The network is an inference copy (batch norms folded) cut after the deepest layer; on the CPU, `backend`
     auto runs it in ONNX Runtime (`vizprobe.models.onnx_runtime`), else in PyTorch, channels-last, compiled
-    where `compile` says so (auto: from COMPILE_MIN_IMAGES images on)."""
+    where `compile` says so (auto: from COMPILE_MIN_IMAGES images on), in `precision` (ONNX Runtime: fp32 only)."""
     dev = model.device
     net = checked_inference_copy(model.net, paths, model.preprocessing.crop, dev) if optimize else model.net
     module = ChannelMeans(net, paths, model.directions)
-    if backend == "onnx" or (backend == "auto" and dev.type == "cpu"):
+    if backend == "onnx" or (backend == "auto" and dev.type == "cpu" and precision == "fp32"):
         forward, state = onnx_runtime.onnx_channel_means(model, module, paths, model.preprocessing.crop)
         if forward is not None:
             log.debug("ONNX Runtime graph (%s)", state)
@@ -300,14 +378,14 @@ def forward_pass(
         if backend == "onnx":
             raise VizprobeError(f"--backend onnx: {state}; pip install onnx onnxruntime, or use --backend torch")
         log.info("scanning with PyTorch: %s", state)
-    if dev.type == "cpu" and net is not model.net:  # only our own copy: never change the caller's network
+    if net is not model.net:  # only our own copy: never change the caller's network
         net = net.to(memory_format=torch.channels_last)
     if compile == "on" or (compile == "auto" and remaining >= COMPILE_MIN_IMAGES):
         crop = model.preprocessing.crop
         example = torch.zeros(batch_size, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
         forward, compiled = compile_or_eager(module, example)
-        return forward, compiled, "torch (compiled)" if compiled else "torch"
-    return module, False, "torch"
+        return _at_precision(forward, precision, dev), compiled, "torch (compiled)" if compiled else "torch"
+    return _at_precision(module, precision, dev), False, "torch"
 
 
 def scan(
@@ -330,6 +408,7 @@ def scan(
     ray: dict | None = None,
     directions: Mapping[str, str | Path | Directions] | str | None = None,
     keep_activations: bool | None = None,
+    precision: str | None = None,
 ) -> tuple[ScanResult, ScanStats]:
     """Scan `images` with `model`, recording every channel of `layers`; resumes an unfinished `out`.
 
@@ -344,17 +423,21 @@ def scan(
     (`vizprobe.scan.ray_engine`; `ray` holds its options: address, workers, gpus_per_worker) into the same
     run dir. `keep_activations=False` writes no (images x channels) matrices, only each unit's top/bottom
     `top_k` images and its mean and standard deviation (for collections where only exemplars matter).
+    `precision` (`fp32|tf32|bf16`, see `PRECISION_CHOICES`) is recorded in scan.json: fp32 gives the same
+    activations on every device; tf32 (GPU) and bf16 (autocast) are faster and round them.
 
     Settings left None take `ScanSettings`' defaults; `batch_size` None suits the device.
     Returns the result (read back from disk) and what this call computed.
     """
     defaults = ScanSettings()
     chunk_size = chunk_size or defaults.chunk_size
-    workers = workers or defaults.workers
     top_k = top_k or defaults.top_k
     compile = compile or defaults.compile
     backend = backend or defaults.backend
     keep_activations = defaults.keep_activations if keep_activations is None else keep_activations
+    precision = precision or defaults.precision
+    if precision not in PRECISION_CHOICES:
+        raise VizprobeError(f"precision={precision!r}: use one of {', '.join(PRECISION_CHOICES)}")
     if backend not in BACKEND_CHOICES:
         raise VizprobeError(f"backend={backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
     if engine not in ENGINE_CHOICES:
@@ -368,6 +451,11 @@ def scan(
     elif directions:
         model = model.with_directions(directions)
     dev = model.device
+    workers = workers or (defaults.workers if dev.type == "cpu" else os.cpu_count() or 1)
+    if precision == "tf32" and dev.type != "cuda" and engine == "local":
+        raise VizprobeError("--precision tf32 is a GPU's; on the CPU use fp32 (default) or bf16")
+    if backend == "onnx" and precision != "fp32":
+        raise VizprobeError(f"--backend onnx runs in fp32 only; drop --precision {precision} or use --backend torch")
     if backend == "onnx" and (dev.type != "cpu" or not onnx_runtime.available()):  # before anything is written
         why = "onnxruntime not installed" if dev.type == "cpu" else f"ONNX Runtime runs on the CPU, the model on {dev}"
         raise VizprobeError(f"--backend onnx: {why}; pip install onnx onnxruntime, or use --backend torch")
@@ -408,6 +496,7 @@ def scan(
         "n_images": len(image_list),
         "images_fingerprint": _fingerprint(image_list),
         "keep_activations": bool(keep_activations),
+        "precision": precision,
         **({} if keep_activations else {"top_k": top_k}),  # the running ranking's k: fixed for the whole scan
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
@@ -428,12 +517,14 @@ def scan(
         from vizprobe.scan import ray_engine
 
         batch_size = batch_size or (ONNX_BATCH_SIZE if dev.type == "cpu" else default_batch_size(dev))
-        results = ray_engine.results(model, paths, files, start, batch_size, backend=backend, **(ray or {}))
+        results = ray_engine.results(
+            model, paths, files, start, batch_size, backend=backend, precision=precision, **(ray or {})
+        )
         used_backend = "ray"
     else:
         torch_batch = batch_size or default_batch_size(dev)
         forward, compiled, used_backend = forward_pass(model, paths, torch_batch, backend, compile, remaining,
-                                                        optimize)  # fmt: skip
+                                                        optimize, precision)  # fmt: skip
         batch_size = batch_size or (ONNX_BATCH_SIZE if used_backend == "onnxruntime" else torch_batch)
         results = _local_results(model, forward, compiled, files, start, batch_size, workers)
     chunk_size = max(batch_size, chunk_size - chunk_size % batch_size)
