@@ -144,6 +144,7 @@ TTQ_VARIANTS = [
     ("no diversity, lr 0.1", "quick", {"diversity": 0.0, "lr": 0.1}),
     ("no diversity, coarse 64", "quick", {"diversity": 0.0, "lr": 0.1, "coarse_steps": 64}),
     ("maco, no diversity", "quick", {"param": "maco", "diversity": 0.0}),
+    ("fast with Adam defaults", "fast", {"lr": 0.05, "betas": (0.9, 0.999)}),
     ("fast preset", "fast", {}),
     # Reaches the activation in a few dozen steps and keeps a low high-frequency share, but only on the
     # exact image: under lucid's transforms it falls to about half (the robust column shows the trap).

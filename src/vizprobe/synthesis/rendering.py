@@ -421,7 +421,7 @@ def render_units(
         parts,
         param,
         tf.compose(tf.PRESETS[settings.transforms]() + coarse),
-        lambda params: torch.optim.Adam(params, lr=lr),
+        lambda params: torch.optim.Adam(params, lr=lr, betas=tuple(settings.betas)),
         settings.steps,
         rng=ImageRNG(seeds),
         precision=precision,
