@@ -282,18 +282,25 @@ def test_decoding_in_dataloader_processes_equals_decoding_in_threads(subset_dir,
     assert skipped == ["zz_corrupt.jpg"]
 
 
-def test_float32_convolutions_turns_a_gpus_tf32_off_and_back():
-    """cuDNN's default rounds float32 convolutions to TF32; a GPU scan in fp32 turns that off, then restores it."""
-    from vizprobe.device import float32_convolutions
+def test_a_gpu_device_makes_float32_convolutions_float32(monkeypatch):
+    """PyTorch's default rounds a GPU's float32 convolutions to TF32: resolving a CUDA device turns that off
+    (process-wide), and the scan's --precision tf32 turns it back on for its own forward passes only."""
+    from vizprobe.device import convolution_precision, resolve_device, set_convolution_precision
 
     conv = torch.backends.cudnn.conv
-    before = conv.fp32_precision
-    assert before != "ieee"  # torch's default: tf32
-    with float32_convolutions(torch.device("cuda")):
+    before = set_convolution_precision("tf32")  # as a fresh process starts (torch's default)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        assert conv.fp32_precision == "tf32"
+        assert resolve_device("cuda").type == "cuda"
         assert conv.fp32_precision == "ieee"
-    assert conv.fp32_precision == before
-    with float32_convolutions(torch.device("cpu")):
-        assert conv.fp32_precision == before
+        with convolution_precision(torch.device("cuda"), "tf32"):
+            assert conv.fp32_precision == "tf32"
+        assert conv.fp32_precision == "ieee"
+        with convolution_precision(torch.device("cpu"), "tf32"):
+            assert conv.fp32_precision == "ieee"
+    finally:
+        set_convolution_precision(before)
 
 
 def test_a_bfloat16_scan_is_recorded_close_to_float32_and_resumed_only_as_such(tmp_path, subset_dir, lite0):

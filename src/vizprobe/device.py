@@ -15,7 +15,15 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """Turn `auto|cpu|cuda[:N]` into a torch device; `auto` takes the GPU when one is present."""
+    """Turn `auto|cpu|cuda[:N]` into a torch device; `auto` takes the GPU when one is present. On a GPU,
+    float32 convolutions are made float32 from then on (`set_convolution_precision`)."""
+    device = _device(spec)
+    if device.type == "cuda":
+        set_convolution_precision("ieee")
+    return device
+
+
+def _device(spec: str | torch.device) -> torch.device:
     import torch
 
     if isinstance(spec, torch.device):
@@ -31,6 +39,21 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise VizprobeError(f"unknown device {spec!r}; use one of auto, cpu, cuda")
 
 
+def set_convolution_precision(precision: str) -> str:
+    """cuDNN's float32 convolutions, process-wide: "ieee" (float32) or "tf32" (PyTorch's default, inputs
+    rounded to 10-bit mantissas: a unit's activation would differ from the CPU's in the third digit).
+    Returns the setting it replaced."""
+    import torch
+
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        before, conv.fp32_precision = conv.fp32_precision, precision
+        return before
+    before = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    return before
+
+
 # Inference batch sizes by device type: small on the CPU (fits the caches: 4 was fastest, benchmarks/README.md).
 BATCH_SIZES = {"cpu": 4, "cuda": 128}
 
@@ -42,23 +65,13 @@ def default_batch_size(device: torch.device | str) -> int:
 
 
 @contextmanager
-def float32_convolutions(device: torch.device) -> Iterator[None]:
-    """Inside: a GPU's float32 convolutions are float32. cuDNN's default runs them in TF32 (inputs rounded to
-    10-bit mantissas), so a GPU's activations would differ from the CPU's in the third digit."""
-    import torch
-
-    conv = getattr(torch.backends.cudnn, "conv", None)
+def convolution_precision(device: torch.device, precision: str) -> Iterator[None]:
+    """Inside, on a GPU: float32 convolutions in `precision` ("ieee" or "tf32"); the setting before after."""
     if device.type != "cuda":
         yield
-    elif conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        before, conv.fp32_precision = conv.fp32_precision, "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = before
-    else:
-        before, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32 = before
+        return
+    before = set_convolution_precision(precision)
+    try:
+        yield
+    finally:
+        set_convolution_precision(before)

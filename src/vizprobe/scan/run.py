@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vizprobe.device import default_batch_size, float32_convolutions
+from vizprobe.device import convolution_precision, default_batch_size
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from vizprobe.images import UnreadableImage, find_images, load_rgb
@@ -344,9 +344,7 @@ def _at_precision(forward: Callable, precision: str, device: torch.device) -> Ca
         if precision == "bf16":
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 return forward(images)
-        if precision == "tf32":
-            return forward(images)
-        with float32_convolutions(device):
+        with convolution_precision(device, "tf32" if precision == "tf32" else "ieee"):
             return forward(images)
 
     return run
