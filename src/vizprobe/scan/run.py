@@ -338,13 +338,16 @@ def _local_results(
 
 
 def _at_precision(forward: Callable, precision: str, device: torch.device) -> Callable:
-    """`forward` run in the scan's precision (`PRECISION_CHOICES`)."""
+    """`forward` run in the scan's precision (`PRECISION_CHOICES`). fp32 needs nothing: resolving a GPU
+    already made its float32 convolutions float32 (`vizprobe.device.resolve_device`)."""
+    if precision == "fp32":
+        return forward
 
     def run(images: torch.Tensor):
         if precision == "bf16":
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 return forward(images)
-        with convolution_precision(device, "tf32" if precision == "tf32" else "ieee"):
+        with convolution_precision(device, "tf32"):
             return forward(images)
 
     return run
