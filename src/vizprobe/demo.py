@@ -103,12 +103,17 @@ def run_demo(
                   progress=progress, protocol=picked)  # fmt: skip
     text, pictures = inspect_package(out / "stimuli")
     print("      " + text.replace("\n", "\n      "))
-    print("[5/7] machine observers (similarity) and baselines answer every trial of every condition")
-    observer = SimilarityObserver(device=loaded.device)
+    observer = SimilarityObserver(studied_model=loaded.name, device=loaded.device)
+    print(f"[5/7] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
+          f"{loaded.name}) and baselines answer every trial of every condition, and a control of each trial "
+          "(another unit's references)")  # fmt: skip
     machine = pd.concat([answer_package(out / "stimuli", observer), run_baselines(out / "stimuli")])
     write_responses(machine, out / "machine-responses.csv")
     for row in predicted_accuracy(machine[machine["is_catch"] == 0]).itertuples():
-        print(f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]")
+        control = getattr(row, "control_accuracy", float("nan"))
+        control = f"  control {control:6.1%}" if control == control else ""
+        print(f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]"
+              f"{control}")  # fmt: skip
     print(f"[6/7] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
     simulated = simulate(out / "stimuli", observer, participants=participants, seed=0)
     write_responses(simulated, out / "simulated-responses.csv")

@@ -69,6 +69,9 @@ COLUMNS: tuple[Column, ...] = (
         "(completed, but failed the exclusion criteria and its task was posted again)",
         choices=SESSION_STATUSES,
     ),  # fmt: skip
+    Column("embedder", "str", "machine observers: the network and layers they embed images with, MODEL:LAYER,..."),
+    Column("control", "bool", "machine observers: 1 on a control trial, answered with another unit's references"),
+    Column("control_unit", "str", "the unit whose references a control trial showed"),
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 REQUIRED = ("participant_id", "condition", "trial_id", "correct")

@@ -58,6 +58,20 @@ ACCURACY_HEADER = [
 ]
 
 
+def _control(entry: dict | None) -> str | None:
+    """`52.0 % [40.1 %, 63.5 %]`, with ! when its interval excludes chance."""
+    if not entry:
+        return None
+    mark = " !" if entry.get("far_from_chance") else ""
+    return f"{entry['accuracy']:.1%} [{entry['ci_low']:.1%}, {entry['ci_high']:.1%}]{mark}"
+
+
+def _embedder(entry: dict) -> str | None:
+    if "embedder" not in entry:
+        return None
+    return entry["embedder"] + (" (the studied network: reads the unit)" if entry.get("reads_unit") else "")
+
+
 def render_html(results: dict, images: dict[str, str]) -> str:
     """The whole page as one string."""
     ex = results["exclusion"]
@@ -86,14 +100,40 @@ def render_html(results: dict, images: dict[str, str]) -> str:
     parts.append(f"<p class=note>Mean over participants of each participant's accuracy on main trials; SEM with "
                  f"ddof 1; {s['ci_level']:.0%} bootstrap CI over participants ({s['ci_method']}, "
                  f"{s['n_resamples']} resamples, seed {s['seed']}).</p>")  # fmt: skip
-    machines = [[f"baseline:{n}", e["accuracy"], e["ci_low"], e["ci_high"], e["n_trials"]]
-                for n, e in results["baselines"].items()]  # fmt: skip
-    machines += [[n, e["accuracy"], e["ci_low"], e["ci_high"], e["n_trials"]] for n, e in results["observers"].items()]
+    machines = [
+        [f"baseline:{n}", e["accuracy"], e["ci_low"], e["ci_high"], e["n_trials"], None, None, None]
+        for n, e in results["baselines"].items()
+    ]
+    machines += [
+        [
+            n,
+            e["accuracy"],
+            e["ci_low"],
+            e["ci_high"],
+            e["n_trials"],
+            _control(e.get("control")),
+            (e.get("catch") or {}).get("accuracy"),
+            _embedder(e),
+        ]
+        for n, e in results["observers"].items()
+    ]
     if machines:
         parts.append("<h3>Baselines and machine observers</h3>")
-        parts.append(_table(["observer", "accuracy", "95% CI low", "95% CI high", "trials"], machines, (1, 2, 3)))
-        parts.append("<p class=note>Intervals: Wilson over trials. The oracle reads the correct answer from the "
-                     "manifest (privileged access).</p>")  # fmt: skip
+        parts.append(_table(["observer", "accuracy", "95% CI low", "95% CI high", "trials", "control (another "
+                             "unit's references)", "catch trials", "embeds with"], machines, (1, 2, 3, 6)))  # fmt: skip
+        parts.append(
+            "<p class=note>Intervals: Wilson over trials. The oracle reads the correct answer from the "
+            "manifest (privileged access). A control trial shows the references of another unit (of the "
+            "same layer where the package has one): an observer that predicts the unit from its references "
+            "should be near 50 % there; one far from chance (marked !) answers from something else.</p>"
+        )
+        readers = [n for n, e in results["observers"].items() if e.get("reads_unit")]
+        if readers:
+            parts.append(
+                f"<p><b>Reads the unit:</b> {escape(', '.join(readers))} embed(s) images with the studied "
+                "network itself, so their accuracies read the answer off the unit's own features and say "
+                "nothing about what people see.</p>"
+            )
     if results["pairwise"]:
         parts.append("<h3>Pairwise tests between conditions</h3>")
         parts.append(_table(["a", "b", "difference", "Cohen's d", "p", "p (Holm)", "significant", "n a", "n b"],

@@ -127,15 +127,53 @@ def _clean(value):
     return value
 
 
-def _machine_stats(main: pd.DataFrame, machines: Sequence[str], per: pd.DataFrame, settings: StatsSettings) -> dict:
-    """Per machine group: accuracy over its trials (Wilson CI), plus a participant summary if it has several."""
+def _machine_stats(
+    main: pd.DataFrame,
+    machines: Sequence[str],
+    per: pd.DataFrame,
+    settings: StatsSettings,
+    extra: pd.DataFrame,
+    manifest: Manifest | None,
+) -> dict:
+    """Per machine group: accuracy over its main trials (Wilson CI), a participant summary if it has several, and
+    from `extra` (its catch and control rows) `catch` and `control` accuracies; `embedder` and `reads_unit` (the
+    embedding network is the package's studied one) for observers that embed images."""
     out = {}
     for group in machines:
         part = main[main["group"] == group]
         out[group] = machine_summary(part["correct"], settings.ci_level)
         if part["participant_id"].nunique() > 1:
             out[group]["participants"] = summarize(per.loc[per["group"] == group, "accuracy"].to_numpy(), settings)
+        mine = extra[extra["group"] == group]
+        control, catch = mine[_flag(mine, "control")], mine[_flag(mine, "is_catch") & ~_flag(mine, "control")]
+        if len(catch):
+            out[group]["catch"] = _brief(machine_summary(catch["correct"], settings.ci_level))
+        control = main_trials(control)
+        if len(control):
+            entry = out[group]["control"] = _brief(machine_summary(control["correct"], settings.ci_level))
+            entry["far_from_chance"] = bool(entry["ci_low"] > 0.5 or entry["ci_high"] < 0.5)
+        if "embedder" in part.columns and part["embedder"].notna().any():
+            label = str(part["embedder"].dropna().iloc[0])
+            out[group]["embedder"] = label
+            out[group]["reads_unit"] = label.split(":")[0] == manifest.model if manifest is not None else None
     return out
+
+
+def _flag(frame: pd.DataFrame, column: str) -> pd.Series:
+    """True where a 0/1 column is 1 (False where it is missing or absent)."""
+    if column not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return (frame[column] == 1).fillna(False).astype(bool)
+
+
+def _brief(summary: dict) -> dict:
+    """An accuracy summary's numbers: accuracy, ci_low, ci_high, n."""
+    return {
+        "accuracy": summary["accuracy"],
+        "ci_low": summary["ci_low"],
+        "ci_high": summary["ci_high"],
+        "n": summary["n_trials"],
+    }
 
 
 def finished_sessions(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -178,6 +216,9 @@ def compute(
     elif manifest is None:
         skipped["baselines"] = "no stimulus package given (--stimuli)"
     data = with_groups(data)
+    is_control = _flag(data, "control")
+    extra = data[~data["is_human"] & (is_control | _flag(data, "is_catch"))]
+    data = data[~is_control]
     main = main_trials(data)
     if main.empty:
         raise VizprobeError("the responses hold no main trials after exclusion; nothing to analyze")
@@ -194,7 +235,7 @@ def compute(
     results["exclusion"] = excluded.summary()
     accuracy = accuracy_table(human_main, settings=settings)
     results["accuracy"] = {g: accuracy[g] for g in humans if g in accuracy}
-    machine_stats = _machine_stats(main, machines, per_participant, settings)
+    machine_stats = _machine_stats(main, machines, per_participant, settings, extra, manifest)
     results["baselines"] = {
         g.removeprefix("baseline:"): v for g, v in machine_stats.items() if g.startswith("baseline:")
     }

@@ -48,6 +48,9 @@ class ModelSpec:
     # The network takes only inputs of the preprocessing's crop size (a ViT's position embeddings): synthesis
     # resizes its transformed images to it.
     fixed_input_size: bool = False
+    # Layers whose pooled features a machine observer compares images by when this network embeds them
+    # (`vizprobe.observers.embedding`); empty: chosen by relative depth.
+    embedding_layers: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

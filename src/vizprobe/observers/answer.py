@@ -21,7 +21,7 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from vizprobe.errors import VizprobeError
-from vizprobe.observers.base import Observer, as_manifest, get_observer, trial_views
+from vizprobe.observers.base import Observer, as_manifest, control_donors, control_views, get_observer, trial_views
 from vizprobe.observers.baselines import BASELINES, SaliencyModel, choices_from_probabilities
 from vizprobe.responses import COLUMN_NAMES, validate_responses
 from vizprobe.stimuli.manifest import Manifest
@@ -40,28 +40,52 @@ def predict_package(
     conditions: Sequence[str] | None = None,
     kinds: Sequence[str] = ("main", "catch"),
     sides_seed: str | None = None,
+    controls: bool = False,
+    control_seed: int = 0,
 ) -> pd.DataFrame:
     """P(choose right) of `observer` for every trial of `kinds` in every condition (one batch per condition).
 
     With `sides_seed` the options of each condition's trials are shown on balanced sides drawn from it, as
-    the server does per participant (`max_side` says where the maximal option was); else in stored order."""
+    the server does per participant (`max_side` says where the maximal option was); else in stored order.
+    With `controls` (and an observer that reads references) each trial with references is also answered with
+    another unit's references (`control_donors(manifest, control_seed)`): rows with `control` 1 and
+    `control_unit`."""
     manifest = as_manifest(package)
     observer = get_observer(observer, manifest=manifest)
+    donors = control_donors(manifest, control_seed) if controls and observer.uses_references else {}
     frames = []
     for condition in list(conditions) if conditions else manifest.conditions:
         trials = manifest.trials_in(condition, kinds)
         sides = (max_sides(f"{sides_seed}:{condition}", len(trials)) if sides_seed is not None
                  else [t.correct for t in trials])  # fmt: skip
         views = trial_views(manifest, condition, kinds, sides)
-        p = np.asarray(observer.predict(views), dtype=np.float64)
-        if p.shape != (len(views),) or not np.all((p >= 0) & (p <= 1)):
-            raise VizprobeError(f"observer {observer.name!r} must return one probability in [0, 1] per trial")
-        frames.append(pd.DataFrame({
-            "condition": condition, "trial_id": [v.trial_id for v in views], "kind": [v.kind for v in views],
-            "unit": [v.unit for v in views], "layer": [v.layer for v in views],
-            "image_set": [v.image_set for v in views], "p_right": p, "max_side": sides,
-        }))  # fmt: skip
+        frames.append(_answer(observer, views, condition, sides, control=0))
+        if donors:
+            shown = dict(zip([v.trial_id for v in views], sides, strict=True))
+            swapped = control_views(manifest, views, donors)
+            frame = _answer(observer, swapped, condition, [shown[v.trial_id] for v in swapped], control=1)
+            frames.append(frame.assign(control_unit=frame["unit"].map(donors)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _answer(observer: Observer, views: list, condition: str, sides: Sequence[int], control: int) -> pd.DataFrame:
+    """One batch of the observer's answers as rows (see `predict_package`)."""
+    p = np.asarray(observer.predict(views), dtype=np.float64) if views else np.zeros(0)
+    if p.shape != (len(views),) or not np.all((p >= 0) & (p <= 1)):
+        raise VizprobeError(f"observer {observer.name!r} must return one probability in [0, 1] per trial")
+    return pd.DataFrame(
+        {
+            "condition": condition,
+            "trial_id": [v.trial_id for v in views],
+            "kind": [v.kind for v in views],
+            "unit": [v.unit for v in views],
+            "layer": [v.layer for v in views],
+            "image_set": [v.image_set for v in views],
+            "p_right": p,
+            "max_side": list(sides),
+            "control": control,
+        }
+    )
 
 
 def confidence_from_p(p: np.ndarray) -> np.ndarray:
@@ -77,16 +101,23 @@ def answer_package(
     participants: int = 1,
     seed: int = 0,
     label: str | None = None,
+    controls: bool = True,
 ) -> pd.DataFrame:
     """The observer's answers to every trial and condition as responses rows (see the module doc).
 
     With `participants` > 1 each machine participant samples its choices from `p_right` (seeded) instead
     of taking the argmax, e.g. to give the error-consistency analysis several machine answers. `label`
     replaces `machine:NAME` as participant id and observer name (the baselines use `baseline:NAME`).
+    `controls`: also answer each trial with another unit's references (rows with `control` 1, drawn from
+    `seed`), for observers whose answers depend on the references; `analyze` reports them beside the real ones.
     """
     manifest = as_manifest(package)
     observer = get_observer(observer, manifest=manifest)
-    predicted = predict_package(manifest, observer, conditions, kinds, sides_seed=label or observer.name)
+    predicted = predict_package(
+        manifest, observer, conditions, kinds, sides_seed=label or observer.name, controls=controls, control_seed=seed
+    )
+    if observer.embedder_label is not None:
+        predicted["embedder"] = observer.embedder_label
     rng = np.random.default_rng(seed)
     frames = []
     for k in range(participants):
@@ -134,13 +165,24 @@ def run_baselines(
 
 
 def predicted_accuracy(responses: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """Accuracy per (observer, condition) on main trials, with a Wilson interval over trials."""
+    """Accuracy per (observer, condition) on main trials, with a Wilson interval over trials; where the observer
+    answered control trials (another unit's references), their accuracy and interval beside it."""
     main = responses[(responses["is_catch"] != 1) & (responses["is_practice"] != 1)]
+    control = main["control"].fillna(0).astype(int) == 1 if "control" in main.columns else main["is_catch"] == 2
     label = main["observer"] if "observer" in main.columns else main["participant_id"]
     rows = []
-    for (name, condition), part in main.groupby([label, main["condition"]], sort=False):
-        k, n = int(part["correct"].sum()), len(part)
-        low, high = proportion_confint(k, n, alpha=1 - level, method="wilson")
-        rows.append({"observer": name, "condition": condition, "accuracy": k / n, "n_trials": n,
-                     "n_correct": k, "ci_low": float(low), "ci_high": float(high)})  # fmt: skip
+    for (name, condition), part in main[~control].groupby(
+        [label[~control], main.loc[~control, "condition"]], sort=False
+    ):
+        row = {"observer": name, "condition": condition, **_wilson(part["correct"], level)}
+        twins = main[control & (label == name) & (main["condition"] == condition)]
+        if len(twins):
+            row |= {f"control_{key}": value for key, value in _wilson(twins["correct"], level).items()}
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _wilson(correct: pd.Series, level: float) -> dict:
+    k, n = int(correct.sum()), len(correct)
+    low, high = proportion_confint(k, n, alpha=1 - level, method="wilson")
+    return {"accuracy": k / n, "n_trials": n, "n_correct": k, "ci_low": float(low), "ci_high": float(high)}

@@ -7,9 +7,10 @@ unit's activations or the correct answer, and returns the probability of choosin
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,48 @@ def trial_views(
     ]
 
 
+def control_donors(manifest: Manifest, seed: int = 0) -> dict[str, str]:
+    """For each unit of the package, another unit whose references its control trials show: one of the same
+    layer where the package has one, else any other unit; drawn per unit from `seed` and the unit's name."""
+    units = [u for u in manifest.units.values() if u.role in ("main", "catch")] or list(manifest.units.values())
+    donors = {}
+    for unit in units:
+        same = [u.unit for u in units if u.layer == unit.layer and u.unit != unit.unit]
+        others = same or [u.unit for u in units if u.unit != unit.unit]
+        if others:
+            rng = np.random.default_rng([seed, zlib.crc32(unit.unit.encode())])
+            donors[unit.unit] = others[int(rng.integers(len(others)))]
+    return donors
+
+
+def control_views(manifest: Manifest, views: Sequence[TrialView], donors: dict[str, str]) -> list[TrialView]:
+    """The views with each trial's references replaced by its donor unit's (`control_donors`) in the same
+    condition (the donor's trial of the same image set, else its first): a control an observer that understood
+    the unit from its references should fail. Views without references, or whose unit has no donor, are dropped."""
+    by_unit: dict[str, list] = {}
+    for trial in manifest.trials.values():
+        by_unit.setdefault(trial.unit, []).append(trial)
+    out = []
+    for view in views:
+        donor = donors.get(view.unit)
+        if not view.references or donor is None:
+            continue
+        candidates = [t for t in by_unit[donor] if t.references_for(view.condition)]
+        if not candidates:
+            continue
+        same_set = [t for t in candidates if t.image_set == view.image_set]
+        trial = (same_set or candidates)[0]
+        out.append(replace(view, references=tuple(manifest.path(r) for r in trial.references_for(view.condition))))
+    return out
+
+
 class Observer(ABC):
     """Answers trials in batches. Subclasses set `name` and implement `predict`."""
 
     name: str = "observer"
     expertise: str = "machine"
+    uses_references: bool = False  # its answers depend on the references (so a control with another unit's tells)
+    embedder_label: str | None = None  # `MODEL:LAYER,...` of the network it embeds images with, if any
 
     @abstractmethod
     def predict(self, views: Sequence[TrialView]) -> np.ndarray:
@@ -89,6 +127,7 @@ class ObserverEntry:
 
     `uses_device`: its factory takes `device=` (it runs a network). `privileged`: its factory takes
     `manifest=` and reads the correct answers (the oracle), so it bounds what an observer can reach.
+    `embeds`: its factory takes `studied_model=` (the package's network, which it must not embed with).
     """
 
     name: str
@@ -96,6 +135,7 @@ class ObserverEntry:
     description: str = ""
     uses_device: bool = False
     privileged: bool = False
+    embeds: bool = False
 
 
 _REGISTRY: dict[str, ObserverEntry] = {}
@@ -103,10 +143,10 @@ _REGISTRY: dict[str, ObserverEntry] = {}
 
 def register_observer(
     name: str, factory: Callable[..., Observer], description: str = "", *, uses_device: bool = False,
-    privileged: bool = False,
+    privileged: bool = False, embeds: bool = False,
 ) -> Callable[..., Observer]:  # fmt: skip
     """Make an observer available by name to `vizprobe observe`, `simulate`, `analyze` and the demo."""
-    _REGISTRY[name] = ObserverEntry(name, factory, description, uses_device, privileged)
+    _REGISTRY[name] = ObserverEntry(name, factory, description, uses_device, privileged, embeds)
     return factory
 
 
@@ -121,7 +161,9 @@ def _load_builtin() -> None:
     import vizprobe.observers.baselines  # noqa: F401  (registers on import)
 
     if "similarity" not in _REGISTRY:
-        register_observer("similarity", _similarity, "perceptual similarity to the references", uses_device=True)
+        register_observer(
+            "similarity", _similarity, "perceptual similarity to the references", uses_device=True, embeds=True
+        )
 
 
 def list_observers() -> list[str]:
@@ -141,7 +183,8 @@ def get_observer(
     observer: str | Observer, *, device: str | None = None, manifest: Manifest | None = None, **options
 ) -> Observer:
     """An observer by registered name (or the instance itself). `device` reaches observers that run a
-    network, `manifest` the privileged ones (which need it); `options` go to the factory."""
+    network, `manifest` the privileged ones (which need it) and, as the studied network, those that embed
+    images; `options` go to the factory (e.g. `embedder`, `same_as_model`, `rule` for the similarity observer)."""
     if isinstance(observer, Observer):
         return observer
     entry = observer_entry(observer)
@@ -151,4 +194,8 @@ def get_observer(
         if manifest is None:
             raise VizprobeError(f"observer {observer!r} reads the correct answers: it needs the stimulus package")
         options["manifest"] = manifest
+    if entry.embeds and manifest is not None:
+        options.setdefault("studied_model", manifest.model)
+    if not entry.embeds:
+        options = {k: v for k, v in options.items() if k not in ("embedder", "same_as_model", "rule")}
     return entry.factory(**options)

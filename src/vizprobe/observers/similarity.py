@@ -1,10 +1,11 @@
 """The similarity observer: the option that looks more like the references is judged more activating.
 
-Follows the form of the machine interpretability score (Zimmermann et al. 2023): embed the images in a
-perceptual feature space, compare each option to the references by mean cosine similarity, and choose
-with probability logistic((sim_right - sim_left) / temperature). Without references (condition `none`)
-it compares each option to the unoccluded query: the occlusion that changes the image less is taken to
-hurt the unit less.
+Follows the form of the machine interpretability score (Zimmermann, Klindt & Brendel 2024): embed the images in a
+perceptual feature space of a network other than the studied one (`vizprobe.observers.embedding`), compare each
+option to the references by mean cosine similarity, and choose with probability
+logistic((sim_right - sim_left) / temperature + bias) (`vizprobe.observers.rule`). Without references (condition
+`none`) it compares each option to the unoccluded query: the occlusion that changes the image less is taken to hurt
+the unit less.
 """
 
 from __future__ import annotations
@@ -12,28 +13,48 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.special import expit
 
-from vizprobe import DEFAULT_MODEL
+from vizprobe.errors import VizprobeError
 from vizprobe.observers.base import Observer, TrialView
-from vizprobe.observers.embedding import DEFAULT_LAYERS, FeatureEmbedder
+from vizprobe.observers.embedding import EmbedderChoice, FeatureEmbedder, make_embedder
+from vizprobe.observers.rule import DEFAULT_TEMPERATURE, DecisionRule
 
 
 class SimilarityObserver(Observer):
     """Chooses by perceptual similarity of the options to what the participant is shown."""
 
     name = "similarity"
+    uses_references = True
 
     def __init__(
         self,
-        embedder: FeatureEmbedder | None = None,
-        temperature: float = 0.02,
-        model: str = DEFAULT_MODEL,
-        layers: Sequence[str] = DEFAULT_LAYERS,
+        embedder: FeatureEmbedder | EmbedderChoice | str | None = None,
+        temperature: float = DEFAULT_TEMPERATURE,
+        studied_model: str | None = None,
+        same_as_model: bool = False,
         device: str = "auto",
+        rule: DecisionRule | str | None = None,
+        bias: float = 0.0,
     ):
-        self.embedder = embedder or FeatureEmbedder(model, layers, device)
-        self.temperature = temperature
+        """`studied_model`: the network whose units are judged (embedding with it is refused unless
+        `same_as_model`); `rule` (a DecisionRule or its JSON file) replaces `temperature` and `bias`."""
+        if isinstance(rule, str):
+            rule = DecisionRule.load(rule)
+        self.embedder = make_embedder(studied_model, embedder, same_as_model, device)
+        self.rule = rule or DecisionRule(temperature, bias, self.embedder.label)
+        if self.rule.embedder not in (None, self.embedder.label):
+            raise VizprobeError(
+                f"the decision rule was fitted to margins of {self.rule.embedder}, not {self.embedder.label}; "
+                f"use --embedder {self.rule.embedder} or fit the rule again"
+            )
+
+    @property
+    def temperature(self) -> float:
+        return self.rule.temperature
+
+    @property
+    def embedder_label(self) -> str:
+        return self.embedder.label
 
     def similarities(self, views: Sequence[TrialView]) -> np.ndarray:
         """(n, 2) similarity of the left and right option to the references (or, without, the query)."""
@@ -47,8 +68,12 @@ class SimilarityObserver(Observer):
                 out[i, side] = float((targets @ vectors[option]).mean())
         return out
 
-    def predict(self, views: Sequence[TrialView]) -> np.ndarray:
+    def margins(self, views: Sequence[TrialView]) -> np.ndarray:
+        """Right minus left similarity per view: the evidence the rule turns into P(right)."""
         if not views:
             return np.zeros(0)
         sims = self.similarities(views)
-        return expit((sims[:, 1] - sims[:, 0]) / self.temperature)
+        return sims[:, 1] - sims[:, 0]
+
+    def predict(self, views: Sequence[TrialView]) -> np.ndarray:
+        return self.rule.p_right(self.margins(views))

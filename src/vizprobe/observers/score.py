@@ -1,0 +1,293 @@
+"""`vizprobe score`: a score per unit from the similarity observer, with no people and no reading of the unit.
+
+Exemplar task (the machine interpretability score, MIS: Zimmermann, Klindt & Brendel, NeurIPS 2024): for each unit,
+`tasks` tasks; each draws `references` + 1 images at random from the unit's `pool` most activating scan images and
+as many from its `pool` least activating ones; on each side the most extreme `references` are the references and
+the remaining one is the query (as the authors' code draws them). With s(q, E) the mean cosine similarity of query q
+to the references E in the embedding (`vizprobe.observers.embedding`), the observer's probability of picking the
+maximal query is logistic((delta_plus - delta_minus) / temperature), delta_plus = s(q+, E+) - s(q+, E-),
+delta_minus = s(q-, E+) - s(q-, E-); the score is the mean over tasks, with a bootstrap interval over tasks.
+`accuracy` is the share of tasks the observer gets right (MIS without its sigmoid). `control` scores the same
+queries against the references of another unit of the same layer: near 0.5 when the score comes from the unit.
+
+Each image is embedded once for every unit; the rest is matrix work on the images' similarity matrix.
+
+Occlusion task: the observer answers a stimulus package's main trials (the paper's task); per unit and condition the
+score is the mean probability it gives the right answer, with a bootstrap interval over trials.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from tqdm.auto import tqdm
+
+from vizprobe.errors import VizprobeError
+from vizprobe.files import atomic_write_json, atomic_write_text, staged_dir
+from vizprobe.observers.rule import DEFAULT_TEMPERATURE
+
+SCORES_FORMAT = "vizprobe-scores"
+SCORES_VERSION = 1
+MARKER = "scores.json"
+TASKS = ("exemplar", "occlusion")
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """The exemplar task's design (MIS's defaults: K = 9 references a side, 20 tasks per unit)."""
+
+    references: int = 9  # K: references on each side of a task
+    tasks: int = 20  # N: tasks per unit
+    pool: int = 20  # the unit's most (and least) activating scan images that references and queries come from
+    temperature: float = DEFAULT_TEMPERATURE  # of the logistic choice on the similarity margin
+    seed: int = 0  # of the tasks' draws, the control's donor units and the bootstrap
+    resamples: int = 2000  # bootstrap resamples of the tasks
+    level: float = 0.95
+
+    def check(self) -> None:
+        if self.references < 1 or self.tasks < 1 or self.temperature <= 0 or not 0 < self.level < 1:
+            raise VizprobeError("need --references >= 1, --tasks >= 1, a temperature > 0 and a level in (0, 1)")
+        if self.pool < self.needed:
+            raise VizprobeError(f"--pool {self.pool} is below references + tasks / 2 = {self.needed}; raise it")
+
+    @property
+    def needed(self) -> int:
+        """Distinct images each side of a unit's ranking must offer: K + N/2 (and at least K + 1)."""
+        return max(self.references + math.ceil(self.tasks / 2), self.references + 1)
+
+
+@dataclass
+class ExemplarTasks:
+    """Image indices (into the embedded images) of every unit's tasks: references (U, N, K) and queries (U, N)."""
+
+    top_refs: np.ndarray
+    bottom_refs: np.ndarray
+    top_query: np.ndarray
+    bottom_query: np.ndarray
+
+
+def draw_tasks(top: np.ndarray, bottom: np.ndarray, counts: np.ndarray, settings: ScoreSettings) -> ExemplarTasks:
+    """Tasks from each unit's ranked pools `top`, `bottom` (U, P) of image indices, strongest (weakest) first, of
+    which the first `counts[u]` (per side: (U, 2)) are valid: K + 1 drawn without replacement per side and task,
+    the K most extreme as references, the least extreme as the query."""
+    rng = np.random.default_rng(settings.seed)
+    k, n = settings.references, settings.tasks
+    out = []
+    for side, pool in enumerate((top, bottom)):
+        keys = rng.random((pool.shape[0], n, pool.shape[1]))
+        keys = np.where(np.arange(pool.shape[1])[None, None, :] >= counts[:, side, None, None], np.inf, keys)
+        picked = np.sort(np.argsort(keys, axis=2)[:, :, : k + 1], axis=2)  # rank positions, most extreme first
+        images = np.take_along_axis(pool[:, None, :], picked, axis=2)
+        out += [images[:, :, :k], images[:, :, k]]
+    return ExemplarTasks(out[0], out[2], out[1], out[3])
+
+
+def task_probabilities(gram: np.ndarray, tasks: ExemplarTasks, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """(U, N) probability that the observer picks the maximal query, and (U, N) whether it would (margin > 0)."""
+
+    def s(query: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        return gram[query[..., None], refs].mean(axis=-1)
+
+    delta_plus = s(tasks.top_query, tasks.top_refs) - s(tasks.top_query, tasks.bottom_refs)
+    delta_minus = s(tasks.bottom_query, tasks.top_refs) - s(tasks.bottom_query, tasks.bottom_refs)
+    margin = delta_plus - delta_minus
+    return expit(margin / temperature), margin > 0
+
+
+def bootstrap_interval(p: np.ndarray, settings: ScoreSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of each row's mean over its columns (tasks or trials), resampling columns."""
+    rng = np.random.default_rng([settings.seed, 1])
+    idx = rng.integers(0, p.shape[1], (settings.resamples, p.shape[1]))
+    means = p[:, idx].mean(axis=2)
+    tail = (1 - settings.level) / 2 * 100
+    return np.percentile(means, tail, axis=1), np.percentile(means, 100 - tail, axis=1)
+
+
+def control_donor_rows(layers: Sequence[str], seed: int) -> np.ndarray:
+    """For each unit (row), another row of the same layer (a seeded derangement within each layer); a layer with
+    one unit borrows from the other layers."""
+    rng = np.random.default_rng([seed, 2])
+    layers = np.asarray(layers)
+    donors = np.arange(len(layers))
+    for layer in dict.fromkeys(layers.tolist()):
+        rows = np.flatnonzero(layers == layer)
+        if len(rows) > 1:
+            shift = rng.permutation(len(rows))
+            donors[rows[shift]] = rows[np.roll(shift, 1)]
+    lonely = np.flatnonzero(donors == np.arange(len(layers)))
+    for row in lonely:
+        others = np.flatnonzero(np.arange(len(layers)) != row)
+        if len(others):
+            donors[row] = rng.choice(others)
+    return donors
+
+
+def unit_pools(scan, units: Sequence, pool: int, needed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each unit's top and bottom scan image indices (U, P), disjoint within a unit, and how many are valid (U, 2);
+    a unit short of `needed` on either side is an error that says how many images the scan needs."""
+    size = min(pool, scan.rank_limit)
+    top = np.zeros((len(units), size), dtype=np.int64)
+    bottom = np.zeros_like(top)
+    counts = np.zeros((len(units), 2), dtype=np.int64)
+    for u, unit in enumerate(units):
+        high = [e.index for e in scan.top(unit, size)]
+        low = [e.index for e in scan.bottom(unit, size)]
+        shared = set(high) & set(low)
+        high, low = [i for i in high if i not in shared], [i for i in low if i not in shared]
+        if min(len(high), len(low)) < needed:
+            raise VizprobeError(
+                f"unit {unit} has {min(len(high), len(low))} distinct images on one side of its ranking; the "
+                f"exemplar task needs {needed} a side (references + tasks / 2): scan at least {2 * needed} images "
+                "(or lower --references / --tasks)"
+            )
+        top[u, : len(high)], bottom[u, : len(low)] = high, low
+        counts[u] = len(high), len(low)
+    return top, bottom, counts
+
+
+def exemplar_scores(
+    scan, units: Sequence, embedder, settings: ScoreSettings = ScoreSettings(), progress: bool = True
+) -> tuple[pd.DataFrame, dict]:
+    """Every unit's exemplar-task score (see the module doc) and the run's details (images embedded, seconds)."""
+    settings.check()
+    started = time.perf_counter()
+    units = [scan.resolve_unit(u) for u in units]
+    top, bottom, counts = unit_pools(scan, units, settings.pool, settings.needed)
+    tasks = draw_tasks(top, bottom, counts, settings)
+    used = np.unique(np.concatenate([top[counts[:, :1] > np.arange(top.shape[1])],
+                                     bottom[counts[:, 1:] > np.arange(bottom.shape[1])]]))  # fmt: skip
+    with tqdm(total=len(used), desc="embedding", unit="img", disable=not progress) as bar:
+        vectors = embedder.embed([scan.image_path(int(i)) for i in used], whole=False, progress=bar)
+    embedded = time.perf_counter()
+    position = np.full(len(scan.images), -1, dtype=np.int64)
+    position[used] = np.arange(len(used))
+    tasks = ExemplarTasks(*(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query,
+                                                  tasks.bottom_query)))  # fmt: skip
+    gram = vectors @ vectors.T
+    p, right = task_probabilities(gram, tasks, settings.temperature)
+    low, high = bootstrap_interval(p, settings)
+    donors = control_donor_rows([u.layer for u in units], settings.seed)
+    swapped = replace(tasks, top_refs=tasks.top_refs[donors], bottom_refs=tasks.bottom_refs[donors])
+    control, _ = task_probabilities(gram, swapped, settings.temperature)
+    control_low, control_high = bootstrap_interval(control, settings)
+    frame = pd.DataFrame({
+        "unit": [str(u) for u in units], "layer": [u.layer for u in units], "score": p.mean(axis=1),
+        "ci_low": low, "ci_high": high, "tasks": settings.tasks, "accuracy": right.mean(axis=1),
+        "control": control.mean(axis=1), "control_ci_low": control_low, "control_ci_high": control_high,
+        "control_unit": [str(units[d]) for d in donors],
+    })  # fmt: skip
+    details = {"images_embedded": int(len(used)), "embedding_s": round(embedded - started, 3),
+               "scoring_s": round(time.perf_counter() - embedded, 3)}  # fmt: skip
+    return frame, details
+
+
+def occlusion_scores(package, observer, settings: ScoreSettings = ScoreSettings()) -> pd.DataFrame:
+    """Per unit and condition of a stimulus package: the observer's mean probability of the right answer on the
+    main trials, with a bootstrap interval over trials."""
+    from vizprobe.observers.answer import predict_package
+
+    predicted = predict_package(package, observer, kinds=("main",))
+    correct_side = predicted["max_side"].to_numpy()
+    predicted["p_correct"] = np.where(correct_side == 1, predicted["p_right"], 1 - predicted["p_right"])
+    rows = []
+    for (unit, condition), part in predicted.groupby(["unit", "condition"], sort=False):
+        p = part["p_correct"].to_numpy()[None, :]
+        low, high = bootstrap_interval(p, settings)
+        rows.append({"unit": unit, "layer": part["layer"].iloc[0], "condition": condition,
+                     "score": float(p.mean()), "ci_low": float(low[0]), "ci_high": float(high[0]),
+                     "tasks": p.shape[1], "accuracy": float((p > 0.5).mean())})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_scores(frame: pd.DataFrame, out: str | Path, record: dict) -> Path:
+    """OUT/scores.csv and OUT/scores.json (format, settings, embedder, source), written as one folder."""
+    out = Path(out)
+    with staged_dir(out, MARKER, "scores folder") as staging:
+        atomic_write_text(staging / "scores.csv", frame.to_csv(index=False, float_format="%.6g"))
+        atomic_write_json(staging / MARKER, {"format": SCORES_FORMAT, "version": SCORES_VERSION, **record})
+    return out
+
+
+def score(
+    task: str = "exemplar",
+    scan: str | Path | None = None,
+    units: Sequence[str] | str | None = None,
+    layers: Sequence[str] | None = None,
+    stimuli: str | Path | None = None,
+    out: str | Path | None = None,
+    settings: ScoreSettings = ScoreSettings(),
+    embedder=None,
+    same_as_model: bool = False,
+    rule=None,
+    device: str = "auto",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict]:
+    """Score units on `task` (exemplar: from a scan's `units` or every unit of `layers`; occlusion: from a stimulus
+    package) with the similarity observer; write OUT/scores.csv and scores.json when `out` is given."""
+    from vizprobe.observers.rule import DecisionRule
+
+    if task not in TASKS:
+        raise VizprobeError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if isinstance(rule, str | Path):
+        rule = DecisionRule.load(rule)
+    if rule is not None:
+        settings = replace(settings, temperature=rule.temperature)
+    if task == "exemplar":
+        frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, rule, device, progress)
+    else:
+        frame, record = _occlusion(stimuli, settings, embedder, same_as_model, rule, device)
+    record = {"task": task, **record, "settings": asdict(settings)}
+    if out is not None:
+        write_scores(frame, out, record)
+    return frame, record
+
+
+def _exemplar(scan, units, layers, settings, embedder, same_as_model, rule, device, progress):
+    from vizprobe.observers.embedding import make_embedder
+    from vizprobe.scan import ScanResult
+    from vizprobe.units import parse_units
+
+    if scan is None:
+        raise VizprobeError("the exemplar task scores units of a scan: pass --scan RUN_DIR")
+    result = scan if not isinstance(scan, str | Path) else ScanResult.load(scan)
+    if bool(units) == bool(layers):
+        raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
+    chosen = parse_units(units) if units else [u for name in layers for u in _layer_units(result, name)]
+    embedding = make_embedder(result.model, embedder, same_as_model, device)
+    _check_rule(rule, embedding)
+    frame, details = exemplar_scores(result, chosen, embedding, settings, progress)
+    return frame, {"scan": str(result.run_dir), "model": result.model, "embedder": embedding.record, **details}
+
+
+def _layer_units(result, name: str) -> list:
+    from vizprobe.units import Unit
+
+    layer = result.layer(name)
+    return [Unit(layer.path, c) for c in range(layer.channels)]
+
+
+def _occlusion(stimuli, settings, embedder, same_as_model, rule, device):
+    from vizprobe.observers.base import as_manifest
+    from vizprobe.observers.similarity import SimilarityObserver
+
+    if stimuli is None:
+        raise VizprobeError("the occlusion task scores a stimulus package: pass --stimuli DIR")
+    manifest = as_manifest(stimuli)
+    observer = SimilarityObserver(embedder, settings.temperature, manifest.model, same_as_model, device, rule=rule)
+    frame = occlusion_scores(manifest, observer, settings)
+    return frame, {"stimuli": str(stimuli), "model": manifest.model, "embedder": observer.embedder.record}
+
+
+def _check_rule(rule, embedding) -> None:
+    if rule is not None and rule.embedder not in (None, embedding.label):
+        raise VizprobeError(
+            f"the decision rule was fitted to margins of {rule.embedder}, not {embedding.label}; "
+            f"use --embedder {rule.embedder} or fit the rule again"
+        )
