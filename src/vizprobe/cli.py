@@ -726,8 +726,11 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--references", f"{score}.references", "exemplar task: references a side (K)", type=int)
     _setting(p, "--tasks", f"{score}.tasks", "exemplar task: tasks per unit (N)", type=int)
     _setting(p, "--pool", f"{score}.pool", "exemplar task: top (and bottom) ranks drawn from", type=int)
-    _setting(p, "--temperature", f"{score}.temperature", "of the logistic choice on the similarity margin",
-             type=float)  # fmt: skip
+    from vizprobe.observers.rule import DEFAULT_TEMPERATURE, EXEMPLAR_TEMPERATURE
+
+    text = (f"of the logistic choice on the similarity margin (default {EXEMPLAR_TEMPERATURE} in the exemplar task; "
+            f"in the occlusion task --rule's, else {DEFAULT_TEMPERATURE})")  # fmt: skip
+    p.add_argument("--temperature", type=float, default=None, help=text)
     _setting(p, "--seed", f"{score}.seed", "seed of the tasks, the controls and the bootstrap", type=int)
     _embedder_args(p)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)

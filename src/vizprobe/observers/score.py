@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_json, atomic_write_text, staged_dir
-from vizprobe.observers.rule import DEFAULT_TEMPERATURE
+from vizprobe.observers.rule import EXEMPLAR_TEMPERATURE
 
 SCORES_FORMAT = "vizprobe-scores"
 SCORES_VERSION = 1
@@ -46,16 +46,21 @@ class ScoreSettings:
     references: int = 9  # K: references on each side of a task
     tasks: int = 20  # N: tasks per unit
     pool: int = 20  # the unit's most (and least) activating scan images that references and queries come from
-    temperature: float = DEFAULT_TEMPERATURE  # of the logistic choice on the similarity margin
+    # of the logistic choice on the margin; None: EXEMPLAR_TEMPERATURE, or the observer's rule in the occlusion task
+    temperature: float | None = None
     seed: int = 0  # of the tasks' draws, the control's donor units and the bootstrap
     resamples: int = 2000  # bootstrap resamples of the tasks
     level: float = 0.95
 
     def check(self) -> None:
-        if self.references < 1 or self.tasks < 1 or self.temperature <= 0 or not 0 < self.level < 1:
+        if self.references < 1 or self.tasks < 1 or (self.temperature or 1) <= 0 or not 0 < self.level < 1:
             raise VizprobeError("need --references >= 1, --tasks >= 1, a temperature > 0 and a level in (0, 1)")
         if self.pool < self.needed:
             raise VizprobeError(f"--pool {self.pool} is below references + tasks / 2 = {self.needed}; raise it")
+
+    @property
+    def exemplar_temperature(self) -> float:
+        return self.temperature if self.temperature is not None else EXEMPLAR_TEMPERATURE
 
     @property
     def needed(self) -> int:
@@ -171,11 +176,11 @@ def exemplar_scores(
     tasks = ExemplarTasks(*(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query,
                                                   tasks.bottom_query)))  # fmt: skip
     gram = vectors @ vectors.T
-    p, right = task_probabilities(gram, tasks, settings.temperature)
+    p, right = task_probabilities(gram, tasks, settings.exemplar_temperature)
     low, high = bootstrap_interval(p, settings)
     donors = control_donor_rows([u.layer for u in units], settings.seed)
     swapped = replace(tasks, top_refs=tasks.top_refs[donors], bottom_refs=tasks.bottom_refs[donors])
-    control, _ = task_probabilities(gram, swapped, settings.temperature)
+    control, _ = task_probabilities(gram, swapped, settings.exemplar_temperature)
     control_low, control_high = bootstrap_interval(control, settings)
     frame = pd.DataFrame({
         "unit": [str(u) for u in units], "layer": [u.layer for u in units], "score": p.mean(axis=1),
@@ -237,12 +242,16 @@ def score(
         raise VizprobeError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if isinstance(rule, str | Path):
         rule = DecisionRule.load(rule)
-    if rule is not None:
-        settings = replace(settings, temperature=rule.temperature)
+    if rule is not None and task == "exemplar":
+        raise VizprobeError(
+            "--rule holds a temperature fitted to occlusion trials, whose margins are ~15x smaller than the "
+            "exemplar task's: it does not transfer; set the exemplar task's with --temperature"
+        )
     if task == "exemplar":
         frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, rule, device, progress)
     else:
         frame, record = _occlusion(stimuli, settings, embedder, same_as_model, rule, device)
+    settings = replace(settings, temperature=settings.exemplar_temperature) if task == "exemplar" else settings
     record = {"task": task, **record, "settings": asdict(settings)}
     if out is not None:
         write_scores(frame, out, record)
@@ -275,14 +284,19 @@ def _layer_units(result, name: str) -> list:
 
 def _occlusion(stimuli, settings, embedder, same_as_model, rule, device):
     from vizprobe.observers.base import as_manifest
+    from vizprobe.observers.rule import DecisionRule
     from vizprobe.observers.similarity import SimilarityObserver
 
     if stimuli is None:
         raise VizprobeError("the occlusion task scores a stimulus package: pass --stimuli DIR")
     manifest = as_manifest(stimuli)
-    observer = SimilarityObserver(embedder, settings.temperature, manifest.model, same_as_model, device, rule=rule)
+    rule = rule or (DecisionRule(settings.temperature) if settings.temperature is not None else None)
+    observer = SimilarityObserver(embedder, studied_model=manifest.model, same_as_model=same_as_model, device=device,
+                                  rule=rule)  # fmt: skip
     frame = occlusion_scores(manifest, observer, settings)
-    return frame, {"stimuli": str(stimuli), "model": manifest.model, "embedder": observer.embedder.record}
+    record = {"stimuli": str(stimuli), "model": manifest.model, "embedder": observer.embedder.record,
+              "rule": {"temperature": observer.rule.temperature, "bias": observer.rule.bias}}  # fmt: skip
+    return frame, record
 
 
 def _check_rule(rule, embedding) -> None:
