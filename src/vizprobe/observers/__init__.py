@@ -29,6 +29,12 @@ _LAZY = {
     "simulate": "simulate",
     "SimilarityObserver": "similarity",
     "FeatureEmbedder": "embedding",
+    "choose_embedder": "embedding",
+    "DecisionRule": "rule",
+    "fit_rule": "fit",
+    "score": "score",
+    "ScoreSettings": "score",
+    "exemplar_scores": "score",
 }
 
 __all__ = [

@@ -248,7 +248,7 @@ def score(
             "exemplar task's: it does not transfer; set the exemplar task's with --temperature"
         )
     if task == "exemplar":
-        frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, rule, device, progress)
+        frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress)
     else:
         frame, record = _occlusion(stimuli, settings, embedder, same_as_model, rule, device)
     settings = replace(settings, temperature=settings.exemplar_temperature) if task == "exemplar" else settings
@@ -258,7 +258,7 @@ def score(
     return frame, record
 
 
-def _exemplar(scan, units, layers, settings, embedder, same_as_model, rule, device, progress):
+def _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress):
     from vizprobe.observers.embedding import make_embedder
     from vizprobe.scan import ScanResult
     from vizprobe.units import parse_units
@@ -270,7 +270,6 @@ def _exemplar(scan, units, layers, settings, embedder, same_as_model, rule, devi
         raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
     chosen = parse_units(units) if units else [u for name in layers for u in _layer_units(result, name)]
     embedding = make_embedder(result.model, embedder, same_as_model, device)
-    _check_rule(rule, embedding)
     frame, details = exemplar_scores(result, chosen, embedding, settings, progress)
     return frame, {"scan": str(result.run_dir), "model": result.model, "embedder": embedding.record, **details}
 
@@ -297,11 +296,3 @@ def _occlusion(stimuli, settings, embedder, same_as_model, rule, device):
     record = {"stimuli": str(stimuli), "model": manifest.model, "embedder": observer.embedder.record,
               "rule": {"temperature": observer.rule.temperature, "bias": observer.rule.bias}}  # fmt: skip
     return frame, record
-
-
-def _check_rule(rule, embedding) -> None:
-    if rule is not None and rule.embedder not in (None, embedding.label):
-        raise VizprobeError(
-            f"the decision rule was fitted to margins of {rule.embedder}, not {embedding.label}; "
-            f"use --embedder {rule.embedder} or fit the rule again"
-        )
