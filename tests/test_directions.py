@@ -203,3 +203,90 @@ def test_occlusion_of_a_direction_unit_equals_a_naive_loop(lite0, direction_file
         maps = layer_output(lite0, model.preprocessing.normalize(occlude(pixels, torch.tensor([[y, x]]), 90)))
         encoded = np.einsum("kc,nchw->nkhw", saved["W"], maps) + saved["b"][None, :, None, None]
         np.testing.assert_allclose(got[k].numpy(), np.maximum(encoded, 0).mean(axis=(2, 3))[0], rtol=1e-3, atol=1e-4)
+
+
+def _sae_reference(kind: str, arrays: dict, maps: np.ndarray) -> np.ndarray:
+    """SAELens's encoders, per position, in numpy: (N, C, H, W) activations -> (N, K, H, W) features."""
+    x = maps - arrays.get("b_dec", np.zeros(maps.shape[1]))[None, :, None, None]
+
+    def linear(w, b):
+        return np.einsum("kc,nchw->nkhw", w, x) + b[None, :, None, None]
+
+    if kind == "gated":
+        gate = linear(arrays["W"], arrays["b_gate"]) > 0
+        magnitude = linear(arrays["W"] * np.exp(arrays["r_mag"])[:, None], arrays["b_mag"])
+        return gate * np.maximum(magnitude, 0)
+    pre = linear(arrays["W"], arrays["b"])
+    if kind == "jumprelu":
+        return np.maximum(pre, 0) * (pre > arrays["threshold"][None, :, None, None])
+    if kind == "topk":
+        out = np.zeros_like(pre)
+        for n, h, w in np.ndindex(pre.shape[0], pre.shape[2], pre.shape[3]):
+            keep = np.argsort(-pre[n, :, h, w])[: int(arrays["k"])]
+            out[n, keep, h, w] = np.maximum(pre[n, keep, h, w], 0)
+        return out
+    return np.maximum(pre, 0)
+
+
+def _sae_arrays(kind: str, channels: int, features: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    weight = rng.normal(size=(features, channels)) / np.sqrt(channels)
+    arrays = {"kind": np.array(kind), "W": weight, "b_dec": rng.normal(scale=0.1, size=channels)}
+    if kind == "gated":
+        arrays |= {"b_gate": rng.normal(scale=0.2, size=features), "r_mag": rng.normal(scale=0.3, size=features),
+                   "b_mag": rng.normal(scale=0.2, size=features)}  # fmt: skip
+    else:
+        arrays["b"] = rng.normal(scale=0.2, size=features)
+    if kind == "jumprelu":
+        arrays["threshold"] = np.abs(rng.normal(scale=0.3, size=features))
+    if kind == "topk":
+        arrays["k"] = np.array(3)
+    return {k: np.asarray(v, np.float32) if k not in ("kind", "k") else v for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize("kind", ["relu", "jumprelu", "topk", "gated"])
+def test_each_sae_kind_encodes_as_saelens_in_numpy(kind, tmp_path):
+    from vizprobe.units import Directions
+
+    arrays = _sae_arrays(kind, channels=16, features=8, seed=3)
+    np.savez(tmp_path / "sae.npz", **arrays)
+    loaded = Directions.load("sae", tmp_path / "sae.npz")
+    maps = np.random.default_rng(4).normal(size=(2, 16, 5, 5)).astype(np.float32)
+    got = loaded.apply(torch.from_numpy(maps)).numpy()
+    expected = _sae_reference(kind, arrays, maps)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert loaded.record("x.npz")["encoder"] == kind and loaded.kind == "sae"
+    if kind != "relu":  # the kind matters: not the plain ReLU encoder
+        plain = dict(arrays, b=arrays["b"] if "b" in arrays else arrays["b_mag"])
+        assert not np.allclose(expected, _sae_reference("relu", plain, maps))
+
+
+def test_a_scan_of_topk_and_jumprelu_features_equals_numpy(lite0, few_photos, tmp_path):
+    """Through the scan (its exported ONNX graph on the CPU), averaged over positions, against a plain hook."""
+    from vizprobe.scan import scan
+
+    files = {}
+    for kind in ("topk", "jumprelu"):
+        arrays = _sae_arrays(kind, channels=C, features=12, seed=5)
+        np.savez(tmp_path / f"{kind}.npz", **arrays)
+        files[kind] = (tmp_path / f"{kind}.npz", arrays)
+    result, _ = scan(lite0, few_photos, [f"{LAYER}:topk", f"{LAYER}:jumprelu"], tmp_path / "run",
+                     directions={k: v[0] for k, v in files.items()}, top_k=20, progress=False)  # fmt: skip
+    rows = [0, 9, 41]
+    images = torch.stack([lite0.preprocessing(load_rgb(result.image_path(i))) for i in rows])
+    maps = layer_output(lite0, images)
+    for kind, (_, arrays) in files.items():
+        expected = _sae_reference(kind, arrays, maps).mean(axis=(2, 3))
+        np.testing.assert_allclose(result.activations(f"{LAYER}:{kind}")[rows], expected, rtol=1e-3, atol=1e-4)
+
+
+def test_an_unknown_sae_kind_or_a_missing_array_is_a_clear_error(tmp_path):
+    from vizprobe.units import Directions
+
+    arrays = _sae_arrays("relu", channels=16, features=4, seed=1)
+    np.savez(tmp_path / "odd.npz", **(arrays | {"kind": np.array("batchtopk")}))
+    with pytest.raises(VizprobeError, match="kind 'batchtopk'; use one of relu, jumprelu, topk, gated"):
+        Directions.load("odd", tmp_path / "odd.npz")
+    np.savez(tmp_path / "half.npz", **(arrays | {"kind": np.array("jumprelu")}))
+    with pytest.raises(VizprobeError, match=r"\(jumprelu\) lacks threshold"):
+        Directions.load("half", tmp_path / "half.npz")

@@ -144,10 +144,14 @@ def channel_mean(feature_map: torch.Tensor) -> torch.Tensor:
 class Directions:
     """K directions in a layer's channel space, each a unit: `LAYER:NAME:K`.
 
-    `weight` (K, C) alone is a projection (the activation is the mean over positions of w_k . a); with `bias`
-    (K,) it is a sparse autoencoder's encoder (the mean over positions of ReLU(W a + b)), as in lucid's
-    `direction` objective and SAE feature work. Loaded from a `.npy` (K, C) or an `.npz` with `W` (K, C), `b`
-    (K) and optionally `b_dec` (C), subtracted from the activations before encoding (folded into `b`).
+    `weight` (K, C) alone is a projection (the activation is the mean over positions of w_k . a), as in lucid's
+    `direction` objective; with `bias` (K,) it is a sparse autoencoder's encoder applied at every position, of
+    one of SAELens's kinds (`encoder`), with pre = W (a - b_dec) + b:
+    relu: ReLU(pre); jumprelu: ReLU(pre) where pre > threshold (K,), else 0; topk: ReLU of the k largest
+    pre per position, the others 0; gated: [W (a - b_dec) + b_gate > 0] * ReLU(W exp(r_mag) (a - b_dec) + b_mag).
+    Loaded from a `.npy` (K, C) or an `.npz` with `W` (K, C) and, by `kind` (default relu): `b` (K) (relu,
+    jumprelu, topk), `threshold` (K) (jumprelu), `k` (topk), `b_gate`, `r_mag`, `b_mag` (K each; gated), and
+    optionally `b_dec` (C), subtracted from the activations before encoding (folded into the biases).
     """
 
     name: str
@@ -155,12 +159,16 @@ class Directions:
     bias: np.ndarray | None
     source: str
     sha256: str
+    encoder: str = "relu"  # the SAE's kind (SAE_KINDS), when `bias` is given
+    extra: dict = field(default_factory=dict)  # threshold (jumprelu), k (topk), gate_bias and magnitude (gated)
 
     def __post_init__(self) -> None:
         import torch  # tensors made once here: `apply` changes no state, so torch.compile can trace it
 
         object.__setattr__(self, "_weight", torch.from_numpy(self.weight)[:, :, None, None])
         object.__setattr__(self, "_bias", None if self.bias is None else torch.from_numpy(self.bias))
+        object.__setattr__(self, "_extra", {k: torch.from_numpy(np.asarray(v)) for k, v in self.extra.items()
+                                            if k != "k"})  # fmt: skip
 
     @classmethod
     def load(cls, name: str, path: str | Path) -> Directions:
@@ -169,7 +177,7 @@ class Directions:
             raise VizprobeError(f"bad directions name {name!r}: use letters, digits, - and _, starting with a letter")
         if not path.is_file():
             raise VizprobeError(f"directions {name}: no file {path}; pass --directions {name}=PATH to a .npy or .npz")
-        weight, bias = _read_directions(name, path)
+        weight, bias, encoder, extra = _read_directions(name, path)
         if weight.ndim != 2 or not np.issubdtype(weight.dtype, np.number):
             raise VizprobeError(f"directions {name}: {path} holds shape {weight.shape}; expected a (K, C) matrix")
         if bias is not None and bias.shape != (weight.shape[0],):
@@ -178,7 +186,7 @@ class Directions:
             raise VizprobeError(f"directions {name}: {path} holds NaN or infinite values")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         as32 = None if bias is None else np.asarray(bias, np.float32)
-        return cls(name, np.asarray(weight, np.float32), as32, str(path), digest)
+        return cls(name, np.asarray(weight, np.float32), as32, str(path), digest, encoder, extra)
 
     @property
     def count(self) -> int:
@@ -211,34 +219,89 @@ class Directions:
 
         if feature_map.shape[1] != self._weight.shape[1]:
             self.check_layer("tapped", feature_map.shape[1])
-        weight = self._weight.to(feature_map.device, feature_map.dtype)
-        bias = None if self._bias is None else self._bias.to(feature_map.device, feature_map.dtype)
+
+        def here(tensor):
+            return tensor.to(feature_map.device, feature_map.dtype)
+
+        weight = here(self._weight)
+        bias = None if self._bias is None else here(self._bias)
+        if bias is not None and self.encoder == "gated":
+            gate = torch.nn.functional.conv2d(feature_map, weight, here(self._extra["gate_bias"])) > 0
+            magnitude = torch.nn.functional.conv2d(feature_map, here(self._extra["magnitude"]), bias)
+            return torch.relu(magnitude) * gate.to(magnitude.dtype)
         out = torch.nn.functional.conv2d(feature_map, weight, bias)
-        return out if bias is None else torch.relu(out)
+        if bias is None:
+            return out
+        if self.encoder == "jumprelu":
+            return torch.relu(out) * (out > here(self._extra["threshold"])[None, :, None, None]).to(out.dtype)
+        if self.encoder == "topk":
+            values, indices = out.topk(min(int(self.extra["k"]), out.shape[1]), dim=1)
+            return torch.zeros_like(out).scatter(1, indices, torch.relu(values))
+        return torch.relu(out)
 
     def record(self, file: str) -> dict:
         """How a stage's output describes the set it copied to `file`."""
-        return {"file": file, "sha256": self.sha256, "kind": self.kind, "count": self.count, "channels": self.channels}
+        record = {"file": file, "sha256": self.sha256, "kind": self.kind, "count": self.count,
+                  "channels": self.channels}  # fmt: skip
+        return record | ({"encoder": self.encoder} if self.bias is not None else {})
 
 
-def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(W, b or None) from a `.npy` (K, C) or an `.npz` with W, b and optionally b_dec (folded into b)."""
+SAE_KINDS = {  # the arrays each kind of sparse autoencoder needs beside W (K, C), as SAELens names its kinds
+    "relu": ("b",),
+    "jumprelu": ("b", "threshold"),
+    "topk": ("b", "k"),
+    "gated": ("b_gate", "r_mag", "b_mag"),
+}
+
+
+def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
+    """(W, the encoder's bias or None, its kind, its other arrays) from a `.npy` (K, C) or an `.npz` (see
+    `Directions`); b_dec is folded into the biases."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise VizprobeError(f"directions {name}: {path} is not a .npy or .npz file ({exc})") from None
     if isinstance(data, np.ndarray):
-        return data, None
+        return data, None, "relu", {}
     with data:
-        if "W" not in data or "b" not in data:
-            arrays = ", ".join(data.files)
-            raise VizprobeError(f"directions {name}: {path} has arrays {arrays}; an .npz needs W (K, C) and b (K)")
-        weight, bias, b_dec = data["W"], data["b"], data.get("b_dec")
-    if b_dec is None:
-        return weight, bias
-    if weight.ndim != 2 or b_dec.shape != (weight.shape[1],):
+        arrays = {key: data[key] for key in data.files}
+    kind = str(arrays.pop("kind", np.array("relu")))
+    if kind not in SAE_KINDS:
+        raise VizprobeError(f"directions {name}: {path} has kind {kind!r}; use one of {', '.join(SAE_KINDS)}")
+    missing = [key for key in ("W", *SAE_KINDS[kind]) if key not in arrays]
+    if missing:
+        raise VizprobeError(
+            f"directions {name}: {path} ({kind}) lacks {', '.join(missing)}: an .npz needs W (K, C) and, for kind "
+            f"{kind}, {', '.join(SAE_KINDS[kind])}; it has {', '.join(arrays) or 'nothing'}"
+        )
+    weight, b_dec = arrays["W"], arrays.get("b_dec")
+    if weight.ndim != 2:
+        raise VizprobeError(f"directions {name}: W has shape {weight.shape}; expected a (K, C) matrix")
+    if b_dec is not None and b_dec.shape != (weight.shape[1],):
         raise VizprobeError(f"directions {name}: b_dec has shape {b_dec.shape}; expected (C,) for W of {weight.shape}")
-    return weight, bias - weight @ b_dec
+    for key in ("b", "threshold", "b_gate", "r_mag", "b_mag"):
+        if key in arrays and arrays[key].shape != (weight.shape[0],):
+            raise VizprobeError(
+                f"directions {name}: {key} has shape {arrays[key].shape}, expected ({weight.shape[0]},)"
+            )
+
+    def folded(w: np.ndarray, b: np.ndarray) -> np.ndarray:  # W (a - b_dec) + b == W a + (b - W b_dec)
+        return np.asarray(b if b_dec is None else b - w @ b_dec, np.float32)
+
+    if kind == "gated":
+        magnitude = weight * np.exp(arrays["r_mag"])[:, None]
+        extra = {"gate_bias": folded(weight, arrays["b_gate"]), "magnitude": magnitude[:, :, None, None]}
+        return weight, folded(magnitude, arrays["b_mag"]), kind, {k: np.asarray(v, np.float32) for k, v in
+                                                                  extra.items()}  # fmt: skip
+    extra = {}
+    if kind == "jumprelu":
+        extra["threshold"] = np.asarray(arrays["threshold"], np.float32)
+    if kind == "topk":
+        k = np.asarray(arrays["k"])
+        if k.size != 1 or int(k) < 1:
+            raise VizprobeError(f"directions {name}: k must be one whole number >= 1, got {k}")
+        extra["k"] = int(k)
+    return weight, folded(weight, arrays["b"]), kind, extra
 
 
 def load_directions(given: Mapping[str, str | Path | Directions] | str | None) -> dict[str, Directions]:
