@@ -290,3 +290,56 @@ def test_an_unknown_sae_kind_or_a_missing_array_is_a_clear_error(tmp_path):
     np.savez(tmp_path / "half.npz", **(arrays | {"kind": np.array("jumprelu")}))
     with pytest.raises(VizprobeError, match=r"\(jumprelu\) lacks threshold"):
         Directions.load("half", tmp_path / "half.npz")
+
+
+def _saelens_encode(architecture: str, cfg: dict, w: dict, x: np.ndarray) -> np.ndarray:
+    """SAELens's encode on (..., d_in) inputs, written from its layout (W_enc is (d_in, d_sae))."""
+    x = x - w["b_dec"]
+    if architecture == "gated":
+        gate = (x @ w["W_enc"] + w["b_gate"]) > 0
+        return gate * np.maximum(x @ (w["W_enc"] * np.exp(w["r_mag"])) + w["b_mag"], 0)
+    pre = x @ w["W_enc"] + w["b_enc"]
+    if architecture == "jumprelu":
+        return np.maximum(pre, 0) * (pre > w["threshold"])
+    if architecture == "topk":
+        keep = np.argsort(-pre, axis=-1)[..., : cfg["k"]]
+        out = np.zeros_like(pre)
+        np.put_along_axis(out, keep, np.maximum(np.take_along_axis(pre, keep, axis=-1), 0), axis=-1)
+        return out
+    return np.maximum(pre, 0)
+
+
+@pytest.mark.parametrize("architecture", ["standard", "jumprelu", "topk", "gated"])
+def test_import_saelens_folders_of_each_architecture(architecture, tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from vizprobe.units import Directions
+
+    rng = np.random.default_rng(11)
+    d_in, d_sae = 16, 10
+    w = {"W_enc": rng.normal(size=(d_in, d_sae)) / 4, "W_dec": rng.normal(size=(d_sae, d_in)),
+         "b_dec": rng.normal(scale=0.1, size=d_in)}  # fmt: skip
+    if architecture == "gated":
+        w |= {name: rng.normal(scale=0.2, size=d_sae) for name in ("b_gate", "r_mag", "b_mag")}
+    else:
+        w["b_enc"] = rng.normal(scale=0.2, size=d_sae)
+    if architecture == "jumprelu":
+        w["threshold"] = np.abs(rng.normal(scale=0.3, size=d_sae))
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    cfg = {"architecture": architecture, "d_in": d_in, "d_sae": d_sae, "apply_b_dec_to_input": True,
+           "normalize_activations": "none", **({"k": 3} if architecture == "topk" else {})}  # fmt: skip
+    folder = tmp_path / "sae"
+    folder.mkdir()
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    save_file(w, str(folder / "sae_weights.safetensors"))
+    out = tmp_path / "imported.npz"
+    assert main(["directions", "import-saelens", str(folder), "--out", str(out)]) == 0
+    assert f"{d_sae}" in capsys.readouterr().out
+    loaded = Directions.load("sae", out)
+    maps = np.random.default_rng(12).normal(size=(2, d_in, 3, 3)).astype(np.float32)
+    expected = _saelens_encode(architecture, cfg, w, maps.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(loaded.apply(torch.from_numpy(maps)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+    (folder / "cfg.json").write_text(json.dumps(cfg | {"normalize_activations": "expected_average_only_in"}))
+    assert main(["directions", "import-saelens", str(folder), "--out", str(tmp_path / "no.npz")]) == 2
+    assert "normalize_activations" in capsys.readouterr().err and not (tmp_path / "no.npz").exists()

@@ -130,6 +130,16 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_directions(args: argparse.Namespace) -> int:
+    from vizprobe.units import Directions, import_saelens
+
+    path = import_saelens(args.folder, args.out)
+    found = Directions.load("imported", path)
+    print(f"{found.count} {found.encoder} SAE features of {found.channels} channels -> {path} "
+          f"(use: --directions NAME={path})")  # fmt: skip
+    return 0
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from vizprobe.images import demo_images_dir
     from vizprobe.scan import scan
@@ -523,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _directions_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = verb("directions", "bring directions in from other tools", cmd_directions)
+    p.add_argument("action", choices=("import-saelens",), help="import-saelens: a SAELens SAE folder -> .npz")
+    p.add_argument("folder", help="the SAE's folder (cfg.json and sae_weights.safetensors)")
+    p.add_argument("--out", required=True, help="the .npz to write (then --directions NAME=FILE)")
 
     scan = "vizprobe.scan.settings:ScanSettings"
     p = verb("scan", "record every image's activation for every channel of some layers", cmd_scan)

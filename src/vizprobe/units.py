@@ -304,6 +304,53 @@ def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | No
     return weight, folded(weight, arrays["b"]), kind, extra
 
 
+SAELENS_KINDS = {"standard": "relu", "relu": "relu", "jumprelu": "jumprelu", "topk": "topk", "gated": "gated"}
+
+
+def import_saelens(folder: str | Path, out: str | Path) -> Path:
+    """Write a SAELens SAE saved on disk (`cfg.json` + `sae_weights.safetensors`: W_enc (C, K), b_enc, b_dec,
+    threshold, b_gate, r_mag, b_mag) as a directions `.npz` of its kind (see `Directions`)."""
+    import io
+    import json
+
+    from safetensors.numpy import load_file
+
+    from vizprobe.files import atomic_write_bytes
+
+    folder = Path(folder)
+    cfg_path, weights_path = folder / "cfg.json", folder / "sae_weights.safetensors"
+    if not cfg_path.is_file() or not weights_path.is_file():
+        raise VizprobeError(f"{folder} is not a SAELens SAE folder: it needs cfg.json and sae_weights.safetensors")
+    cfg = json.loads(cfg_path.read_text())
+    architecture = cfg.get("architecture") or cfg.get("activation_fn_str") or "standard"
+    if architecture == "standard" and cfg.get("activation_fn_str") == "topk":
+        architecture = "topk"
+    if architecture not in SAELENS_KINDS:
+        raise VizprobeError(f"{cfg_path}: architecture {architecture!r}; vizprobe reads {', '.join(SAELENS_KINDS)}")
+    if cfg.get("normalize_activations") not in (None, "none"):
+        raise VizprobeError(
+            f"{cfg_path}: normalize_activations {cfg['normalize_activations']!r} rescales the inputs by statistics "
+            "the folder does not hold; only SAEs without input normalization are read"
+        )
+    weights = load_file(str(weights_path))
+    kind = SAELENS_KINDS[architecture]
+    arrays = {"kind": np.array(kind), "W": np.ascontiguousarray(weights["W_enc"].T, np.float32)}
+    if cfg.get("apply_b_dec_to_input", True) and "b_dec" in weights:
+        arrays["b_dec"] = weights["b_dec"]
+    renamed = {"b_enc": "b", "threshold": "threshold", "b_gate": "b_gate", "r_mag": "r_mag", "b_mag": "b_mag"}
+    arrays |= {ours: weights[theirs] for theirs, ours in renamed.items() if theirs in weights}
+    if kind == "topk":
+        k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
+        if k is None:
+            raise VizprobeError(f"{cfg_path}: a topk SAE without k (neither cfg k nor activation_fn_kwargs.k)")
+        arrays["k"] = np.array(int(k))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(out, buffer.getvalue())
+    Directions.load("imported", out)  # the file reads back as a valid set of its kind
+    return Path(out)
+
+
 def load_directions(given: Mapping[str, str | Path | Directions] | str | None) -> dict[str, Directions]:
     """Directions sets by name, from `NAME=FILE[,NAME=FILE]` or a mapping of names to files (or loaded sets)."""
     if not given:
