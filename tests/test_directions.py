@@ -343,3 +343,24 @@ def test_import_saelens_folders_of_each_architecture(architecture, tmp_path, cap
     (folder / "cfg.json").write_text(json.dumps(cfg | {"normalize_activations": "expected_average_only_in"}))
     assert main(["directions", "import-saelens", str(folder), "--out", str(tmp_path / "no.npz")]) == 2
     assert "normalize_activations" in capsys.readouterr().err and not (tmp_path / "no.npz").exists()
+
+
+def test_diversity_of_a_single_direction_acts_in_its_base_layer(lite0, tmp_path):
+    """A set of K = 1 direction has a 1 x 1 Gram matrix in its own output; diversity is computed on the base layer's
+    channels instead, so it still separates the images of the unit (lower mean pairwise Gram similarity there)."""
+    from vizprobe.synthesis import preset, render_units
+    from vizprobe.synthesis.objectives import gram_similarity
+
+    np.save(tmp_path / "one.npy", np.random.default_rng(2).normal(size=(1, C)).astype(np.float32))
+    model = lite0.with_directions({"one": tmp_path / "one.npy"})
+    unit = f"{LAYER}:one:0"
+    renders = {w: render_units(model, [unit], preset("quick", per_unit=3, steps=48, size=128, diversity=w),
+                               progress=False) for w in (0.0, 5.0)}  # fmt: skip
+    assert not torch.allclose(renders[0.0].images, renders[5.0].images)
+
+    def similarity(images):
+        with torch.no_grad():
+            sims = gram_similarity(model.tap([LAYER])(model.preprocessing.normalize(images.float()))[LAYER])
+        return float((sims.sum() - sims.diagonal().sum()) / (sims.shape[0] * (sims.shape[0] - 1)))
+
+    assert similarity(renders[5.0].images) < similarity(renders[0.0].images)

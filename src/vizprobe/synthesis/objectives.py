@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vizprobe.units import channel_mean
+from vizprobe.units import channel_mean, split_layer
 
 
 @dataclass
@@ -116,13 +116,14 @@ def gram_similarity(acts: torch.Tensor) -> torch.Tensor:
 
 def diversity(paths: Sequence[str], groups: Sequence[int]) -> Objective:
     """Images of the same group (unit) differ: minus the sum of their Gram-matrix cosine similarities
-    to the other images of the group, at the group's layer.
+    to the other images of the group, at the group's layer (for a direction unit `LAYER:NAME:K`, at LAYER, the
+    channels the directions read: a set of one direction has a 1 x 1 Gram matrix, the same for every image).
 
     Summed over a group this is lucid's `diversity` (times the group size, like lucid's batch-mean
     `channel`), so lucid's weights carry over: `channels(...) - 1e2 * similarity` there is
     `channels(...) + 1e2 * diversity(...)` here.
     """
-    paths, groups = list(paths), list(groups)
+    paths, groups = [split_layer(p)[0] for p in paths], list(groups)
 
     def fn(state: RenderState) -> torch.Tensor:
         out = torch.zeros(len(groups), device=state.images.device)
