@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test,ray]'
+	$(BIN)/pip install --no-deps 'torch-lucent==0.1.8'  # the InceptionV1 reference for tests (its pins serve its optvis)
 	touch $(VENV)/.installed $@
 
 # The participant page (jsPsych), bundled into the package's static files; rebuilt when its sources or lock change.

@@ -78,7 +78,7 @@ def _zimmermann2021() -> Protocol:
         experiment=Settings(),
         exclusion=ExclusionCriteria(),
         visualization_preset="paper",
-        layers={"googlenet": PAPER_GOOGLENET_LAYERS},
+        layers={"inceptionv1": PAPER_GOOGLENET_LAYERS, "googlenet": PAPER_GOOGLENET_LAYERS},
     )
 
 
