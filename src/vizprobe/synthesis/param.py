@@ -81,9 +81,10 @@ class FourierParam(nn.Module):
 
 def natural_spectrum(images: torch.Tensor) -> torch.Tensor:
     """(3, S, S // 2 + 1): the mean Fourier magnitude of natural `images` (N, 3, S, S) in [0, 1], in the
-    decorrelated colour space MACO optimizes in (Fel et al. 2023 measure it on ImageNet)."""
-    centred = images.float() - images.float().mean(dim=(2, 3), keepdim=True)
-    decorrelated = torch.einsum("bdhw,cd->bchw", centred, torch.linalg.inv(COLOR_CORRELATION))
+    decorrelated colour space MACO optimizes in (Fel et al. 2023 measure it on ImageNet). The zero frequency is
+    kept, as in the authors' spectra: its phase is optimized like the others, so each channel's mean is free
+    (a mean-centred spectrum pins every image's mean colour to grey)."""
+    decorrelated = torch.einsum("bdhw,cd->bchw", images.float(), torch.linalg.inv(COLOR_CORRELATION))
     return torch.fft.rfft2(decorrelated, norm="ortho").abs().mean(dim=0)
 
 
