@@ -262,3 +262,32 @@ def test_the_centre_bias_gathers_the_image_in_the_middle(lite0):
 
 
 COHERENCE = 300.0
+
+
+def test_maco_takes_a_published_spectrum_file_and_refuses_bad_ones(tmp_path, photo_files):
+    """A (3, 128, 65) spectrum file (here measured on 32 photos, as a published one would be on ImageNet): the images
+    get its magnitude resized to their size, and the index records the file with its sha256."""
+    import hashlib
+
+    from vizprobe.synthesis.param import natural_spectrum
+
+    arrays = [np.asarray(load_rgb(f).resize((128, 128)), np.float32) / 255 for f in photo_files[:32]]
+    photos = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    path = tmp_path / "spectrum_decorrelated.npy"
+    np.save(path, natural_spectrum(photos).numpy() * 1000.0)  # a published file's scale differs: it must not matter
+    out = tmp_path / "vis"
+    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--per-unit", "2", "--steps", "4",
+                 "--size", "64", "--method", "maco", "--spectrum", str(path), "--out", str(out)]) == 0  # fmt: skip
+    index = json.loads((out / "visualizations.json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in index["spectrum"]["source"]
+    assert np.load(out / index["spectrum"]["file"]).shape == (3, 64, 33)
+    for bad, why in ((np.ones((3, 64, 64), np.float32), "expected \\(3, S, S // 2 \\+ 1\\)"),
+                     (-np.ones((3, 64, 33), np.float32), "negative")):  # fmt: skip
+        np.save(tmp_path / "bad.npy", bad)
+        with pytest.raises(VizprobeError, match=why):
+            from vizprobe.synthesis.natural import load_spectrum
+
+            load_spectrum(tmp_path / "bad.npy")
+    code = main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--spectrum", str(path), "--out",
+                 str(tmp_path / "fourier")])  # fmt: skip
+    assert code == 2 and not (tmp_path / "fourier").exists()

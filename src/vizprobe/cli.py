@@ -201,6 +201,12 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         from vizprobe.synthesis.natural import scan_inputs
 
         references, paths, spectrum = scan_inputs(scan, units, model.preprocessing, settings, args.start_rank)
+    if args.spectrum:
+        from vizprobe.synthesis.natural import load_spectrum
+
+        if settings.param != "maco":
+            raise VizprobeError("--spectrum is MACO's Fourier magnitude: use it with --method maco")
+        spectrum = load_spectrum(args.spectrum, settings.size)
     until = _until(args.until, units, scan)
     rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet,
                              references=references, spectrum=spectrum, until=until)  # fmt: skip
@@ -618,6 +624,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scan", default=None,
                    help="scan run dir: record natural top-1 activations beside (and take its directions); the "
                    "natural images of accentuation, the colour prior and maco's spectrum")  # fmt: skip
+    text = ("maco: a published Fourier magnitude .npy (3, S, S // 2 + 1), e.g. xplique's spectrum_decorrelated.npy "
+            "(default: measured on --scan's images, else the demo photos)")  # fmt: skip
+    p.add_argument("--spectrum", default=None, help=text)
     p.add_argument("--out", required=True, help="visualizations dir")
 
     build = "vizprobe.stimuli.settings:BuildSettings"

@@ -1,15 +1,17 @@
 """Natural images for the synthesis methods that use them: each unit's top scan exemplars (accentuation's
 start images, the colour prior's statistics) and the natural Fourier magnitude MACO fixes (measured on a
-scan's images or the demo photos, never downloaded)."""
+scan's images or the demo photos, or a published spectrum file; never downloaded)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from vizprobe.synthesis.param import natural_spectrum
+from vizprobe.errors import VizprobeError
+from vizprobe.synthesis.param import natural_spectrum, resize_spectrum
 from vizprobe.units import Unit
 
 REFERENCE_IMAGES = 9  # natural images per unit (the paper's number of reference images)
@@ -61,6 +63,31 @@ def scan_spectrum(scan, preprocessing, size: int, n: int = SPECTRUM_IMAGES) -> t
     chosen = scanned[np.linspace(0, len(scanned) - 1, min(n, len(scanned))).round().astype(int)]
     paths = [scan.image_path(int(i)) for i in chosen]
     return spectrum_of(paths, preprocessing, size), f"{len(paths)} images of the scan in {scan.run_dir}"
+
+
+def load_spectrum(path: str | Path, size: int | None = None) -> tuple[torch.Tensor, str]:
+    """A published MACO spectrum (e.g. the (3, 512, 257) `spectrum_decorrelated.npy` of xplique, faccent and
+    dreamlens): a non-negative (3, S, S // 2 + 1) Fourier magnitude in the decorrelated colour space, and its
+    source with the file's sha256, resized to image side `size` if given. Its scale does not matter (MACO
+    standardizes every image)."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise VizprobeError(f"--spectrum {path}: no such file; pass a .npy of shape (3, S, S // 2 + 1)")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise VizprobeError(f"--spectrum {path} is not a .npy file ({exc})") from None
+    if array.ndim != 3 or array.shape[0] != 3 or array.shape[2] != array.shape[1] // 2 + 1:
+        raise VizprobeError(
+            f"--spectrum {path} has shape {array.shape}; expected (3, S, S // 2 + 1), e.g. (3, 512, 257)"
+        )
+    if not np.isfinite(array).all() or (array < 0).any():
+        raise VizprobeError(f"--spectrum {path} holds negative or non-finite values; a magnitude spectrum has neither")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    spectrum = torch.from_numpy(array.astype(np.float32))
+    return (resize_spectrum(spectrum, size) if size else spectrum), f"{path} (sha256 {digest})"
 
 
 def scan_references(

@@ -88,6 +88,14 @@ def natural_spectrum(images: torch.Tensor) -> torch.Tensor:
     return torch.fft.rfft2(decorrelated, norm="ortho").abs().mean(dim=0)
 
 
+def resize_spectrum(spectrum: torch.Tensor, size: int) -> torch.Tensor:
+    """A (3, S, S // 2 + 1) magnitude spectrum at image side `size` (bilinear, antialiased), as float32."""
+    if spectrum.shape == (3, size, size // 2 + 1):
+        return spectrum.float()
+    return F.interpolate(spectrum[None].float(), size=(size, size // 2 + 1), mode="bilinear", align_corners=False,
+                         antialias=True)[0]  # fmt: skip
+
+
 class MacoParam(nn.Module):
     """MACO (Fel et al. 2023): the image's Fourier magnitude is fixed to `spectrum` (measured on natural
     images, `natural_spectrum`) and only the phase is optimized; the image is standardized, colour
@@ -97,10 +105,7 @@ class MacoParam(nn.Module):
 
     def __init__(self, seeds: list[int], size: int, spectrum: torch.Tensor):
         super().__init__()
-        if spectrum.shape != (3, size, size // 2 + 1):
-            spectrum = F.interpolate(spectrum[None].float(), size=(size, size // 2 + 1), mode="bilinear",
-                                     align_corners=False, antialias=True)[0]  # fmt: skip
-        self.register_buffer("magnitude", spectrum.float()[None], persistent=False)
+        self.register_buffer("magnitude", resize_spectrum(spectrum, size)[None], persistent=False)
         self.phase = nn.Parameter(ImageRNG(seeds).normal(stream=4, shape=(3, size, size // 2 + 1)))
         self.size = size
 
