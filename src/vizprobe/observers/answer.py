@@ -168,7 +168,9 @@ def predicted_accuracy(responses: pd.DataFrame, level: float = 0.95) -> pd.DataF
     """Accuracy per (observer, condition) on main trials, with a Wilson interval over trials; where the observer
     answered control trials (another unit's references), their accuracy and interval beside it."""
     main = responses[(responses["is_catch"] != 1) & (responses["is_practice"] != 1)]
-    control = main["control"].fillna(0).astype(int) == 1 if "control" in main.columns else main["is_catch"] == 2
+    control = pd.Series(False, index=main.index)
+    if "control" in main.columns:
+        control = (main["control"] == 1).fillna(False).astype(bool)
     label = main["observer"] if "observer" in main.columns else main["participant_id"]
     rows = []
     for (name, condition), part in main[~control].groupby(

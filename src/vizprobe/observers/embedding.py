@@ -20,6 +20,7 @@ from PIL import Image
 
 from vizprobe.device import default_batch_size, resolve_device
 from vizprobe.errors import VizprobeError
+from vizprobe.images import load_rgb
 from vizprobe.models import get_spec, list_models, load_model
 
 DEFAULT_EMBEDDER = "efficientnet-lite2"
@@ -122,14 +123,13 @@ class FeatureEmbedder:
     def _load(self, path: Path, whole: bool) -> torch.Tensor:
         """An image file as a uint8 (crop, crop, 3) tensor. `whole`: the whole image resized (stimuli are already
         model-sized, so a resize-and-centre-crop would cut off their edges); else the network's own crop (photos)."""
+        rgb = load_rgb(path)
+        if not whole:
+            return self.model.preprocessing.to_pixels(rgb)  # the scan's decoding, with this network's geometry
         side = self.model.preprocessing.crop
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-            if not whole:
-                rgb = self.model.preprocessing.pil_geometry()(rgb)
-            elif rgb.size != (side, side):
-                rgb = rgb.resize((side, side), Image.Resampling.BICUBIC)
-            return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy())
+        if rgb.size != (side, side):
+            rgb = rgb.resize((side, side), Image.Resampling.BICUBIC)
+        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy())
 
     @torch.no_grad()
     def _embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_json, atomic_write_text, staged_dir
-from vizprobe.observers.rule import EXEMPLAR_TEMPERATURE
+from vizprobe.observers.rule import EXEMPLAR_TEMPERATURE, DecisionRule
 
 SCORES_FORMAT = "vizprobe-scores"
 SCORES_VERSION = 1
@@ -135,11 +135,12 @@ def control_donor_rows(layers: Sequence[str], seed: int) -> np.ndarray:
 
 
 def unit_pools(scan, units: Sequence, pool: int, needed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each unit's top and bottom scan image indices (U, P), disjoint within a unit, and how many are valid (U, 2);
+    """Each unit's top and bottom scan image indices (U, P; -1 past the valid ones), disjoint within a unit, and
+    how many are valid (U, 2);
     a unit short of `needed` on either side is an error that says how many images the scan needs."""
     size = min(pool, scan.rank_limit)
-    top = np.zeros((len(units), size), dtype=np.int64)
-    bottom = np.zeros_like(top)
+    top = np.full((len(units), size), -1, dtype=np.int64)  # -1: no image (past a unit's valid count)
+    bottom = np.full_like(top, -1)
     counts = np.zeros((len(units), 2), dtype=np.int64)
     for u, unit in enumerate(units):
         high = [e.index for e in scan.top(unit, size)]
@@ -166,8 +167,8 @@ def exemplar_scores(
     units = [scan.resolve_unit(u) for u in units]
     top, bottom, counts = unit_pools(scan, units, settings.pool, settings.needed)
     tasks = draw_tasks(top, bottom, counts, settings)
-    used = np.unique(np.concatenate([top[counts[:, :1] > np.arange(top.shape[1])],
-                                     bottom[counts[:, 1:] > np.arange(bottom.shape[1])]]))  # fmt: skip
+    used = np.unique(np.concatenate([top.ravel(), bottom.ravel()]))
+    used = used[used >= 0]
     with tqdm(total=len(used), desc="embedding", unit="img", disable=not progress) as bar:
         vectors = embedder.embed([scan.image_path(int(i)) for i in used], whole=False, progress=bar)
     embedded = time.perf_counter()
@@ -236,8 +237,6 @@ def score(
 ) -> tuple[pd.DataFrame, dict]:
     """Score units on `task` (exemplar: from a scan's `units` or every unit of `layers`; occlusion: from a stimulus
     package) with the similarity observer; write OUT/scores.csv and scores.json when `out` is given."""
-    from vizprobe.observers.rule import DecisionRule
-
     if task not in TASKS:
         raise VizprobeError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if isinstance(rule, str | Path):
@@ -283,7 +282,6 @@ def _layer_units(result, name: str) -> list:
 
 def _occlusion(stimuli, settings, embedder, same_as_model, rule, device):
     from vizprobe.observers.base import as_manifest
-    from vizprobe.observers.rule import DecisionRule
     from vizprobe.observers.similarity import SimilarityObserver
 
     if stimuli is None:
