@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test lint bench clean frontend
+.PHONY: demo test lint bench bench-methods clean frontend
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test,ray]'
 	$(BIN)/pip install --no-deps 'torch-lucent==0.1.8'  # the InceptionV1 reference for tests (its pins serve its optvis)
+	$(BIN)/pip install --no-deps 'horama==0.3.0'  # MACO's reference for tests
 	touch $(VENV)/.installed $@
+
+# faccent, feature accentuation's reference, for benchmarks/methods.py: its pins (lucent 0.1.0, kornia 0.4.1) clash.
+$(VENV)/.installed-reference: $(VENV)/.installed-test
+	$(BIN)/pip install --no-deps 'faccent==1.0.3'
+	$(BIN)/pip install kornia einops decorator imageio ipywidgets
+	touch $@
 
 # The participant page (jsPsych), bundled into the package's static files; rebuilt when its sources or lock change.
 STATIC := src/vizprobe/experiment/static
@@ -40,6 +47,10 @@ test: $(VENV)/.installed-test lint frontend
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/scan.py
+
+bench-methods: $(VENV)/.installed-reference
+	$(BIN)/python benchmarks/methods.py maco
+	$(BIN)/python benchmarks/methods.py accentuation
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build src/*.egg-info

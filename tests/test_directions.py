@@ -262,22 +262,34 @@ def test_each_sae_kind_encodes_as_saelens_in_numpy(kind, tmp_path):
 
 
 def test_a_scan_of_topk_and_jumprelu_features_equals_numpy(lite0, few_photos, tmp_path):
-    """Through the scan (its exported ONNX graph on the CPU), averaged over positions, against a plain hook."""
+    """Through the scan (its exported ONNX graph on the CPU), averaged over positions (or their maximum, for a set
+    saved with reduce max), against a plain hook; the visualization objective reads the same maximum."""
     from vizprobe.scan import scan
+    from vizprobe.synthesis import preset, render_units
 
     files = {}
-    for kind in ("topk", "jumprelu"):
+    for kind, reduce in (("topk", "mean"), ("jumprelu", "mean"), ("relu", "max")):
         arrays = _sae_arrays(kind, channels=C, features=12, seed=5)
-        np.savez(tmp_path / f"{kind}.npz", **arrays)
-        files[kind] = (tmp_path / f"{kind}.npz", arrays)
-    result, _ = scan(lite0, few_photos, [f"{LAYER}:topk", f"{LAYER}:jumprelu"], tmp_path / "run",
+        name = f"{kind}{reduce}"
+        np.savez(tmp_path / f"{name}.npz", **arrays, reduce=np.array(reduce))
+        files[name] = (tmp_path / f"{name}.npz", arrays, kind, reduce)
+    result, _ = scan(lite0, few_photos, [f"{LAYER}:{name}" for name in files], tmp_path / "run",
                      directions={k: v[0] for k, v in files.items()}, top_k=20, progress=False)  # fmt: skip
     rows = [0, 9, 41]
     images = torch.stack([lite0.preprocessing(load_rgb(result.image_path(i))) for i in rows])
     maps = layer_output(lite0, images)
-    for kind, (_, arrays) in files.items():
-        expected = _sae_reference(kind, arrays, maps).mean(axis=(2, 3))
-        np.testing.assert_allclose(result.activations(f"{LAYER}:{kind}")[rows], expected, rtol=1e-3, atol=1e-4)
+    for name, (_, arrays, kind, reduce) in files.items():
+        encoded = _sae_reference(kind, arrays, maps)
+        expected = encoded.max(axis=(2, 3)) if reduce == "max" else encoded.mean(axis=(2, 3))
+        np.testing.assert_allclose(result.activations(f"{LAYER}:{name}")[rows], expected, rtol=1e-3, atol=1e-4)
+    assert result.meta["directions"]["relumax"]["reduce"] == "max"
+    model = lite0.with_directions({"relumax": files["relumax"][0]})
+    assert model.layer(f"{LAYER}:relumax").shape == (12, 1, 1)
+    rendering = render_units(model, [f"{LAYER}:relumax:2"], preset("quick", per_unit=2, steps=2, size=64),
+                             progress=False)  # fmt: skip
+    seen = layer_output(lite0, lite0.preprocessing.normalize(rendering.images))
+    expected = _sae_reference("relu", files["relumax"][1], seen).max(axis=(2, 3))[:, 2]
+    np.testing.assert_allclose(rendering.activations.numpy(), expected, rtol=1e-3, atol=1e-4)
 
 
 def test_an_unknown_sae_kind_or_a_missing_array_is_a_clear_error(tmp_path):
@@ -338,6 +350,11 @@ def test_import_saelens_folders_of_each_architecture(architecture, tmp_path, cap
     loaded = Directions.load("sae", out)
     maps = np.random.default_rng(12).normal(size=(2, d_in, 3, 3)).astype(np.float32)
     expected = _saelens_encode(architecture, cfg, w, maps.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert loaded.reduce == "max"  # sparse features: an image's activation is the feature's maximum over positions
+    got = loaded.apply(torch.from_numpy(maps)).numpy()
+    np.testing.assert_allclose(got, expected.max(axis=(2, 3), keepdims=True), rtol=1e-4, atol=1e-5)
+    assert main(["directions", "import-saelens", str(folder), "--out", str(out), "--reduce", "mean"]) == 0
+    loaded = Directions.load("sae", out)
     np.testing.assert_allclose(loaded.apply(torch.from_numpy(maps)).numpy(), expected, rtol=1e-4, atol=1e-5)
 
     (folder / "cfg.json").write_text(json.dumps(cfg | {"normalize_activations": "expected_average_only_in"}))

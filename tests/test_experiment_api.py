@@ -115,13 +115,32 @@ def assert_error(r, status: int, error: str) -> None:
     assert body["error"] == error and isinstance(body["message"], str) and body["message"], body
 
 
+def fail_a_session(client: TestClient, manifest: dict, worker: str) -> dict:
+    """A session that needs 6 practice rounds and gets every catch trial wrong, completed (and paid)."""
+    state = start(client, ready=False, PROLIFIC_PID=worker)
+    sid = state["session_id"]
+    client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
+    client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 60.0})
+    for attempt in range(1, 7):
+        for t in state["practice"]:
+            answer(client, sid, t["index"], phase="practice", attempt=attempt, choice=t["correct"] ^ (attempt < 6))
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+    for view in state["trials"]:
+        t = trials[view["trial_id"]]
+        best = view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"])
+        answer(client, sid, view["index"], choice=best ^ (t["kind"] == "catch"), confidence=1 + view["index"] % 3)
+    r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})
+    assert r.status_code == 200 and r.json()["completion_code"]  # paid all the same
+    return state
+
+
 # --- the whole flow --------------------------------------------------------------------------------------------
 def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, tmp_path):
     assert client.get("/api/config").json() == {
         "platform": "prolific",
         "practice_attempts": 10,
         "n_practice": 4,
-        "texts": {},
+        "texts": {"time_sentence": "It takes up to 15 minutes."},  # the package's longest session kept, 900 s
     }
     state = start(client, ready=False, PROLIFIC_PID="worker-A", STUDY_ID="study", SESSION_ID="sess")
     sid, task = state["session_id"], next(t for t in manifest["tasks"] if t["task_id"] == state["task_id"])
@@ -188,6 +207,7 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
         "expertise": "lay",
         # 12.5 s on the instructions is below the paper's 20 s (15 s in `none`): the task was posted again
         "session_status": "failed_criteria",
+        "task_assignments": 1,  # this one finished session of the task so far
     }
     layers = {u["unit"]: u["layer"] for u in manifest["units"]}
 
@@ -593,7 +613,8 @@ def test_openapi_documents_the_typed_api_and_texts_are_settable(make_client, tmp
     assert ok["$ref"].endswith("/SessionState")
     assert "/stimuli/{path}" not in spec["paths"] and "/admin" not in spec["paths"]
     texts = client.get("/api/config").json()["texts"]
-    assert texts == {"consent_button": "Yes, I agree", "instructions": ["<p>page 1</p>"]}
+    assert texts == {"consent_button": "Yes, I agree", "instructions": ["<p>page 1</p>"],
+                     "time_sentence": "It takes up to 15 minutes."}  # fmt: skip
     state = start(client)
     assert all("correct" not in t for t in state["trials"]) and all("correct" in t for t in state["practice"])
     bad = tmp_path / "texts.json"
@@ -628,20 +649,8 @@ def test_a_participant_who_fails_gets_the_code_and_the_task_is_posted_again(make
     """Judged on completion by the analysis's own exclusion code: a sixth practice round is accepted (the cap is
     10) but excludes, as do wrong catch trials; the task goes back to the pool and the next participants get it."""
     client = make_client(platform="prolific")
-    state = start(client, ready=False, PROLIFIC_PID="careless")
-    sid, condition = state["session_id"], state["condition"]
-    client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
-    client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 60.0})
-    for attempt in range(1, 7):
-        for t in state["practice"]:
-            answer(client, sid, t["index"], phase="practice", attempt=attempt, choice=t["correct"] ^ (attempt < 6))
-    trials = {t["trial_id"]: t for t in manifest["trials"]}
-    for view in state["trials"]:
-        t = trials[view["trial_id"]]
-        best = view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"])
-        answer(client, sid, view["index"], choice=best ^ (t["kind"] == "catch"), confidence=1 + view["index"] % 3)
-    r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})
-    assert r.status_code == 200 and r.json()["completion_code"]  # paid all the same
+    state = fail_a_session(client, manifest, "careless")
+    condition = state["condition"]
     progress = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"][condition]
     assert (
         progress["failed"] == 1
@@ -965,3 +974,69 @@ def test_settings_changed_mid_study_are_refused_unless_asked(make_client, db_url
     engine.dispose()
     assert stored["changes"][0]["changed"] == {"practice": [4, 0], "completion_code": ["FIRST", "SECOND"]}
     assert client.get("/api/config").json()["platform"] == "prolific"
+
+
+def test_a_package_s_own_exclusion_rule_reposts_and_analyses_alike(stimulus_package, db_url, tmp_path, capsys):
+    """One exclusion definition, read from the package: with a stricter instruction time recorded in the package
+    (100 s instead of 20 s) a participant who read for 30 s and answered well is re-posted by the server and
+    excluded by `analyze --stimuli` (no flags), by that criterion alone; the default rule would have kept them.
+    The consent page states the package's time limit."""
+    strict = tmp_path / "strict"
+    shutil.copytree(stimulus_package, strict)
+    data = json.loads((strict / "manifest.json").read_text())
+    assert data["settings"]["exclusion"]["min_instruction_time_s"] == 20.0  # the paper's, recorded at build
+    data["settings"]["exclusion"] |= {"min_instruction_time_s": 100.0, "max_total_time_s": 600.0, "per_condition": {}}
+    (strict / "manifest.json").write_text(json.dumps(data))
+    app = create_app(strict, db_url, admin_token=TOKEN, secret_file=tmp_path / "secret", static_dir=tmp_path / "s")
+    try:
+        client = TestClient(app)
+        # the consent page promises what the package's limit keeps: 600 s
+        assert client.get("/api/config").json()["texts"]["time_sentence"] == "It takes up to 10 minutes."
+        trials = {t["trial_id"]: t for t in data["trials"]}
+        for worker, reading_s in (("quick", 30.0), ("slow", 120.0)):  # both answer well; one reads 30 s, one 120 s
+            state = start(client, ready=False, PROLIFIC_PID=worker)
+            sid = state["session_id"]
+            client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
+            client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": reading_s})
+            for t in state["practice"]:
+                answer(client, sid, t["index"], phase="practice", attempt=1, choice=t["correct"], confidence=3)
+            for view in state["trials"]:
+                t = trials[view["trial_id"]]
+                best = view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"])
+                choice = best if t["kind"] == "catch" else view["index"] % 2
+                answer(client, sid, view["index"], choice=choice, confidence=1 + view["index"] % 3)
+            assert client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0}).status_code == 200
+        progress = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"]
+        assert sum(c["failed"] for c in progress.values()) == 1 and sum(c["completed"] for c in progress.values()) == 1
+    finally:
+        app.state.db.dispose()
+    responses = tmp_path / "responses.csv"
+    export_frame(db_url).to_csv(responses, index=False)
+    for package, excluded in ((strict, 1), (stimulus_package, 0)):
+        out = tmp_path / f"report-{package.name}"
+        assert main(["analyze", "--responses", str(responses), "--stimuli", str(package), "--out", str(out),
+                     "--baselines", "none"]) == 0  # fmt: skip
+        criteria = json.loads((out / "results.json").read_text())["exclusion"]["criteria"]
+        assert criteria["instruction_time"]["excluded"] == excluded, criteria["instruction_time"]
+        assert sum(c["excluded"] for c in criteria.values()) == excluded, criteria
+
+
+def test_a_task_is_re_posted_at_most_max_assignments_times(make_client, manifest, db_url, stimulus_package, tmp_path):
+    """The authors stopped at 3 assignments per task (below the cap a failed task is posted again: the test
+    above). At the cap, here --max-assignments 1, a task whose participant failed is exhausted and never handed
+    out again; the admin progress and the export count the assignments used."""
+    client = make_client(platform="prolific", max_assignments=1)
+    failed = fail_a_session(client, manifest, "careless")
+    task, condition = failed["task_id"], failed["condition"]
+    progress = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"][condition]
+    assert (progress["exhausted"], progress["assignments"], progress["failed"], progress["free"]) == (
+        1, 1, 1, progress["tasks"] - 1)  # fmt: skip
+    others = len(manifest["tasks"]) - 1
+    handed = [start(client, ready=False, PROLIFIC_PID=f"next-{k}")["task_id"] for k in range(others)]
+    assert task not in handed and len(set(handed)) == others
+    start(client, status=503, ready=False, PROLIFIC_PID="one-too-many")  # nothing left to hand out
+    exported = export_frame(db_url)
+    assert set(exported.loc[exported["task_id"] == task, "task_assignments"]) == {1}
+    with pytest.raises(VizprobeError, match="--max-assignments 0: must be at least 1"):
+        create_app(stimulus_package, tmp_path / "other.db", max_assignments=0, secret_file=tmp_path / "s2",
+                   static_dir=tmp_path / "static")  # fmt: skip

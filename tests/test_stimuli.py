@@ -78,6 +78,7 @@ def test_references_per_condition_and_no_query_among_them(package):
         mixed_natural = [r for r in refs["mixed"] if r in refs["natural"]]
         mixed_synthetic = [r for r in refs["mixed"] if r not in refs["natural"]]
         assert len(mixed_natural) == 5 and len(mixed_synthetic) == 4
+        assert refs["mixed"] == mixed_natural + mixed_synthetic  # the authors' grid: natural first, then synthetic
         assert all("/synthetic-mixed/" in r for r in mixed_synthetic)  # the separate batch (--mixed-extra)
         assert not set(mixed_synthetic) & set(refs["synthetic"])
         query_hash = manifest["images"][trial["base_image"]]

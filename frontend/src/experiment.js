@@ -192,7 +192,8 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
   });
 
   if (!state.consented) {
-    timeline.push({ type: HtmlButtonResponse, stimulus: texts.consent, choices: [texts.consent_button] });
+    const consent = texts.consent.replace("TIME_SENTENCE", texts.time_sentence || "");
+    timeline.push({ type: HtmlButtonResponse, stimulus: consent, choices: [texts.consent_button] });
     timeline.push(serverStep(() => api.event(sid, "consent")));
   }
 

@@ -7,12 +7,14 @@ export const DEFAULT_TEXTS = {
   consent: `
     <h1>Welcome</h1>
     <p>This is a study on how people understand the inner workings of artificial neural networks.
-       It takes about 10 to 20 minutes. You will look at images and answer with the mouse or the keyboard.</p>
+       TIME_SENTENCE You will look at images and answer with the mouse or the keyboard.</p>
     <p>We store only your answers, response times and the comments you choose to give. We do not store your
        name, IP address or browser details; platform ids are stored only in a keyed, irreversible form.
        Participation is voluntary and you may stop at any time with the "Stop the study" button.</p>
     <p>By clicking "I agree" you confirm that you are at least 18 years old and consent to take part.</p>`,
   consent_button: "I agree",
+  // The server fills it from the study's time limit (the exclusion criteria's longest session), unless replaced.
+  time_sentence: "",
   instructions: [
     `<h1>Instructions (1/3)</h1>
      <p>A neural network that recognizes objects in photos is built of many <em>units</em>.

@@ -133,10 +133,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_directions(args: argparse.Namespace) -> int:
     from vizprobe.units import Directions, import_saelens
 
-    path = import_saelens(args.folder, args.out)
+    path = import_saelens(args.folder, args.out, args.reduce)
     found = Directions.load("imported", path)
-    print(f"{found.count} {found.encoder} SAE features of {found.channels} channels -> {path} "
-          f"(use: --directions NAME={path})")  # fmt: skip
+    print(f"{found.count} {found.encoder} SAE features of {found.channels} channels, each the {found.reduce} over "
+          f"positions -> {path} (use: --directions NAME={path})")  # fmt: skip
     return 0
 
 
@@ -188,6 +188,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         negative=True if args.negative else None,
         mixed_extra=args.mixed_extra,
         closeness=args.closeness,
+        accent_layer=args.accent_layer,
+        accent_alpha=args.accent_alpha,
+        crops=args.crops,
         colour=args.colour,
         coherence=args.coherence,
     )
@@ -215,7 +218,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     print(f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
           f"({steps_per_s:.2f} steps/s) -> {args.out}")  # fmt: skip
     for entry in index["units"]:
-        extra = f"  natural top-1 {entry['natural_top1']:.3g}" if "natural_top1" in entry else ""
+        extra = f"  as cropped {entry['mean_crop_activation']:.3g}" if "mean_crop_activation" in entry else ""
+        extra += f"  natural top-1 {entry['natural_top1']:.3g}" if "natural_top1" in entry else ""
         print(f"  {entry['unit']:20s} mean activation {entry['mean_activation']:.3g}{extra}")
     return 0
 
@@ -317,7 +321,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vizprobe.experiment.server import serve
     from vizprobe.experiment.settings import load_texts
 
-    options = _given(args, "platform", "completion_code", "practice", "practice_attempts")
+    options = _given(args, "platform", "completion_code", "practice", "practice_attempts", "max_assignments")
     if args.task_timeout is not None:
         options["task_timeout_s"] = args.task_timeout * 60.0
     options["expert"] = args.expert
@@ -360,7 +364,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         thresholds["require_two_confidence_levels"] = True
     if args.same_thresholds:
         thresholds["per_condition"] = {}
-    criteria = dataclasses.replace(get_protocol(args.protocol).exclusion, **thresholds)
+    criteria = dataclasses.replace(_base_criteria(args), **thresholds)
     settings = StatsSettings(**_given(args, "resamples", "ci_method", "seed", rename={"resamples": "n_resamples"}))
     options = _given(args, "min_shared_trials")
     options["include_incomplete"] = args.include_incomplete
@@ -385,6 +389,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for name, reason in results["skipped"].items():
         print(f"  skipped {name}: {reason}")
     return 0
+
+
+def _base_criteria(args: argparse.Namespace):
+    """The exclusion criteria before explicit thresholds: the package's (what its server re-posted by), unless
+    --protocol names others or there is no package; else the protocol's."""
+    if args.stimuli and args.protocol is None:
+        from vizprobe.stimuli.manifest import Manifest
+
+        recorded = Manifest.load(args.stimuli).exclusion
+        if recorded is not None:
+            return recorded
+    return get_protocol(args.protocol).exclusion
 
 
 def _observer_options(args: argparse.Namespace) -> dict:
@@ -544,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("import-saelens",), help="import-saelens: a SAELens SAE folder -> .npz")
     p.add_argument("folder", help="the SAE's folder (cfg.json and sae_weights.safetensors)")
     p.add_argument("--out", required=True, help="the .npz to write (then --directions NAME=FILE)")
+    p.add_argument("--reduce", default="max", choices=("mean", "max"),
+                   help="an image's activation of a feature: its maximum over positions (default, for sparse "
+                   "features) or the mean (as the paper's channels)")  # fmt: skip
 
     scan = "vizprobe.scan.settings:ScanSettings"
     p = verb("scan", "record every image's activation for every channel of some layers", cmd_scan)
@@ -598,10 +617,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", "--param", dest="param", default=None, choices=METHODS,
                    help="fourier (lucid's, default), pixel, maco (Fel et al. 2023: natural Fourier magnitude, "
                    "phase optimized), accentuation (Hamblin et al. 2024: from each unit's top scan images, kept "
-                   "close to them; needs --scan)")  # fmt: skip
+                   "close to them in an early layer; needs --scan); maco and accentuation run their authors' "
+                   "recipe (a canvas seen through random crops; scaled down in quick and fast)")  # fmt: skip
+    p.add_argument("--accent-layer", default=None,
+                   help="accentuation: the layer whose activations stay close to the start image's (default: the "
+                   "model's, e.g. inceptionv1 mixed3a, else the first block at 1/8 of the input side); 'pixels': "
+                   "the pixel distance weighted by --closeness instead")  # fmt: skip
+    p.add_argument("--accent-alpha", type=float, default=None,
+                   help="accentuation: the regularizer's weight, relative to the objective's gradient at the start "
+                   f"(default {PRESETS['quick'].accent_alpha:g}, faccent's)")  # fmt: skip
     p.add_argument("--closeness", type=float, default=None,
-                   help=f"accentuation: weight of the pixel distance to the start image (default "
-                   f"{PRESETS['quick'].closeness})")  # fmt: skip
+                   help=f"accentuation with --accent-layer pixels: weight of the pixel distance to the start image "
+                   f"(default {PRESETS['quick'].closeness:g})")  # fmt: skip
+    p.add_argument("--crops", type=int, default=None,
+                   help="random crops of the canvas per step (default: the method's recipe, maco 6 and "
+                   "accentuation 16 in the paper preset; 0: the whole image through lucid's transforms)")  # fmt: skip
     p.add_argument(
         "--coherence",
         type=float,
@@ -670,6 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--completion-code", default=None, help="code shown at the end (default: generated once)")
     p.add_argument("--practice", type=int, default=None, help="practice trials (default: all in the package; 0 skips)")
     _setting(p, "--practice-attempts", f"{serve}.practice_attempts", "practice rounds allowed", type=int)
+    _setting(
+        p,
+        "--max-assignments",
+        f"{serve}.max_assignments",
+        "sessions a task may have before a failed one is no longer re-posted (the authors': 3)",
+        type=int,
+    )
     p.add_argument("--expert", action="store_true", help="mark sessions as expert")
     p.add_argument("--texts", default=None, help="JSON file of page texts to replace (keys: see docs)")
     p.add_argument("--admin-token-file", default=None,
@@ -697,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-file", default=None, help="the study's secret (default: where `vizprobe serve` keeps it)")
     p.add_argument("--out", required=True, help="CSV to write: the submissions with decision, reason, session_status")
 
-    criteria = "vizprobe.analysis.exclusion:ExclusionCriteria"
+    criteria = "vizprobe.exclusion:ExclusionCriteria"
     stats = "vizprobe.analysis.accuracy:StatsSettings"
     analyze = "vizprobe.analysis.report:analyze"
     p = verb("analyze", "exclusion, accuracy, baselines, error consistency -> report folder", cmd_analyze)

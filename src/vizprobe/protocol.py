@@ -67,7 +67,7 @@ def get_protocol(name: str | None = None) -> Protocol:
 
 def _zimmermann2021() -> Protocol:
     """The settings dataclasses' defaults are this study's values (docs/protocol.md cites each)."""
-    from vizprobe.analysis.exclusion import ExclusionCriteria
+    from vizprobe.exclusion import ExclusionCriteria
     from vizprobe.experiment.settings import Settings
     from vizprobe.stimuli.settings import BuildSettings
 

@@ -69,6 +69,13 @@ COLUMNS: tuple[Column, ...] = (
         "(completed, but failed the exclusion criteria and its task was posted again)",
         choices=SESSION_STATUSES,
     ),  # fmt: skip
+    Column(
+        "task_assignments",
+        "int",
+        "finished sessions the participant's task has had (the server stops re-posting "
+        "a task at its --max-assignments)",
+        low=0,
+    ),  # fmt: skip
     Column("embedder", "str", "machine observers: the network and layers they embed images with, MODEL:LAYER,..."),
     Column("control", "bool", "machine observers: 1 on a control trial, answered with another unit's references"),
     Column("control_unit", "str", "the unit whose references a control trial showed"),
@@ -182,3 +189,13 @@ def write_responses(frame: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     atomic_write_text(path, frame[known + extra].to_csv(index=False))
     return path
+
+
+def human_rows(frame: pd.DataFrame) -> pd.Series:
+    """True for the rows of human participants."""
+    machine = pd.Series(False, index=frame.index)
+    if "expertise" in frame.columns:
+        machine |= (frame["expertise"] == "machine").fillna(False).astype(bool)
+    if "observer" in frame.columns:
+        machine |= frame["observer"].notna() & (frame["observer"].astype("string").str.strip() != "")
+    return ~machine

@@ -149,9 +149,15 @@ class Directions:
     one of SAELens's kinds (`encoder`), with pre = W (a - b_dec) + b:
     relu: ReLU(pre); jumprelu: ReLU(pre) where pre > threshold (K,), else 0; topk: ReLU of the k largest
     pre per position, the others 0; gated: [W (a - b_dec) + b_gate > 0] * ReLU(W exp(r_mag) (a - b_dec) + b_mag).
-    Loaded from a `.npy` (K, C) or an `.npz` with `W` (K, C) and, by `kind` (default relu): `b` (K) (relu,
+    Loaded from a `.npy` (K, C), an `.npz` with only `W` (K, C) (a projection), or an `.npz` with `W` and, by
+    `kind` (default relu): `b` (K) (relu,
     jumprelu, topk), `threshold` (K) (jumprelu), `k` (topk), `b_gate`, `r_mag`, `b_mag` (K each; gated), and
     optionally `b_dec` (C), subtracted from the activations before encoding (folded into the biases).
+
+    `reduce` (an `.npz`'s `reduce`, default mean) is how a direction's map becomes an image's activation: the mean
+    over positions, as the paper's channels, or the maximum, better for sparse features (an SAE feature fires at
+    a few positions). With max, `apply` returns (N, K, 1, 1) maxima, so every stage that averages positions (the
+    one definition, `channel_mean`) reads the maximum.
     """
 
     name: str
@@ -161,6 +167,7 @@ class Directions:
     sha256: str
     encoder: str = "relu"  # the SAE's kind (SAE_KINDS), when `bias` is given
     extra: dict = field(default_factory=dict)  # threshold (jumprelu), k (topk), gate_bias and magnitude (gated)
+    reduce: str = "mean"  # over positions: mean or max (REDUCTIONS)
 
     def __post_init__(self) -> None:
         import torch  # tensors made once here: `apply` changes no state, so torch.compile can trace it
@@ -177,7 +184,7 @@ class Directions:
             raise VizprobeError(f"bad directions name {name!r}: use letters, digits, - and _, starting with a letter")
         if not path.is_file():
             raise VizprobeError(f"directions {name}: no file {path}; pass --directions {name}=PATH to a .npy or .npz")
-        weight, bias, encoder, extra = _read_directions(name, path)
+        weight, bias, encoder, extra, reduce = _read_directions(name, path)
         if weight.ndim != 2 or not np.issubdtype(weight.dtype, np.number):
             raise VizprobeError(f"directions {name}: {path} holds shape {weight.shape}; expected a (K, C) matrix")
         if bias is not None and bias.shape != (weight.shape[0],):
@@ -186,7 +193,7 @@ class Directions:
             raise VizprobeError(f"directions {name}: {path} holds NaN or infinite values")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         as32 = None if bias is None else np.asarray(bias, np.float32)
-        return cls(name, np.asarray(weight, np.float32), as32, str(path), digest, encoder, extra)
+        return cls(name, np.asarray(weight, np.float32), as32, str(path), digest, encoder, extra, reduce)
 
     @property
     def count(self) -> int:
@@ -204,7 +211,9 @@ class Directions:
 
     @property
     def suffix(self) -> str:
-        return ".npz" if self.bias is not None else ".npy"
+        """The file's extension, kept where the set is copied (an .npz may hold a projection with its reduce)."""
+        own = Path(self.source).suffix
+        return own if own in (".npy", ".npz") else ".npz" if self.bias is not None else ".npy"
 
     def check_layer(self, layer: str, channels: int) -> None:
         if channels != self.channels:
@@ -214,7 +223,12 @@ class Directions:
             )
 
     def apply(self, feature_map: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, K, H, W): every position's activations projected (and encoded) by the directions."""
+        """(N, C, H, W) -> (N, K, H, W): every position's activations projected (and encoded) by the directions;
+        with `reduce` max, (N, K, 1, 1): each direction's maximum over positions."""
+        encoded = self._encode(feature_map)
+        return encoded.amax(dim=(2, 3), keepdim=True) if self.reduce == "max" else encoded
+
+    def _encode(self, feature_map: torch.Tensor) -> torch.Tensor:
         import torch
 
         if feature_map.shape[1] != self._weight.shape[1]:
@@ -243,9 +257,11 @@ class Directions:
         """How a stage's output describes the set it copied to `file`."""
         record = {"file": file, "sha256": self.sha256, "kind": self.kind, "count": self.count,
                   "channels": self.channels}  # fmt: skip
+        record |= {"reduce": self.reduce} if self.reduce != "mean" else {}
         return record | ({"encoder": self.encoder} if self.bias is not None else {})
 
 
+REDUCTIONS = ("mean", "max")
 SAE_KINDS = {  # the arrays each kind of sparse autoencoder needs beside W (K, C), as SAELens names its kinds
     "relu": ("b",),
     "jumprelu": ("b", "threshold"),
@@ -254,17 +270,22 @@ SAE_KINDS = {  # the arrays each kind of sparse autoencoder needs beside W (K, C
 }
 
 
-def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict]:
-    """(W, the encoder's bias or None, its kind, its other arrays) from a `.npy` (K, C) or an `.npz` (see
-    `Directions`); b_dec is folded into the biases."""
+def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | None, str, dict, str]:
+    """(W, the encoder's bias or None, its kind, its other arrays, the reduction) from a `.npy` (K, C) or an
+    `.npz` (see `Directions`); b_dec is folded into the biases."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise VizprobeError(f"directions {name}: {path} is not a .npy or .npz file ({exc})") from None
     if isinstance(data, np.ndarray):
-        return data, None, "relu", {}
+        return data, None, "relu", {}, "mean"
     with data:
         arrays = {key: data[key] for key in data.files}
+    reduce = str(arrays.pop("reduce", np.array("mean")))
+    if reduce not in REDUCTIONS:
+        raise VizprobeError(f"directions {name}: {path} has reduce {reduce!r}; use one of {', '.join(REDUCTIONS)}")
+    if set(arrays) == {"W"}:
+        return arrays["W"], None, "relu", {}, reduce  # a projection (with its reduction)
     kind = str(arrays.pop("kind", np.array("relu")))
     if kind not in SAE_KINDS:
         raise VizprobeError(f"directions {name}: {path} has kind {kind!r}; use one of {', '.join(SAE_KINDS)}")
@@ -291,8 +312,8 @@ def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | No
     if kind == "gated":
         magnitude = weight * np.exp(arrays["r_mag"])[:, None]
         extra = {"gate_bias": folded(weight, arrays["b_gate"]), "magnitude": magnitude[:, :, None, None]}
-        return weight, folded(magnitude, arrays["b_mag"]), kind, {k: np.asarray(v, np.float32) for k, v in
-                                                                  extra.items()}  # fmt: skip
+        extra = {k: np.asarray(v, np.float32) for k, v in extra.items()}
+        return weight, folded(magnitude, arrays["b_mag"]), kind, extra, reduce
     extra = {}
     if kind == "jumprelu":
         extra["threshold"] = np.asarray(arrays["threshold"], np.float32)
@@ -301,15 +322,16 @@ def _read_directions(name: str, path: Path) -> tuple[np.ndarray, np.ndarray | No
         if k.size != 1 or int(k) < 1:
             raise VizprobeError(f"directions {name}: k must be one whole number >= 1, got {k}")
         extra["k"] = int(k)
-    return weight, folded(weight, arrays["b"]), kind, extra
+    return weight, folded(weight, arrays["b"]), kind, extra, reduce
 
 
 SAELENS_KINDS = {"standard": "relu", "relu": "relu", "jumprelu": "jumprelu", "topk": "topk", "gated": "gated"}
 
 
-def import_saelens(folder: str | Path, out: str | Path) -> Path:
+def import_saelens(folder: str | Path, out: str | Path, reduce: str = "max") -> Path:
     """Write a SAELens SAE saved on disk (`cfg.json` + `sae_weights.safetensors`: W_enc (C, K), b_enc, b_dec,
-    threshold, b_gate, r_mag, b_mag) as a directions `.npz` of its kind (see `Directions`)."""
+    threshold, b_gate, r_mag, b_mag) as a directions `.npz` of its kind (see `Directions`), its features read as
+    their maximum over positions (`reduce` max, for sparse features; mean as the paper's channels)."""
     import io
     import json
 
@@ -334,7 +356,10 @@ def import_saelens(folder: str | Path, out: str | Path) -> Path:
         )
     weights = load_file(str(weights_path))
     kind = SAELENS_KINDS[architecture]
-    arrays = {"kind": np.array(kind), "W": np.ascontiguousarray(weights["W_enc"].T, np.float32)}
+    if reduce not in REDUCTIONS:
+        raise VizprobeError(f"--reduce {reduce!r}: use one of {', '.join(REDUCTIONS)}")
+    arrays = {"kind": np.array(kind), "reduce": np.array(reduce),
+              "W": np.ascontiguousarray(weights["W_enc"].T, np.float32)}  # fmt: skip
     if cfg.get("apply_b_dec_to_input", True) and "b_dec" in weights:
         arrays["b_dec"] = weights["b_dec"]
     renamed = {"b_enc": "b", "threshold": "threshold", "b_gate": "b_gate", "r_mag": "r_mag", "b_mag": "b_mag"}

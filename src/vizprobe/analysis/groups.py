@@ -10,17 +10,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from vizprobe.responses import human_rows
 from vizprobe.stimuli.manifest import ordered_conditions
-
-
-def human_rows(frame: pd.DataFrame) -> pd.Series:
-    """True for the rows of human participants."""
-    machine = pd.Series(False, index=frame.index)
-    if "expertise" in frame.columns:
-        machine |= (frame["expertise"] == "machine").fillna(False).astype(bool)
-    if "observer" in frame.columns:
-        machine |= frame["observer"].notna() & (frame["observer"].astype("string").str.strip() != "")
-    return ~machine
 
 
 def main_trials(frame: pd.DataFrame) -> pd.DataFrame:

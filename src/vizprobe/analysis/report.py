@@ -196,7 +196,7 @@ def compute(
     min_shared_trials: int | None = None,
 ) -> tuple[dict, dict]:
     """Every number of the report (results.json) and the tables the figures need."""
-    criteria = criteria or ExclusionCriteria()
+    criteria = criteria or (manifest.exclusion if manifest is not None else None) or ExclusionCriteria()
     skipped: dict[str, str] = {}
     if manifest is not None:
         frame = _fill_from_manifest(frame, manifest)
@@ -302,6 +302,7 @@ def analyze(
 ) -> dict:
     """Analyze responses and write OUT_DIR/report.html, results.json and figures/ (PNG + SVG); return results.
 
+    `criteria` default to the stimulus package's (those its server re-posted tasks by), else the paper's.
     Sessions the server did not see finished (`session_status` running, expired or returned) are left out unless
     `include_incomplete`; the report says how many and why."""
     frame, source = load_responses(responses)

@@ -32,9 +32,10 @@ DEFAULT_DB = "vizprobe-experiment.db"
 
 
 class TaskState:
-    """`Task.state`: free, running (handed to a session), or completed."""
+    """`Task.state`: free, running (handed to a session), completed, or exhausted (its last allowed participant,
+    the `max_assignments`-th, failed the exclusion criteria: not offered again)."""
 
-    FREE, RUNNING, COMPLETED = "free", "running", "completed"
+    FREE, RUNNING, COMPLETED, EXHAUSTED = "free", "running", "completed", "exhausted"
 
 
 class SessionStatus:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
@@ -42,6 +42,7 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
     )
     if session_id is not None:
         query = query.where(ParticipantSession.id == session_id)
+    used = _assignments_per_task(s)
     rows = []
     for r, p in s.execute(query):
         trial = manifest.trials[r.trial_id]
@@ -66,9 +67,20 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
                 "practice_attempts": p.practice_attempts,
                 "expertise": p.expertise,
                 "session_status": SessionStatus.EXPORTED.get(p.status, p.status),
+                "task_assignments": used.get(p.task_id, 0),
             }
         )
     return validate_responses(pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
+
+
+def _assignments_per_task(s: Session) -> dict[str, int]:
+    """Task id -> its finished sessions (completed or failed): the assignments it used."""
+    query = (
+        select(ParticipantSession.task_id, func.count())
+        .where(ParticipantSession.status.in_(SessionStatus.FINISHED))
+        .group_by(ParticipantSession.task_id)
+    )
+    return {task_id: int(n) for task_id, n in s.execute(query)}
 
 
 def export_frame(db_url: str) -> pd.DataFrame:

@@ -168,14 +168,16 @@ class CompleteOut(BaseModel):
 
 class ConditionProgress(BaseModel):
     """Tasks by state (`completed`: with a valid participant), sessions, and finished sessions that failed the
-    exclusion criteria (their task was posted again)."""
+    exclusion criteria (their task was posted again, up to --max-assignments)."""
 
     tasks: int
     completed: int
     running: int
     free: int
+    exhausted: int = Field(description="tasks whose last allowed assignment (--max-assignments) failed the criteria")
     participants: int
     failed: int
+    assignments: int = Field(description="finished sessions (completed or failed): the assignments the tasks used")
     expired: int = Field(description="sessions that timed out (their task went to someone else)")
     returned: int = Field(description="sessions their participant stopped (their task went back to the pool)")
 

@@ -41,6 +41,7 @@ class Experiment:
     ) -> None:
         settings = settings.checked(len(manifest.practice_ids))
         self.db, self.settings, self.study = db, settings, manifest
+        self.exclusion = manifest.exclusion or _older_package_criteria()
         stored = {k: v for k, v in asdict(settings).items() if k != "completion_code"}
         with db.tx() as s:
             existing = s.get(Study, 1)
@@ -129,7 +130,7 @@ class Experiment:
             "platform": self.settings.platform,
             "practice_attempts": self.settings.practice_attempts,
             "n_practice": self.settings.practice,
-            "texts": self.settings.texts,
+            "texts": {"time_sentence": time_sentence(self.exclusion)} | self.settings.texts,
         }
 
     def start(self, body: SessionIn) -> dict:
@@ -285,8 +286,11 @@ class Experiment:
                 p.completion_code = self.completion_code
                 task = s.get(Task, p.task_id)
                 if self.settings.repost_failed and self._fails_exclusion(s, p):
-                    task.state, task.session_id, task.started_at = TaskState.FREE, None, None  # posted again
                     p.status = SessionStatus.FAILED
+                    if task_assignments(s, task.task_id) < self.settings.max_assignments:
+                        task.state, task.session_id, task.started_at = TaskState.FREE, None, None  # posted again
+                    else:
+                        task.state, task.completed_at = TaskState.EXHAUSTED, now
                 else:
                     task.state, task.completed_at = TaskState.COMPLETED, now
             return {"completion_code": p.completion_code, "redirect_url": self._redirect(p.completion_code)}
@@ -310,12 +314,12 @@ class Experiment:
         return {"ok": True}
 
     def _fails_exclusion(self, s: Session, p: ParticipantSession) -> bool:
-        """Whether the finished session fails the exclusion criteria, judged by the analysis's own code."""
-        from vizprobe.analysis.exclusion import apply_exclusion
+        """Whether the finished session fails the package's exclusion criteria (the rule `analyze` applies)."""
+        from vizprobe.exclusion import apply_exclusion
 
         s.flush()
         frame = frame_from_session(s, p.id, self.study)
-        return bool(len(frame)) and bool(apply_exclusion(frame).excluded)
+        return bool(len(frame)) and bool(apply_exclusion(frame, self.exclusion).excluded)
 
     def progress(self) -> dict:
         """Tasks per condition and state, participants per condition (`failed`: finished sessions whose task was
@@ -325,8 +329,9 @@ class Experiment:
             for condition, state, n in s.execute(
                 select(Task.condition, Task.state, func.count()).group_by(Task.condition, Task.state)
             ):
-                row = out.setdefault(condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "participants": 0,
-                                                 "failed": 0, "expired": 0, "returned": 0})  # fmt: skip
+                row = out.setdefault(condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "exhausted": 0,
+                                                 "participants": 0, "failed": 0, "expired": 0, "returned": 0,
+                                                 "assignments": 0})  # fmt: skip
                 row["tasks"] += n
                 row[state] += n
             for condition, n in s.execute(
@@ -339,6 +344,37 @@ class Experiment:
             for condition, status, n in s.execute(by_status):
                 if status in (SessionStatus.FAILED, *SessionStatus.CLOSED):
                     out[condition][status] = n
+                if status in SessionStatus.FINISHED:
+                    out[condition]["assignments"] += n  # finished sessions: what the --max-assignments cap counts
             responses = s.scalar(select(func.count()).select_from(Response))
             study = s.get(Study, 1)
             return {"conditions": out, "responses": responses, "study_created": study.created_at.isoformat() + "Z"}
+
+
+def time_sentence(criteria) -> str:
+    """What the consent page says about the time: the longest session the exclusion criteria keep (in any
+    condition), so the page never promises more than the analysis allows."""
+    limits = [criteria.max_total_time_s] + [
+        float(c["max_total_time_s"]) for c in criteria.per_condition.values() if "max_total_time_s" in c
+    ]
+    return f"It takes up to {min(limits) / 60:.3g} minutes."
+
+
+def task_assignments(s: Session, task_id: str) -> int:
+    """Finished sessions (completed or failed) of a task: the assignments `--max-assignments` caps."""
+    finished = ParticipantSession.status.in_(SessionStatus.FINISHED)
+    query = select(func.count()).select_from(ParticipantSession).where(ParticipantSession.task_id == task_id, finished)
+    return int(s.scalar(query))
+
+
+def _older_package_criteria():
+    """A package built before its exclusion criteria were recorded is re-posted by the default protocol's."""
+    import logging
+
+    from vizprobe.protocol import get_protocol
+
+    logging.getLogger("vizprobe.serve").warning(
+        "the stimulus package records no exclusion criteria (built by an older vizprobe): re-posting by the default "
+        "protocol's; rebuild it to record its own"
+    )
+    return get_protocol().exclusion

@@ -23,6 +23,7 @@ MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 TEXT_KEYS: dict[str, type] = {
     "consent": str,
     "consent_button": str,
+    "time_sentence": str,
     "instructions": list,
     "references_sentence": str,
     "no_references_sentence": str,
@@ -54,6 +55,8 @@ class Settings:
     # The paper re-posted a task whose participant failed the exclusion criteria (the same code as `analyze`),
     # so that every task ends with one valid participant; the participant still gets the completion code.
     repost_failed: bool = True
+    # The authors stopped re-posting a task after 3 assignments (`--max-total-assignments=3`, tools/mturk/mturk.py).
+    max_assignments: int = 3
 
     @classmethod
     def from_options(cls, **options) -> Settings:
@@ -75,6 +78,8 @@ class Settings:
             )
         if self.practice_attempts < 1:
             raise VizprobeError(f"--practice-attempts {self.practice_attempts}: must be at least 1")
+        if self.max_assignments < 1:
+            raise VizprobeError(f"--max-assignments {self.max_assignments}: must be at least 1")
         if self.task_timeout_s <= 0:
             raise VizprobeError("--task-timeout must be positive")
         check_texts(self.texts)

@@ -80,7 +80,15 @@ def open_study(
 
 
 # Settings whose change would make participants of one study differ (texts and the timeout may change).
-GUARDED = ("platform", "practice", "practice_attempts", "practice_in_none", "expert", "repost_failed")
+GUARDED = (
+    "platform",
+    "practice",
+    "practice_attempts",
+    "practice_in_none",
+    "expert",
+    "repost_failed",
+    "max_assignments",
+)
 
 
 def _changes(session: Session, study: Study, old: dict, new: dict, completion_code: str | None) -> dict:

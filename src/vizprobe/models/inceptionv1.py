@@ -141,5 +141,11 @@ register_model(
         aliases=_aliases(),
         needs_weights=True,
         description="InceptionV1 as lucid (the paper's network: inception5h, LRN, 5x5 branches, 1008 classes)",
+        accent_layer="mixed3a",  # faccent's examples
+        # The paper numbers units across a mixed layer's pre-ReLU branches (feature_map_number in the authors'
+        # layer_folder_mapping_*.csv, branch offsets in their activation_utils.py): mixed3a_pre_relu:189.
+        concatenations={
+            f"mixed{m}_pre_relu": tuple(f"mixed{m}_{b}_pre_relu" for b in BRANCHES.values()) for m in MIXED
+        },  # fmt: skip
     )
 )

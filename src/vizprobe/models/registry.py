@@ -51,6 +51,13 @@ class ModelSpec:
     # Layers whose pooled features a machine observer compares images by when this network embeds them
     # (`vizprobe.observers.embedding`); empty: chosen by relative depth.
     embedding_layers: tuple[str, ...] = ()
+    # The layer feature accentuation keeps close to its seed image's activations (`--accent-layer`); empty: the
+    # first named block at 1/8 of the input side.
+    accent_layer: str = ""
+    # Layers that exist only as their parts side by side, for units numbered across them: name -> the parts
+    # (layer names) in channel order. InceptionV1's `mixed4a_pre_relu:257` (the paper's feature map numbering)
+    # is channel 257 - 192 of the 3x3 branch's pre-ReLU output.
+    concatenations: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -165,7 +172,7 @@ class LoadedModel:
         return LayerInfo(
             f"{base.path}:{name}",
             f"{'SparseAutoencoder' if found.kind == 'sae' else 'Directions'}({Path(found.source).name})",
-            (found.count, *base.shape[1:]),
+            (found.count, 1, 1) if found.reduce == "max" else (found.count, *base.shape[1:]),
             tuple(f"{alias}:{name}" for alias in base.aliases),
             base.layout,
         )
@@ -197,6 +204,8 @@ class LoadedModel:
         The spelling given (an alias, say) is kept as the unit's `label`, for display only.
         """
         given = Unit.parse(unit)
+        if given.layer in self.spec.concatenations:
+            return self._concatenated_unit(given)
         info = self.layer(given.layer)
         if not 0 <= given.channel < info.channels:
             raise VizprobeError(
@@ -204,6 +213,19 @@ class LoadedModel:
             )
         label = given.label or (str(given) if given.layer != info.path else None)
         return Unit(info.path, given.channel, label)
+
+    def _concatenated_unit(self, given: Unit) -> Unit:
+        """A unit numbered across a concatenation's parts: that channel of the part it falls in."""
+        offset = 0
+        for part in self.spec.concatenations[given.layer]:
+            info = self.layer(part)
+            if given.channel < offset + info.channels:
+                return Unit(info.path, given.channel - offset, given.label or str(given))
+            offset += info.channels
+        raise VizprobeError(
+            f"unit {given}: {given.layer!r} ({', '.join(self.spec.concatenations[given.layer])} side by side) has "
+            f"channels 0..{offset - 1}; pick one of those"
+        )
 
     def resolve_units(self, units: str | Iterable[Unit | str]) -> list[Unit]:
         """Canonical units of a comma-separated string or a list, each checked; a unit named twice is an error."""

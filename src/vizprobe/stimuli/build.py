@@ -419,12 +419,18 @@ def _trial(w: _Writer, unit: Unit, trial_id: str, kind: str, image_set: int, que
             references["blur"] = [w.blur(unit, r) for r in refs]
         elif spec.kind == "none":
             references["none"] = []
-    # The grid order is shuffled per trial (the paper shuffled each trial's references); one order for all
-    # conditions keeps each blurred reference in the place of its natural image.
+    # The grid order is shuffled once per trial at build time, seeded by the trial (the same for every participant);
+    # one order for all conditions keeps each blurred reference in the place of its natural image. The mixed grid
+    # is the authors': its natural references first, then its synthetic ones, each kind in that shuffled order.
     order = trial_rng.permutation(s.references)
+    arranged = {c: [r[i] for i in order if i < len(r)] for c, r in references.items()}
+    if "mixed" in references:
+        first = [i for i in order if i < s.mixed_natural]
+        arranged["mixed"] = [references["mixed"][i] for i in first] + [
+            references["mixed"][i] for i in order if s.mixed_natural <= i < len(references["mixed"])]  # fmt: skip
     trial = {"trial_id": trial_id, "unit": str(unit), "image_set": image_set, "kind": kind, "base_image": base,
              "options": [option_b, option_a] if flip else [option_a, option_b], "correct": 1 if flip else 0,
-             "references": {c: [r[i] for i in order if i < len(r)] for c, r in references.items()}}  # fmt: skip
+             "references": arranged}  # fmt: skip
     if activation_map is not None:
         trial["activation_map"] = w.save_array(f"{folder}/activation_map.npy", activation_map)
     return trial

@@ -187,6 +187,15 @@ class Manifest:
         return self.data.get("settings", {})
 
     @property
+    def exclusion(self):
+        """The exclusion criteria the package was built with (`vizprobe.exclusion.ExclusionCriteria`), or None for a
+        package built before they were recorded."""
+        from vizprobe.exclusion import ExclusionCriteria
+
+        given = self.settings.get("exclusion")
+        return None if given is None else ExclusionCriteria.from_dict(given)
+
+    @property
     def images(self) -> dict[str, str]:
         """Package-relative image path -> sha256."""
         return self.data["images"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from vizprobe.exclusion import ExclusionCriteria
 from vizprobe.stimuli.manifest import CONDITIONS
 
 SEARCHES = ("exact", "fast")  # occlusion: the whole map, or the coarse-to-fine search
@@ -31,3 +32,5 @@ class BuildSettings:
     blur_kernel: int = 21
     seed: int = 0
     protocol: str = "zimmermann2021"  # the named protocol these settings started from (recorded in the manifest)
+    # Who is excluded (recorded in the manifest): the server re-posts a task and `analyze` excludes by these.
+    exclusion: ExclusionCriteria = field(default_factory=ExclusionCriteria)

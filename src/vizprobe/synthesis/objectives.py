@@ -139,6 +139,48 @@ def diversity(paths: Sequence[str], groups: Sequence[int]) -> Objective:
     return Objective(fn, "diversity", paths)
 
 
+def mean_over_copies(objective: Objective, copies: int) -> Objective:
+    """`objective` of a batch whose image i was seen as `copies` crops (rows i * copies ..), averaged per image."""
+    if copies == 1:
+        return objective
+    return Objective(lambda s: objective(s).view(-1, copies).mean(dim=1), f"mean of {objective.name}", objective.layers)
+
+
+def companion_distance(layer: str, copies: int = 1) -> Objective:
+    """faccent's `l2_compare`: at `layer`, the L2 distance over channels between each image and its companion
+    (the seed image, transformed alike and run after the batch: rows B * copies ..), averaged over positions and
+    the image's copies. Feature accentuation keeps an image's features at that layer close to its seed's."""
+
+    def fn(s: RenderState) -> torch.Tensor:
+        acts = s.acts[layer]
+        half = acts.shape[0] // 2
+        distance = (acts[:half] - acts[half:]).norm(dim=1)  # (B * copies, H, W)
+        return distance.flatten(1).mean(dim=1).view(-1, copies).mean(dim=1)
+
+    return Objective(fn, f"distance to the seed at {layer}", [layer])
+
+
+class Balanced(Objective):
+    """`main - alpha * w_i * penalty`, with image i's weight w_i = |d main_i / d params| / |d penalty_i / d params|
+    (sums of absolute gradients) measured once at the start, as faccent balances its regularizer: alpha 1 makes
+    both pull equally hard at first. `render` calls `calibrate` before its first step."""
+
+    def __init__(self, main: Objective, penalty: Objective, alpha: float):
+        self.main, self.penalty, self.alpha = main, penalty, float(alpha)
+        self.weights: torch.Tensor | None = None
+        name = f"{main.name} - {alpha:g} * balanced {penalty.name}"
+        super().__init__(self._value, name, main.layers | penalty.layers)
+
+    def _value(self, s: RenderState) -> torch.Tensor:
+        if self.weights is None:
+            raise RuntimeError("a Balanced objective is weighed by `calibrate` before use (render does it)")
+        return self.main(s) - self.alpha * self.weights.to(s.images.device) * self.penalty(s)
+
+    def calibrate(self, gradient_size: Callable[[Objective], torch.Tensor]) -> None:
+        """Set the weights from `gradient_size(objective)`, (B,) sums of absolute parameter gradients."""
+        self.weights = gradient_size(self.main) / gradient_size(self.penalty).clamp_min(1e-30)
+
+
 def L1(constant: float = 0.5) -> Objective:
     """Mean absolute deviation of pixels from `constant`, per image."""
     return Objective(lambda s: (s.images - constant).abs().mean(dim=(1, 2, 3)), "L1")

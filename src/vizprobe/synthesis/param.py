@@ -21,6 +21,7 @@ from vizprobe.synthesis.rng import ImageRNG
 _COLOR_SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_CORRELATION = _COLOR_SVD_SQRT / _COLOR_SVD_SQRT.norm(dim=0).max()
 FOURIER_GAIN = 4.0  # FourierParam divides the inverse FFT by this (lucid's)
+ACCENTUATION_GAIN = 5.0  # faccent's `desaturation` of its Fourier parameterization
 
 
 def to_valid_rgb(image: torch.Tensor, decorrelate: bool) -> torch.Tensor:
@@ -52,8 +53,17 @@ def _rfft2d_freqs(h: int, w: int) -> np.ndarray:
 class FourierParam(nn.Module):
     """A spectrum scaled by 1/f^decay, inverse-FFT'd, colour-decorrelated and squashed to [0, 1]."""
 
-    def __init__(self, seeds: list[int], size: int, std: float = 0.01, decay: float = 1.0, decorrelate: bool = True):
+    def __init__(
+        self,
+        seeds: list[int],
+        size: int,
+        std: float = 0.01,
+        decay: float = 1.0,
+        decorrelate: bool = True,
+        gain: float = FOURIER_GAIN,
+    ):
         super().__init__()
+        self.gain = gain
         rng = ImageRNG(seeds)
         freqs = _rfft2d_freqs(size, size)
         scale = 1.0 / np.maximum(freqs, 1.0 / size) ** decay  # with norm="ortho", as lucid's sqrt(wh) scaling
@@ -64,17 +74,18 @@ class FourierParam(nn.Module):
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
-        image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / FOURIER_GAIN
+        image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / self.gain
         return to_valid_rgb(image, self.decorrelate)
 
     @classmethod
-    def from_images(cls, images: torch.Tensor, seeds: list[int], decay: float = 1.0) -> FourierParam:
+    def from_images(cls, images: torch.Tensor, seeds: list[int], decay: float = 1.0,
+                    gain: float = FOURIER_GAIN) -> FourierParam:  # fmt: skip
         """The parameterization whose images are `images` (B, 3, S, S) in [0, 1] (up to a clamp to
         [1e-3, 1 - 1e-3]): the inverse of `forward`, so optimization starts from natural images."""
-        param = cls(seeds, images.shape[-1], decay=decay)
+        param = cls(seeds, images.shape[-1], decay=decay, gain=gain)
         logits = torch.logit(images.float().clamp(1e-3, 1 - 1e-3))
         decorrelated = torch.einsum("bdhw,cd->bchw", logits, torch.linalg.inv(COLOR_CORRELATION))
-        spectrum = torch.fft.rfft2(decorrelated * FOURIER_GAIN, norm="ortho") / param.scale
+        spectrum = torch.fft.rfft2(decorrelated * gain, norm="ortho") / param.scale
         param.spectrum.data = torch.view_as_real(spectrum).contiguous()
         return param
 
@@ -98,10 +109,9 @@ def resize_spectrum(spectrum: torch.Tensor, size: int) -> torch.Tensor:
 
 class MacoParam(nn.Module):
     """MACO (Fel et al. 2023): the image's Fourier magnitude is fixed to `spectrum` (measured on natural
-    images, `natural_spectrum`) and only the phase is optimized; the image is standardized, colour
-    recorrelated and squashed to [0, 1], as in the authors' implementation."""
-
-    lr_scale = 3.0  # the phase is an angle: larger steps than a spectrum's coefficients (best of 1, 2, 3, 10, 30)
+    images, `natural_spectrum`) and only the phase is optimized; as in the authors' implementation (Horama's
+    `maco_preconditioner`) the phase is standardized, the image standardized, colour recorrelated and squashed
+    to [0, 1]."""
 
     def __init__(self, seeds: list[int], size: int, spectrum: torch.Tensor):
         super().__init__()
@@ -110,10 +120,12 @@ class MacoParam(nn.Module):
         self.size = size
 
     def forward(self) -> torch.Tensor:
-        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        phase = self.phase - self.phase.mean(dim=(1, 2, 3), keepdim=True)
+        phase = phase / (self.phase.std(dim=(1, 2, 3), keepdim=True) + 1e-4)
+        spectrum = torch.polar(self.magnitude.expand_as(phase), phase)
         image = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
         mean, std = image.mean(dim=(1, 2, 3), keepdim=True), image.std(dim=(1, 2, 3), keepdim=True)
-        return to_valid_rgb((image - mean) / (std + 1e-8), decorrelate=True)
+        return to_valid_rgb((image - mean) / (std + 1e-4), decorrelate=True)
 
 
 class GeneratorParam(nn.Module):

@@ -22,7 +22,7 @@ from vizprobe.models.optimize import checked_inference_copy
 from vizprobe.synthesis import objectives as obj
 from vizprobe.synthesis import transforms as tf
 from vizprobe.synthesis.natural import demo_spectrum, sized
-from vizprobe.synthesis.param import PARAMS, FourierParam, GeneratorParam
+from vizprobe.synthesis.param import ACCENTUATION_GAIN, PARAMS, FourierParam, GeneratorParam
 from vizprobe.synthesis.rng import ImageRNG, image_seeds
 from vizprobe.synthesis.settings import (  # noqa: F401  (preset re-exported)
     METHODS,
@@ -97,6 +97,7 @@ class RenderResult:
     seconds: float
     precision: str
     steps: list[int] = field(default_factory=list)  # per image: the steps it was optimized for
+    transparency: torch.Tensor | None = None  # (B, S, S): summed |objective gradient| on each image, channel mean
 
 
 @dataclass
@@ -119,6 +120,9 @@ class Rendering:
     spectrum_source: str = ""
     steps: list[int] = field(default_factory=list)  # per image: steps optimized (fewer when it met its target)
     targets: dict[Unit, float] = field(default_factory=dict)  # the activations images stopped at, per unit
+    transparency: torch.Tensor | None = None  # crops: (B, S, S) where the objective's gradient fell (MACO's map)
+    crop_activations: torch.Tensor | None = None  # crops: each image's activation as optimized (`centre_crop`)
+    accent_layer: str = ""  # accentuation: the layer its regularizer compared ("pixels": the pixel distance)
 
     def _rows(self, k: int, extra: bool) -> list[int]:
         flags = self.extra or [False] * len(self.unit_index)
@@ -145,6 +149,8 @@ def render(
     progress: bool = True,
     finished: Callable[[torch.Tensor], torch.Tensor] | None = None,
     check_every: int = 8,
+    companions: torch.Tensor | None = None,
+    transparency: bool = False,
 ) -> RenderResult:
     """Maximize `objective` over the images of `param` for `steps` steps, on the model's device.
 
@@ -156,6 +162,12 @@ def render(
     `finished` (images -> (B,) bool), asked every `check_every` steps, stops images early: a finished
     image is frozen (its parameters no longer change), a chunk whose images all finished is no longer
     computed, and the loop ends when every image has finished. Parameters must be batch-first.
+
+    `companions` (B, 3, S, S) are fixed images transformed exactly as the batch's (stacked on the channels, so
+    the same crops and noise) and run through the network after them: objectives see their activations in
+    rows B' .. 2 B' of each layer (B' the transformed batch size; feature accentuation's seeds). Objectives with a
+    `calibrate` method (`objectives.Balanced`) are weighed by their terms' parameter gradients at step 0, in
+    float32. `transparency` sums |d objective / d image| over the steps (MACO's transparency map).
     """
     dev = model.device
     param = param.to(dev)
@@ -178,14 +190,20 @@ def render(
 
     fixed = model.spec.fixed_input_size and model.preprocessing.crop
 
-    def score(k: int, images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def score(k: int, images: torch.Tensor, inputs: torch.Tensor, objective: obj.Objective | None = None,
+              bf16: bool | None = None) -> torch.Tensor:  # fmt: skip
+        objective = objective or parts[k][1]
         if fixed and inputs.shape[-2:] != (fixed, fixed):  # e.g. a ViT's position embeddings fix its input size
             inputs = torch.nn.functional.interpolate(inputs, size=(fixed, fixed), mode="bilinear", align_corners=False)
         normalized = model.preprocessing.normalize(inputs).contiguous(memory_format=memory_format)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            acts = taps[k](normalized) if parts[k][1].layers else {}
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16" if bf16 is None else bf16):
+            acts = taps[k](normalized) if objective.layers else {}
         acts = {path: value.float() for path, value in acts.items()}
-        return parts[k][1](obj.RenderState(acts, images, inputs))
+        return objective(obj.RenderState(acts, images, inputs))
+
+    if companions is not None:
+        companions = companions.to(dev)
+        transform = _WithCompanions(transform, companions)
 
     history: list[float] = []
     started = time.perf_counter()
@@ -194,13 +212,17 @@ def render(
         net.to(memory_format=memory_format)  # channels-last is faster on the CPU (benchmarks/README.md)
     done = _Frozen(params, batch)
     float32_convs = _Float32Convs(net, precision == "bf16" and dev.type == "cpu")
+    for k, (part, objective) in enumerate(parts):  # in float32, before the network's weights are rounded
+        if hasattr(objective, "calibrate"):
+            objective.calibrate(lambda term, k=k, c=part: _gradient_size(param, transform, rng, c, score, k, term))
     if own_copy and precision == "bf16":
         _to_bfloat16(net, keep=float32_convs.modules)
+    summed = torch.zeros(batch, size, size, device=dev) if transparency else None
     try:
         with float32_convs:
             for step in bar:
                 active = [k for k, (part, _) in enumerate(parts) if not done.mask[part].all()]
-                history.append(_step(param, opt, transform, rng, parts, score, step, active) / batch)
+                history.append(_step(param, opt, transform, rng, parts, score, step, active, summed) / batch)
                 done.restore()
                 bar.set_postfix(objective=f"{history[-1]:.3g}", refresh=False)
                 if finished is not None and (step + 1) % check_every == 0:
@@ -212,7 +234,41 @@ def render(
             images = param().detach()
     finally:
         bar.close()
-    return RenderResult(images.cpu(), history, time.perf_counter() - started, precision, done.steps(len(history)))
+    return RenderResult(images.cpu(), history, time.perf_counter() - started, precision, done.steps(len(history)),
+                        None if summed is None else summed.cpu())  # fmt: skip
+
+
+class _WithCompanions:
+    """A transform applied to images and their companions stacked on the channels (the same geometry and noise),
+    returning one batch: the transformed images, then the transformed companions of the chunk `select`ed."""
+
+    def __init__(self, transform: tf.Transform, companions: torch.Tensor):
+        self.transform, self.companions, self.part = transform, companions, slice(None)
+
+    def select(self, part: slice) -> None:
+        self.part = part
+
+    def __call__(self, images: torch.Tensor, rng: ImageRNG, step: int) -> torch.Tensor:
+        both = self.transform(torch.cat([images, self.companions[self.part].to(images)], dim=1), rng, step)
+        return torch.cat([both[:, :3], both[:, 3:]])
+
+
+def _gradient_size(param, transform, rng, part: slice, score, k: int, objective: obj.Objective) -> torch.Tensor:
+    """(rows of `part`,) each image's sum of |d objective / d parameters| at the current parameters, with the
+    transforms of step 0, in float32 (what `objectives.Balanced` weighs its terms by)."""
+    params = [p for p in param.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = None
+    images = param()
+    leaf = images.detach().requires_grad_(True)
+    if hasattr(transform, "select"):
+        transform.select(part)
+    score(k, leaf[part], transform(leaf[part], rng[part], 0), objective, bf16=False).sum().backward()
+    images.backward(leaf.grad)
+    size = sum(p.grad[part].abs().flatten(1).sum(dim=1) for p in params if p.grad is not None and p.dim() > 0)
+    for p in params:
+        p.grad = None
+    return size.detach().cpu()
 
 
 class _Frozen:
@@ -247,9 +303,10 @@ class _Frozen:
         return [total if at is None else at for at in self.at]
 
 
-def _step(param, optimizer, transform, rng, parts, score, step: int, active: Sequence[int] | None = None) -> float:
+def _step(param, optimizer, transform, rng, parts, score, step: int, active: Sequence[int] | None = None,
+          transparency: torch.Tensor | None = None) -> float:  # fmt: skip
     """One step: the parameterization once for the whole batch, the network chunk by chunk (the `active`
-    chunks only, by default all)."""
+    chunks only, by default all); adds |d objective / d image| to `transparency` when given."""
     optimizer.zero_grad(set_to_none=True)
     images = param()
     leaf = images.detach().requires_grad_(True)
@@ -257,24 +314,35 @@ def _step(param, optimizer, transform, rng, parts, score, step: int, active: Seq
     for k, (part, _) in enumerate(parts):
         if active is not None and k not in active:
             continue
+        if hasattr(transform, "select"):
+            transform.select(part)
         inputs = transform(leaf[part], rng[part], step)
         value = score(k, leaf[part], inputs)
         (-value.sum()).backward()
         total += float(value.detach().sum())
+    if leaf.grad is None:  # every chunk finished
+        return total
+    if transparency is not None:
+        transparency += leaf.grad.abs().mean(dim=1)
     images.backward(leaf.grad)
     optimizer.step()
     return total
 
 
-def unit_objective(settings: RenderSettings, units: Sequence[Unit], groups: Sequence[int]) -> obj.Objective:
-    """The objective of a batch whose image i belongs to `units[i]` (canonical) and group `groups[i]`."""
+def unit_objective(
+    settings: RenderSettings, units: Sequence[Unit], groups: Sequence[int], copies: int = 1
+) -> obj.Objective:
+    """The objective of a batch whose image i belongs to `units[i]` (canonical) and group `groups[i]`; with
+    `copies`, each image is seen as that many crops and its unit term averaged over them."""
     if settings.objective not in ("channel", "neuron"):
         raise VizprobeError(f"unknown objective {settings.objective!r}; use channel or neuron")
-    paths, chans = [u.layer for u in units], [u.channel for u in units]
+    paths = [u.layer for u in units for _ in range(copies)]
+    chans = [u.channel for u in units for _ in range(copies)]
     main = obj.neurons(paths, chans) if settings.objective == "neuron" else obj.channels(paths, chans)
+    main = obj.mean_over_copies(main, copies)
     total = -main if settings.negative else main
     if settings.diversity and settings.param != "accentuation":  # its images differ by their start images
-        total = total + settings.diversity * obj.diversity(paths, groups)
+        total = total + settings.diversity * obj.diversity([u.layer for u in units], groups)
     for weight, penalty in [(settings.l1, obj.L1), (settings.l2, obj.L2), (settings.tv, obj.total_variation),
                             (settings.coherence, obj.centre_bias)]:  # fmt: skip
         if weight:
@@ -302,7 +370,7 @@ def make_param(
     if settings.param not in METHODS:
         raise VizprobeError(f"unknown method {settings.param!r}; use one of {', '.join(METHODS)}")
     if settings.param == "accentuation":
-        return FourierParam.from_images(start_images, seeds, decay=settings.decay)
+        return FourierParam.from_images(start_images, seeds, decay=settings.decay, gain=ACCENTUATION_GAIN)
     if settings.param == "maco":
         return PARAMS["maco"](seeds, settings.size, spectrum)
     kwargs = {"decay": settings.decay} if settings.param == "fourier" else {}
@@ -385,20 +453,30 @@ def render_units(
         starts = [j % len(refs[units[k]]) for k in order for j in range(n)]
         start_images = torch.stack([refs[u][j] for u, j in zip(per_image, starts, strict=True)])
     param = make_param(settings, seeds, generator, latent_shape, spectrum=spectrum, start_images=start_images)
-    chunk_images = chunk_images or default_chunk_images(model.device, settings.size)
+    accent = accent_layer(model, settings) if settings.param == "accentuation" else ""
+    companions = start_images if accent and accent != "pixels" else None
+    copies = max(1, settings.crops)
+    network_side = (settings.crop_input or model.preprocessing.crop) if settings.crops else settings.size
+    per_image_inputs = copies * (2 if companions is not None else 1)
+    chunk_images = chunk_images or max(1, default_chunk_images(model.device, network_side) // per_image_inputs)
     layers = [split_layer(units[k].layer)[0] for k in order]
     chunks = _chunks(layers, n, max(1, chunk_images // n), mix_layers=model.device.type == "cuda")
     colours = torch.stack([obj.patch_colours(refs[u]).flatten(0, 1) for u in per_image]) if settings.colour else None
     parts = []
     for c in chunks:
-        objective = unit_objective(settings, per_image[c], groups[c])
-        if start_images is not None and settings.closeness:
+        objective = unit_objective(settings, per_image[c], groups[c], copies)
+        if accent == "pixels" and settings.closeness:
             objective = objective - settings.closeness * obj.closeness(start_images[c])
         if colours is not None:
             objective = objective - settings.colour * obj.colour_statistics(colours[c])
+        if companions is not None:
+            objective = obj.Balanced(objective, obj.companion_distance(accent, copies), settings.accent_alpha)
         parts.append((c, objective))
-    lr = settings.lr * getattr(param, "lr_scale", 1.0)
-    coarse = [tf.CoarseToFine(settings.coarse_steps)] if settings.coarse_steps else []
+    transforms = tf.PRESETS[settings.transforms]() + ([tf.CoarseToFine(settings.coarse_steps)] if settings.coarse_steps
+                                                      else [])  # fmt: skip
+    if settings.crops:
+        transforms.append(tf.BoxCrops(settings.crops, network_side, settings.box, settings.placement, settings.noise))
+    optimizer = torch.optim.NAdam if settings.optimizer == "nadam" else torch.optim.Adam
     targets = _targets(model, units, until)
 
     def activations(images: torch.Tensor) -> torch.Tensor:  # the one definition, float32, on the original network
@@ -420,21 +498,51 @@ def render_units(
         model,
         parts,
         param,
-        tf.compose(tf.PRESETS[settings.transforms]() + coarse),
-        lambda params: torch.optim.Adam(params, lr=lr, betas=tuple(settings.betas)),
+        tf.compose(transforms),
+        lambda params: optimizer(params, lr=settings.lr, betas=tuple(settings.betas)),
         settings.steps,
         rng=ImageRNG(seeds),
         precision=precision,
         progress=progress,
         finished=finished,
+        companions=companions,
+        transparency=bool(settings.crops),
     )
     with torch.no_grad():
         final = activations(result.images)
+        seen = activations(centre_crop(result.images, settings, network_side)) if settings.crops else None
     unit_index = [k for k in order for _ in range(n)]
     return Rendering(
         units, result.images, unit_index, seeds, final, settings, result.seconds, result.history, result.precision,
-        extra, starts, spectrum, source, result.steps, targets,
+        extra, starts, spectrum, source, result.steps, targets, result.transparency, seen, accent,
     )  # fmt: skip
+
+
+def centre_crop(images: torch.Tensor, settings: RenderSettings, side: int) -> torch.Tensor:
+    """The images as their crops showed them to the network: the central box of the mean crop side
+    (`settings.box`), resized to `side` px (anti-aliased)."""
+    size = images.shape[-1]
+    box = max(1, round(size * sum(settings.box) / 2))
+    start = (size - box) // 2
+    crop = images[..., start : start + box, start : start + box]
+    return torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", antialias=True,
+                                           align_corners=False)  # fmt: skip
+
+
+def accent_layer(model: LoadedModel, settings: RenderSettings) -> str:
+    """The module path whose activations feature accentuation keeps close to the seed's: the settings' layer
+    ("pixels": the pixel distance instead), else the model's (`ModelSpec.accent_layer`, e.g. InceptionV1's
+    mixed3a, as faccent's examples), else the first named block at 1/8 of the input side (where mixed3a is)."""
+    if settings.accent_layer == "pixels":
+        return "pixels"
+    if settings.accent_layer or model.spec.accent_layer:
+        info = model.layer(settings.accent_layer or model.spec.accent_layer)
+        if split_layer(info.path)[1] is not None:
+            raise VizprobeError(f"accent layer {settings.accent_layer}: give a layer of the network, not directions")
+        return info.path
+    eighth = model.preprocessing.crop / 8
+    named = [li for li in model.layers if li.aliases] or model.layers
+    return next((li.path for li in named if li.shape[-1] <= eighth), named[len(named) // 4].path)
 
 
 def _targets(model: LoadedModel, units: list[Unit], until) -> dict[Unit, float]:

@@ -9,6 +9,11 @@
                             (`settings.param` is the method); accentuation images record their `start_image`
                             (the natural image they started from)
       LAYER_CHANNEL/00.png  one PNG per image (size x size, RGB)
+      LAYER_CHANNEL/00_transparency.png  renderings through random crops (maco, accentuation): where the
+                            objective's gradient fell over the optimization (Horama's transparency map: the
+                            channel mean of the summed |gradient|, clipped at its 80th percentile, scaled to
+                            0..255), recorded as the image's `transparency`; the image's `crop_activation` is its
+                            activation as the crops showed it (the central box of the mean crop side)
       maco_spectrum.npy     maco: the Fourier magnitude (3, size, size // 2 + 1) the images were given, recorded
                             in the index's `spectrum` with where it was measured
       directions/NAME.npy|npz  copies of the directions sets of direction units (`LAYER:NAME:K`), recorded in
@@ -28,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from vizprobe.errors import VizprobeError
@@ -61,6 +67,10 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None,
                 name = f"{folder}/{j:02d}.png"
                 to_pil(rendering.images[i]).save(staging / name)
                 record = {"file": name, "seed": rendering.seeds[i], "activation": float(rendering.activations[i])}
+                if rendering.transparency is not None:
+                    record["transparency"] = f"{folder}/{j:02d}_transparency.png"
+                    transparency_image(rendering.transparency[i]).save(staging / record["transparency"])
+                    record["crop_activation"] = float(rendering.crop_activations[i])
                 if rendering.targets:
                     record["steps"] = rendering.steps[i]  # fewer than the budget where it met its target
                 if rendering.seed_images:
@@ -75,6 +85,8 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None,
                 "images": images,
                 "mean_activation": float(np.mean([im["activation"] for im in images])),
             }
+            if rendering.crop_activations is not None:
+                entry["mean_crop_activation"] = float(np.mean([im["crop_activation"] for im in images]))
             if rendering.targets:
                 entry["target"] = rendering.targets[unit]
             if mixed:
@@ -96,6 +108,7 @@ def save_visualizations(rendering: Rendering, out: str | Path, model, scan=None,
             "model": model.name,
             "weights": model.weights,
             "settings": rendering.settings.to_dict(),
+            **({"accent_layer": rendering.accent_layer} if rendering.accent_layer else {}),
             "precision": rendering.precision,
             "seconds": round(rendering.seconds, 2),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -131,6 +144,30 @@ def unit_entry(index: dict, unit: Unit) -> dict | None:
     return next((entry for entry in index["units"] if entry["unit"] == str(unit)), None)
 
 
+def transparency_image(summed: torch.Tensor, percentile: float = 80.0) -> Image.Image:
+    """A transparency map (S, S) of summed |gradient| as a greyscale PNG, as Horama's `plot_maco` shows it:
+    clipped at its `percentile`-th percentile and divided by that."""
+    values = summed.float().numpy()
+    top = float(np.percentile(values, percentile)) or 1.0
+    return Image.fromarray((np.clip(values / top, 0, 1) * 255).round().astype(np.uint8), mode="L")
+
+
+def with_transparency(image: Image.Image, alpha: Image.Image) -> Image.Image:
+    """The image over white, opaque where the map is bright (how MACO's images are shown)."""
+    white = Image.new("RGB", image.size, "white")
+    return Image.composite(image.convert("RGB"), white, alpha.resize(image.size, Image.Resampling.BILINEAR))
+
+
+def _shown(folder: Path, image: dict) -> Image.Image:
+    """An image of a visualizations dir as the sheets show it: through its transparency map where it has one."""
+    with Image.open(folder / image["file"]) as im:
+        tile = im.convert("RGB")
+    if "transparency" in image:
+        with Image.open(folder / image["transparency"]) as alpha:
+            tile = with_transparency(tile, alpha.convert("L"))
+    return tile
+
+
 def overview_sheet(vis_dir: str | Path, scan=None, thumb: int = 96, natural: int = 4):
     """One row per unit: its synthetic images, then (with a scan) its top natural images."""
     from PIL import ImageDraw, ImageFont, ImageOps
@@ -154,10 +191,8 @@ def overview_sheet(vis_dir: str | Path, scan=None, thumb: int = 96, natural: int
         draw.text((4, y + thumb // 2 - 12), unit.get("label", unit["unit"]), fill="black", font=font)
         draw.text((4, y + thumb // 2 + 2), f"act {unit['mean_activation']:.3g}", fill=(90, 90, 90), font=font)
         for j, image in enumerate(unit["images"]):
-            with Image.open(Path(vis_dir) / image["file"]) as im:
-                canvas.paste(
-                    im.convert("RGB").resize((thumb, thumb), Image.Resampling.BICUBIC), (label_w + j * (thumb + pad), y)
-                )
+            tile = _shown(Path(vis_dir), image).resize((thumb, thumb), Image.Resampling.BICUBIC)
+            canvas.paste(tile, (label_w + j * (thumb + pad), y))
         if scan is not None:
             x0 = label_w + per_unit * (thumb + pad) + gap
             for j, exemplar in enumerate(scan.top(unit["unit"], natural)):
@@ -191,8 +226,7 @@ def comparison_sheet(vis_dirs: dict[str, str | Path], scan=None, per_method: int
         for g, index in enumerate(indexes.values()):
             entry = unit_entry(index, Unit.parse(unit["unit"]))
             for j, image in enumerate((entry or {"images": []})["images"][:per_method]):
-                with Image.open(Path(index["dir"]) / image["file"]) as im:
-                    tile = im.convert("RGB").resize((thumb, thumb), Image.Resampling.BICUBIC)
+                tile = _shown(Path(index["dir"]), image).resize((thumb, thumb), Image.Resampling.BICUBIC)
                 canvas.paste(tile, (label_w + g * group_w + j * (thumb + pad), y))
         if scan is not None:
             for j, exemplar in enumerate(scan.top(unit["unit"], per_method)):

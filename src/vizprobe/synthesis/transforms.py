@@ -128,6 +128,63 @@ class CoarseToFine(Affine):
         return scale.repeat(batch, 1, 1), out
 
 
+class BoxCrops:
+    """`n` random square boxes of each image, each resampled to `out` px, with noise: the step of MACO
+    (Horama's `optimization_step`) and of feature accentuation (faccent's `box_crop_2` and
+    `uniform_gaussian_noise`). Image i's crops are rows i * n .. i * n + n - 1 of the output.
+
+    Box sides are fractions of the image, uniform in `box`; `placement` "centred" puts centres at N(0.5, 0.15)
+    (boxes may reach past the border, which reflects), "uniform" anywhere the box fits. Each box is sampled at
+    twice `out` and average-pooled (an anti-aliased shrink, as Horama's double-size crop then resize). Noise is
+    Gaussian plus uniform of std `noise`; channels beyond 3 (fixed companion images stacked on the channels)
+    get the same noise as the first 3, as faccent gives its seed image the same noise.
+    """
+
+    def __init__(self, n: int, out: int, box: tuple[float, float], placement: str = "centred", noise: float = 0.0):
+        self.n, self.out, self.box, self.placement, self.noise = n, out, box, placement, noise
+
+    def matrices(self, batch: int, size: Size, rng: ImageRNG, step: int) -> torch.Tensor:
+        """(B * n, 3, 3) maps from output pixels (of a 2 * out grid) to input pixels."""
+        draws = rng.uniform(step, 0, 5 * self.n).reshape(batch * self.n, 5)
+        low, high = self.box
+        side = low + draws[:, 0] * (high - low)  # fraction of the image
+        if self.placement == "centred":
+            centre = 0.5 + 0.15 * torch.stack([_normal(draws[:, 1:3]), _normal(draws[:, 3:5])], -1)
+        else:
+            centre = side[:, None] / 2 + draws[:, 1:3] * (1 - side[:, None])
+        h, w = size
+        grid = 2 * self.out
+        out = torch.zeros(batch * self.n, 3, 3)
+        out[:, 0, 0], out[:, 1, 1] = side * w / grid, side * h / grid
+        out[:, 0, 2] = (centre[:, 0] - side / 2) * w + 0.5 * side * w / grid - 0.5
+        out[:, 1, 2] = (centre[:, 1] - side / 2) * h + 0.5 * side * h / grid - 0.5
+        out[:, 2, 2] = 1
+        return out
+
+    def __call__(self, images: torch.Tensor, rng: ImageRNG, step: int) -> torch.Tensor:
+        batch, channels = images.shape[:2]
+        matrices = self.matrices(batch, tuple(images.shape[-2:]), rng, step)
+        crops = resample(images.repeat_interleave(self.n, dim=0), matrices, (2 * self.out, 2 * self.out))
+        crops = F.avg_pool2d(crops, 2)
+        if not self.noise:
+            return crops
+        shape = (self.n, 3, self.out, self.out)
+        noise = torch.cat([_gaussian_plus_uniform(int(seed), shape) for seed in rng.fork(step).seeds]) * self.noise
+        return crops + noise.repeat(1, channels // 3, 1, 1).to(crops)
+
+
+def _normal(uniform: torch.Tensor) -> torch.Tensor:
+    """Standard normal values from pairs of uniform ones (Box-Muller on the last axis, which must be 2)."""
+    u1, u2 = uniform[..., 0].clamp_min(1e-12), uniform[..., 1]
+    return torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)
+
+
+def _gaussian_plus_uniform(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """N(0, 1) + U(-0.5, 0.5) noise from a generator seeded per image and step (batch-independent, fast)."""
+    generator = torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.randn(shape, generator=generator) + torch.rand(shape, generator=generator) - 0.5
+
+
 def compose(transforms: Sequence[Transform]) -> Transform:
     """Apply in order; the k-th transform draws from its own random stream `rng.fork(k)`.
 

@@ -4,7 +4,8 @@
 "use strict";
 
 const KEY = "vizprobe.admin-token";
-const COLUMNS = ["tasks", "completed", "running", "free", "participants", "failed", "expired", "returned"];
+const COLUMNS = ["tasks", "completed", "running", "free", "exhausted", "participants", "assignments", "failed",
+  "expired", "returned"];
 const $ = (id) => document.getElementById(id);
 
 function token() {
