@@ -205,7 +205,8 @@ def test_participant_completes_a_session_in_chromium(serve, browser, stimulus_pa
     # Round 2: all right, then the main part starts.
     page.get_by_role("heading", name=f"Practice round 2 of at most {ATTEMPTS}").wait_for()
     _click(page, "Start practice")
-    for t in practice:
+    second = state["practice_rounds"][1]  # drawn anew from the pool: an obvious trial first, others, new sides
+    for t in second:
         _answer(page, t["index"], _button_for(t["correct"], 1))
         page.get_by_role("heading", name="Correct!").wait_for()
         _click(page, "Continue")
@@ -266,9 +267,10 @@ def test_participant_completes_a_session_in_chromium(serve, browser, stimulus_pa
     assert (frame["rt_ms"] > 0).all()
 
     drill = frame[frame["is_practice"] == 1]
-    assert list(drill["trial_id"]) == [t["trial_id"] for t in practice] * 2
+    assert list(drill["trial_id"]) == [t["trial_id"] for t in practice + second]
     assert list(drill["correct"]) == [0, 1, 1, 1]
-    assert list(drill["choice"]) == [wrong, practice[1]["correct"], practice[0]["correct"], practice[1]["correct"]]
+    assert list(drill["choice"]) == [wrong, practice[1]["correct"], second[0]["correct"], second[1]["correct"]]
+    assert list(drill["max_side"]) == [t["correct"] for t in practice + second]
     assert list(drill["confidence"]) == [2, 3, 1, 1]
 
     main = frame[frame["is_practice"] == 0]

@@ -122,7 +122,7 @@ def fail_a_session(client: TestClient, manifest: dict, worker: str) -> dict:
     client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
     client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 60.0})
     for attempt in range(1, 7):
-        for t in state["practice"]:
+        for t in state["practice_rounds"][attempt - 1]:
             answer(client, sid, t["index"], phase="practice", attempt=attempt, choice=t["correct"] ^ (attempt < 6))
     trials = {t["trial_id"]: t for t in manifest["trials"]}
     for view in state["trials"]:
@@ -147,7 +147,16 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
     trials = {t["trial_id"]: t for t in manifest["trials"]}
     assert state["condition"] == task["condition"] and state["expertise"] == "lay"
     assert [t["trial_id"] for t in state["trials"]] == task["trial_ids"]
-    assert [t["trial_id"] for t in state["practice"]] == manifest["practice_trial_ids"][:4]
+    # Practice rounds are drawn anew (the authors' loop): the most obvious trial first, the others in a new order,
+    # new sides, the same trials; round 1 is `practice`. Over 10 rounds the orders and sides do not all repeat.
+    rounds = state["practice_rounds"]
+    assert state["practice"] == rounds[0] and len(rounds) == 10
+    pool, obvious = manifest["practice_trial_ids"], manifest["settings"]["practice_obvious"]
+    assert (len(pool), obvious) == (10, 3)  # the authors' pool of 10
+    assert all(r[0]["trial_id"] in pool[:obvious] for r in rounds)  # one of the obvious trials opens each round
+    assert all(len(r) == 4 and len({t["trial_id"] for t in r}) == 4 and {t["trial_id"] for t in r[1:]} <= set(pool)
+               for r in rounds)  # fmt: skip
+    assert len({tuple(t["trial_id"] for t in r) for r in rounds}) > 5  # rounds differ in their trials
     assert all("correct" not in t for t in state["trials"]) and all("correct" in t for t in state["practice"])
     first = trials[task["trial_ids"][0]]
     assert state["trials"][0]["query"] == "/stimuli/" + first["base_image"]
@@ -173,11 +182,11 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
         done = practice[: t["index"] + 1]
         assert so_far == [{"trial_index": u["index"], "correct": int(u["index"] != 1)} for u in done]
     assert start(client, resume=sid)["practice_passed"] is False
-    for t in practice:
+    for t in rounds[1]:
         assert answer(client, sid, t["index"], phase="practice", attempt=2, choice=t["correct"])["correct"] == 1
     resumed = start(client, resume=sid)
     assert resumed["practice_passed"] is True and resumed["practice_attempts"] == 2
-    assert resumed["practice_answers"] == [{"trial_index": t["index"], "correct": 1} for t in practice]  # round 2
+    assert resumed["practice_answers"] == [{"trial_index": t["index"], "correct": 1} for t in rounds[1]]  # round 2
     assert resumed["consented"] and resumed["instructions_done"]
 
     r = client.post(f"/api/sessions/{sid}/complete", json={"total_time_s": 300.0})
@@ -233,9 +242,9 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
             "rt_ms": rt,
         }
 
-    assert all(t["correct"] == shown_max_side(t) for t in practice)  # the feedback names the shown side
+    assert all(t["correct"] == shown_max_side(t) for r in rounds for t in r)  # the feedback names the shown side
     for attempt in (1, 2):
-        for t in practice:
+        for t in rounds[attempt - 1]:
             choice = t["correct"] ^ (attempt == 1 and t["index"] == 1)
             rows.append(row(t, 1, choice, 3 if attempt == 1 else 2, 850.5 + t["index"]))
     for i, view in enumerate(state["trials"]):

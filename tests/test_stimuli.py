@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from conftest import STIMULUS_CANONICAL as CANONICAL
 from conftest import STIMULUS_SETTINGS as SETTINGS
 from conftest import STIMULUS_UNITS as UNITS
@@ -34,10 +35,10 @@ def test_manifest_validates_and_images_match_their_hashes(package):
     assert [u["unit"] for u in main] == CANONICAL
     assert [u["label"] for u in main] == UNITS  # as the user wrote them
     assert main[1]["layer"] == "_blocks.8" and main[1]["channel"] == 12
-    assert Counter(u["role"] for u in manifest["units"]) == {"main": 3, "catch": 3, "practice": 4}
+    assert Counter(u["role"] for u in manifest["units"]) == {"main": 3, "catch": 3, "practice": 10}
     kinds = Counter(t["kind"] for t in manifest["trials"])
-    assert kinds["main"] == 3 * 2 and kinds["catch"] == 3 + 3 and kinds["practice"] == 4  # catch: + `none` variants
-    assert len(manifest["practice_trial_ids"]) == 4
+    assert kinds["main"] == 3 * 2 and kinds["catch"] == 3 + 3 and kinds["practice"] == 10  # catch: + `none` variants
+    assert len(manifest["practice_trial_ids"]) == 10  # the practice pool; a round shows 4 of them
 
 
 def test_options_are_occluded_where_the_manifest_says(package):
@@ -68,6 +69,37 @@ def test_options_are_the_extremes_of_the_saved_activation_map(package):
         assert low["activation"] == pytest.approx(float(activation_map.min()))
         x0, y0, _ = high["patch"]
         assert activation_map[y0 // 16, x0 // 16] == pytest.approx(high["activation"])
+
+
+def test_blur_keeps_the_square_a_plain_loop_finds_best(package, lite0):
+    """With the exact search (the package's), the blurred reference keeps sharp the square whose retention
+    activates the unit most among every stride position: checked against a loop over the 9 x 9 positions
+    (torchvision's gaussian_blur of the saved natural reference, the natural square pasted back, the model)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    assert SETTINGS.search == "exact"
+    manifest = Manifest.load(package).data
+    trial = next(t for t in manifest["trials"] if t["kind"] == "main")
+    natural_png, blurred_png = trial["references"]["natural"][0], trial["references"]["blur"][0]
+    natural, kept = pixels(package / natural_png), pixels(package / blurred_png)
+    side, patch = natural.shape[0], round(0.4 * natural.shape[0])
+    same = (natural == kept).all(axis=2)
+    offsets = range(0, side - patch + 1, SETTINGS.stride)
+    where = [(y, x) for y in offsets for x in offsets if same[y : y + patch, x : x + patch].all()]
+    assert len(where) == 1, where
+    image = torch.from_numpy(natural).permute(2, 0, 1).float() / 255
+    blurred = gaussian_blur(image, [SETTINGS.blur_kernel, SETTINGS.blur_kernel])
+    candidates = []
+    for y in offsets:
+        for x in offsets:
+            candidate = blurred.clone()
+            candidate[:, y : y + patch, x : x + patch] = image[:, y : y + patch, x : x + patch]
+            candidates.append(candidate)
+    with torch.no_grad():
+        acts = lite0.unit_activations(lite0.preprocessing.normalize(torch.stack(candidates)), [trial["unit"]])[:, 0]
+    best = float(acts.max())
+    at_kept = float(acts[list((y, x) for y in offsets for x in offsets).index(where[0])])
+    assert at_kept >= best - 0.01 * abs(best), (where, at_kept, best)
 
 
 def test_references_per_condition_and_no_query_among_them(package):
@@ -238,10 +270,10 @@ def test_build_and_inspect_cli(tmp_path, photo_scan, capsys):
                  "--reference-ranks", "{}-{}".format(*reference_ranks(len(scan.images))),
                  "--out", str(out)])  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    assert "units: 2 main, 3 catch, 4 practice" in capsys.readouterr().out
+    assert "units: 2 main, 3 catch, 10 practice" in capsys.readouterr().out
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "trials: 4 main, 6 catch, 4 practice" in text and "natural 2" in text
+    assert "trials: 4 main, 6 catch, 10 practice" in text and "natural 2" in text
     pictures = sorted(p.name for p in (out / "inspect").glob("*.png"))
     assert pictures == ["activation_map.png", "trial_blur.png", "trial_natural.png", "trial_none.png"]
     assert Image.open(out / "inspect" / "trial_natural.png").width > 600

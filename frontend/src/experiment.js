@@ -238,17 +238,25 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
         choices: () => [attempt === resumedAttempt ? "Continue practice" : "Start practice"],
       },
     ];
-    for (const trial of state.practice) {
+    // Each round is drawn anew by the server (state.practice_rounds): the k-th trial of round `attempt`.
+    const rounds = state.practice_rounds ?? [state.practice];
+    for (let k = 0; k < n; k += 1) {
+      const current = () => rounds[Math.max(1, Math.min(attempt, rounds.length)) - 1][k];
+      const step = occlusionTrial(current(), "practice", () => attempt, `Practice ${k + 1} of ${n}`);
       round.push({
-        conditional_function: () => !skip(trial),
+        conditional_function: () => !skip(current()),
         timeline: [
           {
-            ...occlusionTrial(trial, "practice", () => attempt, `Practice ${trial.index + 1} of ${n}`),
+            ...step,
+            references: () => current().references,
+            query: () => current().query,
+            options: () => current().options,
+            data: { phase: "practice", position: k },
             on_finish: (data) => results.push(data.correct),
           },
           {
             type: HtmlButtonResponse,
-            stimulus: () => feedbackHtml(trial, jsPsych.data.getLastTrialData().values()[0]),
+            stimulus: () => feedbackHtml(current(), jsPsych.data.getLastTrialData().values()[0]),
             choices: ["Continue"],
           },
         ],

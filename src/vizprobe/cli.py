@@ -698,7 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     _setting(p, "--platform", f"{serve}.platform", "crowd platform", choices=tuple(PLATFORMS))
     p.add_argument("--completion-code", default=None, help="code shown at the end (default: generated once)")
-    p.add_argument("--practice", type=int, default=None, help="practice trials (default: all in the package; 0 skips)")
+    p.add_argument("--practice", type=int, default=None,
+                   help="practice trials per round, drawn anew from the package's pool each round (default 4: "
+                   "one obvious + 3, as the authors; 0 skips)")  # fmt: skip
     _setting(p, "--practice-attempts", f"{serve}.practice_attempts", "practice rounds allowed", type=int)
     _setting(
         p,

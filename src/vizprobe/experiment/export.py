@@ -13,7 +13,7 @@ from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
 from vizprobe.stimuli.manifest import Manifest
 
 from .db import Database, ParticipantSession, Response, SessionStatus
-from .study import load_study, session_sides, stored_study
+from .study import load_study, practice_per_round, practice_round, session_sides, stored_study
 
 
 def participant_label(pk: int) -> str:
@@ -29,11 +29,13 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
         study, manifest = load_study(s)
     else:
         study = stored_study(s)
-    n_practice = len(manifest.practice_trials(json.loads(study.settings_json or "{}").get("practice")))
+    pool = manifest.practice_trials()
+    per_round = practice_per_round(json.loads(study.settings_json or "{}").get("practice"), len(pool))
 
-    def max_side(p: ParticipantSession, phase: str, index: int) -> int:
-        n = n_practice if phase == "practice" else len(manifest.tasks[p.task_id].trial_ids)
-        return session_sides(p.id, phase, n)[index]
+    def max_side(p: ParticipantSession, phase: str, attempt: int, index: int) -> int:
+        if phase == "practice":
+            return practice_round(p.id, attempt, pool, per_round, manifest.practice_obvious)[index][1]
+        return session_sides(p.id, phase, len(manifest.tasks[p.task_id].trial_ids))[index]
 
     query = (
         select(Response, ParticipantSession)
@@ -58,7 +60,7 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
                 "is_catch": int(trial.kind == "catch"),
                 "is_practice": int(r.phase == "practice"),
                 "choice": r.choice,
-                "max_side": max_side(p, r.phase, r.trial_index),
+                "max_side": max_side(p, r.phase, r.attempt, r.trial_index),
                 "correct": r.correct,
                 "confidence": r.confidence,
                 "rt_ms": r.rt_ms,

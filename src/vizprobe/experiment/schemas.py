@@ -140,7 +140,11 @@ class SessionState(BaseModel):
     practice_passed: bool
     practice_attempts: int
     practice_answers: list[PracticeAnswer]
-    practice: list[TrialOut]
+    practice: list[TrialOut] = Field(description="the first practice round (practice_rounds[0])")
+    practice_rounds: list[list[TrialOut]] = Field(
+        description="every practice round the session may take, each drawn anew: the most obvious trial first, the "
+        "others in a new order, new sides (answer round r with attempt r)"
+    )
     trials: list[TrialOut]
     next_trial_index: int
     completed: bool

@@ -22,7 +22,7 @@ from .export import frame_from_session
 from .schemas import SESSION_ID_PATTERN, WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
 from .secret import fingerprint, keyed_hash, load_or_create_secret, read_secret
 from .settings import MTURK_PREVIEW, PROLIFIC_DONE, WORKER_ID_KEY, Settings
-from .study import open_study, session_sides, trial_view
+from .study import open_study, practice_per_round, practice_round, session_sides, trial_view
 
 
 class ApiError(Exception):
@@ -87,10 +87,16 @@ class Experiment:
         return [{"trial_index": index, "correct": correct} for index, correct in rows]
 
     def _practice_trials(self, p: ParticipantSession) -> list[Trial]:
-        """The practice trials of a session: none in condition `none` unless `practice_in_none`."""
-        if p.condition == "none" and not self.settings.practice_in_none:
+        """The practice pool of a session: none with `--practice 0`, or in condition `none` unless
+        `practice_in_none`."""
+        if self.settings.practice == 0 or (p.condition == "none" and not self.settings.practice_in_none):
             return []
-        return self.study.practice_trials(self.settings.practice)
+        return self.study.practice_trials()
+
+    def _round(self, p: ParticipantSession, attempt: int) -> list[tuple[Trial, int]]:
+        """Practice round `attempt` of a session (`study.practice_round`)."""
+        per_round = practice_per_round(self.settings.practice, len(self.study.practice_ids))
+        return practice_round(p.id, attempt, self._practice_trials(p), per_round, self.study.practice_obvious)
 
     def _redirect(self, code: str) -> str | None:
         return PROLIFIC_DONE + quote(code) if self.settings.platform == "prolific" else None
@@ -100,7 +106,11 @@ class Experiment:
         trials = self.study.task_trials(p.task_id)
         practice = self._practice_trials(p)
         main_sides = session_sides(p.id, "main", len(trials))
-        practice_sides = session_sides(p.id, "practice", len(practice))
+        rounds = [
+            [trial_view(t, i, p.condition, side, practice=True) for i, (t, side) in
+             enumerate(self._round(p, attempt))]
+            for attempt in range(1, self.settings.practice_attempts + 1)
+        ] if practice else []  # fmt: skip
         answered = self._answered(s, p.id)
         next_index = next((i for i in range(len(trials)) if i not in answered), len(trials))
         done = p.status in SessionStatus.FINISHED
@@ -114,9 +124,8 @@ class Experiment:
             "practice_passed": p.practice_passed,
             "practice_attempts": p.practice_attempts,
             "practice_answers": self._practice_answers(s, p),
-            "practice": [
-                trial_view(t, i, p.condition, practice_sides[i], practice=True) for i, t in enumerate(practice)
-            ],
+            "practice": rounds[0] if rounds else [],
+            "practice_rounds": rounds,
             "trials": [trial_view(t, i, p.condition, main_sides[i], practice=False) for i, t in enumerate(trials)],
             "next_trial_index": next_index,
             "completed": done,
@@ -224,13 +233,15 @@ class Experiment:
         """The manifest trial a response answers and the side its maximal option was shown on; 422 when index or
         attempt is out of range."""
         if body.phase == "practice":
-            trials, attempts = self._practice_trials(p), (1, self.settings.practice_attempts)
+            trials, attempts = [t for t, _ in self._round(p, 1)], (1, self.settings.practice_attempts)
         else:
             trials, attempts = self.study.task_trials(p.task_id), (0, 0)
         if body.trial_index >= len(trials):
             raise ApiError(422, "out_of_range", f"{body.phase} trial_index must be below {len(trials)}")
         if not attempts[0] <= body.attempt <= attempts[1]:
             raise ApiError(422, "out_of_range", f"{body.phase} attempt must be in {attempts[0]}..{attempts[1]}")
+        if body.phase == "practice":
+            return self._round(p, body.attempt)[body.trial_index]
         return trials[body.trial_index], session_sides(p.id, body.phase, len(trials))[body.trial_index]
 
     def _check_flow(self, p: ParticipantSession, body: ResponseIn) -> None:
@@ -261,7 +272,7 @@ class Experiment:
                 if body.phase == "practice":
                     p.practice_attempts = max(p.practice_attempts, body.attempt)
                     right = s.scalar(select(func.count()).where(*key, Response.correct == 1))
-                    p.practice_passed = p.practice_passed or right == len(self._practice_trials(p))
+                    p.practice_passed = p.practice_passed or right == len(self._round(p, body.attempt))
             p.last_active_at = utcnow()
             result = {"stored": True, "duplicate": old is not None}
             if body.phase == "practice":

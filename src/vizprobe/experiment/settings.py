@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from vizprobe.errors import VizprobeError
+from vizprobe.stimuli.settings import PRACTICE_PER_ROUND
 
 # Platform -> the URL parameters its participant link carries (placeholders as each platform writes them).
 PLATFORMS: dict[str, str] = {
@@ -39,7 +40,8 @@ TEXT_KEYS: dict[str, type] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """What changes what participants see or how tasks are handed out; `practice=None`: every practice trial."""
+    """What changes what participants see or how tasks are handed out; `practice`: trials per practice round (None:
+    the authors' 4, or the whole pool when smaller)."""
 
     platform: str = "local"
     completion_code: str | None = None
@@ -71,10 +73,10 @@ class Settings:
         """These settings for a package with `available_practice` practice trials, or a one-line error."""
         if self.platform not in PLATFORMS:
             raise VizprobeError(f"--platform {self.platform!r}: choose one of {', '.join(PLATFORMS)}")
-        practice = available_practice if self.practice is None else self.practice
+        practice = min(PRACTICE_PER_ROUND, available_practice) if self.practice is None else self.practice
         if not 0 <= practice <= available_practice:
             raise VizprobeError(
-                f"--practice {practice}: the package has {available_practice} practice trials (0 skips)"
+                f"--practice {practice}: the package's practice pool has {available_practice} trials (0 skips)"
             )
         if self.practice_attempts < 1:
             raise VizprobeError(f"--practice-attempts {self.practice_attempts}: must be at least 1")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from functools import lru_cache
 from urllib.parse import quote
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -15,6 +17,7 @@ from vizprobe.stimuli.manifest import Manifest, Trial
 from vizprobe.stimuli.sides import as_shown, max_sides
 
 from .db import ParticipantSession, Study, Task, utcnow
+from .settings import PRACTICE_PER_ROUND
 
 
 def image_url(path: str) -> str:
@@ -26,6 +29,30 @@ def session_sides(session_id: str, phase: str, n: int) -> tuple[int, ...]:
     """The side of the maximal option in each of a session's `n` trials of `phase` (balanced, see stimuli.sides);
     cached, since every answer and every exported row asks for it again."""
     return tuple(max_sides(f"{session_id}:{phase}", n))
+
+
+def practice_per_round(given: int | None, pool: int) -> int:
+    """Trials per practice round: `--practice N`, else the authors' 4, never more than the pool holds."""
+    return min(PRACTICE_PER_ROUND if given is None else given, pool)
+
+
+def practice_round(
+    session_id: str, attempt: int, pool: list[Trial], per_round: int, obvious: int = 1
+) -> list[tuple[Trial, int]]:
+    """Round `attempt` of a session's practice as (trial, side of its maximal option), drawn anew each round as the
+    authors did: one of the pool's `obvious` first trials (the largest gaps) first, then `per_round - 1` of the
+    others in a drawn order, with sides drawn for this round; seeded by the session and the round, so a reload
+    shows the same round. A participant who failed cannot pass the next round by remembering it."""
+    per_round = min(per_round, len(pool))
+    if per_round == 0:
+        return []
+    digest = hashlib.sha256(f"{session_id}:practice:{attempt}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    first = int(rng.integers(max(1, min(obvious, len(pool)))))
+    rest = [i for i in range(len(pool)) if i != first]
+    others = [rest[int(i)] for i in rng.permutation(len(rest))[: per_round - 1]]
+    order = [pool[first], *(pool[i] for i in others)]
+    return list(zip(order, session_sides(session_id, f"practice:{attempt}", len(order)), strict=True))
 
 
 def trial_view(trial: Trial, index: int, condition: str, max_side: int, *, practice: bool) -> dict:

@@ -162,13 +162,20 @@ class Occluder:
             batch = batch.expand(self.batch_size, -1, -1, -1)
         return self.forward(self._prepare(batch))[0][0].float().cpu()
 
-    def sweep(self, image: torch.Tensor, channels: list[int], patch_frac: float = 0.4, stride: int = 2) -> OcclusionMap:
-        """Exact: every position of the stride grid."""
+    def sweep(
+        self,
+        image: torch.Tensor,
+        channels: list[int],
+        patch_frac: float = 0.4,
+        stride: int = 2,
+        source: torch.Tensor | None = None,
+    ) -> OcclusionMap:
+        """Exact: every position of the stride grid (with `source`, the patch is taken from it; see `occlude`)."""
         _, h, w = image.shape
         patch = patch_size(min(h, w), patch_frac)
         ys, xs = grid(h, patch, stride), grid(w, patch, stride)
         positions = torch.cartesian_prod(torch.from_numpy(ys), torch.from_numpy(xs))
-        acts = self.activations(image, positions, patch)[:, channels]  # (ny*nx, U)
+        acts = self.activations(image, positions, patch, source)[:, channels]  # (ny*nx, U)
         maps = acts.T.reshape(len(channels), len(ys), len(xs)).numpy()
         return OcclusionMap(maps, ys, xs, patch, list(channels), self.base(image)[channels].numpy())
 

@@ -22,7 +22,7 @@ from vizprobe.scan import Exemplar, ScanResult
 from vizprobe.stimuli.conditions import ConditionSpec, file_hashes, parse_conditions, unit_images
 from vizprobe.stimuli.manifest import MANIFEST, SCHEMA_VERSION, Manifest, dumps, sha256
 from vizprobe.stimuli.protocol import Candidate, ProtocolUnits, occlusion_extremes, pick_protocol_units
-from vizprobe.stimuli.settings import SEARCHES, BuildSettings
+from vizprobe.stimuli.settings import PRACTICE_PER_ROUND, SEARCHES, BuildSettings
 from vizprobe.synthesis.store import load_visualizations, unit_entry
 from vizprobe.units import Unit, parse_units, split_layer
 
@@ -156,6 +156,12 @@ def build_stimuli(
     plans = {unit: _main_plan(scan, unit, s) for unit in units}
     # `protocol`: what `protocol_units` returned for the same arguments, so that the units are not measured twice.
     protocol = protocol or _protocol(scan, units, plans, writer, catch_units, practice_units)
+    if 0 < len(protocol.practice) < PRACTICE_PER_ROUND:
+        raise VizprobeError(
+            f"a practice pool of {len(protocol.practice)} trials is smaller than one round of {PRACTICE_PER_ROUND} "
+            f"(one obvious + {PRACTICE_PER_ROUND - 1}); use --practice-units {PRACTICE_PER_ROUND} or more (the "
+            "authors: 10)"
+        )
     _check_visualizations(vis, [c.unit for c in protocol.catch + protocol.practice], s, units)
     writer.check_user_sources([*units, *(c.unit for c in protocol.catch + protocol.practice)])
     queries = {unit: {str(query.path) for query, _ in plan} for unit, plan in plans.items()}
@@ -487,8 +493,13 @@ def _blur_reference(occluder, model, path, channel, s: BuildSettings, staging: P
         return rel
     pixels = _load(model, path)
     blurred = gaussian_blur(pixels, [s.blur_kernel, s.blur_kernel])
-    found = occluder.search(blurred, [channel], s.patch_frac, s.stride, source=pixels, extremes="best")
-    y, x, _ = found.best[channel]
+    if s.search == "exact":  # every position, as the main trials' occlusions
+        found = occluder.sweep(blurred, [channel], s.patch_frac, s.stride, source=pixels)
+        iy, ix = np.unravel_index(int(np.argmax(found.activations[0])), found.activations[0].shape)
+        y, x = int(found.ys[iy]), int(found.xs[ix])
+    else:
+        found = occluder.search(blurred, [channel], s.patch_frac, s.stride, source=pixels, extremes="best")
+        y, x, _ = found.best[channel]
     patch = patch_size(pixels.shape[-1], s.patch_frac)
     return _save(staging, rel, occlude(blurred, torch.tensor([[y, x]]), patch, source=pixels)[0])
 

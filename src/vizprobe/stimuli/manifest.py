@@ -263,9 +263,14 @@ class Manifest:
         return list(self.data.get("practice_trial_ids", []))
 
     def practice_trials(self, n: int | None = None) -> list[Trial]:
-        """The first `n` practice trials (all by default)."""
+        """The first `n` practice trials (all by default: the practice pool, the most obvious first)."""
         ids = self.practice_ids if n is None else self.practice_ids[:n]
         return [self.trials[i] for i in ids]
+
+    @property
+    def practice_obvious(self) -> int:
+        """How many of the pool's first trials are obvious (one of them opens each round); 1 for older packages."""
+        return int(self.settings.get("practice_obvious", 1))
 
     @cached_property
     def conditions(self) -> list[str]:

@@ -8,6 +8,7 @@ from vizprobe.exclusion import ExclusionCriteria
 from vizprobe.stimuli.manifest import CONDITIONS
 
 SEARCHES = ("exact", "fast")  # occlusion: the whole map, or the coarse-to-fine search
+PRACTICE_PER_ROUND = 4  # a practice round as the authors showed it: 1 obvious trial + 3 others, drawn from the pool
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,13 @@ class BuildSettings:
     stride: int = 2
     search: str = "exact"
     # Catch and practice trials come from units that are not main units (`vizprobe.stimuli.protocol`):
-    # every task has one catch trial of each catch unit; a practice round is one trial per practice unit.
+    # every task has one catch trial of each catch unit; the practice pool has one trial per practice unit, the
+    # `practice_obvious` largest gaps first, and each round shows one obvious trial and others drawn from the pool
+    # (the authors: a pool of 10, 1 obvious + 3 per round).
     catch_units: int = 3
-    practice_units: int = 4
-    protocol_candidates: int = 16  # units measured to pick them from
+    practice_units: int = 10
+    practice_obvious: int = 3
+    protocol_candidates: int = 24  # units measured to pick them from
     blur_kernel: int = 21
     seed: int = 0
     protocol: str = "zimmermann2021"  # the named protocol these settings started from (recorded in the manifest)
