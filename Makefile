@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test,ray]'
 	$(BIN)/pip install --no-deps 'torch-lucent==0.1.8'  # the InceptionV1 reference for tests (its pins serve its optvis)
-	$(BIN)/pip install --no-deps 'horama==0.3.0'  # MACO's reference for tests
+	$(BIN)/pip install --no-deps 'horama==0.3.0' einops  # MACO's reference for tests (einops: its import)
 	touch $(VENV)/.installed $@
 
 # faccent, feature accentuation's reference, for benchmarks/methods.py: its pins (lucent 0.1.0, kornia 0.4.1) clash.

@@ -49,7 +49,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
     manifest = Manifest.load(tmp_path / "demo" / "stimuli", check_images=True).data
     roles = [u["role"] for u in manifest["units"]]
-    assert roles == ["main"] * 4 + ["catch"] * 3 + ["practice"] * 4
+    assert roles == ["main"] * 4 + ["catch"] * 3 + ["practice"] * 10  # the authors' practice pool of 10
     # 9 per unit (main, catch and practice units), and the separate batch of 4 for the mixed condition
     assert len(list((tmp_path / "demo" / "visualizations").glob("*/*.png"))) == len(roles) * (9 + 4)
     assert {t["condition"] for t in manifest["tasks"]} == {"synthetic", "natural", "mixed", "blur", "none"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -329,6 +330,10 @@ def test_visualizations_and_builds_agree_on_units_whatever_the_spelling(
     with pytest.raises(VizprobeError, match="two roles"):
         build_stimuli(scan, ["_blocks.8:12"], tmp_path / "roles", visualizations, settings, model=lite0,
                       catch_units=["block8:12"], progress=False)  # fmt: skip
+    with pytest.raises(VizprobeError, match="a practice pool of 2 trials is smaller than one round of 4"):
+        build_stimuli(scan, ["_blocks.8:12"], tmp_path / "small", visualizations, replace(settings, practice_units=2),
+                      model=lite0, progress=False)  # fmt: skip
+    assert not (tmp_path / "small").exists()
 
 
 def test_an_old_or_inconsistent_manifest_is_refused_in_one_line(tmp_path, package):

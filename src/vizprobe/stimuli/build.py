@@ -156,7 +156,7 @@ def build_stimuli(
     plans = {unit: _main_plan(scan, unit, s) for unit in units}
     # `protocol`: what `protocol_units` returned for the same arguments, so that the units are not measured twice.
     protocol = protocol or _protocol(scan, units, plans, writer, catch_units, practice_units)
-    if 0 < len(protocol.practice) < PRACTICE_PER_ROUND:
+    if practice_units is None and 0 < len(protocol.practice) < PRACTICE_PER_ROUND:  # named units are the user's pick
         raise VizprobeError(
             f"a practice pool of {len(protocol.practice)} trials is smaller than one round of {PRACTICE_PER_ROUND} "
             f"(one obvious + {PRACTICE_PER_ROUND - 1}); use --practice-units {PRACTICE_PER_ROUND} or more (the "
