@@ -20,6 +20,11 @@ seconds per image. Sides alternate; medians over repeats.
     pip install --no-deps horama==0.3.0 faccent==1.0.3 && pip install kornia einops decorator imageio ipywidgets
     python benchmarks/methods.py maco [--canvas 512] [--steps 128] [--repeats 2]
     python benchmarks/methods.py accentuation [--canvas 512] [--steps 100] [--repeats 2]
+
+`picture OUT.jpg` draws README's methods picture instead: the demo's four units on the embedded demo photos, 3
+images each by fourier, maco and accentuation (preset quick, accentuation from the demo's first reference rank,
+6), beside the units' top natural images (`vizprobe demo --methods fourier,maco,accentuation` draws the same
+sheet for its units as `demo-output/methods.png`).
 """
 
 from __future__ import annotations
@@ -180,14 +185,36 @@ def top_photos(model, units, canvas: int) -> torch.Tensor:
                       for u in units]).clamp(0, 1)  # fmt: skip
 
 
+def picture(out: Path, device: str) -> None:
+    """README's methods picture: the demo's units by each method (the demo's own rendering, `render_method`)."""
+    from vizprobe.demo import DEMO_LAYERS, DEMO_UNITS, render_method
+    from vizprobe.images import demo_images_dir
+    from vizprobe.scan import scan
+    from vizprobe.synthesis.store import comparison_sheet
+
+    model = load_model("efficientnet-lite0", device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        result, _ = scan(model, demo_images_dir(), DEMO_LAYERS, Path(tmp) / "scan", progress=False)
+        dirs = {}
+        for method in ("fourier", "maco", "accentuation"):
+            dirs[method] = Path(tmp) / method
+            render_method(model, result, DEMO_UNITS, preset("quick", per_unit=9, param=method), 6, dirs[method], True)
+        sheet = comparison_sheet(dirs, result, units=[str(u) for u in model.resolve_units(DEMO_UNITS)])
+        sheet.convert("RGB").save(out, quality=88)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("method", choices=("maco", "accentuation"))
+    parser.add_argument("method", choices=("maco", "accentuation", "picture"))
+    parser.add_argument("out", nargs="?", default="docs/img/methods.jpg", help="picture: where to write it")
     parser.add_argument("--canvas", type=int, default=512)
     parser.add_argument("--steps", type=int, default=None, help="default: maco 128, accentuation 100")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.method == "picture":
+        return picture(Path(args.out), args.device)
     model = load_model("efficientnet-lite0", device=args.device)
     units = model.resolve_units(UNITS)
     steps = args.steps or (128 if args.method == "maco" else 100)
