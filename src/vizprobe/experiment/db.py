@@ -20,7 +20,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
     inspect,
+    select,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -260,3 +262,14 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def task_assignments(s: Session, task_id: str | None = None) -> dict[str, int]:
+    """Task id -> its finished sessions (completed or failed): the assignments it used, which `--max-assignments`
+    caps and the export reports (one task's only, when `task_id` is given)."""
+    query = select(ParticipantSession.task_id, func.count()).where(
+        ParticipantSession.status.in_(SessionStatus.FINISHED)
+    )
+    if task_id is not None:
+        query = query.where(ParticipantSession.task_id == task_id)
+    return {task: int(n) for task, n in s.execute(query.group_by(ParticipantSession.task_id))}

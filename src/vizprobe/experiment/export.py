@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
 from vizprobe.stimuli.manifest import Manifest
 
-from .db import Database, ParticipantSession, Response, SessionStatus
+from .db import Database, ParticipantSession, Response, SessionStatus, task_assignments
 from .study import load_study, practice_per_round, practice_round, session_sides, stored_study
 
 
@@ -44,7 +44,7 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
     )
     if session_id is not None:
         query = query.where(ParticipantSession.id == session_id)
-    used = _assignments_per_task(s)
+    used = task_assignments(s)
     rows = []
     for r, p in s.execute(query):
         trial = manifest.trials[r.trial_id]
@@ -73,16 +73,6 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
             }
         )
     return validate_responses(pd.DataFrame(rows, columns=list(COLUMN_NAMES)))
-
-
-def _assignments_per_task(s: Session) -> dict[str, int]:
-    """Task id -> its finished sessions (completed or failed): the assignments it used."""
-    query = (
-        select(ParticipantSession.task_id, func.count())
-        .where(ParticipantSession.status.in_(SessionStatus.FINISHED))
-        .group_by(ParticipantSession.task_id)
-    )
-    return {task_id: int(n) for task_id, n in s.execute(query)}
 
 
 def export_frame(db_url: str) -> pd.DataFrame:

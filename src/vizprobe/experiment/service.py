@@ -17,7 +17,17 @@ from vizprobe.errors import VizprobeError
 from vizprobe.stimuli.manifest import Manifest, Trial
 
 from .assignment import claim_task, release_abandoned
-from .db import Database, ParticipantSession, Response, SessionStatus, Study, Task, TaskState, utcnow
+from .db import (
+    Database,
+    ParticipantSession,
+    Response,
+    SessionStatus,
+    Study,
+    Task,
+    TaskState,
+    task_assignments,
+    utcnow,
+)
 from .export import frame_from_session
 from .schemas import SESSION_ID_PATTERN, WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
 from .secret import fingerprint, keyed_hash, load_or_create_secret, read_secret
@@ -298,7 +308,7 @@ class Experiment:
                 task = s.get(Task, p.task_id)
                 if self.settings.repost_failed and self._fails_exclusion(s, p):
                     p.status = SessionStatus.FAILED
-                    if task_assignments(s, task.task_id) < self.settings.max_assignments:
+                    if task_assignments(s, task.task_id).get(task.task_id, 0) < self.settings.max_assignments:
                         task.state, task.session_id, task.started_at = TaskState.FREE, None, None  # posted again
                     else:
                         task.state, task.completed_at = TaskState.EXHAUSTED, now
@@ -369,13 +379,6 @@ def time_sentence(criteria) -> str:
         float(c["max_total_time_s"]) for c in criteria.per_condition.values() if "max_total_time_s" in c
     ]
     return f"It takes up to {min(limits) / 60:.3g} minutes."
-
-
-def task_assignments(s: Session, task_id: str) -> int:
-    """Finished sessions (completed or failed) of a task: the assignments `--max-assignments` caps."""
-    finished = ParticipantSession.status.in_(SessionStatus.FINISHED)
-    query = select(func.count()).select_from(ParticipantSession).where(ParticipantSession.task_id == task_id, finished)
-    return int(s.scalar(query))
 
 
 def _older_package_criteria():
