@@ -513,3 +513,60 @@ def test_analyze_with_stimuli_shows_baselines_beside_humans(stimulus_package: Pa
     assert results["exclusion"]["criteria"]["catch_accuracy"]["skipped"] is None  # is_catch filled from the manifest
     assert set(results["accuracy_by_unit"]["natural"]) == {u["unit"] for u in manifest["units"] if u["role"] == "main"}
     assert (tmp_path / "r" / "figures" / "per_unit.png").is_file()
+
+
+# ---------------------------------------------------------------- the predecessor study's raw data
+def _borowski_raw(rng: np.random.Generator) -> pd.DataFrame:
+    """A file in the format of Borowski et al. 2021's `experiment_II_main_practice_catch_trials_preprocessed.csv`
+    (columns as their data README describes): 6 lab participants (3 experts, 3 naive), two reference conditions
+    each, 2 practice, 6 main and 3 catch trials per condition; participant 12 misses 2 of 3 catch trials in
+    `optimized`."""
+    rows = []
+    for subject in (1, 2, 3, 11, 12, 13):
+        trial_nr = 0
+        for block, instr in enumerate(("optimized", "natural")):
+            kinds = ["practice"] * 2 + ["main"] * 9
+            for k, kind in enumerate(kinds):
+                catch = kind == "main" and k >= 8
+                layer, kernel = f"layer_{k % 9}", k % 4
+                missed = subject == 12 and instr == "optimized" and k < 10
+                right = not missed if catch else bool(rng.random() < 0.7)
+                truth = "a" if rng.random() < 0.5 else "b"
+                answer = truth if right else {"a": "b", "b": "a"}[truth]
+                confidence = int(rng.integers(1, 4))
+                rows.append({
+                    "": len(rows), "subject_id_within_expert_type": subject % 10, "trial_nr": trial_nr,
+                    "block_nr": block, "batch_block": "a", "instr_type": instr, "trial_type": kind,
+                    "instruction_grid_mode": "max_max", "n_instruction_patches": 9, "catch_trial": catch,
+                    "batch": 0 if kind == "practice" else 3, "layer": layer, "kernel_size": kernel,
+                    "channel": "channel_0", "query_order": "max_min" if truth == "a" else "min_max", "correct": right,
+                    "conf_rating": -confidence if answer == "a" else confidence, "RT": float(rng.uniform(0.5, 8)),
+                    "timeout": False, "response": answer, "correct_response": truth, "query_image_a": "x/max_1.png",
+                    "query_image_b": "x/min_0.png", "old_trial_nr": "", "old_block_nr": "", "seed": 42,
+                    "unit_name": f"4{'abcde'[k % 5]}, 3x3 ", "condition_name": "Max-9", "abs_conf_rating": confidence,
+                    "subject_id": subject, "expert_level": "expert" if subject < 10 else "naive",
+                })  # fmt: skip
+                trial_nr += 1
+    return pd.DataFrame(rows)
+
+
+def test_borowski2021_raw_data_reanalyses_with_its_protocol_and_no_other_flag(tmp_path: Path, capsys):
+    """Their file is read as it is; under `--protocol borowski2021` every lab participant is kept and each
+    condition's accuracy is the plain mean over participants of their main-trial accuracy (pandas on the raw
+    file); the crowd study's catch rule would have dropped participant 12 from one condition."""
+    raw = _borowski_raw(np.random.default_rng(3))
+    path = tmp_path / "experiment_II_main_practice_catch_trials_preprocessed.csv"
+    raw.to_csv(path, index=False)
+    out = tmp_path / "report"
+    assert main(["analyze", "--responses", str(path), "--protocol", "borowski2021", "--out", str(out)]) == 0
+    assert "participants: 12, excluded 0, analyzed 12" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    main_rows = raw[(raw["trial_type"] == "main") & ~raw["catch_trial"]]
+    by_hand = main_rows.groupby(["instr_type", "subject_id"])["correct"].mean().groupby("instr_type").mean()
+    assert results["accuracy"]["Max-9/synthetic"]["mean"] == pytest.approx(by_hand["optimized"])
+    assert results["accuracy"]["Max-9/natural"]["mean"] == pytest.approx(by_hand["natural"])
+    assert results["accuracy"]["Max-9/natural"]["n_participants"] == 6
+    assert set(results["accuracy_by_expertise"]["Max-9/natural"]) == {"expert", "lay"}
+    crowd = analyze(path, tmp_path / "crowd", settings=FAST)  # the default protocol: zimmermann2021
+    assert crowd["exclusion"]["criteria"]["catch_accuracy"]["participants"] == ["s12"]
+    assert crowd["accuracy"]["Max-9/synthetic"]["n_participants"] == 5

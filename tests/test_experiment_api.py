@@ -161,6 +161,12 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
     first = trials[task["trial_ids"][0]]
     assert state["trials"][0]["query"] == "/stimuli/" + first["base_image"]
     assert state["trials"][0]["references"] == ["/stimuli/" + p for p in first["references"][task["condition"]]]
+    # The instruction pages' example: the most obvious practice trial, with this condition's references.
+    example = trials[pool[0]]
+    assert state["example"]["trial_id"] == pool[0] and state["example"]["kind"] == "practice"
+    assert state["example"]["references"] == ["/stimuli/" + p for p in example["references"][task["condition"]]]
+    shown_best = state["example"]["options"][state["example"]["correct"]]
+    assert shown_best == "/stimuli/" + example["options"][example["correct"]]["image"]
 
     for event in (
         {"event": "consent"},
@@ -684,6 +690,7 @@ def test_no_practice_in_the_none_condition(make_client):
     states = [start(client, workerId=f"w{k}") for k in range(6)]
     none = next(s for s in states if s["condition"] == "none")
     assert none["practice"] == [] and all(len(s["practice"]) == 4 for s in states if s["condition"] != "none")
+    assert none["example"]["references"] == [] and none["example"]["query"]  # the instructions still show a trial
     answer(client, none["session_id"], 0, phase="practice", attempt=1, status=422)
     with_practice = make_client(practice_in_none=True, change_settings=True)
     assert all(len(start(with_practice, workerId=f"v{k}")["practice"]) == 4 for k in range(6))
@@ -703,9 +710,9 @@ def test_crowd_platforms_admit_only_workers_and_previews_take_no_task(make_clien
     progress = mturk.get("/api/admin/progress", headers=ADMIN).json()["conditions"]
     assert sum(c["running"] + c["participants"] for c in progress.values()) == 0
     shown = mturk.get("/api/preview").json()
-    example = next(t for t in manifest["trials"] if t["trial_id"] == shown["example"]["trial_id"])
-    assert example["kind"] == "main" and shown["condition"] != "none" and len(shown["example"]["references"]) == 9
-    assert "correct" not in shown["example"]
+    # The example is the practice pool's most obvious trial: a preview never shows a main trial.
+    assert shown["example"]["trial_id"] == manifest["practice_trial_ids"][0]
+    assert shown["condition"] != "none" and len(shown["example"]["references"]) == 9
     for url in (shown["example"]["query"], *shown["example"]["options"], *shown["example"]["references"]):
         assert mturk.get(url).status_code == 200
     real = start(mturk, workerId="real-worker", assignmentId="A1", hitId="h")
@@ -1049,3 +1056,71 @@ def test_a_task_is_re_posted_at_most_max_assignments_times(make_client, manifest
     with pytest.raises(VizprobeError, match="--max-assignments 0: must be at least 1"):
         create_app(stimulus_package, tmp_path / "other.db", max_assignments=0, secret_file=tmp_path / "s2",
                    static_dir=tmp_path / "static")  # fmt: skip
+
+
+# --- the MTurk HIT ------------------------------------------------------------------------------------------------
+def test_mturk_hit_request_is_the_authors_and_valid_for_aws(stimulus_package, manifest, tmp_path, capsys):
+    """`vizprobe mturk-hit` writes a CreateHIT request that AWS's own schema (botocore's service model, offline)
+    accepts, with the authors' qualifications, reward and duration under zimmermann2021 (tools/mturk/mturk.py,
+    run_counterfactual_experiment_*.sh); flags override them; a non-HTTPS URL is refused and nothing written."""
+    import botocore.session
+    import botocore.validate
+
+    from vizprobe.cli import main
+
+    out = tmp_path / "hit.json"
+    url = "https://study.example.org/?from=mturk"
+    assert main(["mturk-hit", "--stimuli", str(stimulus_package), "--url", url, "--out", str(out)]) == 0
+    assert "aws mturk create-hit --cli-input-json" in capsys.readouterr().out
+    request = json.loads(out.read_text())
+    operation = botocore.session.get_session().get_service_model("mturk").operation_model("CreateHIT")
+    report = botocore.validate.ParamValidator().validate(request, operation.input_shape)
+    assert not report.has_errors(), report.generate_report()
+    assert request["MaxAssignments"] == len(manifest["tasks"])
+    durations = (request["AssignmentDurationInSeconds"], request["LifetimeInSeconds"])
+    assert request["Reward"] == "1.95" and durations == (900, 7200)
+    quals = {q["QualificationTypeId"]: q for q in request["QualificationRequirements"]}
+    assert [c["Country"] for c in quals["00000000000000000071"]["LocaleValues"]] == ["US", "CA", "GB", "AU", "NZ", "IE"]
+    assert quals["00000000000000000040"]["IntegerValues"] == [1000]
+    assert quals["000000000000000000L0"]["IntegerValues"] == [99]
+    assert "<ExternalURL>https://study.example.org/?from=mturk</ExternalURL>" in request["Question"]
+    assert main(["mturk-hit", "--stimuli", str(stimulus_package), "--url", url, "--out", str(out), "--reward", "2.5",
+                 "--countries", "de,at", "--assignments", "7"]) == 0  # fmt: skip
+    request = json.loads(out.read_text())
+    assert (request["Reward"], request["MaxAssignments"]) == ("2.50", 7)
+    assert [c["Country"] for c in request["QualificationRequirements"][0]["LocaleValues"]] == ["DE", "AT"]
+    bad = tmp_path / "bad.json"
+    assert main(["mturk-hit", "--stimuli", str(stimulus_package), "--url", "http://x.org", "--out", str(bad)]) == 2
+    assert "MTurk loads only https://" in capsys.readouterr().err and not bad.exists()
+
+
+def test_an_older_package_is_served_with_its_own_practice_and_the_log_says_so(stimulus_package, tmp_path, caplog):
+    """A package built before the practice pool, the recorded exclusion and the units' deviations: the server
+    serves it (practice rounds from its pool, the first trial the obvious one; re-posting by the default
+    protocol's rule) and says so in its log; `inspect` says the catch gaps are unknown. Never a crash."""
+    old = tmp_path / "old"
+    shutil.copytree(stimulus_package, old)
+    data = json.loads((old / "manifest.json").read_text())
+    del data["settings"]["practice_obvious"], data["settings"]["exclusion"], data["settings"]["min_catch_gap"]
+    for unit in data["units"]:
+        del unit["activation_std"]
+    data["practice_trial_ids"] = data["practice_trial_ids"][:4]
+    (old / "manifest.json").write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="vizprobe.serve"):
+        app = create_app(old, f"sqlite:///{tmp_path / 'old.db'}", admin_token=TOKEN, secret_file=tmp_path / "k",
+                         static_dir=tmp_path / "s")  # fmt: skip
+    try:
+        assert "predates the authors' practice pool" in caplog.text and "from its 4 practice trial(s)" in caplog.text
+        assert "records no exclusion criteria" in caplog.text
+        state = start(TestClient(app), workerId="w-old", ready=False)
+        pool = data["practice_trial_ids"]
+        first = {r[0]["trial_id"] for r in state["practice_rounds"]}
+        assert first == {pool[0]} and all(
+            sorted(t["trial_id"] for t in r) == sorted(pool) for r in state["practice_rounds"]
+        )
+    finally:
+        app.state.db.dispose()
+    from vizprobe.stimuli.pictures import inspect_package
+
+    text, _ = inspect_package(old, tmp_path / "pictures")
+    assert "catch trials: gaps unknown" in text

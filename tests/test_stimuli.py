@@ -275,6 +275,16 @@ def test_build_and_inspect_cli(tmp_path, photo_scan, capsys):
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "trials: 4 main, 6 catch, 10 practice" in text and "natural 2" in text
+    # Each catch trial's gap, by hand from the manifest and the scan's activations: (more - less) / std.
+    manifest = json.loads((out / "manifest.json").read_text())
+    gaps = {}
+    for trial in (t for t in manifest["trials"] if t["kind"] == "catch"):
+        more, less = (trial["options"][i]["activation"] for i in (trial["correct"], 1 - trial["correct"]))
+        gaps[trial["trial_id"]] = (more - less) / np.std(scan.unit_activations(trial["unit"]))
+        assert f"  {trial['trial_id']}: {gaps[trial['trial_id']]:.2f}" in text
+    assert "clearly easy at >= 1" in text and ("NOT CLEARLY EASY" in text) == (min(gaps.values()) < 1)
+    assert main(["inspect", str(out), "--min-catch-gap", str(max(gaps.values()) + 1)]) == 0
+    assert capsys.readouterr().out.count("NOT CLEARLY EASY") == len(gaps)
     pictures = sorted(p.name for p in (out / "inspect").glob("*.png"))
     assert pictures == ["activation_map.png", "trial_blur.png", "trial_natural.png", "trial_none.png"]
     assert Image.open(out / "inspect" / "trial_natural.png").width > 600

@@ -1,17 +1,20 @@
-// The participant's page: consent -> instructions -> practice (repeated until perfect, at most K rounds) ->
-// main and catch trials -> debrief -> completion code (or the platform's redirect).
+// The participant's page: consent -> welcome -> instructions -> fullscreen -> practice (repeated until perfect, at
+// most K rounds) -> main and catch trials -> debrief -> completion code (or the platform's redirect). The
+// instruction time is measured as the authors measured theirs: from the welcome page to the first trial.
 //
 // The server is the source of truth (docs/experiment-api.md): the page asks it for the session's state, skips
 // whatever the state says is done, and shows a trial only after the previous answer is stored. The session id
 // is kept in localStorage, so a reload resumes at the first unanswered trial instead of starting over.
 import { initJsPsych } from "jspsych";
 import CallFunction from "@jspsych/plugin-call-function";
+import Fullscreen from "@jspsych/plugin-fullscreen";
 import HtmlButtonResponse from "@jspsych/plugin-html-button-response";
 import Instructions from "@jspsych/plugin-instructions";
 import Preload from "@jspsych/plugin-preload";
 import SurveyHtmlForm from "@jspsych/plugin-survey-html-form";
 
 import { api, ApiError } from "./api.js";
+import { feedbackHtml, instructionPages } from "./instructions.js";
 import { completionHtml, DEFAULT_TEXTS, escapeHtml, mturkSubmitUrl, previewHtml, showMessage } from "./pages.js";
 import OcclusionTrial from "./plugin-occlusion-trial.js";
 import "./app.css";
@@ -20,6 +23,8 @@ const STORAGE_KEY = "vizprobe.session";
 const PLATFORM_KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId"];
 const REDIRECT_DELAY_MS = 3000;
 const MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE";
+// The authors' smallest window (jsPsych's `exclusions`, mturk/cf/task.js): below it the page asks for a larger one.
+export const MIN_WINDOW = { width: 940, height: 600 };
 
 /** The platform's URL parameters (Prolific, MTurk); empty ones are left out. */
 export function platformIds(search) {
@@ -89,6 +94,7 @@ function stop(err, texts) {
 
 function showEnd(code, redirectUrl) {
   document.getElementById("vp-stop").hidden = true;
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => undefined);
   const submitUrl = mturkSubmitUrl(window.location.search);
   const assignmentId = new URLSearchParams(window.location.search).get("assignmentId");
   showMessage(completionHtml(code, redirectUrl, submitUrl ? { url: submitUrl, assignmentId } : null));
@@ -116,39 +122,52 @@ function offerStop(sid, texts, jsPsych) {
 }
 
 /** Every image a still-to-do part of the session shows, for the preload step. */
-function imagesToLoad(state, withPractice) {
-  const trials = [...(withPractice ? state.practice : []), ...state.trials.slice(state.next_trial_index)];
+function imagesToLoad(state, withPractice, withExample) {
+  const trials = [
+    ...(withExample && state.example ? [state.example] : []),
+    ...(withPractice ? state.practice_rounds.flat() : []),
+    ...state.trials.slice(state.next_trial_index),
+  ];
   return [...new Set(trials.flatMap((t) => [...t.references, t.query, ...t.options]))];
 }
 
-function instructionPages(texts, state, config) {
-  const hasReferences = state.trials.some((t) => t.references.length > 0);
-  const practice =
-    state.practice.length > 0
-      ? `First you practise on ${state.practice.length} trials with feedback; the practice is repeated until all
-         answers are right (at most ${config.practice_attempts} rounds).`
-      : "";
-  return texts.instructions.map((page) =>
-    page
-      .replace("REFERENCES_SENTENCE", hasReferences ? texts.references_sentence : texts.no_references_sentence)
-      .replace("PRACTICE_SENTENCE", practice),
+/** The authors' fullscreen prompt (after the instructions); a browser that refuses fullscreen goes on anyway. */
+function fullscreenStep(texts) {
+  return { type: Fullscreen, message: texts.fullscreen, button_label: texts.fullscreen_button, fullscreen_mode: true };
+}
+
+/** After a reload (which leaves fullscreen) the next button press goes back to it, as the prompt did. */
+function backToFullscreen() {
+  if (!document.fullscreenElement) document.documentElement.requestFullscreen?.().catch(() => undefined);
+}
+
+/** Below MIN_WINDOW a message covers the page (and keys are held back) until the window is enlarged. */
+function guardWindowSize(texts) {
+  const cover = document.createElement("div");
+  cover.id = "vp-too-small";
+  cover.setAttribute("role", "alertdialog");
+  document.body.append(cover);
+  const check = () => {
+    const small = window.innerWidth < MIN_WINDOW.width || window.innerHeight < MIN_WINDOW.height;
+    cover.hidden = !small;
+    if (small) {
+      cover.innerHTML = texts.too_small
+        .replace("MIN_SIZE", `${MIN_WINDOW.width} x ${MIN_WINDOW.height}`)
+        .replace("CURRENT_SIZE", `${window.innerWidth} x ${window.innerHeight}`);
+    }
+  };
+  window.addEventListener("resize", check);
+  window.addEventListener(
+    "keydown",
+    (event) => {
+      if (!cover.hidden) event.stopImmediatePropagation();
+    },
+    true,
   );
+  check();
 }
 
-/** The feedback page after a practice trial: right or wrong, with the correct option outlined. */
-function feedbackHtml(trial, answer) {
-  const right = answer.correct === 1;
-  const options = trial.options
-    .map((src, i) => `<img class="vp-fb-option ${i === trial.correct ? "vp-fb-correct" : ""}" src="${encodeURI(src)}"
-      alt="${i === 0 ? "left" : "right"} option">`)
-    .join("");
-  return `<div class="vp-feedback ${right ? "vp-right" : "vp-wrong"}">
-      <h2>${right ? "Correct!" : "Incorrect."}</h2>
-      <p>The ${trial.correct === 0 ? "left" : "right"} image (outlined) activates the unit more strongly.</p>
-      <div class="vp-fb-options">${options}</div></div>`;
-}
-
-function buildTimeline(jsPsych, config, state, texts, startedAt) {
+function buildTimeline(jsPsych, config, state, texts, clock) {
   const sid = state.session_id;
   const attemptsAllowed = config.practice_attempts;
   // A timeline step that waits for a server call; a final refusal replaces the page.
@@ -184,7 +203,7 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
     n > 0 && !state.practice_passed && (unfinished || state.practice_attempts < attemptsAllowed);
   timeline.push({
     type: Preload,
-    images: imagesToLoad(state, doPractice),
+    images: imagesToLoad(state, doPractice, !state.instructions_done),
     message: "<p>Loading images…</p>",
     show_progress_bar: true,
     max_load_time: 120000,
@@ -198,16 +217,30 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
   }
 
   if (!state.instructions_done) {
-    let readingSeconds = 0;
+    // The authors' instruction time: jsPsych's time_elapsed at the first trial, counted from their welcome page.
+    let welcomeAt = performance.now();
+    const references = state.trials.some((t) => t.references.length > 0);
+    const pages = instructionPages(texts, state.example, { references, practice: doPractice, condition: state.condition });
     timeline.push({
       type: Instructions,
-      pages: instructionPages(texts, state, config),
+      pages: [texts.welcome],
+      show_clickable_nav: true,
+      button_label_next: "Next",
+      on_load: () => {
+        welcomeAt = performance.now();
+        clock.start();
+      },
+    });
+    timeline.push({
+      type: Instructions,
+      pages,
       show_clickable_nav: true,
       button_label_previous: "Back",
       button_label_next: "Next",
-      on_finish: (data) => (readingSeconds = data.rt / 1000),
+      css_classes: ["vp-instructions"],
     });
-    timeline.push(serverStep(() => api.event(sid, "instructions", { duration_s: readingSeconds })));
+    timeline.push(fullscreenStep(texts));
+    timeline.push(serverStep(() => api.event(sid, "instructions", { duration_s: (performance.now() - welcomeAt) / 1000 })));
   }
 
   if (doPractice) {
@@ -226,6 +259,10 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
         },
       },
       {
+        // The first round follows the instructions directly (their last page announces it), as the authors';
+        // after a reload past the instructions it gets its page (whose button also returns to fullscreen).
+        conditional_function: () => attempt > 1 || attempt === resumedAttempt || state.instructions_done,
+        timeline: [{
         type: HtmlButtonResponse,
         stimulus: () =>
           attempt === resumedAttempt
@@ -236,6 +273,8 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
               : `<h1>Practice round ${attempt} of at most ${attemptsAllowed}</h1>
                  <p>Not all answers of the last round were right. Let's practise once more.</p>`,
         choices: () => [attempt === resumedAttempt ? "Continue practice" : "Start practice"],
+        on_finish: backToFullscreen,
+        }],
       },
     ];
     // Each round is drawn anew by the server (state.practice_rounds): the k-th trial of round `attempt`.
@@ -270,7 +309,9 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
 
   const remaining = state.trials.slice(state.next_trial_index);
   const total = state.trials.length;
-  if (remaining.length > 0) {
+  // Straight from the instructions (no practice), the main trials start at once, as the authors'.
+  const straight = !state.instructions_done && !doPractice && state.next_trial_index === 0;
+  if (remaining.length > 0 && !straight) {
     const resumed = state.next_trial_index > 0;
     timeline.push({
       type: HtmlButtonResponse,
@@ -279,7 +320,10 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
              ${state.next_trial_index + 1} of ${total}.</p>`
         : `<h1>The main part</h1><p>Now come ${total} trials, without feedback.</p>`,
       choices: ["Continue"],
+      on_finish: backToFullscreen,
     });
+  }
+  if (remaining.length > 0) {
     for (const trial of remaining) {
       timeline.push(occlusionTrial(trial, "main", () => 0, `Trial ${trial.index + 1} of ${total}`));
     }
@@ -294,7 +338,7 @@ function buildTimeline(jsPsych, config, state, texts, startedAt) {
   });
   timeline.push(
     serverStep(async () => {
-      const totalTime = Math.max(0, (Date.now() - startedAt) / 1000);
+      const totalTime = Math.max(0, (Date.now() - (clock.startedAt ?? Date.now())) / 1000);
       const end = await api.complete(sid, { total_time_s: totalTime, debrief: { comments } });
       state.completed = true;
       Object.assign(state, { completion_code: end.completion_code, redirect_url: end.redirect_url });
@@ -322,18 +366,26 @@ async function main() {
   } catch (err) {
     return stop(err, texts);
   }
+  // The session's clock starts at the welcome page, as the authors' total time (jsPsych's time_elapsed) did; it
+  // is kept across reloads. A session resumed without it (storage lost) counts from now.
   const saved = stored.get();
-  const startedAt = saved?.session_id === state.session_id && saved.started_at ? saved.started_at : Date.now();
-  stored.set({ session_id: state.session_id, started_at: startedAt });
+  const clock = { startedAt: saved?.session_id === state.session_id ? (saved.started_at ?? null) : null };
+  clock.start = () => {
+    clock.startedAt ??= Date.now();
+    stored.set({ session_id: state.session_id, started_at: clock.startedAt });
+  };
+  stored.set({ session_id: state.session_id, started_at: clock.startedAt });
+  if (state.instructions_done) clock.start();
 
   // Exposed for the experimenter's console and the browser test (it holds nothing the page has not got anyway).
   window.vizprobe = { config, state };
   if (state.completed) return showEnd(state.completion_code, state.redirect_url);
+  guardWindowSize(texts);
   document.getElementById("vp-root").replaceChildren(); // jsPsych adds its own elements; drop "Loading…"
   const jsPsych = initJsPsych({ display_element: "vp-root" });
   window.vizprobe.jsPsych = jsPsych;
   offerStop(state.session_id, texts, jsPsych);
-  await jsPsych.run(buildTimeline(jsPsych, config, state, texts, startedAt));
+  await jsPsych.run(buildTimeline(jsPsych, config, state, texts, clock));
   if (window.vizprobe.returned) return showMessage(texts.returned);
   showEnd(state.completion_code, state.redirect_url);
 }

@@ -3,9 +3,11 @@
 // Texts can be overridden by the server's /api/config "texts" object (same keys), so a lab can adapt the
 // consent form to its ethics approval without rebuilding the page.
 
+import { instructionText } from "./instructions.js";
+
 export const DEFAULT_TEXTS = {
   consent: `
-    <h1>Welcome</h1>
+    <h1>About this study</h1>
     <p>This is a study on how people understand the inner workings of artificial neural networks.
        TIME_SENTENCE You will look at images and answer with the mouse or the keyboard.</p>
     <p>We store only your answers, response times and the comments you choose to give. We do not store your
@@ -15,26 +17,84 @@ export const DEFAULT_TEXTS = {
   consent_button: "I agree",
   // The server fills it from the study's time limit (the exclusion criteria's longest session), unless replaced.
   time_sentence: "",
+  welcome: "<h1>Welcome to this experiment!</h1><p>It will start soon.</p>",
+  // The authors' 15 pages (conditions with references) and 14 (without), in their order; see instructions.js for
+  // the markers. Their "favorite images of a machine" are called what the trial page calls them.
   instructions: [
-    `<h1>Instructions (1/3)</h1>
-     <p>A neural network that recognizes objects in photos is built of many <em>units</em>.
-        Each unit responds (is <em>activated</em>) more strongly to some image content than to other content.</p>
-     <p>In each trial you learn about one unit and then predict how it responds.</p>`,
-    `<h1>Instructions (2/3)</h1>
-     <p>REFERENCES_SENTENCE</p>
-     <p>On the right you see a <strong>query image</strong>. Below it are two copies of that image in which a
-        different square patch is hidden. Your task: decide <strong>which of the two copies activates the unit
-        more strongly</strong>.</p>`,
-    `<h1>Instructions (3/3)</h1>
-     <p>Answer with one of six buttons: <strong>3 2 1 | 1 2 3</strong>. The left three choose the left image,
-        the right three the right image. The number is your confidence: 3 = sure, 2 = fairly sure, 1 = guessing.
-        Keys <strong>1</strong> to <strong>6</strong> press the six buttons from left to right.</p>
-     <p>PRACTICE_SENTENCE Some trials are easy checks of attention. Please answer every trial carefully;
-        there is no time limit, but try not to think longer than necessary.</p>`,
+    `<p>In this experiment, you will be shown images on the screen and asked to make a response by clicking your
+       mouse.</p>`,
+    `<p>The experiment consists of multiple trials. We will now explain to you how a single trial works.</p>`,
+    `<p>On the left side of the screen, you see a group of example images. These are images that strongly activate
+       one unit of an artificial neural network REFERENCES_CLAUSE. Usually, these images share at least one common
+       aspect.</p>TRIAL(references)`,
+    `<p>At the top right of the screen, you see one more image. This is yet another image that strongly activates
+       the unit. Do you spot the common aspect in it again?</p>TRIAL(query)`,
+    `<p>At the bottom right of the screen, you see two more images. In each image, a square has been placed to cover
+       part of the image. This part is hidden from the unit.</p>TRIAL(options)`,
+    `<p>The question you have to answer is always the following: <i>Which image at the bottom right activates the
+       unit more strongly?</i> In other words, in which image do you still see the common aspect of the images on
+       the left?</p>TRIAL(question)`,
+    `<p>This is how you answer: below the two images at the bottom right you see two rows of numbers.</p>
+     TRIAL(buttons)`,
+    `<p>If you think the <b>left</b> image activates the unit more strongly, choose a number from the <b>left</b>
+       row of numbers.</p>TRIAL(left)`,
+    `<p>If you think the <b>right</b> image activates the unit more strongly, choose a number from the
+       <b>right</b> row of numbers.</p>TRIAL(right)`,
+    `<p>The value of the number indicates how confident you are in your choice: the higher the number, the higher
+       your confidence. If you are not sure, go with your best guess. The keys 1 to 6 press the six numbers from left
+       to right.</p>TRIAL(buttons)`,
+    `<p>Once you provide your answer, the number you chose is marked.</p>TRIAL(chosen)`,
+    `<p>This is the end of one trial. To summarize, your task is to understand what the unit responds to from the
+       images on the left, and then to choose the image at the bottom right that still contains it.</p>TRIAL(all)`,
+    `<p>In each trial, a different unit is shown, and each trial is independent of the other ones. The common aspect
+       may have to do with objects, parts of objects, patterns, colour, or even more abstract aspects.</p>
+     TRIAL(all)`,
+    `<p>AFTER_ANSWER</p>TRIAL(after)`,
+    `<p>This is the last opportunity to go back and re-read the instructions with the <i>Back</i> button.
+       PRACTICE_SENTENCE</p>TRIAL(after)`,
   ],
-  references_sentence:
-    "On the left of the screen you see 9 images that strongly activate the unit: they show what the unit responds to.",
-  no_references_sentence: "You will not see any explanation of the unit: rely on your intuition.",
+  instructions_none: [
+    `<p>In this experiment, you will be shown images on the screen and asked to make a response by clicking your
+       mouse.</p>`,
+    `<p>The experiment consists of multiple trials. We will now explain to you how a single trial works.</p>`,
+    `<p>In the middle of the screen, you see one image. This is an image that strongly activates one unit of an
+       artificial neural network.</p>TRIAL(query)`,
+    `<p>Below that image, you see two more images. In each image, a square has been placed to cover part of the upper
+       image. This part is hidden from the unit.</p>TRIAL(options)`,
+    `<p>The question you have to answer is always the following: <i>Which image at the bottom activates the unit
+       more strongly?</i></p>TRIAL(question)`,
+    `<p>This is how you answer: below the two images at the bottom you see two rows of numbers.</p>TRIAL(buttons)`,
+    `<p>If you think the <b>left</b> image activates the unit more strongly, choose a number from the <b>left</b>
+       row of numbers.</p>TRIAL(left)`,
+    `<p>If you think the <b>right</b> image activates the unit more strongly, choose a number from the
+       <b>right</b> row of numbers.</p>TRIAL(right)`,
+    `<p>The value of the number indicates how confident you are in your choice: the higher the number, the higher
+       your confidence. If you are not sure, go with your best guess. The keys 1 to 6 press the six numbers from left
+       to right.</p>TRIAL(buttons)`,
+    `<p>Once you provide your answer, the number you chose is marked.</p>TRIAL(chosen)`,
+    `<p>This is the end of one trial. To summarize, your task is to choose the image at the bottom that still
+       activates the unit more strongly.</p>TRIAL(all)`,
+    `<p>In each trial, a different unit is shown, and each trial is independent of the other ones. The covered image
+       parts may have to do with objects, parts of objects, patterns, colour, or even more abstract aspects.</p>
+     TRIAL(all)`,
+    `<p>AFTER_ANSWER</p>TRIAL(after)`,
+    `<p>This is the last opportunity to go back and re-read the instructions with the <i>Back</i> button.
+       PRACTICE_SENTENCE</p>TRIAL(after)`,
+  ],
+  references_clause_blur: "(blurred, except the part that activates the unit most)",
+  after_answer_practice: `In the practice trials you are then told whether your answer was right, and the
+    <i>Continue</i> button takes you to the next trial. In the main trials, the next trial follows as soon as you
+    answer.`,
+  after_answer_none: "As soon as you answer, the next trial follows.",
+  practice_sentence: `Otherwise, we will start with a few practice trials so that you can familiarize yourself with
+    the task; they are repeated until all your answers are right.`,
+  no_practice_sentence: "Otherwise, the trials start now.",
+  fullscreen: `<p>To ensure you can see all relevant information, we will switch to fullscreen mode when you press
+    the button below.</p><p>Please do not leave the fullscreen mode until the end of the experiment.</p>`,
+  fullscreen_button: "Switch to fullscreen",
+  too_small: `<h1>Please enlarge this window</h1><p>The study needs a window of at least MIN_SIZE pixels; this one
+    is CURRENT_SIZE. Please maximize the window (or use a larger screen); the study goes on as soon as it is large
+    enough.</p>`,
   debrief: `
     <h1>Almost done</h1>
     <p>Thank you! Do you have any comments about the study (for example, a strategy you used, or anything
@@ -104,14 +164,12 @@ export function completionHtml(code, redirectUrl, mturk = null) {
     ${redirect}`;
 }
 
-/** The MTurk preview: the preview note, the instructions, and an example trial's images (not answerable). */
+/** The MTurk preview: the preview note, the instructions' text, and the example trial's images (not answerable). */
 export function previewHtml(texts, example) {
+  if (!example) return `${texts.preview}${instructionText(texts)}`;
   const img = (src, cls) => `<img class="${cls}" src="${escapeHtml(src)}" alt="">`;
   const references = example.references.map((src) => img(src, "vp-preview-ref")).join("");
-  const pages = texts.instructions
-    .map((page) => page.replace("REFERENCES_SENTENCE", texts.references_sentence).replace("PRACTICE_SENTENCE", ""))
-    .join("");
-  return `${texts.preview}${pages}
+  return `${texts.preview}${instructionText(texts)}
     <div class="vp-preview">${references ? `<div>${references}</div>` : ""}
       <div>${img(example.query, "vp-preview-query")}<div>${example.options.map((o) => img(o, "vp-preview-option")).join("")}</div></div>
     </div>`;

@@ -66,7 +66,8 @@ function trialHtml(trial) {
     : "";
   const buttons = BUTTONS.map(
     ([choice, confidence], i) =>
-      `<button type="button" class="jspsych-btn vp-conf vp-side-${choice}" data-button="${i}"
+      `<button type="button" class="jspsych-btn vp-conf vp-side-${choice}${i === trial.chosen ? " vp-chosen" : ""}"
+         data-button="${i}"
          data-choice="${choice}" data-confidence="${confidence}" aria-keyshortcuts="${KEYS[i]}"
          title="key ${KEYS[i]}" disabled>${confidence}</button>` +
       (i === 2 ? '<span class="vp-divider" aria-hidden="true"></span>' : ""),
@@ -90,6 +91,15 @@ function trialHtml(trial) {
         <div class="vp-keys">or keys <kbd>1</kbd> <kbd>2</kbd> <kbd>3</kbd> | <kbd>4</kbd> <kbd>5</kbd> <kbd>6</kbd></div>
       </section>
     </div>`;
+}
+
+/** A trial drawn for the instruction pages: not answerable, the part named by `focus` outlined (see app.css);
+ * focus "chosen" marks the sure answer for the example's more activating option. */
+export function illustrationHtml(example, focus) {
+  const defaults = Object.fromEntries(Object.entries(info.parameters).map(([k, p]) => [k, p.default]));
+  const chosen = focus === "chosen" ? BUTTONS.findIndex(([c, conf]) => c === example.correct && conf === 3) : -1;
+  const html = trialHtml({ ...defaults, ...example, index: "example", progress: "", chosen });
+  return `<div class="vp-illustration vp-focus-${focus}" aria-hidden="true">${html}</div>`;
 }
 
 class OcclusionTrialPlugin {

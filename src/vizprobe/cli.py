@@ -19,7 +19,7 @@ from pathlib import Path
 from vizprobe import DEFAULT_MODEL
 from vizprobe.device import BATCH_SIZES, DEVICE_CHOICES
 from vizprobe.errors import VizprobeError
-from vizprobe.protocol import get_protocol
+from vizprobe.protocol import get_protocol, list_protocols
 
 
 def default_of(where: str) -> object:
@@ -57,7 +57,7 @@ def _given(args: argparse.Namespace, *names: str, rename: dict[str, str] | None 
 
 
 def _protocol_arg(parser: argparse.ArgumentParser) -> None:
-    text = "study protocol whose defaults apply (default zimmermann2021; see docs/protocol.md)"
+    text = f"study protocol whose defaults apply: {', '.join(list_protocols())} (default zimmermann2021; see docs)"
     parser.add_argument("--protocol", default=None, help=text)
 
 
@@ -179,7 +179,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     from vizprobe.synthesis.store import save_visualizations
 
     settings = preset(
-        args.preset,
+        args.preset or get_protocol(args.protocol).visualization_preset,
         per_unit=args.per_unit,
         steps=args.steps,
         size=args.size,
@@ -310,7 +310,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from vizprobe.stimuli.pictures import inspect_package
 
-    text, pictures = inspect_package(args.stimuli, args.out)
+    text, pictures = inspect_package(args.stimuli, args.out, args.min_catch_gap)
     print(text)
     for picture in pictures:
         print(f"wrote {picture}")
@@ -350,6 +350,29 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     counts = decisions["decision"].value_counts()
     summary = ", ".join(f"{counts.get(d, 0)} {d}" for d in ("approve", "reject", "returned", "unknown"))
     print(f"{len(decisions)} submissions: {summary} -> {args.out}")
+    return 0
+
+
+def cmd_mturk_hit(args: argparse.Namespace) -> int:
+    from vizprobe.experiment.mturk import with_overrides, write_hit
+
+    countries = tuple(c.strip().upper() for c in args.countries.split(",")) if args.countries else None
+    settings = with_overrides(
+        get_protocol(args.protocol).mturk,
+        reward_usd=args.reward,
+        reward_none_usd=args.reward,
+        assignment_duration_s=args.assignment_duration,
+        min_hits_approved=args.min_hits_approved,
+        min_percent_approved=args.min_percent_approved,
+        countries=countries,
+    )
+    request = write_hit(args.stimuli, args.url, args.out, settings, args.assignments)
+    print(
+        f"wrote {args.out}: {request['MaxAssignments']} assignments at {request['Reward']} USD, "
+        f"{request['AssignmentDurationInSeconds']} s each; post it with "
+        f"`aws mturk create-hit --cli-input-json file://{args.out}` (sandbox first: --endpoint-url "
+        "https://mturk-requester-sandbox.us-east-1.amazonaws.com)"
+    )
     return 0
 
 
@@ -607,7 +630,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--units", required=True, help="comma-separated LAYER:CHANNEL or LAYER:DIRECTIONS:K")
     _directions_arg(p)
-    p.add_argument("--preset", default="quick", choices=tuple(PRESETS), help="paper: Zimmermann et al. 2021")
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=tuple(PRESETS),
+        help="default: the protocol's (zimmermann2021: paper, 9 images per unit); quick for a first look",
+    )
+    _protocol_arg(p)
     for flag, name, kind, text in [("--per-unit", "per_unit", int, "images per unit"),
                                    ("--steps", "steps", int, "optimization steps"),
                                    ("--size", "size", int, "image side in pixels"),
@@ -680,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--seed", f"{build}.seed", "seed of every random draw", type=int)
     _setting(p, "--catch-units", f"{build}.catch_units", "catch units: how many to pick, or L:C,... to use")
     _setting(p, "--practice-units", f"{build}.practice_units", "practice units: how many to pick, or L:C,... to use")
+    _setting(p, "--min-catch-gap", f"{build}.min_catch_gap", "gap below which inspect flags a catch trial", type=float)
     p.add_argument("--pick-only", action="store_true", help="print the catch and practice units, build nothing")
     _protocol_arg(p)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -688,6 +718,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("inspect", "summarize a stimulus package and draw its trials", cmd_inspect)
     p.add_argument("stimuli", help="stimulus package dir")
     p.add_argument("--out", default=None, help="where to write the PNGs (default STIMULI/inspect)")
+    p.add_argument(
+        "--min-catch-gap",
+        type=float,
+        default=None,
+        help="flag catch trials whose gap is below this (default: the package's protocol's, 1.0)",
+    )
 
     serve = "vizprobe.experiment.settings:Settings"
     p = verb("serve", "run the experiment server for participants", cmd_serve)
@@ -735,6 +771,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submissions", required=True, help="the platform's CSV export of the study's submissions")
     p.add_argument("--secret-file", default=None, help="the study's secret (default: where `vizprobe serve` keeps it)")
     p.add_argument("--out", required=True, help="CSV to write: the submissions with decision, reason, session_status")
+
+    hit = "vizprobe.experiment.mturk:MTurkSettings"
+    p = verb("mturk-hit", "write the MTurk HIT request (CreateHIT JSON) for a study served with --platform mturk",
+             cmd_mturk_hit)  # fmt: skip
+    p.add_argument("--stimuli", required=True, help="the stimulus package being served")
+    p.add_argument("--url", required=True, help="the study's public https:// address")
+    p.add_argument("--out", required=True, help="JSON file to write (for `aws mturk create-hit --cli-input-json`)")
+    p.add_argument("--assignments", type=int, default=None, help="places (default: one per task of the package)")
+    _protocol_arg(p)
+    _setting(p, "--reward", f"{hit}.reward_usd", "USD per assignment (default: the protocol's; 0.70 in none)",
+             type=float)  # fmt: skip
+    _setting(p, "--assignment-duration", f"{hit}.assignment_duration_s", "seconds a worker may hold it", type=int)
+    _setting(p, "--min-hits-approved", f"{hit}.min_hits_approved", "workers' approved HITs at least", type=int)
+    _setting(p, "--min-percent-approved", f"{hit}.min_percent_approved", "workers' approval rate at least", type=int)
+    _setting(p, "--countries", f"{hit}.countries", "comma-separated ISO country codes workers must be in")
 
     criteria = "vizprobe.exclusion:ExclusionCriteria"
     stats = "vizprobe.analysis.accuracy:StatsSettings"

@@ -32,6 +32,7 @@ class Protocol:
     experiment: object  # vizprobe.experiment.settings.Settings
     exclusion: object  # vizprobe.analysis.ExclusionCriteria
     visualization_preset: str
+    mturk: object = None  # vizprobe.experiment.mturk.MTurkSettings: what `vizprobe mturk-hit` asks for and pays
     layers: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def layers_for(self, model: str) -> list[str]:
@@ -68,6 +69,7 @@ def get_protocol(name: str | None = None) -> Protocol:
 def _zimmermann2021() -> Protocol:
     """The settings dataclasses' defaults are this study's values (docs/protocol.md cites each)."""
     from vizprobe.exclusion import ExclusionCriteria
+    from vizprobe.experiment.mturk import MTurkSettings
     from vizprobe.experiment.settings import Settings
     from vizprobe.stimuli.settings import BuildSettings
 
@@ -78,8 +80,39 @@ def _zimmermann2021() -> Protocol:
         experiment=Settings(),
         exclusion=ExclusionCriteria(),
         visualization_preset="paper",
+        mturk=MTurkSettings(),
         layers={"inceptionv1": PAPER_GOOGLENET_LAYERS, "googlenet": PAPER_GOOGLENET_LAYERS},
     )
 
 
 register_protocol("zimmermann2021", _zimmermann2021)
+
+
+def _borowski2021() -> Protocol:
+    """The lab study before it (ICLR 2021): its raw data (bethgelab/testing_visualizations) reanalysed as the
+    authors did, keeping every participant: lab participants were not screened like crowd workers."""
+    from vizprobe.exclusion import ExclusionCriteria
+
+    base = _zimmermann2021()
+    keep_all = ExclusionCriteria(
+        min_catch_accuracy=0.0,
+        min_instruction_time_s=0.0,
+        min_total_time_s=0.0,
+        max_total_time_s=1e9,
+        max_practice_attempts=1_000_000,
+        require_both_sides=False,
+        per_condition={},
+    )
+    return Protocol(
+        name="borowski2021",
+        reference="Borowski, Zimmermann, Schepers, Geirhos, Wallis, Bethge & Brendel, ICLR 2021",
+        build=base.build,
+        experiment=base.experiment,
+        exclusion=keep_all,
+        visualization_preset="paper",
+        mturk=base.mturk,
+        layers=base.layers,
+    )
+
+
+register_protocol("borowski2021", _borowski2021)

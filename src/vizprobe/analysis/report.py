@@ -51,7 +51,22 @@ def load_responses(responses: pd.DataFrame | str | Path) -> tuple[pd.DataFrame, 
         from vizprobe.experiment.export import export_frame  # the server's export, imported only when needed
 
         return validate_responses(export_frame(text)), f"{scheme}://…" if scheme else text  # no credentials
-    return read_responses(text), text
+    return _read_file(text), text
+
+
+def _read_file(path: str) -> pd.DataFrame:
+    """A responses CSV, or the raw data of Borowski et al. 2021 (recognised by its columns) converted to one."""
+    from vizprobe.analysis.borowski2021 import from_borowski2021, is_borowski2021
+
+    if Path(path).is_file():
+        try:
+            header = pd.read_csv(path, dtype=str, nrows=0)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError):
+            header = pd.DataFrame()
+        if is_borowski2021(header):
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+            return validate_responses(from_borowski2021(raw))
+    return read_responses(path)
 
 
 def _fill_from_manifest(frame: pd.DataFrame, manifest: Manifest) -> pd.DataFrame:

@@ -120,7 +120,7 @@ class PreviewOut(BaseModel):
     """An MTurk preview: an example trial to show beside the instructions (no session, no task taken)."""
 
     condition: str
-    example: TrialOut
+    example: TrialOut | None = Field(description="the instructions' example: the most obvious practice trial")
 
 
 class PracticeAnswer(BaseModel):
@@ -146,6 +146,10 @@ class SessionState(BaseModel):
         "others in a new order, new sides (answer round r with attempt r)"
     )
     trials: list[TrialOut]
+    example: TrialOut | None = Field(
+        description="the trial the instruction pages illustrate: the most obvious practice trial with this "
+        "condition's references (null when the package has no practice trials)"
+    )
     next_trial_index: int
     completed: bool
     completion_code: str | None

@@ -52,6 +52,8 @@ class Experiment:
         settings = settings.checked(len(manifest.practice_ids))
         self.db, self.settings, self.study = db, settings, manifest
         self.exclusion = manifest.exclusion or _older_package_criteria()
+        if "practice_obvious" not in manifest.settings:
+            _older_package_practice(len(manifest.practice_ids))
         stored = {k: v for k, v in asdict(settings).items() if k != "completion_code"}
         with db.tx() as s:
             existing = s.get(Study, 1)
@@ -108,6 +110,16 @@ class Experiment:
         per_round = practice_per_round(self.settings.practice, len(self.study.practice_ids))
         return practice_round(p.id, attempt, self._practice_trials(p), per_round, self.study.practice_obvious)
 
+    def _example(self, condition: str) -> dict | None:
+        """The trial the instruction pages illustrate (and an MTurk preview shows): the practice pool's most obvious
+        trial with the condition's references, its maximal option where the session shows it; None when the
+        package has no practice trials (the pages then go without pictures). Never a main trial: a preview must not
+        show one."""
+        pool = self.study.practice_trials(1)
+        if not pool:
+            return None
+        return trial_view(pool[0], 0, condition, pool[0].correct, practice=True)
+
     def _redirect(self, code: str) -> str | None:
         return PROLIFIC_DONE + quote(code) if self.settings.platform == "prolific" else None
 
@@ -137,6 +149,7 @@ class Experiment:
             "practice": rounds[0] if rounds else [],
             "practice_rounds": rounds,
             "trials": [trial_view(t, i, p.condition, main_sides[i], practice=False) for i, t in enumerate(trials)],
+            "example": self._example(p.condition),
             "next_trial_index": next_index,
             "completed": done,
             "completion_code": p.completion_code if done else None,
@@ -172,15 +185,12 @@ class Experiment:
             )  # fmt: skip
 
     def preview(self) -> dict:
-        """What an MTurk preview shows: an example trial (the first main trial of the first task with references)."""
+        """What an MTurk preview shows: the instructions' example trial in a condition with references (the first
+        task's condition otherwise); none when the package has no practice trials."""
         task = next(
             (t for t in self.study.tasks.values() if t.condition != "none"), next(iter(self.study.tasks.values()))
         )
-        trial = next(t for t in self.study.task_trials(task.task_id) if t.kind == "main")
-        return {
-            "condition": task.condition,
-            "example": trial_view(trial, 0, task.condition, trial.correct, practice=False),
-        }
+        return {"condition": task.condition, "example": self._example(task.condition)}
 
     def _start(self, body: SessionIn) -> dict:
         worker = next((body.platform_ids[k] for k in WORKER_ID_KEYS if k in body.platform_ids), None)
@@ -379,6 +389,17 @@ def time_sentence(criteria) -> str:
         float(c["max_total_time_s"]) for c in criteria.per_condition.values() if "max_total_time_s" in c
     ]
     return f"It takes up to {min(limits) / 60:.3g} minutes."
+
+
+def _older_package_practice(pool: int) -> None:
+    """A package built before the practice pool: served with its own practice trials, and the log says so."""
+    import logging
+
+    logging.getLogger("vizprobe.serve").warning(
+        "the stimulus package predates the authors' practice pool (built by an older vizprobe): each round draws "
+        f"from its {pool} practice trial(s), the first of them the obvious one; rebuild it for a pool of 10 "
+        "(1 obvious of 3 + 3 others per round)"
+    )
 
 
 def _older_package_criteria():

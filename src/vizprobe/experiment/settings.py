@@ -25,9 +25,17 @@ TEXT_KEYS: dict[str, type] = {
     "consent": str,
     "consent_button": str,
     "time_sentence": str,
+    "welcome": str,
     "instructions": list,
-    "references_sentence": str,
-    "no_references_sentence": str,
+    "instructions_none": list,
+    "references_clause_blur": str,
+    "after_answer_practice": str,
+    "after_answer_none": str,
+    "practice_sentence": str,
+    "no_practice_sentence": str,
+    "fullscreen": str,
+    "fullscreen_button": str,
+    "too_small": str,
     "debrief": str,
     "already_participated": str,
     "no_tasks": str,
@@ -35,6 +43,8 @@ TEXT_KEYS: dict[str, type] = {
     "missing_worker_id": str,
     "session_elsewhere": str,
     "preview": str,
+    "stop_confirm": str,
+    "returned": str,
 }
 
 

@@ -170,6 +170,8 @@ def build_stimuli(
     with staged_dir(out, MANIFEST, "stimulus package") as staging:
         writer.staging = staging
         manifest = _build(units, plans, protocol, writer, progress)
+        for entry in manifest["units"]:  # what `inspect` measures a trial's ease against (Manifest.trial_gap)
+            entry["activation_std"] = scan.unit_std(entry["unit"])
         _copy_directions(manifest, writer.model, staging)
         manifest["images"] = {p.relative_to(staging).as_posix(): sha256(p) for p in sorted(staging.rglob("*.png"))}
         checked = Manifest.from_dict(manifest, out)

@@ -103,6 +103,7 @@ class PackageUnit:
     channel: int
     label: str
     role: str = "main"
+    activation_std: float | None = None  # over the scanned images (None in packages built before it was recorded)
 
 
 def _trial(raw: dict) -> Trial:
@@ -220,7 +221,12 @@ class Manifest:
         """Canonical unit name -> unit, in manifest order."""
         return {
             u["unit"]: PackageUnit(
-                u["unit"], u["layer"], int(u["channel"]), u.get("label", u["unit"]), u.get("role", "main")
+                u["unit"],
+                u["layer"],
+                int(u["channel"]),
+                u.get("label", u["unit"]),
+                u.get("role", "main"),
+                float(u["activation_std"]) if u.get("activation_std") is not None else None,
             )
             for u in self.data["units"]
         }
@@ -228,6 +234,15 @@ class Manifest:
     def units_of(self, role: str = "main") -> list[PackageUnit]:
         """The package's units of one role, in manifest order."""
         return [u for u in self.units.values() if u.role == role]
+
+    def trial_gap(self, trial: Trial) -> float | None:
+        """How easy a trial is: (more - less activating option) / the unit's standard deviation over the scan, the
+        criterion the catch and practice units were picked by; None where the package records no deviation."""
+        std = self.units[trial.unit].activation_std
+        if not std:
+            return None
+        more, less = trial.options[trial.correct], trial.options[1 - trial.correct]
+        return (more.activation - less.activation) / std
 
     def layer_of(self, unit: str) -> str:
         """The layer (module path) of one of the package's units."""

@@ -12,7 +12,7 @@ from vizprobe.files import safe_name
 from vizprobe.stimuli.manifest import Manifest, Trial
 
 
-def summary(manifest: Manifest) -> str:
+def summary(manifest: Manifest, min_catch_gap: float | None = None) -> str:
     kinds = Counter(t.kind for t in manifest.trials.values())
     conditions = Counter(t.condition for t in manifest.tasks.values())
     lengths = sorted({len(t.trial_ids) for t in manifest.tasks.values()})
@@ -28,7 +28,29 @@ def summary(manifest: Manifest) -> str:
         + ", ".join(f"{c} {n}" for c, n in conditions.items())
         + f" ({'/'.join(map(str, lengths))} trials each)",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + catch_report(manifest, min_catch_gap))
+
+
+def catch_report(manifest: Manifest, min_catch_gap: float | None = None) -> list[str]:
+    """Each catch trial's gap (Manifest.trial_gap) beside the main trials' median, those below `min_catch_gap`
+    (default: the package's protocol's) flagged: an attentive participant may miss a catch trial that is not
+    clearly easy."""
+    catch = [t for t in manifest.trials.values() if t.kind == "catch"]
+    if not catch:
+        return []
+    threshold = min_catch_gap if min_catch_gap is not None else float(manifest.settings.get("min_catch_gap", 1.0))
+    gaps = {t.trial_id: manifest.trial_gap(t) for t in catch}
+    if any(g is None for g in gaps.values()):
+        return ["catch trials: gaps unknown (the package records no activation deviations; rebuild it to see them)"]
+    main = [g for t in manifest.trials.values() if t.kind == "main" and (g := manifest.trial_gap(t)) is not None]
+    lines = [
+        f"catch trials: gap = (more - less activating option) / the unit's std over the scan; clearly easy at >= "
+        f"{threshold:g}" + (f"; main trials' median {np.median(main):.2f}" if main else "")
+    ]
+    for trial_id, gap in gaps.items():
+        flag = "" if gap >= threshold else f"   NOT CLEARLY EASY (< {threshold:g})"
+        lines.append(f"  {trial_id}: {gap:.2f}{flag}")
+    return lines
 
 
 def _tile(package: Path, rel: str, size: int) -> Image.Image:
@@ -103,7 +125,9 @@ def activation_map_picture(package: str | Path, trial: Trial):
     return fig
 
 
-def inspect_package(package: str | Path, out: str | Path | None = None) -> tuple[str, list[Path]]:
+def inspect_package(
+    package: str | Path, out: str | Path | None = None, min_catch_gap: float | None = None
+) -> tuple[str, list[Path]]:
     """Print-ready summary and the PNGs written (one trial per condition, one activation map)."""
     package = Path(package)
     manifest = Manifest.load(package, check_images=True)
@@ -121,4 +145,4 @@ def inspect_package(package: str | Path, out: str | Path | None = None) -> tuple
         path = out / "activation_map.png"
         activation_map_picture(package, with_map).savefig(path, dpi=100)
         written.append(path)
-    return summary(manifest), written
+    return summary(manifest, min_catch_gap), written

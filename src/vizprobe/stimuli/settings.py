@@ -33,6 +33,9 @@ class BuildSettings:
     practice_units: int = 10
     practice_obvious: int = 3
     protocol_candidates: int = 24  # units measured to pick them from
+    # `vizprobe inspect` flags a catch trial whose gap (Manifest.trial_gap) is below this: not clearly easy, so a
+    # missed one would exclude an attentive participant. The authors checked theirs by eye.
+    min_catch_gap: float = 1.0
     blur_kernel: int = 21
     seed: int = 0
     protocol: str = "zimmermann2021"  # the named protocol these settings started from (recorded in the manifest)
