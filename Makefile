@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-output
 
-.PHONY: demo test lint bench bench-methods clean frontend
+.PHONY: demo test lint bench bench-methods clean frontend docs figures wheel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,9 +38,18 @@ $(STATIC)/index.html: $(FRONTEND_SRC)
 demo: $(VENV)/.installed frontend
 	$(BIN)/vizprobe demo --out $(DEMO_OUT)
 
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+figures: $(VENV)/.installed-test frontend
+	$(BIN)/python docs/figures.py --demo $(DEMO_OUT)
+
+wheel: $(VENV)/.installed frontend
+	$(BIN)/python -m pip wheel --no-deps --no-build-isolation -w dist .
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs setup.py
+	$(BIN)/ruff format --check src tests benchmarks docs setup.py
 
 test: $(VENV)/.installed-test lint frontend
 	$(BIN)/pytest

@@ -72,27 +72,48 @@ def main() -> None:
         reference, _ = scan("efficientnet-lite0", source, LAYERS, tmp / "cpu", device="cpu", progress=False)
         print(f"exactness on {len(reference.images)} photos of {source}, against the CPU's float32:")
         for precision in precisions:
-            result, stats = scan("efficientnet-lite0", source, LAYERS, tmp / f"exact-{precision}",
-                                 device=args.device, precision=precision, batch_size=args.batch_size,
-                                 backend="torch", progress=False)  # fmt: skip
+            result, stats = scan(
+                "efficientnet-lite0",
+                source,
+                LAYERS,
+                tmp / f"exact-{precision}",
+                device=args.device,
+                precision=precision,
+                batch_size=args.batch_size,
+                backend="torch",
+                progress=False,
+            )
             for layer in LAYERS:
                 ref, got = reference.activations(layer), result.activations(layer)
                 spread = ref.std(axis=0).mean()
-                print(f"  {precision:5s} {layer:11s} max difference {np.abs(got - ref).max() / spread:.2e} of the "
-                      f"units' spread; top/bottom-20 the same for {same_extremes(reference, result, layer):.1%} "
-                      "of units")  # fmt: skip
+                print(
+                    f"  {precision:5s} {layer:11s} max difference {np.abs(got - ref).max() / spread:.2e} of the "
+                    f"units' spread; top/bottom-20 the same for {same_extremes(reference, result, layer):.1%} "
+                    "of units"
+                )
         folder = many(source, args.n, tmp / "many")
         print(f"throughput on {args.n} images, batch {args.batch_size}, device {args.device}:")
         for precision in precisions:
             rates = []
             for run in ("cold", "warm"):
                 start = time.perf_counter()
-                _, stats = scan("efficientnet-lite0", folder, LAYERS, tmp / f"many-{precision}-{run}",
-                                device=args.device, precision=precision, batch_size=args.batch_size,
-                                backend="torch", progress=False, keep_activations=False)  # fmt: skip
+                _, stats = scan(
+                    "efficientnet-lite0",
+                    folder,
+                    LAYERS,
+                    tmp / f"many-{precision}-{run}",
+                    device=args.device,
+                    precision=precision,
+                    batch_size=args.batch_size,
+                    backend="torch",
+                    progress=False,
+                    keep_activations=False,
+                )
                 rates.append(args.n / (time.perf_counter() - start))
-            print(f"  {precision:5s} {rates[0]:8.1f} img/s (first run, model load included)  {rates[1]:8.1f} img/s "
-                  f"(second run); decode workers {os.cpu_count()}")  # fmt: skip
+            print(
+                f"  {precision:5s} {rates[0]:8.1f} img/s (first run, model load included)  {rates[1]:8.1f} img/s "
+                f"(second run); decode workers {os.cpu_count()}"
+            )
 
 
 if __name__ == "__main__":

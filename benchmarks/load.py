@@ -88,9 +88,24 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
-        self.cmd = [sys.executable, "-m", "vizprobe.cli", "serve", "--stimuli", str(stimuli), "--db", db,
-                    "--port", str(self.port), "--platform", "prolific", "--task-timeout", "120",
-                    "--admin-token-file", str(workdir / "admin-token")]  # fmt: skip
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "vizprobe.cli",
+            "serve",
+            "--stimuli",
+            str(stimuli),
+            "--db",
+            db,
+            "--port",
+            str(self.port),
+            "--platform",
+            "prolific",
+            "--task-timeout",
+            "120",
+            "--admin-token-file",
+            str(workdir / "admin-token"),
+        ]
         self.workdir, self.proc = workdir, None
 
     def start(self) -> float:
@@ -216,16 +231,28 @@ async def participant(client: httpx.AsyncClient, number: int, stats: Stats, rng:
         perfect = True
         for trial in state["practice"]:
             choice = trial["correct"] if rng.random() < 0.9 else 1 - trial["correct"]
-            body = {"phase": "practice", "trial_index": trial["index"], "attempt": attempt, "choice": choice,
-                    "confidence": 3, "rt_ms": rng.uniform(400, 3000)}  # fmt: skip
+            body = {
+                "phase": "practice",
+                "trial_index": trial["index"],
+                "attempt": attempt,
+                "choice": choice,
+                "confidence": 3,
+                "rt_ms": rng.uniform(400, 3000),
+            }
             result = await call(client, stats, "POST", f"/api/sessions/{sid}/responses", body)
             stats.acked[(task, 1, trial["trial_id"])] += 1
             perfect &= result["correct"] == 1
         if perfect:
             break
     for trial in state["trials"]:
-        body = {"phase": "main", "trial_index": trial["index"], "attempt": 0, "choice": rng.randint(0, 1),
-                "confidence": rng.randint(1, 3), "rt_ms": rng.uniform(400, 3000)}  # fmt: skip
+        body = {
+            "phase": "main",
+            "trial_index": trial["index"],
+            "attempt": 0,
+            "choice": rng.randint(0, 1),
+            "confidence": rng.randint(1, 3),
+            "rt_ms": rng.uniform(400, 3000),
+        }
         await call(client, stats, "POST", f"/api/sessions/{sid}/responses", body)
         stats.acked[(task, 0, trial["trial_id"])] += 1
     done = await call(client, stats, "POST", f"/api/sessions/{sid}/complete", {"total_time_s": 600.0})
@@ -304,14 +331,18 @@ def main() -> None:
     print(f"requests answered {len(lat)} in {wall:.1f} s: {len(lat) / wall:.0f} req/s; retries {stats.retries}")
     print(f"latency p50 {1000 * statistics.median(lat):.1f} ms, p99 {1000 * lat[int(0.99 * (len(lat) - 1))]:.1f} ms")
     for route, values in sorted(stats.by_route.items()):
-        print(f"  {route:10s} n={len(values):5d} p50 {1000 * statistics.median(values):7.1f} ms  "
-              f"p99 {1000 * sorted(values)[int(0.99 * (len(values) - 1))]:7.1f} ms")  # fmt: skip
+        print(
+            f"  {route:10s} n={len(values):5d} p50 {1000 * statistics.median(values):7.1f} ms  "
+            f"p99 {1000 * sorted(values)[int(0.99 * (len(values) - 1))]:7.1f} ms"
+        )
     if gaps:
         what = "server" if args.kill == "app" else "PostgreSQL server"
         listed = ", ".join(f"{g:.2f}" for g in gaps)
         print(f"{what} killed (SIGKILL) {len(gaps)} time(s) and restarted; seconds without it: {listed}")
-    print(f"responses sent (acknowledged) {sum(stats.acked.values())}, stored {len(frame)}, lost {lost}, "
-          f"duplicated {duplicated}")  # fmt: skip
+    print(
+        f"responses sent (acknowledged) {sum(stats.acked.values())}, stored {len(frame)}, lost {lost}, "
+        f"duplicated {duplicated}"
+    )
     if lost or duplicated:
         raise SystemExit("FAIL: responses were lost or duplicated")
 

@@ -115,9 +115,18 @@ def horama_maco(model, units, canvas: int, steps: int) -> tuple[torch.Tensor, fl
             def objective(crops, unit=unit):
                 return unit_of(model, crops, unit).mean()
 
-            image, _alpha = maco(objective, total_steps=steps, learning_rate=1.0, image_size=canvas,
-                                 model_input_size=224, noise=0.01, values_range=(0, 1), crops_per_iteration=6,
-                                 box_size=(0.20, 0.25), device=str(model.device))  # fmt: skip
+            image, _alpha = maco(
+                objective,
+                total_steps=steps,
+                learning_rate=1.0,
+                image_size=canvas,
+                model_input_size=224,
+                noise=0.01,
+                values_range=(0, 1),
+                crops_per_iteration=6,
+                box_size=(0.20, 0.25),
+                device=str(model.device),
+            )
             images.append(image.detach().cpu())
     return torch.stack(images), time.perf_counter() - started
 
@@ -141,20 +150,31 @@ def faccent_accentuation(model, units, seeds: torch.Tensor, canvas: int, steps: 
     for unit, seed in zip(units, seeds, strict=True):
         parameterizer = param.fourier(init_img=seed[None].clone(), img_size=(canvas, canvas), device=model.device)
         objective = objectives.channel(unit.layer.replace(".", "_"), unit.channel)
-        result = render_vis(net, objective, parameterizer=parameterizer, out_thresholds=range(steps),
-                            inline_thresholds=[], nb_transforms=16, model_input_size=(224, 224),
-                            model_input_range=(0, 1), img_size=(canvas, canvas),
-                            accent_reg_layer=ACCENT_LAYER.replace(".", "_"), accent_reg_alpha=1.0,
-                            progress=False)  # fmt: skip
+        result = render_vis(
+            net,
+            objective,
+            parameterizer=parameterizer,
+            out_thresholds=range(steps),
+            inline_thresholds=[],
+            nb_transforms=16,
+            model_input_size=(224, 224),
+            model_input_range=(0, 1),
+            img_size=(canvas, canvas),
+            accent_reg_layer=ACCENT_LAYER.replace(".", "_"),
+            accent_reg_alpha=1.0,
+            progress=False,
+        )
         images.append(result[0][-1][0])
     return torch.stack(images), time.perf_counter() - started
 
 
 def vizprobe_accentuation(model, units, seeds: torch.Tensor, canvas: int, steps: int) -> tuple[torch.Tensor, float]:
-    settings = preset("paper", param="accentuation", per_unit=1, size=canvas, steps=steps, mixed_extra=0,
-                      accent_layer=ACCENT_LAYER)  # fmt: skip
-    rendering = render_units(model, units, settings, references={u: s[None] for u, s in zip(units, seeds,
-                             strict=True)}, progress=False)  # fmt: skip
+    settings = preset(
+        "paper", param="accentuation", per_unit=1, size=canvas, steps=steps, mixed_extra=0, accent_layer=ACCENT_LAYER
+    )
+    rendering = render_units(
+        model, units, settings, references={u: s[None] for u, s in zip(units, seeds, strict=True)}, progress=False
+    )
     order = [rendering.unit_index.index(k) for k in range(len(units))]
     return rendering.images[order], rendering.seconds
 
@@ -167,8 +187,9 @@ def layer_distance(model, images: torch.Tensor, seeds: torch.Tensor) -> list[flo
     handle = module.register_forward_hook(lambda _m, _i, out: seen.append(out))
     with torch.no_grad():
         for batch in (images, seeds):
-            model.net(model.preprocessing.normalize(F.interpolate(batch, size=(224, 224), mode="bilinear",
-                                                                  antialias=True)))  # fmt: skip
+            model.net(
+                model.preprocessing.normalize(F.interpolate(batch, size=(224, 224), mode="bilinear", antialias=True))
+            )
     handle.remove()
     return (seen[0] - seen[1]).norm(dim=1).mean(dim=(1, 2)).tolist()
 
@@ -181,8 +202,9 @@ def top_photos(model, units, canvas: int) -> torch.Tensor:
         layers = sorted({u.layer for u in units})
         result, _ = scan(model, default_images_dir(), layers, Path(tmp) / "run", progress=False)
         references, _ = scan_references(result, units, model.preprocessing, 1)
-    return torch.cat([F.interpolate(references[u], size=(canvas, canvas), mode="bilinear", antialias=True)
-                      for u in units]).clamp(0, 1)  # fmt: skip
+    return torch.cat(
+        [F.interpolate(references[u], size=(canvas, canvas), mode="bilinear", antialias=True) for u in units]
+    ).clamp(0, 1)
 
 
 def picture(out: Path, device: str) -> None:
@@ -219,13 +241,17 @@ def main() -> None:
     units = model.resolve_units(UNITS)
     steps = args.steps or (128 if args.method == "maco" else 100)
     if args.method == "maco":
-        sides = {"Horama 0.3.0": lambda: horama_maco(model, units, args.canvas, steps),
-                 "vizprobe": lambda: vizprobe_maco(model, units, args.canvas, steps)}  # fmt: skip
+        sides = {
+            "Horama 0.3.0": lambda: horama_maco(model, units, args.canvas, steps),
+            "vizprobe": lambda: vizprobe_maco(model, units, args.canvas, steps),
+        }
         box, placement = (0.25, 0.30), "centred"
     else:
         seeds = top_photos(model, units, args.canvas)
-        sides = {"faccent 1.0.3": lambda: faccent_accentuation(model, units, seeds, args.canvas, steps),
-                 "vizprobe": lambda: vizprobe_accentuation(model, units, seeds, args.canvas, steps)}  # fmt: skip
+        sides = {
+            "faccent 1.0.3": lambda: faccent_accentuation(model, units, seeds, args.canvas, steps),
+            "vizprobe": lambda: vizprobe_accentuation(model, units, seeds, args.canvas, steps),
+        }
         box, placement = (0.05, 0.99), "uniform"
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     images: dict[str, torch.Tensor] = {}
@@ -235,29 +261,36 @@ def main() -> None:
             images[side], took = sides[side]()
             seconds[side].append(took / len(units))
             print(f"  run {rep + 1} {side:14s} {took / len(units):6.1f} s per image")
-    print(f"{args.method}: {len(units)} units of efficientnet-lite0, canvas {args.canvas} px, {steps} steps, "
-          f"device {model.device}, torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{args.method}: {len(units)} units of efficientnet-lite0, canvas {args.canvas} px, {steps} steps, "
+        f"device {model.device}, torch threads {torch.get_num_threads()}"
+    )
     for side, made in images.items():
         cropped = as_cropped(model, made, units, box, placement)
         entire = whole(model, made, units)
-        line = (f"{side:14s} {statistics.median(seconds[side]):6.1f} s/image  as cropped "
-                f"{' '.join(f'{a:6.2f}' for a in cropped)}  whole {' '.join(f'{a:6.2f}' for a in entire)}")  # fmt: skip
+        line = (
+            f"{side:14s} {statistics.median(seconds[side]):6.1f} s/image  as cropped "
+            f"{' '.join(f'{a:6.2f}' for a in cropped)}  whole {' '.join(f'{a:6.2f}' for a in entire)}"
+        )
         if args.method == "maco":
             deviation = float((made.mean(dim=(2, 3)) - 0.5).abs().max())
             line += f"  slope {radial_slope(made.numpy()):.2f}  mean colour off grey {deviation:.3f}"
         else:
             gain = np.array(entire) / np.array(whole(model, seeds, units))
-            line += (f"  gain {' '.join(f'{g:.2f}' for g in gain)}  layer distance "
-                     f"{' '.join(f'{d:.1f}' for d in layer_distance(model, made, seeds))}  pixel distance "
-                     f"{' '.join(f'{d:.3f}' for d in (made - seeds).abs().mean(dim=(1, 2, 3)).tolist())}")  # fmt: skip
+            line += (
+                f"  gain {' '.join(f'{g:.2f}' for g in gain)}  layer distance "
+                f"{' '.join(f'{d:.1f}' for d in layer_distance(model, made, seeds))}  pixel distance "
+                f"{' '.join(f'{d:.3f}' for d in (made - seeds).abs().mean(dim=(1, 2, 3)).tolist())}"
+            )
         print(line)
     if args.method == "maco":
         from vizprobe.images import find_images, load_rgb
 
         root = default_images_dir()
         paths = [root / p for p in find_images(root)][::20]
-        photos = np.stack([np.asarray(load_rgb(p).resize((args.canvas, args.canvas)), np.float32) / 255
-                           for p in paths]).transpose(0, 3, 1, 2)  # fmt: skip
+        photos = np.stack(
+            [np.asarray(load_rgb(p).resize((args.canvas, args.canvas)), np.float32) / 255 for p in paths]
+        ).transpose(0, 3, 1, 2)
         print(f"natural photos' slope {radial_slope(photos):.2f} ({len(paths)} photos at {args.canvas} px)")
 
 

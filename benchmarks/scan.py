@@ -81,8 +81,9 @@ def _model(name: str, weights: str | None, tmp: Path):
 def vizprobe_scan(model, folder: Path, layers: list[str], workers: int, backend: str) -> tuple[float, object]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result, _ = scan(model, folder, layers, Path(tmp) / "run", workers=workers, backend=backend, compile="off",
-                         progress=False)  # fmt: skip
+        result, _ = scan(
+            model, folder, layers, Path(tmp) / "run", workers=workers, backend=backend, compile="off", progress=False
+        )
         seconds = time.perf_counter() - start
         acts = {name: np.array(result.activations(name)) for name in layers}
     return seconds, acts
@@ -118,8 +119,13 @@ PEAK_RSS: list[int] = []  # KiB, per timed process (GNU time's %M)
 def _timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
     with tempfile.NamedTemporaryFile("r") as rss:
         start = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-q", "-f", "%M", "-o", rss.name, *command], env=env,
-                              capture_output=True, text=True, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["/usr/bin/time", "-q", "-f", "%M", "-o", rss.name, *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         seconds = time.perf_counter() - start
         PEAK_RSS.append(int(rss.read().split()[-1]))
     if done.returncode != 0:
@@ -168,16 +174,40 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
             cache = tmp / f"cache-{rep}-{side.replace(' ', '-')}"
             env |= {"VIZPROBE_CACHE": str(cache), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
             if temperatures[0] == "warm":  # fill the cache first, untimed, on two images
-                warm_up = [vizprobe, "-q", "scan", "--images", str(few), "--layers", args.layers, "--out",
-                           str(tmp / "warm-up"), "--device", "cpu", *sides[side]]  # fmt: skip
+                warm_up = [
+                    vizprobe,
+                    "-q",
+                    "scan",
+                    "--images",
+                    str(few),
+                    "--layers",
+                    args.layers,
+                    "--out",
+                    str(tmp / "warm-up"),
+                    "--device",
+                    "cpu",
+                    *sides[side],
+                ]
                 done = subprocess.run(warm_up, env=env, capture_output=True, text=True, check=False)
                 if done.returncode:
                     raise SystemExit(f"warm-up failed: {done.stderr[-3000:]}")
                 shutil.rmtree(tmp / "warm-up")
             for temperature in temperatures:
                 out_dir = tmp / f"run-{rep}-{side.replace(' ', '-')}-{temperature}"
-                command = [vizprobe, "-q", "scan", "--images", str(folder), "--layers", args.layers, "--out",
-                           str(out_dir), "--device", "cpu", *sides[side]]  # fmt: skip
+                command = [
+                    vizprobe,
+                    "-q",
+                    "scan",
+                    "--images",
+                    str(folder),
+                    "--layers",
+                    args.layers,
+                    "--out",
+                    str(out_dir),
+                    "--device",
+                    "cpu",
+                    *sides[side],
+                ]
                 seconds, _ = _timed(command, env)
                 wall[f"{side} {temperature}"].append(seconds)
                 rss[f"{side} {temperature}"].append(PEAK_RSS[-1])
@@ -188,8 +218,10 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
     reference = statistics.median(wall["reference"])
     print(f"model: efficientnet-lite0  images: {n}  layers: {args.layers}  whole processes, medians of {args.repeats}")
     peak = max(rss["reference"]) / 1024
-    print(f"reference loop (batch 1, NCHW, PIL)      {reference:8.1f} s  {n / reference:7.1f} img/s  1.00x  "
-          f"peak RSS {peak:.0f} MiB")  # fmt: skip
+    print(
+        f"reference loop (batch 1, NCHW, PIL)      {reference:8.1f} s  {n / reference:7.1f} img/s  1.00x  "
+        f"peak RSS {peak:.0f} MiB"
+    )
     for side, times in wall.items():
         if side != "reference":
             t, peak = statistics.median(times), max(rss[side]) / 1024
@@ -201,8 +233,10 @@ def cold_main(args: argparse.Namespace, files: list[Path], folder: Path, tmp: Pa
                 if local and name != "onnxruntime"
                 else ""
             )
-            print(f"vizprobe scan, {side:26s} {t:8.1f} s  {rate}  peak RSS {peak:.0f} MiB  run dir "
-                  f"{disk[name] / 2**20:.1f} MiB{versus}")  # fmt: skip
+            print(
+                f"vizprobe scan, {side:26s} {t:8.1f} s  {rate}  peak RSS {peak:.0f} MiB  run dir "
+                f"{disk[name] / 2**20:.1f} MiB{versus}"
+            )
 
 
 def main() -> None:
@@ -217,9 +251,12 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="whole processes, fresh caches then warm ones")
     parser.add_argument("--copies", type=int, default=1, help="with --cold: the photos K times under other names")
     parser.add_argument("--reference-n", type=int, default=None, help="with --cold: time the reference on M images")
-    parser.add_argument("--sides", default="onnxruntime,torch eager,torch compiled",
-                        help="with --cold: any of onnxruntime, torch eager, torch compiled, onnxruntime lean, "
-                        "ray 1 worker, ray 2 workers")  # fmt: skip
+    parser.add_argument(
+        "--sides",
+        default="onnxruntime,torch eager,torch compiled",
+        help="with --cold: any of onnxruntime, torch eager, torch compiled, onnxruntime lean, "
+        "ray 1 worker, ray 2 workers",
+    )
     parser.add_argument("--temperatures", default="cold,warm", help="with --cold: cold, warm or both")
     args = parser.parse_args()
     root = Path(args.images)

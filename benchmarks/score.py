@@ -40,12 +40,24 @@ def timing(images: Path, layers: str, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
 
         def scan(k: int) -> float:
-            return run(["scan", "--images", str(images), "--layers", layers, "--device", "cpu", "--out",
-                        f"{tmp}/scan{k}"])  # fmt: skip
+            return run(
+                ["scan", "--images", str(images), "--layers", layers, "--device", "cpu", "--out", f"{tmp}/scan{k}"]
+            )
 
         def score(k: int) -> float:
-            return run(["score", "--scan", f"{tmp}/scan{k}", "--layers", layers, "--device", "cpu", "--out",
-                        f"{tmp}/scores{k}"])  # fmt: skip
+            return run(
+                [
+                    "score",
+                    "--scan",
+                    f"{tmp}/scan{k}",
+                    "--layers",
+                    layers,
+                    "--device",
+                    "cpu",
+                    "--out",
+                    f"{tmp}/scores{k}",
+                ]
+            )
 
         scan(0)  # untimed: every timed score reads the scan made just before (or after) it
         for k in range(1, repeats + 1):
@@ -58,8 +70,10 @@ def timing(images: Path, layers: str, repeats: int) -> None:
             print(f"repeat {k}: scan {scan_s:.1f} s, score {score_s:.1f} s ({score_s / scan_s:.2f}x)", flush=True)
         frame = pd.read_csv(Path(tmp) / "scores0" / "scores.csv")
     scan_m, score_m = statistics.median(scans), statistics.median(scores)
-    print(f"medians of {repeats}: scan {scan_m:.1f} s, score {score_m:.1f} s: score / scan = {score_m / scan_m:.2f}x "
-          f"({len(frame)} units)")  # fmt: skip
+    print(
+        f"medians of {repeats}: scan {scan_m:.1f} s, score {score_m:.1f} s: score / scan = {score_m / scan_m:.2f}x "
+        f"({len(frame)} units)"
+    )
 
 
 def distribution(images: Path, layers: str) -> None:
@@ -78,8 +92,20 @@ def distribution(images: Path, layers: str) -> None:
         torch.save(model.net.state_dict(), random_weights)
         for name, weights in (("trained", []), ("random", ["--weights", str(random_weights)])):
             run_dir, out = Path(tmp) / f"scan-{name}", Path(tmp) / f"scores-{name}"
-            run(["scan", "--images", str(images), "--layers", layers, "--device", "cpu", *weights, "--out",
-                 str(run_dir)])  # fmt: skip
+            run(
+                [
+                    "scan",
+                    "--images",
+                    str(images),
+                    "--layers",
+                    layers,
+                    "--device",
+                    "cpu",
+                    *weights,
+                    "--out",
+                    str(run_dir),
+                ]
+            )
             run(["score", "--scan", str(run_dir), "--layers", layers, "--device", "cpu", "--out", str(out)])
             frame = pd.read_csv(out / "scores.csv").assign(weights=name)
             rows.append(frame)

@@ -60,10 +60,12 @@ def sequential(transforms):
 def final_activations(model, units, images_per_unit) -> torch.Tensor:
     """Each unit's activation on its finished images, float32, on the original network (not timed)."""
     with torch.no_grad():
-        return torch.cat([
-            model.unit_activations(model.preprocessing.normalize(images), [unit])[:, 0].cpu()
-            for unit, images in zip(units, images_per_unit, strict=True)
-        ])  # fmt: skip
+        return torch.cat(
+            [
+                model.unit_activations(model.preprocessing.normalize(images), [unit])[:, 0].cpu()
+                for unit, images in zip(units, images_per_unit, strict=True)
+            ]
+        )
 
 
 def lucent_library(model, units, settings, device) -> tuple[float, list[torch.Tensor]]:
@@ -186,8 +188,9 @@ def time_to_quality(args, model) -> None:
     from vizprobe.synthesis.settings import PRESETS
 
     variants = [v for v in TTQ_VARIANTS if v[1] in PRESETS and (not args.variants or v[0] in args.variants.split(","))]
-    lucent_settings = preset("quick", steps=args.lucent_steps, size=224, per_unit=1, transforms="standard",
-                             diversity=0.0, lr=0.05)  # fmt: skip
+    lucent_settings = preset(
+        "quick", steps=args.lucent_steps, size=224, per_unit=1, transforms="standard", diversity=0.0, lr=0.05
+    )
     lucent_time, lucent_act, lucent_hf = [], None, []
     results: dict[str, list[tuple[float, bool, float, int, float]]] = {name: [] for name, _, _ in variants}
     for rep in range(args.repeats):
@@ -209,21 +212,27 @@ def time_to_quality(args, model) -> None:
             kept = min(a / b for a, b in zip(mine, robust, strict=True))
             results[name].append((seconds / len(rendering.seeds), reached, hf, max(rendering.steps), kept))
             share = [float(rendering.unit_activations(k).mean()) / targets[u] for k, u in enumerate(TTQ_UNITS)]
-            print(f"  run {rep + 1} {name:26s} {seconds:7.1f} s  steps {max(rendering.steps):4d}  "
-                  f"reached {reached}  mean activation / lucent's {[round(x, 2) for x in share]}  "
-                  f"high-frequency share {hf:.4f}  robust / lucent's (lowest unit) {kept:.2f}")  # fmt: skip
+            print(
+                f"  run {rep + 1} {name:26s} {seconds:7.1f} s  steps {max(rendering.steps):4d}  "
+                f"reached {reached}  mean activation / lucent's {[round(x, 2) for x in share]}  "
+                f"high-frequency share {hf:.4f}  robust / lucent's (lowest unit) {kept:.2f}"
+            )
     per_image = statistics.median(lucent_time)
     hf_lucent = statistics.median(lucent_hf)
-    print(f"{len(TTQ_UNITS)} units, 224 px, lucent {args.lucent_steps} steps x 1 image per unit; vizprobe 4 images "
-          f"per unit until lucent's activation, budget {args.budget} steps; medians of {args.repeats}")  # fmt: skip
+    print(
+        f"{len(TTQ_UNITS)} units, 224 px, lucent {args.lucent_steps} steps x 1 image per unit; vizprobe 4 images "
+        f"per unit until lucent's activation, budget {args.budget} steps; medians of {args.repeats}"
+    )
     print(f"lucent 0.1.8                 {per_image:7.2f} s per image  1.00x  high-frequency share {hf_lucent:.4f}")
     for name, runs in results.items():
         t = statistics.median(r[0] for r in runs)
         hf = statistics.median(r[2] for r in runs)
         kept = statistics.median(r[4] for r in runs)
-        print(f"vizprobe {name:26s} {t:7.2f} s per image  {per_image / t:5.1f}x less  reached "
-              f"{all(r[1] for r in runs)}  steps {max(r[3] for r in runs)}  high-frequency share {hf:.4f} "
-              f"({hf / hf_lucent:.2f}x lucent's)  robust activation {kept:.2f}x lucent's")  # fmt: skip
+        print(
+            f"vizprobe {name:26s} {t:7.2f} s per image  {per_image / t:5.1f}x less  reached "
+            f"{all(r[1] for r in runs)}  steps {max(r[3] for r in runs)}  high-frequency share {hf:.4f} "
+            f"({hf / hf_lucent:.2f}x lucent's)  robust activation {kept:.2f}x lucent's"
+        )
 
 
 def main() -> None:

@@ -39,8 +39,10 @@ FAST = StatsSettings(n_resamples=4000, seed=0)
 
 def _rows(pid: str, condition: str, outcomes: list[int], trials: list[str] | None = None, **extra) -> list[dict]:
     trials = trials or [f"t{i}" for i in range(len(outcomes))]
-    return [dict(participant_id=pid, condition=condition, trial_id=t, correct=c, **extra)
-            for t, c in zip(trials, outcomes, strict=True)]  # fmt: skip
+    return [
+        dict(participant_id=pid, condition=condition, trial_id=t, correct=c, **extra)
+        for t, c in zip(trials, outcomes, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------- accuracy
@@ -48,9 +50,11 @@ def _rows(pid: str, condition: str, outcomes: list[int], trials: list[str] | Non
 
 def test_accuracy_mean_sem_and_bootstrap_match_hand_values():
     frame = pd.DataFrame(
-        _rows("a", "natural", [1, 1, 1, 0]) + _rows("b", "natural", [1, 0]) + _rows("c", "natural", [1, 1, 1])
+        _rows("a", "natural", [1, 1, 1, 0])
+        + _rows("b", "natural", [1, 0])
+        + _rows("c", "natural", [1, 1, 1])
         + _rows("d", "natural", [0, 0, 1, 1, 0])
-    )  # fmt: skip
+    )
     per = participant_accuracy(with_groups(validate_responses(frame)))
     values = np.array([0.75, 0.5, 1.0, 0.4])
     assert per.set_index("participant_id")["accuracy"].to_dict() == dict(zip("abcd", values, strict=True))
@@ -167,8 +171,9 @@ def _independent_observers(tasks: dict[str, list[list[str]]], accuracy: float, s
     rows = []
     for condition, lists in tasks.items():
         for k, trials in enumerate(lists):
-            rows += _rows(f"{condition}{k}", condition, (rng.random(len(trials)) < accuracy).astype(int).tolist(),
-                          trials)  # fmt: skip
+            rows += _rows(
+                f"{condition}{k}", condition, (rng.random(len(trials)) < accuracy).astype(int).tolist(), trials
+            )
     return main_trials(with_groups(validate_responses(pd.DataFrame(rows))))
 
 
@@ -184,8 +189,10 @@ def test_kappa_of_independent_observers_is_zero_only_over_the_same_trials():
     )
     rng = np.random.default_rng(1)
     offsets = {c: rng.integers(0, sets, units) for c in ("natural", "none")}  # the old builder's per-condition offsets
-    drawn = {c: [[f"u{u}-s{(k + offsets[c][u]) % sets}" for u in range(units)] for k in range(per_condition)]
-             for c in ("natural", "none")}  # fmt: skip
+    drawn = {
+        c: [[f"u{u}-s{(k + offsets[c][u]) % sets}" for u in range(units)] for k in range(per_condition)]
+        for c in ("natural", "none")
+    }
     frame = _independent_observers(drawn, 0.7, 0)
     assert kappa_matrix(frame, ["natural", "none"], min_shared=1)["natural"]["none"]["mean"] > 0.1  # the inflation
     honest = kappa_matrix(frame, ["natural", "none"])["natural"]["none"]
@@ -204,10 +211,14 @@ def _participant(pid: str, condition: str = "natural", **overrides) -> list[dict
     catch = overrides.get("catch", [1, 1, 1])
     choices = overrides.get("choices", [0, 1, 0, 1])
     confidence = overrides.get("confidence", [1, 2, 3, 3])
-    rows = [info | dict(trial_id=f"m{i}", is_catch=0, choice=c, correct=i % 2, confidence=confidence[i])
-            for i, c in enumerate(choices)]  # fmt: skip
-    rows += [info | dict(trial_id=f"c{i}", is_catch=1, choice=choices[i], correct=c, confidence=confidence[i])
-             for i, c in enumerate(catch)]  # fmt: skip
+    rows = [
+        info | dict(trial_id=f"m{i}", is_catch=0, choice=c, correct=i % 2, confidence=confidence[i])
+        for i, c in enumerate(choices)
+    ]
+    rows += [
+        info | dict(trial_id=f"c{i}", is_catch=1, choice=choices[i], correct=c, confidence=confidence[i])
+        for i, c in enumerate(catch)
+    ]
     return rows + [info | dict(trial_id="p0", is_catch=0, is_practice=1, choice=1, correct=1, confidence=2)]
 
 
@@ -231,8 +242,10 @@ def test_each_crafted_participant_is_removed_by_exactly_its_criterion():
         assert sorted(entry["participants"]) == sorted(expected), name
         assert entry["excluded"] == len(expected) and entry["skipped"] is None
     assert sorted(result.kept["participant_id"].unique()) == ["good", "ok2"]
-    assert result.per_condition == {"natural": {"before": 8, "excluded": 7, "after": 1},
-                                    "none": {"before": 1, "excluded": 0, "after": 1}}  # fmt: skip
+    assert result.per_condition == {
+        "natural": {"before": 8, "excluded": 7, "after": 1},
+        "none": {"before": 1, "excluded": 0, "after": 1},
+    }
 
 
 def test_thresholds_differ_by_condition_as_in_the_paper():
@@ -255,9 +268,14 @@ def test_thresholds_differ_by_condition_as_in_the_paper():
 
 def test_exclusion_thresholds_are_parameters_and_missing_columns_are_skipped():
     rows = [r for name, o in CRAFTED.items() for r in _participant(f"bad-{name}", **o)]
-    lenient = ExclusionCriteria(min_catch_accuracy=0.3, min_instruction_time_s=10, max_total_time_s=1500,
-                                max_practice_attempts=6, require_both_sides=False,
-                                require_two_confidence_levels=False)  # fmt: skip
+    lenient = ExclusionCriteria(
+        min_catch_accuracy=0.3,
+        min_instruction_time_s=10,
+        max_total_time_s=1500,
+        max_practice_attempts=6,
+        require_both_sides=False,
+        require_two_confidence_levels=False,
+    )
     assert apply_exclusion(validate_responses(pd.DataFrame(rows)), lenient).excluded == []
     bare = validate_responses(pd.DataFrame(rows)[["participant_id", "condition", "trial_id", "correct"]])
     result = apply_exclusion(bare)
@@ -285,16 +303,36 @@ def _study(seed: int = 0) -> pd.DataFrame:
     rows = []
     for condition, p in (("synthetic", 0.8), ("natural", 0.7), ("none", 0.55)):
         for k in range(5):
-            info = dict(participant_id=f"{condition[:3]}{k}", condition=condition, is_practice=0,
-                        instruction_time_s=40.0, total_time_s=400.0, practice_attempts=1,
-                        expertise="expert" if k < 2 else "lay")  # fmt: skip
+            info = dict(
+                participant_id=f"{condition[:3]}{k}",
+                condition=condition,
+                is_practice=0,
+                instruction_time_s=40.0,
+                total_time_s=400.0,
+                practice_attempts=1,
+                expertise="expert" if k < 2 else "lay",
+            )
             for i in range(8):
-                answer = dict(choice=int(rng.integers(2)), correct=int(rng.random() < p),
-                              confidence=int(rng.integers(1, 4)), rt_ms=float(rng.uniform(500, 4000)))  # fmt: skip
+                answer = dict(
+                    choice=int(rng.integers(2)),
+                    correct=int(rng.random() < p),
+                    confidence=int(rng.integers(1, 4)),
+                    rt_ms=float(rng.uniform(500, 4000)),
+                )
                 rows.append(info | answer | dict(trial_id=f"u{i % 4}:{i}", unit=f"L{i % 2}:{i % 4}", is_catch=0))
             for i in range(3):
-                rows.append(info | dict(trial_id=f"catch{i}", unit="L0:0", is_catch=1, choice=i % 2, correct=1,
-                                        confidence=3, rt_ms=900.0))  # fmt: skip
+                rows.append(
+                    info
+                    | dict(
+                        trial_id=f"catch{i}",
+                        unit="L0:0",
+                        is_catch=1,
+                        choice=i % 2,
+                        correct=1,
+                        confidence=3,
+                        rt_ms=900.0,
+                    )
+                )
     machine = dict(participant_id="model-x", condition="none", is_catch=0, is_practice=0, choice=1, expertise="machine")
     rows += [machine | dict(trial_id=f"u{i % 4}:{i}", unit=f"L{i % 2}:{i % 4}", correct=int(i < 6)) for i in range(8)]
     return pd.DataFrame(rows)
@@ -337,8 +375,17 @@ def test_only_required_columns_still_gives_a_report(tmp_path: Path):
     study = _study()[["participant_id", "condition", "trial_id", "correct"]]
     results = analyze(study, tmp_path / "r", settings=FAST)
     assert (tmp_path / "r" / "report.html").is_file() and (tmp_path / "r" / "figures" / "kappa.svg").is_file()
-    for name in ("accuracy_by_expertise", "accuracy_by_layer", "accuracy_by_unit", "confidence", "response_time",
-                 "baselines", "exclusion.catch_accuracy", "exclusion.total_time", "exclusion.same_side"):  # fmt: skip
+    for name in (
+        "accuracy_by_expertise",
+        "accuracy_by_layer",
+        "accuracy_by_unit",
+        "confidence",
+        "response_time",
+        "baselines",
+        "exclusion.catch_accuracy",
+        "exclusion.total_time",
+        "exclusion.same_side",
+    ):
         assert results["skipped"][name], name
     assert "Skipped analyses" in (tmp_path / "r" / "report.html").read_text()
     assert results["accuracy"]["none"]["n_participants"] == 6  # the machine is a participant of none now
@@ -346,9 +393,12 @@ def test_only_required_columns_still_gives_a_report(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("column", "value", "message"),
-    [("correct", "maybe", "row 4, column 'correct'"), ("participant_id", "", "row 4, column 'participant_id'"),
-     ("condition", "natural images!", "row 4, column 'condition'")],
-)  # fmt: skip
+    [
+        ("correct", "maybe", "row 4, column 'correct'"),
+        ("participant_id", "", "row 4, column 'participant_id'"),
+        ("condition", "natural images!", "row 4, column 'condition'"),
+    ],
+)
 def test_malformed_required_values_name_row_and_column(tmp_path: Path, capsys, column, value, message):
     study = _study().astype(object)
     study.loc[2, column] = value
@@ -445,13 +495,17 @@ def test_baselines_as_observers_answer_as_the_old_formulas(stimulus_package: Pat
         distance = [-np.hypot(x + s / 2 - size / 2, y + s / 2 - size / 2) for x, y, s in patches]
         variance = [query[y : y + s, x : x + s].var() for x, y, s in patches]
         for name in ("center", "variance", "random", "oracle"):
-            row = baseline_rows[(baseline_rows["observer"] == f"baseline:{name}")
-                                & (baseline_rows["trial_id"] == trial["trial_id"])]  # fmt: skip
+            row = baseline_rows[
+                (baseline_rows["observer"] == f"baseline:{name}") & (baseline_rows["trial_id"] == trial["trial_id"])
+            ]
             side = int(row["max_side"].iloc[0])  # where this baseline was shown the maximal option
             mirrored = side != trial["correct"]
-            expected = {"center": pick(distance, mirrored, trial["trial_id"]),
-                        "variance": pick(variance, mirrored, trial["trial_id"]),
-                        "random": coin(trial["trial_id"], "random"), "oracle": side}[name]  # fmt: skip
+            expected = {
+                "center": pick(distance, mirrored, trial["trial_id"]),
+                "variance": pick(variance, mirrored, trial["trial_id"]),
+                "random": coin(trial["trial_id"], "random"),
+                "oracle": side,
+            }[name]
             assert row["choice"].tolist() == [expected], (name, trial["trial_id"])
             assert row["correct"].tolist() == [int(expected == side)]
 
@@ -504,8 +558,9 @@ def test_analyze_with_stimuli_shows_baselines_beside_humans(stimulus_package: Pa
     rows = []
     for k, task in enumerate(manifest["tasks"]):
         for i, tid in enumerate(task["trial_ids"]):
-            rows.append(dict(participant_id=f"p{k}", condition=task["condition"], trial_id=tid,
-                             correct=int((i + k) % 3 > 0)))  # fmt: skip
+            rows.append(
+                dict(participant_id=f"p{k}", condition=task["condition"], trial_id=tid, correct=int((i + k) % 3 > 0))
+            )
     results = analyze(pd.DataFrame(rows), tmp_path / "r", stimulus_package, settings=FAST)
     assert results["baselines"]["oracle"]["accuracy"] == 1.0
     assert set(results["baselines"]) == {"center", "variance", "saliency", "random", "oracle"}
@@ -534,18 +589,41 @@ def _borowski_raw(rng: np.random.Generator) -> pd.DataFrame:
                 truth = "a" if rng.random() < 0.5 else "b"
                 answer = truth if right else {"a": "b", "b": "a"}[truth]
                 confidence = int(rng.integers(1, 4))
-                rows.append({
-                    "": len(rows), "subject_id_within_expert_type": subject % 10, "trial_nr": trial_nr,
-                    "block_nr": block, "batch_block": "a", "instr_type": instr, "trial_type": kind,
-                    "instruction_grid_mode": "max_max", "n_instruction_patches": 9, "catch_trial": catch,
-                    "batch": 0 if kind == "practice" else 3, "layer": layer, "kernel_size": kernel,
-                    "channel": "channel_0", "query_order": "max_min" if truth == "a" else "min_max", "correct": right,
-                    "conf_rating": -confidence if answer == "a" else confidence, "RT": float(rng.uniform(0.5, 8)),
-                    "timeout": False, "response": answer, "correct_response": truth, "query_image_a": "x/max_1.png",
-                    "query_image_b": "x/min_0.png", "old_trial_nr": "", "old_block_nr": "", "seed": 42,
-                    "unit_name": f"4{'abcde'[k % 5]}, 3x3 ", "condition_name": "Max-9", "abs_conf_rating": confidence,
-                    "subject_id": subject, "expert_level": "expert" if subject < 10 else "naive",
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "": len(rows),
+                        "subject_id_within_expert_type": subject % 10,
+                        "trial_nr": trial_nr,
+                        "block_nr": block,
+                        "batch_block": "a",
+                        "instr_type": instr,
+                        "trial_type": kind,
+                        "instruction_grid_mode": "max_max",
+                        "n_instruction_patches": 9,
+                        "catch_trial": catch,
+                        "batch": 0 if kind == "practice" else 3,
+                        "layer": layer,
+                        "kernel_size": kernel,
+                        "channel": "channel_0",
+                        "query_order": "max_min" if truth == "a" else "min_max",
+                        "correct": right,
+                        "conf_rating": -confidence if answer == "a" else confidence,
+                        "RT": float(rng.uniform(0.5, 8)),
+                        "timeout": False,
+                        "response": answer,
+                        "correct_response": truth,
+                        "query_image_a": "x/max_1.png",
+                        "query_image_b": "x/min_0.png",
+                        "old_trial_nr": "",
+                        "old_block_nr": "",
+                        "seed": 42,
+                        "unit_name": f"4{'abcde'[k % 5]}, 3x3 ",
+                        "condition_name": "Max-9",
+                        "abs_conf_rating": confidence,
+                        "subject_id": subject,
+                        "expert_level": "expert" if subject < 10 else "naive",
+                    }
+                )
                 trial_nr += 1
     return pd.DataFrame(rows)
 

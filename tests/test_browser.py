@@ -481,16 +481,23 @@ def test_a_study_behind_nginx_with_https(serve, browser, postgres_server, tmp_pa
     need_service(shutil.which("openssl") is not None, "openssl absent: apt-get install openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1"]
-    subprocess.run([*request, "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*request, "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
     monkeypatch.setenv("VIZPROBE_ADMIN_TOKEN", "n" * 20)
     database = new_postgres_database(postgres_server)
-    app_base, _ = serve("--platform", "prolific", "--practice", "1", "--db", database,
-                        "--secret-file", str(tmp_path / "study.key"))  # fmt: skip
+    app_base, _ = serve(
+        "--platform", "prolific", "--practice", "1", "--db", database, "--secret-file", str(tmp_path / "study.key")
+    )
     port = free_port()
     config = _nginx_config(tmp_path, port, int(app_base.rsplit(":", 1)[1]), cert, key)
-    proc = subprocess.Popen([nginx, "-c", str(config), "-p", str(tmp_path), "-e", str(tmp_path / "nginx-error.log")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [nginx, "-c", str(config), "-p", str(tmp_path), "-e", str(tmp_path / "nginx-error.log")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base, trust = f"https://localhost:{port}", ssl.create_default_context(cafile=str(cert))
     try:
         deadline = time.monotonic() + 30
@@ -503,8 +510,12 @@ def test_a_study_behind_nginx_with_https(serve, browser, postgres_server, tmp_pa
                 assert time.monotonic() < deadline, "nginx did not answer within 30 s"
                 time.sleep(0.2)
         assert r.status_code == 200 and "frame-ancestors 'none'" in r.headers["content-security-policy"]
-        big = httpx.post(f"{base}/api/sessions", content=b"{" + b" " * 100_000 + b"}", verify=trust,
-                         headers={"Content-Type": "application/json"})  # fmt: skip
+        big = httpx.post(
+            f"{base}/api/sessions",
+            content=b"{" + b" " * 100_000 + b"}",
+            verify=trust,
+            headers={"Content-Type": "application/json"},
+        )
         assert big.status_code == 413 and big.json()["error"] == "too_large"
 
         context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=True)

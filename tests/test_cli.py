@@ -23,8 +23,20 @@ def test_models_lists_zoo(capsys):
 
 
 def test_bad_layer_is_one_line_error(capsys, tmp_path, photos_dir):
-    code = main(["-q", "scan", "--device", "cpu", "--images", str(photos_dir), "--layers", "_blocks.88",
-                 "--out", str(tmp_path / "run")])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "scan",
+            "--device",
+            "cpu",
+            "--images",
+            str(photos_dir),
+            "--layers",
+            "_blocks.88",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "_blocks.8" in err and "close matches" in err
@@ -33,8 +45,23 @@ def test_bad_layer_is_one_line_error(capsys, tmp_path, photos_dir):
 
 def test_scan_cli_with_sheet(capsys, tmp_path, subset_dir):
     folder = subset_dir(10)
-    code = main(["-q", "scan", "--device", "cpu", "--images", str(folder), "--layers", "_blocks.2",
-                 "--top-k", "5", "--sheet", "--out", str(tmp_path / "run")])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "scan",
+            "--device",
+            "cpu",
+            "--images",
+            str(folder),
+            "--layers",
+            "_blocks.2",
+            "--top-k",
+            "5",
+            "--sheet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 0
     sheets = sorted((tmp_path / "run" / "sheets").glob("*.png"))
     assert len(sheets) == 24  # one per channel of _blocks.2

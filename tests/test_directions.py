@@ -100,8 +100,14 @@ def test_the_run_dir_keeps_the_directions_and_a_resume_with_others_is_refused(di
     np.save(other, np.ones((5, C), np.float32))
     layers = [LAYER, f"{LAYER}:onehot", f"{LAYER}:rand", f"{LAYER}:sae"]
     with pytest.raises(VizprobeError, match="another directions"):
-        scan(lite0, direction_scan.root, layers, direction_scan.run_dir,
-             directions={**direction_files, "rand": other}, progress=False)  # fmt: skip
+        scan(
+            lite0,
+            direction_scan.root,
+            layers,
+            direction_scan.run_dir,
+            directions={**direction_files, "rand": other},
+            progress=False,
+        )
 
 
 def test_the_synthetic_images_of_a_direction_out_activate_its_natural_top_9(direction_scan, lite0):
@@ -147,8 +153,20 @@ def test_the_cli_lists_direction_layers_and_scans_them(direction_files, few_phot
     assert "SparseAutoencoder(sae.npz)" in line and "6x14x14" in line
     assert sum(":sae " in ln for ln in lines) == sum(" 112x" in ln for ln in lines if ":" not in ln.split()[0])
     out = tmp_path / "run"
-    args = ["-q", "scan", "--images", str(few_photos), "--layers", "block8:sae", "--directions", given,
-            "--out", str(out), "--device", "cpu"]  # fmt: skip
+    args = [
+        "-q",
+        "scan",
+        "--images",
+        str(few_photos),
+        "--layers",
+        "block8:sae",
+        "--directions",
+        given,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     assert json.loads((out / "scan.json").read_text())["layers"][0]["path"] == f"{LAYER}:sae"
 
@@ -164,16 +182,65 @@ def test_a_direction_unit_goes_through_visualize_and_build(direction_scan, tmp_p
 
     run, unit = str(direction_scan.run_dir), f"{LAYER}:rand:2"
     vis, pkg = tmp_path / "vis", tmp_path / "pkg"
-    assert main(["-q", "visualize", "--scan", run, "--units", f"{unit},{LAYER}:sae:0,{LAYER}:sae:1", "--per-unit", "9",
-                 "--steps", "4", "--out", str(vis), "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "visualize",
+                "--scan",
+                run,
+                "--units",
+                f"{unit},{LAYER}:sae:0,{LAYER}:sae:1",
+                "--per-unit",
+                "9",
+                "--steps",
+                "4",
+                "--out",
+                str(vis),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     index = json.loads((vis / "visualizations.json").read_text())
     assert index["directions"]["rand"]["sha256"] == direction_scan.meta["directions"]["rand"]["sha256"]
     low, high = reference_ranks(60)
-    assert main(["-q", "build", "--scan", run, "--visualizations", str(vis), "--units", unit,
-                 "--catch-units", f"{LAYER}:sae:0", "--practice-units", f"{LAYER}:sae:1", "--image-sets", "1",
-                 "--tasks-per-condition", "1", "--stride", "32", "--reference-ranks", f"{low}-{high}",
-                 "--query-ranks", f"1-{low - 1}", "--conditions", "natural,synthetic,none", "--out", str(pkg),
-                 "--device", "cpu"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "build",
+                "--scan",
+                run,
+                "--visualizations",
+                str(vis),
+                "--units",
+                unit,
+                "--catch-units",
+                f"{LAYER}:sae:0",
+                "--practice-units",
+                f"{LAYER}:sae:1",
+                "--image-sets",
+                "1",
+                "--tasks-per-condition",
+                "1",
+                "--stride",
+                "32",
+                "--reference-ranks",
+                f"{low}-{high}",
+                "--query-ranks",
+                f"1-{low - 1}",
+                "--conditions",
+                "natural,synthetic,none",
+                "--out",
+                str(pkg),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     manifest = Manifest.load(pkg)
     assert set(manifest.data["directions"]) == {"rand", "sae"}
     assert (pkg / "directions" / "rand.npy").read_bytes() == direction_scan.directions["rand"].read_bytes()
@@ -233,8 +300,11 @@ def _sae_arrays(kind: str, channels: int, features: int, seed: int) -> dict:
     weight = rng.normal(size=(features, channels)) / np.sqrt(channels)
     arrays = {"kind": np.array(kind), "W": weight, "b_dec": rng.normal(scale=0.1, size=channels)}
     if kind == "gated":
-        arrays |= {"b_gate": rng.normal(scale=0.2, size=features), "r_mag": rng.normal(scale=0.3, size=features),
-                   "b_mag": rng.normal(scale=0.2, size=features)}  # fmt: skip
+        arrays |= {
+            "b_gate": rng.normal(scale=0.2, size=features),
+            "r_mag": rng.normal(scale=0.3, size=features),
+            "b_mag": rng.normal(scale=0.2, size=features),
+        }
     else:
         arrays["b"] = rng.normal(scale=0.2, size=features)
     if kind == "jumprelu":
@@ -273,8 +343,15 @@ def test_a_scan_of_topk_and_jumprelu_features_equals_numpy(lite0, few_photos, tm
         name = f"{kind}{reduce}"
         np.savez(tmp_path / f"{name}.npz", **arrays, reduce=np.array(reduce))
         files[name] = (tmp_path / f"{name}.npz", arrays, kind, reduce)
-    result, _ = scan(lite0, few_photos, [f"{LAYER}:{name}" for name in files], tmp_path / "run",
-                     directions={k: v[0] for k, v in files.items()}, top_k=20, progress=False)  # fmt: skip
+    result, _ = scan(
+        lite0,
+        few_photos,
+        [f"{LAYER}:{name}" for name in files],
+        tmp_path / "run",
+        directions={k: v[0] for k, v in files.items()},
+        top_k=20,
+        progress=False,
+    )
     rows = [0, 9, 41]
     images = torch.stack([lite0.preprocessing(load_rgb(result.image_path(i))) for i in rows])
     maps = layer_output(lite0, images)
@@ -285,8 +362,9 @@ def test_a_scan_of_topk_and_jumprelu_features_equals_numpy(lite0, few_photos, tm
     assert result.meta["directions"]["relumax"]["reduce"] == "max"
     model = lite0.with_directions({"relumax": files["relumax"][0]})
     assert model.layer(f"{LAYER}:relumax").shape == (12, 1, 1)
-    rendering = render_units(model, [f"{LAYER}:relumax:2"], preset("quick", per_unit=2, steps=2, size=64),
-                             progress=False)  # fmt: skip
+    rendering = render_units(
+        model, [f"{LAYER}:relumax:2"], preset("quick", per_unit=2, steps=2, size=64), progress=False
+    )
     seen = layer_output(lite0, lite0.preprocessing.normalize(rendering.images))
     expected = _sae_reference("relu", files["relumax"][1], seen).max(axis=(2, 3))[:, 2]
     np.testing.assert_allclose(rendering.activations.numpy(), expected, rtol=1e-3, atol=1e-4)
@@ -329,8 +407,11 @@ def test_import_saelens_folders_of_each_architecture(architecture, tmp_path, cap
 
     rng = np.random.default_rng(11)
     d_in, d_sae = 16, 10
-    w = {"W_enc": rng.normal(size=(d_in, d_sae)) / 4, "W_dec": rng.normal(size=(d_sae, d_in)),
-         "b_dec": rng.normal(scale=0.1, size=d_in)}  # fmt: skip
+    w = {
+        "W_enc": rng.normal(size=(d_in, d_sae)) / 4,
+        "W_dec": rng.normal(size=(d_sae, d_in)),
+        "b_dec": rng.normal(scale=0.1, size=d_in),
+    }
     if architecture == "gated":
         w |= {name: rng.normal(scale=0.2, size=d_sae) for name in ("b_gate", "r_mag", "b_mag")}
     else:
@@ -338,8 +419,14 @@ def test_import_saelens_folders_of_each_architecture(architecture, tmp_path, cap
     if architecture == "jumprelu":
         w["threshold"] = np.abs(rng.normal(scale=0.3, size=d_sae))
     w = {k: v.astype(np.float32) for k, v in w.items()}
-    cfg = {"architecture": architecture, "d_in": d_in, "d_sae": d_sae, "apply_b_dec_to_input": True,
-           "normalize_activations": "none", **({"k": 3} if architecture == "topk" else {})}  # fmt: skip
+    cfg = {
+        "architecture": architecture,
+        "d_in": d_in,
+        "d_sae": d_sae,
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        **({"k": 3} if architecture == "topk" else {}),
+    }
     folder = tmp_path / "sae"
     folder.mkdir()
     (folder / "cfg.json").write_text(json.dumps(cfg))
@@ -371,8 +458,10 @@ def test_diversity_of_a_single_direction_acts_in_its_base_layer(lite0, tmp_path)
     np.save(tmp_path / "one.npy", np.random.default_rng(2).normal(size=(1, C)).astype(np.float32))
     model = lite0.with_directions({"one": tmp_path / "one.npy"})
     unit = f"{LAYER}:one:0"
-    renders = {w: render_units(model, [unit], preset("quick", per_unit=3, steps=48, size=128, diversity=w),
-                               progress=False) for w in (0.0, 5.0)}  # fmt: skip
+    renders = {
+        w: render_units(model, [unit], preset("quick", per_unit=3, steps=48, size=128, diversity=w), progress=False)
+        for w in (0.0, 5.0)
+    }
     assert not torch.allclose(renders[0.0].images, renders[5.0].images)
 
     def similarity(images):

@@ -154,8 +154,10 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
     pool, obvious = manifest["practice_trial_ids"], manifest["settings"]["practice_obvious"]
     assert (len(pool), obvious) == (10, 3)  # the authors' pool of 10
     assert all(r[0]["trial_id"] in pool[:obvious] for r in rounds)  # one of the obvious trials opens each round
-    assert all(len(r) == 4 and len({t["trial_id"] for t in r}) == 4 and {t["trial_id"] for t in r[1:]} <= set(pool)
-               for r in rounds)  # fmt: skip
+    assert all(
+        len(r) == 4 and len({t["trial_id"] for t in r}) == 4 and {t["trial_id"] for t in r[1:]} <= set(pool)
+        for r in rounds
+    )
     assert len({tuple(t["trial_id"] for t in r) for r in rounds}) > 5  # rounds differ in their trials
     assert all("correct" not in t for t in state["trials"]) and all("correct" in t for t in state["practice"])
     first = trials[task["trial_ids"][0]]
@@ -495,8 +497,9 @@ def test_unfinished_sessions_are_exported_with_their_status_and_left_out_of_anal
     statuses = {pid: set(group) for pid, group in exported.groupby("participant_id")["session_status"]}
     assert statuses["p0001"] == {"expired"} and statuses["p0002"] == {"running"}
     assert statuses["p0003"] <= {"completed", "failed_criteria"} and statuses["p0004"] == {"returned"}
-    lenient = ExclusionCriteria(min_catch_accuracy=0, min_instruction_time_s=0, min_total_time_s=0,
-                                require_both_sides=False, per_condition={})  # fmt: skip
+    lenient = ExclusionCriteria(
+        min_catch_accuracy=0, min_instruction_time_s=0, min_total_time_s=0, require_both_sides=False, per_condition={}
+    )
     results = analyze(exported, tmp_path / "default", criteria=lenient)
     assert results["exclusion"]["n_before"] == 1
     assert results["exclusion"]["incomplete_sessions"] == {"expired": 1, "returned": 1, "running": 1}
@@ -523,10 +526,19 @@ def test_a_participant_who_stops_frees_the_task_at_once(make_client):
     assert client.post(f"/api/sessions/{sid}/return").json() == {"ok": True}
     after = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"][stopper["condition"]]
     assert (after["running"], after["free"], after["returned"]) == (before["running"] - 1, before["free"] + 1, 1)
-    assert_error(client.post(f"/api/sessions/{sid}/responses", json={"phase": "main", "trial_index": 1,
-                 "attempt": 0, "choice": 0, "confidence": 1, "rt_ms": 500}), 409, "session_returned")  # fmt: skip
-    assert_error(client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "stopper"}, "resume": sid}),
-                 403, "session_returned")  # fmt: skip
+    assert_error(
+        client.post(
+            f"/api/sessions/{sid}/responses",
+            json={"phase": "main", "trial_index": 1, "attempt": 0, "choice": 0, "confidence": 1, "rt_ms": 500},
+        ),
+        409,
+        "session_returned",
+    )
+    assert_error(
+        client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "stopper"}, "resume": sid}),
+        403,
+        "session_returned",
+    )
     assert count_responses(client) == 1 + len(stopper["practice"])  # what was answered stays (exported)
     finished = start(client)
     finish_main(client, finished)
@@ -628,8 +640,11 @@ def test_openapi_documents_the_typed_api_and_texts_are_settable(make_client, tmp
     assert ok["$ref"].endswith("/SessionState")
     assert "/stimuli/{path}" not in spec["paths"] and "/admin" not in spec["paths"]
     texts = client.get("/api/config").json()["texts"]
-    assert texts == {"consent_button": "Yes, I agree", "instructions": ["<p>page 1</p>"],
-                     "time_sentence": "It takes up to 15 minutes."}  # fmt: skip
+    assert texts == {
+        "consent_button": "Yes, I agree",
+        "instructions": ["<p>page 1</p>"],
+        "time_sentence": "It takes up to 15 minutes.",
+    }
     state = start(client)
     assert all("correct" not in t for t in state["trials"]) and all("correct" in t for t in state["practice"])
     bad = tmp_path / "texts.json"
@@ -647,8 +662,13 @@ def test_sides_are_drawn_per_participant_and_balanced(stimulus_package, manifest
     trials = {t["trial_id"]: t for t in manifest["trials"]}
     seen = []
     for k in range(5):
-        app = create_app(stimulus_package, str(tmp_path / f"db{k}.db"), secret_file=tmp_path / f"s{k}",
-                         admin_token=TOKEN, static_dir=tmp_path / "static")  # fmt: skip
+        app = create_app(
+            stimulus_package,
+            str(tmp_path / f"db{k}.db"),
+            secret_file=tmp_path / f"s{k}",
+            admin_token=TOKEN,
+            static_dir=tmp_path / "static",
+        )
         state = start(TestClient(app))
         app.state.db.dispose()
         sides = []
@@ -726,8 +746,9 @@ def test_hostile_requests_get_json_4xx_and_store_nothing(client):
     state = start(client, ready=False)
     sid = state["session_id"]
     raw = '{"platform_ids": {"PROLIFIC_PID": "\\ud800x"}}'  # a lone surrogate, as a hostile client sends it
-    assert_error(client.post("/api/sessions", content=raw, headers={"Content-Type": "application/json"}),
-                 422, "invalid_request")  # fmt: skip
+    assert_error(
+        client.post("/api/sessions", content=raw, headers={"Content-Type": "application/json"}), 422, "invalid_request"
+    )
     assert_error(
         client.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "a\x00b"}}), 422, "invalid_request"
     )
@@ -778,8 +799,12 @@ def test_unexpected_errors_are_one_json_line(make_client, monkeypatch, caplog):
 
 def test_every_response_carries_security_headers(make_client):
     client = make_client(platform="prolific")
-    for r in (client.get("/"), client.get("/api/config"), client.get("/api/nope"),
-              client.get("/api/admin/progress", headers=ADMIN)):  # fmt: skip
+    for r in (
+        client.get("/"),
+        client.get("/api/config"),
+        client.get("/api/nope"),
+        client.get("/api/admin/progress", headers=ADMIN),
+    ):
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     for path in ("/api/admin/progress", "/api/admin/export.csv", "/admin"):
@@ -804,8 +829,11 @@ def test_the_secret_is_part_of_the_study(make_client, stimulus_package, db_url, 
         create_app(stimulus_package, db_url, secret_file=tmp_path / "other-secret", **options)
     again = TestClient(create_app(stimulus_package, db_url, secret_file=tmp_path / "secret", **options))
     # Recognised: the id has an unfinished session (an unknown id would get a new one), reopened by its id.
-    assert_error(again.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "returning-worker"}}), 409,
-                 "session_elsewhere")  # fmt: skip
+    assert_error(
+        again.post("/api/sessions", json={"platform_ids": {"PROLIFIC_PID": "returning-worker"}}),
+        409,
+        "session_elsewhere",
+    )
     assert start(again, PROLIFIC_PID="returning-worker", resume=first_session)["session_id"] == first_session
     again.app.state.db.dispose()
     url = "postgresql+psycopg://u:pw@db.example:5433/study1"
@@ -875,15 +903,30 @@ def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp
         answer(client, partial["session_id"], trial["index"])
     stopped = start(client, PROLIFIC_PID="stopper")
     client.post(f"/api/sessions/{stopped['session_id']}/return")
-    submissions = pd.DataFrame({
-        "Submission id": ["s1", "s2", "s3", "s4", "s5"],
-        "Participant id": ["careful", "hasty", "quitter", "stranger", "stopper"],
-        "Status": ["AWAITING REVIEW"] * 5,
-    })  # fmt: skip
+    submissions = pd.DataFrame(
+        {
+            "Submission id": ["s1", "s2", "s3", "s4", "s5"],
+            "Participant id": ["careful", "hasty", "quitter", "stranger", "stopper"],
+            "Status": ["AWAITING REVIEW"] * 5,
+        }
+    )
     submissions.to_csv(tmp_path / "prolific.csv", index=False)
     out = tmp_path / "decisions.csv"
-    code = main(["approvals", "--db", db_url, "--platform", "prolific", "--submissions", str(tmp_path / "prolific.csv"),
-                 "--secret-file", str(tmp_path / "secret"), "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "approvals",
+            "--db",
+            db_url,
+            "--platform",
+            "prolific",
+            "--submissions",
+            str(tmp_path / "prolific.csv"),
+            "--secret-file",
+            str(tmp_path / "secret"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and "5 submissions: 2 approve, 1 reject, 1 returned, 1 unknown" in capsys.readouterr().out
     decisions = pd.read_csv(out, keep_default_na=False).set_index("Participant id")
     assert list(decisions["Submission id"]) == ["s1", "s2", "s3", "s4", "s5"]  # the platform's own rows, in order
@@ -898,8 +941,24 @@ def test_approvals_classify_a_platform_export(make_client, manifest, db_url, tmp
     assert decisions.loc["stranger", "decision"] == "unknown"
     assert decisions.loc["stopper", "decision"] == "returned" and "0 of" in decisions.loc["stopper", "reason"]
     (tmp_path / "mturk.csv").write_text("HITId,AssignmentId\nh,a\n")
-    assert main(["approvals", "--db", db_url, "--platform", "mturk", "--submissions", str(tmp_path / "mturk.csv"),
-                 "--secret-file", str(tmp_path / "secret"), "--out", str(out)]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "approvals",
+                "--db",
+                db_url,
+                "--platform",
+                "mturk",
+                "--submissions",
+                str(tmp_path / "mturk.csv"),
+                "--secret-file",
+                str(tmp_path / "secret"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "no worker id column for mturk" in capsys.readouterr().err
 
 
@@ -915,11 +974,23 @@ def test_serve_over_https_and_warn_about_plain_http_on_public_addresses(stimulus
     request = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1"]
     request += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
     subprocess.run(request, check=True, capture_output=True)
-    command = [sys.executable, "-c", "import sys; from vizprobe.cli import main; sys.exit(main())", "serve",
-               "--stimuli", str(stimulus_package), "--db", str(tmp_path / "s.db")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from vizprobe.cli import main; sys.exit(main())",
+        "serve",
+        "--stimuli",
+        str(stimulus_package),
+        "--db",
+        str(tmp_path / "s.db"),
+    ]
     port = free_port()
-    proc = subprocess.Popen([*command, "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -935,8 +1006,9 @@ def test_serve_over_https_and_warn_about_plain_http_on_public_addresses(stimulus
         out, _ = proc.communicate(timeout=20)
     assert f"participant page: https://127.0.0.1:{port}/" in out
     port = free_port()
-    plain = subprocess.Popen([*command, "--port", str(port), "--host", "0.0.0.0"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    plain = subprocess.Popen(
+        [*command, "--port", str(port), "--host", "0.0.0.0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -958,8 +1030,14 @@ def test_the_server_enforces_the_pages_order(client):
     state = start(client, ready=False)
     sid = state["session_id"]
     assert state["practice"]  # this session has practice
-    assert_error(client.post(f"/api/sessions/{sid}/responses", json={"phase": "main", "trial_index": 0, "attempt": 0,
-                 "choice": 0, "confidence": 1, "rt_ms": 500}), 409, "out_of_order")  # fmt: skip
+    assert_error(
+        client.post(
+            f"/api/sessions/{sid}/responses",
+            json={"phase": "main", "trial_index": 0, "attempt": 0, "choice": 0, "confidence": 1, "rt_ms": 500},
+        ),
+        409,
+        "out_of_order",
+    )
     client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
     client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 25.0})
     answer(client, sid, 0, status=409)  # practice first
@@ -1030,8 +1108,22 @@ def test_a_package_s_own_exclusion_rule_reposts_and_analyses_alike(stimulus_pack
     export_frame(db_url).to_csv(responses, index=False)
     for package, excluded in ((strict, 1), (stimulus_package, 0)):
         out = tmp_path / f"report-{package.name}"
-        assert main(["analyze", "--responses", str(responses), "--stimuli", str(package), "--out", str(out),
-                     "--baselines", "none"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "analyze",
+                    "--responses",
+                    str(responses),
+                    "--stimuli",
+                    str(package),
+                    "--out",
+                    str(out),
+                    "--baselines",
+                    "none",
+                ]
+            )
+            == 0
+        )
         criteria = json.loads((out / "results.json").read_text())["exclusion"]["criteria"]
         assert criteria["instruction_time"]["excluded"] == excluded, criteria["instruction_time"]
         assert sum(c["excluded"] for c in criteria.values()) == excluded, criteria
@@ -1046,7 +1138,11 @@ def test_a_task_is_re_posted_at_most_max_assignments_times(make_client, manifest
     task, condition = failed["task_id"], failed["condition"]
     progress = client.get("/api/admin/progress", headers=ADMIN).json()["conditions"][condition]
     assert (progress["exhausted"], progress["assignments"], progress["failed"], progress["free"]) == (
-        1, 1, 1, progress["tasks"] - 1)  # fmt: skip
+        1,
+        1,
+        1,
+        progress["tasks"] - 1,
+    )
     others = len(manifest["tasks"]) - 1
     handed = [start(client, ready=False, PROLIFIC_PID=f"next-{k}")["task_id"] for k in range(others)]
     assert task not in handed and len(set(handed)) == others
@@ -1054,8 +1150,13 @@ def test_a_task_is_re_posted_at_most_max_assignments_times(make_client, manifest
     exported = export_frame(db_url)
     assert set(exported.loc[exported["task_id"] == task, "task_assignments"]) == {1}
     with pytest.raises(VizprobeError, match="--max-assignments 0: must be at least 1"):
-        create_app(stimulus_package, tmp_path / "other.db", max_assignments=0, secret_file=tmp_path / "s2",
-                   static_dir=tmp_path / "static")  # fmt: skip
+        create_app(
+            stimulus_package,
+            tmp_path / "other.db",
+            max_assignments=0,
+            secret_file=tmp_path / "s2",
+            static_dir=tmp_path / "static",
+        )
 
 
 # --- the MTurk HIT ------------------------------------------------------------------------------------------------
@@ -1084,8 +1185,26 @@ def test_mturk_hit_request_is_the_authors_and_valid_for_aws(stimulus_package, ma
     assert quals["00000000000000000040"]["IntegerValues"] == [1000]
     assert quals["000000000000000000L0"]["IntegerValues"] == [99]
     assert "<ExternalURL>https://study.example.org/?from=mturk</ExternalURL>" in request["Question"]
-    assert main(["mturk-hit", "--stimuli", str(stimulus_package), "--url", url, "--out", str(out), "--reward", "2.5",
-                 "--countries", "de,at", "--assignments", "7"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "mturk-hit",
+                "--stimuli",
+                str(stimulus_package),
+                "--url",
+                url,
+                "--out",
+                str(out),
+                "--reward",
+                "2.5",
+                "--countries",
+                "de,at",
+                "--assignments",
+                "7",
+            ]
+        )
+        == 0
+    )
     request = json.loads(out.read_text())
     assert (request["Reward"], request["MaxAssignments"]) == ("2.50", 7)
     assert [c["Country"] for c in request["QualificationRequirements"][0]["LocaleValues"]] == ["DE", "AT"]
@@ -1107,8 +1226,13 @@ def test_an_older_package_is_served_with_its_own_practice_and_the_log_says_so(st
     data["practice_trial_ids"] = data["practice_trial_ids"][:4]
     (old / "manifest.json").write_text(json.dumps(data))
     with caplog.at_level("WARNING", logger="vizprobe.serve"):
-        app = create_app(old, f"sqlite:///{tmp_path / 'old.db'}", admin_token=TOKEN, secret_file=tmp_path / "k",
-                         static_dir=tmp_path / "s")  # fmt: skip
+        app = create_app(
+            old,
+            f"sqlite:///{tmp_path / 'old.db'}",
+            admin_token=TOKEN,
+            secret_file=tmp_path / "k",
+            static_dir=tmp_path / "s",
+        )
     try:
         assert "predates the authors' practice pool" in caplog.text and "from its 4 practice trial(s)" in caplog.text
         assert "records no exclusion criteria" in caplog.text

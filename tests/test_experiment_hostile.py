@@ -114,8 +114,14 @@ def session_ids(real: str) -> st.SearchStrategy:
 
 @pytest.fixture
 def hostile_client(stimulus_package, db_url, tmp_path):
-    app = create_app(stimulus_package, db_url, platform="prolific", admin_token=TOKEN,
-                     secret_file=tmp_path / "secret", static_dir=tmp_path / "static")  # fmt: skip
+    app = create_app(
+        stimulus_package,
+        db_url,
+        platform="prolific",
+        admin_token=TOKEN,
+        secret_file=tmp_path / "secret",
+        static_dir=tmp_path / "static",
+    )
     yield TestClient(app, raise_server_exceptions=False)
     app.state.db.dispose()
 
@@ -124,10 +130,12 @@ def snapshot(client: TestClient) -> tuple:
     """Everything a request could change: sessions (with their progress), responses, tasks."""
     db = client.app.state.db
     with db.tx() as s:
-        sessions = s.execute(text(
-            "SELECT id, status, consented_at, instruction_time_s, practice_attempts, practice_passed, "
-            "completed_at, total_time_s, debrief_json FROM sessions ORDER BY id"
-        )).all()  # fmt: skip
+        sessions = s.execute(
+            text(
+                "SELECT id, status, consented_at, instruction_time_s, practice_attempts, practice_passed, "
+                "completed_at, total_time_s, debrief_json FROM sessions ORDER BY id"
+            )
+        ).all()
         responses = s.execute(text("SELECT session_id, phase, attempt, trial_index, choice FROM responses")).all()
         tasks = s.execute(text("SELECT task_id, state, session_id FROM tasks ORDER BY task_id")).all()
     return tuple(sessions), tuple(sorted(map(tuple, responses))), tuple(tasks)
@@ -162,8 +170,10 @@ def test_hostile_session_starts(hostile_client, data):
     check(hostile_client, "POST", "/api/sessions", body)
 
 
-@pytest.mark.parametrize(("route", "model"), [("events", "EventIn"), ("responses", "ResponseIn"),
-                                             ("complete", "CompleteIn"), ("return", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("route", "model"),
+    [("events", "EventIn"), ("responses", "ResponseIn"), ("complete", "CompleteIn"), ("return", None)],
+)
 @EXAMPLES
 @given(data=st.data())
 def test_hostile_session_requests(hostile_client, route, model, data):
@@ -183,8 +193,13 @@ def test_hostile_session_requests(hostile_client, route, model, data):
 
 
 @EXAMPLES
-@given(header=st.one_of(HOSTILE_TEXT.filter(lambda s: s.isascii() and "\x00" not in s and "\n" not in s),
-                        st.just(f"Bearer {TOKEN}x"), st.just(f"bearer {TOKEN[:-1]}")))  # fmt: skip
+@given(
+    header=st.one_of(
+        HOSTILE_TEXT.filter(lambda s: s.isascii() and "\x00" not in s and "\n" not in s),
+        st.just(f"Bearer {TOKEN}x"),
+        st.just(f"bearer {TOKEN[:-1]}"),
+    )
+)
 def test_admin_routes_refuse_every_other_token(hostile_client, header):
     for path in ("/api/admin/progress", "/api/admin/export.csv"):
         r = hostile_client.get(path, headers={"Authorization": header})

@@ -11,8 +11,16 @@ from vizprobe.errors import VizprobeError
 from vizprobe.images import load_rgb
 from vizprobe.models import load_model
 
-TAPS = ["conv2d0_pre_relu_conv", "conv2d2", "mixed3a", "mixed3b_5x5_pre_relu_conv", "mixed4a_3x3_pre_relu_conv",
-        "mixed4b_pool_reduce_pre_relu_conv", "mixed4e", "mixed5b_3x3_pre_relu_conv"]  # fmt: skip
+TAPS = [
+    "conv2d0_pre_relu_conv",
+    "conv2d2",
+    "mixed3a",
+    "mixed3b_5x5_pre_relu_conv",
+    "mixed4a_3x3_pre_relu_conv",
+    "mixed4b_pool_reduce_pre_relu_conv",
+    "mixed4e",
+    "mixed5b_3x3_pre_relu_conv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +77,42 @@ def test_inceptionv1_needs_its_weights_and_refuses_others(tmp_path):
 # The authors' units (tools/data-generation/causal-occlusion/layer_folder_mapping_*.csv: layer, branch,
 # feature_map_number) and the end of each branch in a mixed layer's channels (their activation_utils.py,
 # lucid 0.3.8's InceptionV1; mixed4a's pool branch ends at 508).
-PAPER_UNITS = [("mixed3a", "3x3", 189), ("mixed3b", "3x3", 178), ("mixed4a", "3x3", 257), ("mixed4b", "3x3", 339),
-               ("mixed4c", "3x3", 247), ("mixed4d", "3x3", 342), ("mixed4e", "3x3", 524), ("mixed5a", "3x3", 278),
-               ("mixed5b", "3x3", 684), ("mixed5a", "pool", 720), ("mixed4e", "pool", 783), ("mixed4c", "pool", 484),
-               ("mixed5a", "3x3", 557), ("mixed4e", "1x1", 6), ("mixed4a", "pool", 505), ("mixed4e", "pool", 809),
-               ("mixed4c", "pool", 449), ("mixed4b", "pool", 465), ("mixed4c", "1x1", 59), ("mixed4e", "1x1", 83),
-               ("mixed3a", "1x1", 43), ("mixed3b", "pool", 472), ("mixed4b", "1x1", 5)]  # fmt: skip
+PAPER_UNITS = [
+    ("mixed3a", "3x3", 189),
+    ("mixed3b", "3x3", 178),
+    ("mixed4a", "3x3", 257),
+    ("mixed4b", "3x3", 339),
+    ("mixed4c", "3x3", 247),
+    ("mixed4d", "3x3", 342),
+    ("mixed4e", "3x3", 524),
+    ("mixed5a", "3x3", 278),
+    ("mixed5b", "3x3", 684),
+    ("mixed5a", "pool", 720),
+    ("mixed4e", "pool", 783),
+    ("mixed4c", "pool", 484),
+    ("mixed5a", "3x3", 557),
+    ("mixed4e", "1x1", 6),
+    ("mixed4a", "pool", 505),
+    ("mixed4e", "pool", 809),
+    ("mixed4c", "pool", 449),
+    ("mixed4b", "pool", 465),
+    ("mixed4c", "1x1", 59),
+    ("mixed4e", "1x1", 83),
+    ("mixed3a", "1x1", 43),
+    ("mixed3b", "pool", 472),
+    ("mixed4b", "1x1", 5),
+]
 BRANCH_ENDS = {
-    "mixed3a": (64, 192, 224, 256), "mixed3b": (128, 320, 416, 480), "mixed4a": (192, 396, 444, 508),
-    "mixed4b": (160, 384, 448, 512), "mixed4c": (128, 384, 448, 512), "mixed4d": (112, 400, 464, 528),
-    "mixed4e": (256, 576, 704, 832), "mixed5a": (256, 576, 704, 832), "mixed5b": (384, 768, 896, 1024),
-}  # fmt: skip
+    "mixed3a": (64, 192, 224, 256),
+    "mixed3b": (128, 320, 416, 480),
+    "mixed4a": (192, 396, 444, 508),
+    "mixed4b": (160, 384, 448, 512),
+    "mixed4c": (128, 384, 448, 512),
+    "mixed4d": (112, 400, 464, 528),
+    "mixed4e": (256, 576, 704, 832),
+    "mixed5a": (256, 576, 704, 832),
+    "mixed5b": (384, 768, 896, 1024),
+}
 
 
 def test_the_papers_units_resolve_as_numbered_across_the_branches(lucent_weights, photo_files):

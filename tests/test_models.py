@@ -150,8 +150,24 @@ def test_the_protocol_scans_the_papers_pre_relu_branches(googlenet_weights, subs
     modules = dict(model.net.named_modules())
     assert all(isinstance(modules[model.layer(layer).path], torch.nn.BatchNorm2d) for layer in layers)
     images = subset_dir(3)
-    code = main(["-q", "scan", "--model", "googlenet", "--weights", str(googlenet_weights), "--images", str(images),
-                 "--device", "cpu", "--compile", "off", "--out", str(tmp_path / "run")])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "scan",
+            "--model",
+            "googlenet",
+            "--weights",
+            str(googlenet_weights),
+            "--images",
+            str(images),
+            "--device",
+            "cpu",
+            "--compile",
+            "off",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     scan = ScanResult.load(tmp_path / "run")
     assert [layer.path for layer in scan.layers] == [model.layer(layer).path for layer in layers]
@@ -245,8 +261,10 @@ def test_googlenet_pre_relu_aliases_tap_the_branch_before_its_relu(googlenet_wei
     image = model.preprocessing(load_rgb(pick(photo_files, 3)))[None]
     modules = dict(model.net.named_modules())
     captured = {}
-    handles = [modules[p].register_forward_hook(lambda m, i, o, p=p: captured.setdefault(p, o))
-               for p in ("inception4a.branch2.1.bn", "inception4a.branch2")]  # fmt: skip
+    handles = [
+        modules[p].register_forward_hook(lambda m, i, o, p=p: captured.setdefault(p, o))
+        for p in ("inception4a.branch2.1.bn", "inception4a.branch2")
+    ]
     with torch.inference_mode():
         model.net(image)
         acts = model.unit_activations(image, ["mixed4a/3x3_pre_relu:12", "mixed4a/3x3:12"])

@@ -168,8 +168,16 @@ def test_a_scan_without_the_activations_ranks_exactly_like_numpy(tmp_path, full_
     """`keep_activations=False` writes no matrix, yet every unit's top/bottom-20 (indices and values) equal a
     stable numpy sort of the full scan's matrix, and its std equals numpy's, merged over many commits."""
     kept, _ = full_scan
-    lean, stats = scan(lite0, photos_dir, ["_blocks.4", "_blocks.12"], tmp_path / "lean", keep_activations=False,
-                       top_k=20, chunk_size=64, progress=False)  # fmt: skip
+    lean, stats = scan(
+        lite0,
+        photos_dir,
+        ["_blocks.4", "_blocks.12"],
+        tmp_path / "lean",
+        keep_activations=False,
+        top_k=20,
+        chunk_size=64,
+        progress=False,
+    )
     assert stats.computed == len(kept.images) and not (tmp_path / "lean" / "acts").exists()
     assert not (tmp_path / "lean" / "topk" / "running.npz").exists()
     for layer in ("_blocks.4", "_blocks.12"):

@@ -85,9 +85,29 @@ def test_a_killed_ray_scan_resumes_with_one_row_per_image(ray_cluster, messy_pho
     """A second driver joins the cluster by its address; it is killed (SIGKILL) once some images are committed,
     and the same command finishes the scan."""
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "vizprobe.cli", "-q", "scan", "--engine", "ray", "--address", ray_cluster,
-               "--images", str(messy_photos), "--layers", ",".join(LAYERS), "--top-k", "20", "--batch-size", "16",
-               "--out", str(out), "--device", "cpu"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "vizprobe.cli",
+        "-q",
+        "scan",
+        "--engine",
+        "ray",
+        "--address",
+        ray_cluster,
+        "--images",
+        str(messy_photos),
+        "--layers",
+        ",".join(LAYERS),
+        "--top-k",
+        "20",
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
     deadline = time.monotonic() + 300
     progress = out / "progress.json"
@@ -145,9 +165,19 @@ def test_a_worker_killed_mid_scan_is_replaced_and_no_row_is_lost(ray_cluster, me
 
     killer = threading.Thread(target=kill_the_worker_after_the_first_commit)
     killer.start()
-    result, stats = scan("efficientnet-lite0", messy_photos, LAYERS, out, device="cpu",
-                         engine="ray", ray={"workers": 1}, top_k=20, batch_size=16, chunk_size=16,
-                         progress=False)  # fmt: skip
+    result, stats = scan(
+        "efficientnet-lite0",
+        messy_photos,
+        LAYERS,
+        out,
+        device="cpu",
+        engine="ray",
+        ray={"workers": 1},
+        top_k=20,
+        batch_size=16,
+        chunk_size=16,
+        progress=False,
+    )
     killer.join()
     total = len(local_scan.images)
     assert killed and all(done < total for _, done in killed), killed

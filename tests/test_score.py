@@ -144,8 +144,22 @@ def test_the_studied_network_is_refused_unless_asked(monkeypatch):
 def test_cli_score_writes_scores_and_settings(photo_scan, tmp_path, capsys):
     out = tmp_path / "scores"
     run = str(photo_scan[0].run_dir)
-    code = main(["-q", "score", "--scan", run, "--units", f"{LAYER}:7,{LAYER}:9", "--device", "cpu", "--tasks",
-                 "10", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "score",
+            "--scan",
+            run,
+            "--units",
+            f"{LAYER}:7,{LAYER}:9",
+            "--device",
+            "cpu",
+            "--tasks",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "efficientnet-lite2" in capsys.readouterr().out
     frame = pd.read_csv(out / "scores.csv")
@@ -155,8 +169,19 @@ def test_cli_score_writes_scores_and_settings(photo_scan, tmp_path, capsys):
     assert record["embedder"]["model"] == "efficientnet-lite2" and record["settings"]["tasks"] == 10
     assert record["model"] == "efficientnet-lite0" and record["settings"]["references"] == 9
 
-    code = main(["score", "--scan", run, "--units", f"{LAYER}:7", "--embedder", "efficientnet-lite0", "--out",
-                 str(tmp_path / "same")])  # fmt: skip
+    code = main(
+        [
+            "score",
+            "--scan",
+            run,
+            "--units",
+            f"{LAYER}:7",
+            "--embedder",
+            "efficientnet-lite0",
+            "--out",
+            str(tmp_path / "same"),
+        ]
+    )
     assert code == 2 and "is the studied network" in capsys.readouterr().err
     assert not (tmp_path / "same").exists()
 

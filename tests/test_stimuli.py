@@ -125,8 +125,11 @@ def test_references_per_condition_and_no_query_among_them(package):
 
 
 def _images_of(trial: dict) -> set[str]:
-    return {trial["base_image"], *(o["image"] for o in trial["options"]), *(r for refs in trial["references"].values()
-                                                                          for r in refs)}  # fmt: skip
+    return {
+        trial["base_image"],
+        *(o["image"] for o in trial["options"]),
+        *(r for refs in trial["references"].values() for r in refs),
+    }
 
 
 def test_catch_and_practice_trials_are_occlusion_trials_of_other_units(package):
@@ -230,14 +233,27 @@ def test_tasks_are_balanced(package):
 
 def test_same_seed_same_bytes(tmp_path, photo_scan, lite0, package):
     scan, _ = photo_scan
-    settings = BuildSettings(image_sets=2, tasks_per_condition=3, stride=32, conditions=("natural", "none"),
-                             search="fast", reference_ranks=reference_ranks(len(scan.images)))  # fmt: skip
+    settings = BuildSettings(
+        image_sets=2,
+        tasks_per_condition=3,
+        stride=32,
+        conditions=("natural", "none"),
+        search="fast",
+        reference_ranks=reference_ranks(len(scan.images)),
+    )
     a = build_stimuli(scan, UNITS[:2], tmp_path / "a", None, settings, model=lite0, progress=False)
     build_stimuli(scan, UNITS[:2], tmp_path / "b", None, settings, model=lite0, progress=False)
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
     assert json.loads((tmp_path / "a" / "manifest.json").read_text()) == a.data
-    other = build_stimuli(scan, UNITS[:2], tmp_path / "c", None, BuildSettings(**{**settings.__dict__, "seed": 1}),
-                          model=lite0, progress=False)  # fmt: skip
+    other = build_stimuli(
+        scan,
+        UNITS[:2],
+        tmp_path / "c",
+        None,
+        BuildSettings(**{**settings.__dict__, "seed": 1}),
+        model=lite0,
+        progress=False,
+    )
     assert other.data["tasks"] != a.data["tasks"]
 
 
@@ -246,17 +262,35 @@ def test_bad_input_is_refused_and_leaves_nothing(tmp_path, photo_scan, visualiza
     with pytest.raises(VizprobeError, match="no visualizations"):
         build_stimuli(scan, ["_blocks.5:11"], tmp_path / "x", visualizations, SETTINGS, model=lite0, progress=False)
     with pytest.raises(VizprobeError, match=f"scan ranks {len(scan.images)} images"):
-        build_stimuli(scan, UNITS, tmp_path / "x", visualizations,
-                      BuildSettings(reference_ranks=(21, 1995)), model=lite0, progress=False)  # fmt: skip
+        build_stimuli(
+            scan,
+            UNITS,
+            tmp_path / "x",
+            visualizations,
+            BuildSettings(reference_ranks=(21, 1995)),
+            model=lite0,
+            progress=False,
+        )
     with pytest.raises(VizprobeError, match="not in this scan"):
-        build_stimuli(scan, ["_blocks.9:1"], tmp_path / "x", None,
-                      BuildSettings(conditions=("natural",), reference_ranks=reference_ranks(len(scan.images))),
-                      model=lite0, progress=False)  # fmt: skip
+        build_stimuli(
+            scan,
+            ["_blocks.9:1"],
+            tmp_path / "x",
+            None,
+            BuildSettings(conditions=("natural",), reference_ranks=reference_ranks(len(scan.images))),
+            model=lite0,
+            progress=False,
+        )
     with pytest.raises(VizprobeError, match="patch fraction"):
-        build_stimuli(scan, UNITS[:1], tmp_path / "x", None,
-                      BuildSettings(conditions=("none",), patch_frac=1.2,
-                                    reference_ranks=reference_ranks(len(scan.images))),
-                      model=lite0, progress=False)  # fmt: skip
+        build_stimuli(
+            scan,
+            UNITS[:1],
+            tmp_path / "x",
+            None,
+            BuildSettings(conditions=("none",), patch_frac=1.2, reference_ranks=reference_ranks(len(scan.images))),
+            model=lite0,
+            progress=False,
+        )
     assert not (tmp_path / "x").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x")]
 
@@ -266,10 +300,30 @@ def test_build_and_inspect_cli(tmp_path, photo_scan, capsys):
 
     scan, _ = photo_scan
     out = tmp_path / "pkg"
-    code = main(["-q", "build", "--scan", str(scan.run_dir), "--sample-units", "2", "--conditions", "natural,blur,none",
-                 "--tasks-per-condition", "2", "--image-sets", "2", "--stride", "32", "--device", "cpu",
-                 "--reference-ranks", "{}-{}".format(*reference_ranks(len(scan.images))),
-                 "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "build",
+            "--scan",
+            str(scan.run_dir),
+            "--sample-units",
+            "2",
+            "--conditions",
+            "natural,blur,none",
+            "--tasks-per-condition",
+            "2",
+            "--image-sets",
+            "2",
+            "--stride",
+            "32",
+            "--device",
+            "cpu",
+            "--reference-ranks",
+            "{}-{}".format(*reference_ranks(len(scan.images))),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "units: 2 main, 3 catch, 10 practice" in capsys.readouterr().out
     assert main(["inspect", str(out)]) == 0
@@ -288,8 +342,23 @@ def test_build_and_inspect_cli(tmp_path, photo_scan, capsys):
     pictures = sorted(p.name for p in (out / "inspect").glob("*.png"))
     assert pictures == ["activation_map.png", "trial_blur.png", "trial_natural.png", "trial_none.png"]
     assert Image.open(out / "inspect" / "trial_natural.png").width > 600
-    assert main(["-q", "build", "--scan", str(scan.run_dir), "--units", "block8:1", "--sample-units", "2",
-                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "build",
+                "--scan",
+                str(scan.run_dir),
+                "--units",
+                "block8:1",
+                "--sample-units",
+                "2",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_a_manifest_that_breaks_its_schema_is_refused(tmp_path, package):
@@ -317,12 +386,14 @@ def test_visualizations_and_builds_agree_on_units_whatever_the_spelling(
     them the other way round finds both, and its synthetic references are those very images."""
     scan, _ = photo_scan
     ranks = reference_ranks(len(scan.images))
-    settings = BuildSettings(conditions=("synthetic",), image_sets=1, tasks_per_condition=1, stride=32,
-                             search="fast", reference_ranks=ranks)  # fmt: skip
+    settings = BuildSettings(
+        conditions=("synthetic",), image_sets=1, tasks_per_condition=1, stride=32, search="fast", reference_ranks=ranks
+    )
     out = tmp_path / "pkg"
     named = {"catch_units": [c.unit for c in protocol.catch], "practice_units": [c.unit for c in protocol.practice]}
-    manifest = build_stimuli(scan, ["_blocks.8:12", "block5:10"], out, visualizations, settings, model=lite0,
-                             progress=False, **named)  # fmt: skip
+    manifest = build_stimuli(
+        scan, ["_blocks.8:12", "block5:10"], out, visualizations, settings, model=lite0, progress=False, **named
+    )
     assert [u.unit for u in manifest.units_of("main")] == ["_blocks.8:12", "_blocks.5:10"]
     assert [u.unit for u in manifest.units_of("practice")] == [str(c.unit) for c in protocol.practice]
     index = json.loads((visualizations / "visualizations.json").read_text())
@@ -332,17 +403,46 @@ def test_visualizations_and_builds_agree_on_units_whatever_the_spelling(
         shown = {pixels(out / r).tobytes() for r in trial.references_for("synthetic")}
         assert shown == {pixels(visualizations / im["file"]).tobytes() for im in rendered[unit]["images"]}
     with pytest.raises(VizprobeError, match="named twice"):
-        build_stimuli(scan, ["_blocks.8:12", "block8:12"], tmp_path / "twice", visualizations, settings, model=lite0,
-                      progress=False)  # fmt: skip
+        build_stimuli(
+            scan,
+            ["_blocks.8:12", "block8:12"],
+            tmp_path / "twice",
+            visualizations,
+            settings,
+            model=lite0,
+            progress=False,
+        )
     with pytest.raises(VizprobeError, match="catch/practice units .* have no visualizations"):
-        build_stimuli(scan, ["_blocks.8:12", "block5:10"], tmp_path / "unrendered", visualizations, settings,
-                      model=lite0, progress=False)  # fmt: skip
+        build_stimuli(
+            scan,
+            ["_blocks.8:12", "block5:10"],
+            tmp_path / "unrendered",
+            visualizations,
+            settings,
+            model=lite0,
+            progress=False,
+        )
     with pytest.raises(VizprobeError, match="two roles"):
-        build_stimuli(scan, ["_blocks.8:12"], tmp_path / "roles", visualizations, settings, model=lite0,
-                      catch_units=["block8:12"], progress=False)  # fmt: skip
+        build_stimuli(
+            scan,
+            ["_blocks.8:12"],
+            tmp_path / "roles",
+            visualizations,
+            settings,
+            model=lite0,
+            catch_units=["block8:12"],
+            progress=False,
+        )
     with pytest.raises(VizprobeError, match="a practice pool of 2 trials is smaller than one round of 4"):
-        build_stimuli(scan, ["_blocks.8:12"], tmp_path / "small", visualizations, replace(settings, practice_units=2),
-                      model=lite0, progress=False)  # fmt: skip
+        build_stimuli(
+            scan,
+            ["_blocks.8:12"],
+            tmp_path / "small",
+            visualizations,
+            replace(settings, practice_units=2),
+            model=lite0,
+            progress=False,
+        )
     assert not (tmp_path / "small").exists()
 
 
@@ -407,11 +507,19 @@ def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol,
         for j, photo in enumerate(reversed(chosen)):
             shutil.copy(photo, folder / f"{j:02d}_{photo.name}")
         expected[unit] = sorted(folder.iterdir())
-    settings = BuildSettings(**{**SETTINGS.__dict__, "conditions": (
-        "natural", "none", f"mine=images:{mine}", f"Min-Max-9/second=visualizations:{visualizations}")})  # fmt: skip
+    settings = BuildSettings(
+        **{
+            **SETTINGS.__dict__,
+            "conditions": (
+                "natural",
+                "none",
+                f"mine=images:{mine}",
+                f"Min-Max-9/second=visualizations:{visualizations}",
+            ),
+        }
+    )
     out = tmp_path / "pkg"
-    manifest = build_stimuli(scan, UNITS, out, visualizations, settings, model=lite0, protocol=protocol,
-                             progress=False)  # fmt: skip
+    manifest = build_stimuli(scan, UNITS, out, visualizations, settings, model=lite0, protocol=protocol, progress=False)
     assert set(manifest.conditions) == {"natural", "none", "mine", "Min-Max-9/second"}
     raw = json.loads((out / "manifest.json").read_text())
     sources = raw["condition_sources"]
@@ -459,12 +567,19 @@ def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol,
 
     shutil.rmtree(mine / every[-1].replace(":", "_"))
     with pytest.raises(VizprobeError, match=rf"condition mine: unit {every[-1]} has no folder"):
-        build_stimuli(scan, UNITS, tmp_path / "broken", visualizations, settings, model=lite0, protocol=protocol,
-                      progress=False)  # fmt: skip
+        build_stimuli(
+            scan, UNITS, tmp_path / "broken", visualizations, settings, model=lite0, protocol=protocol, progress=False
+        )
     assert not (tmp_path / "broken").exists()
     with pytest.raises(VizprobeError, match="unknown condition 'natrual'"):
-        build_stimuli(scan, UNITS, tmp_path / "typo", visualizations,
-                      BuildSettings(**{**SETTINGS.__dict__, "conditions": ("natrual",)}), model=lite0)  # fmt: skip
+        build_stimuli(
+            scan,
+            UNITS,
+            tmp_path / "typo",
+            visualizations,
+            BuildSettings(**{**SETTINGS.__dict__, "conditions": ("natrual",)}),
+            model=lite0,
+        )
 
 
 def test_a_scan_without_activations_feeds_the_same_study(photo_scan, protocol, lite0, photos_dir, tmp_path):
@@ -476,8 +591,15 @@ def test_a_scan_without_activations_feeds_the_same_study(photo_scan, protocol, l
 
     full, _ = photo_scan
     last = SETTINGS.reference_ranks[1]
-    lean, _ = run_scan(lite0, photos_dir, ["_blocks.5", "block8", "_blocks.12"], tmp_path / "lean",
-                       keep_activations=False, top_k=last, progress=False)  # fmt: skip
+    lean, _ = run_scan(
+        lite0,
+        photos_dir,
+        ["_blocks.5", "block8", "_blocks.12"],
+        tmp_path / "lean",
+        keep_activations=False,
+        top_k=last,
+        progress=False,
+    )
     picked = protocol_units(lean, UNITS, SETTINGS, model=lite0)
     assert [c.unit for c in picked.catch] == [c.unit for c in protocol.catch]
     assert [c.unit for c in picked.practice] == [c.unit for c in protocol.practice]

@@ -153,8 +153,15 @@ def test_core_render_takes_a_composed_objective(lite0):
     with torch.no_grad():
         before = lite0.unit_activations(lite0.preprocessing.normalize(param()), ["_blocks.5:10"])[:, 0]
     objective = obj.channel("_blocks.5", 10, 2) - 0.1 * obj.L2()
-    result = render(lite0, objective, param, tf.compose(tf.standard()), lambda p: torch.optim.Adam(p, lr=0.05),
-                    steps=24, progress=False)  # fmt: skip
+    result = render(
+        lite0,
+        objective,
+        param,
+        tf.compose(tf.standard()),
+        lambda p: torch.optim.Adam(p, lr=0.05),
+        steps=24,
+        progress=False,
+    )
     assert result.images.shape == (2, 3, 64, 64) and len(result.history) == 24
     after = lite0.unit_activations(lite0.preprocessing.normalize(result.images), ["_blocks.5:10"])[:, 0]
     assert (after > before + 1.0).all(), (before, after)
@@ -243,8 +250,26 @@ def test_generator_parameterization_raises_activation(lite0):
 def test_visualize_cli(tmp_path, photo_scan, capsys):
     scan, _ = photo_scan
     out = tmp_path / "vis"
-    code = main(["-q", "visualize", "--device", "cpu", "--units", "_blocks.4:1,block8:3", "--per-unit", "2",
-                 "--steps", "8", "--size", "64", "--scan", str(scan.run_dir), "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "visualize",
+            "--device",
+            "cpu",
+            "--units",
+            "_blocks.4:1,block8:3",
+            "--per-unit",
+            "2",
+            "--steps",
+            "8",
+            "--size",
+            "64",
+            "--scan",
+            str(scan.run_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     index = json.loads((out / "visualizations.json").read_text())
     assert index["format"] == "vizprobe-visualizations" and index["settings"]["steps"] == 8

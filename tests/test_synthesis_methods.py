@@ -64,8 +64,12 @@ def test_maco_images_keep_the_natural_spectrum_and_activate_highly(lite0, photo_
     spectrum, source = scan_spectrum(scan, lite0.preprocessing, settings.size)
     assert "images of the scan" in source
     size = settings.size
-    photos = np.stack([np.asarray(load_rgb(scan.image_path(i)).resize((size, size)), np.float64) / 255 for i in
-                       range(0, len(scan.images), max(1, len(scan.images) // 64))])  # fmt: skip
+    photos = np.stack(
+        [
+            np.asarray(load_rgb(scan.image_path(i)).resize((size, size)), np.float64) / 255
+            for i in range(0, len(scan.images), max(1, len(scan.images) // 64))
+        ]
+    )
     natural = np.abs(np.fft.fft2(photos - photos.mean(axis=(1, 2), keepdims=True), axes=(1, 2))).mean(axis=(0, 3))
     rendering = render_units(lite0, UNITS, settings, spectrum=(spectrum, source), progress=False)
     images = rendering.images.numpy()
@@ -96,8 +100,9 @@ def test_maco_images_are_horamas(lite0):
     magnitude = torch.rand(3, 64, 33, generator=torch.Generator().manual_seed(0)) * 10
     param = MacoParam([1, 2, 3], 64, magnitude)
     ours = param().detach()
-    theirs = torch.stack([maco_fv.maco_preconditioner(param.magnitude[0], phase, (0, 1), "cpu") for phase in
-                          param.phase.detach()])  # fmt: skip
+    theirs = torch.stack(
+        [maco_fv.maco_preconditioner(param.magnitude[0], phase, (0, 1), "cpu") for phase in param.phase.detach()]
+    )
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-3)  # lucid's colour matrix, rounded differently
 
 
@@ -172,20 +177,34 @@ def test_accentuation_keeps_the_seed_s_features_at_its_layer_and_raises_the_unit
     settings = preset("quick", param="accentuation", per_unit=2)
     assert (settings.crops, settings.optimizer, settings.box) == (4, "adam", (0.05, 0.99))
     kept = render_units(lite0, UNITS, settings, references=references, progress=False)
-    free = render_units(lite0, UNITS, preset("quick", param="accentuation", per_unit=2, accent_alpha=0.0),
-                        references=references, progress=False)  # fmt: skip
+    free = render_units(
+        lite0,
+        UNITS,
+        preset("quick", param="accentuation", per_unit=2, accent_alpha=0.0),
+        references=references,
+        progress=False,
+    )
     assert kept.accent_layer == "_blocks.3"
     for k, unit in enumerate(lite0.resolve_units(UNITS)):
-        starts = torch.nn.functional.interpolate(references[unit][:2], size=settings.size, mode="bilinear",
-                                                 antialias=True)  # fmt: skip
+        starts = torch.nn.functional.interpolate(
+            references[unit][:2], size=settings.size, mode="bilinear", antialias=True
+        )
         before = lite0.unit_activations(lite0.preprocessing.normalize(starts), [unit])[:, 0]
         after = lite0.unit_activations(lite0.preprocessing.normalize(kept.unit_images(k)), [unit])[:, 0]
         assert bool((after >= 1.1 * before).all()), (unit, before, after)
         near = layer_distance(lite0, "_blocks.3", kept.unit_images(k), starts)
         far = layer_distance(lite0, "_blocks.3", free.unit_images(k), starts)
         assert bool((near <= 0.7 * far).all()), (unit, near, far)  # ImageNet photos 0.24-0.35, demo photos 0.54-0.58
-    pixels = preset("quick", param="accentuation", per_unit=2, size=224, steps=48, accent_layer="pixels", crops=0,
-                    transforms="standard")  # fmt: skip
+    pixels = preset(
+        "quick",
+        param="accentuation",
+        per_unit=2,
+        size=224,
+        steps=48,
+        accent_layer="pixels",
+        crops=0,
+        transforms="standard",
+    )
     rendering = render_units(lite0, UNITS, pixels, references=references, progress=False)
     assert rendering.accent_layer == "pixels"
     for k, unit in enumerate(UNITS):
@@ -207,15 +226,15 @@ def colour_distance(images: torch.Tensor, photos: torch.Tensor) -> float:
         n, c, s, _ = x.shape
         return x.reshape(n, c, s // 8, 8, s // 8, 8).mean(axis=(3, 5)).transpose(1, 0, 2, 3).reshape(c, -1)
 
-    ours, theirs = patches(images), patches(torch.nn.functional.interpolate(photos, size=images.shape[-1],
-                                                                           mode="area"))  # fmt: skip
+    ours, theirs = patches(images), patches(torch.nn.functional.interpolate(photos, size=images.shape[-1], mode="area"))
     return float(np.mean([wasserstein_distance(a, b) for a, b in zip(ours, theirs, strict=True)]))
 
 
 def test_the_colour_prior_moves_patch_colours_toward_the_exemplars(lite0, references):
     plain = render_units(lite0, UNITS, preset("quick", per_unit=2), references=references, progress=False)
-    coloured = render_units(lite0, UNITS, preset("quick", per_unit=2, colour=100.0), references=references,
-                            progress=False)  # fmt: skip
+    coloured = render_units(
+        lite0, UNITS, preset("quick", per_unit=2, colour=100.0), references=references, progress=False
+    )
     units = lite0.resolve_units(UNITS)
     for k, unit in enumerate(units):
         before = colour_distance(plain.unit_images(k), references[unit])
@@ -235,8 +254,28 @@ def test_visualize_cli_records_the_method_s_natural_inputs(tmp_path, photo_scan,
     scan, _ = photo_scan
     for method in ("maco", "accentuation"):
         out = tmp_path / method
-        code = main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--per-unit", "2", "--steps", "4",
-                     "--size", "64", "--method", method, "--scan", str(scan.run_dir), "--out", str(out)])  # fmt: skip
+        code = main(
+            [
+                "-q",
+                "visualize",
+                "--device",
+                "cpu",
+                "--units",
+                "block8:3",
+                "--per-unit",
+                "2",
+                "--steps",
+                "4",
+                "--size",
+                "64",
+                "--method",
+                method,
+                "--scan",
+                str(scan.run_dir),
+                "--out",
+                str(out),
+            ]
+        )
         assert code == 0
         index = json.loads((out / "visualizations.json").read_text())
         assert index["settings"]["param"] == method
@@ -255,8 +294,9 @@ def test_visualize_cli_records_the_method_s_natural_inputs(tmp_path, photo_scan,
             assert index["accent_layer"] == "_blocks.3"
     from vizprobe.synthesis.store import comparison_sheet
 
-    sheet = comparison_sheet({"maco": tmp_path / "maco", "accentuation": tmp_path / "accentuation"}, scan,
-                             per_method=2, thumb=32)  # fmt: skip
+    sheet = comparison_sheet(
+        {"maco": tmp_path / "maco", "accentuation": tmp_path / "accentuation"}, scan, per_method=2, thumb=32
+    )
     assert sheet.size == (110 + 3 * (2 * 36 + 12), 20 + 36)  # label, 3 groups of 2 tiles, one unit row
     # shown through its transparency map: the image over white, opaque where the map is bright
     image = Image.open(tmp_path / "accentuation" / images[1]["file"]).convert("RGB")
@@ -265,15 +305,61 @@ def test_visualize_cli_records_the_method_s_natural_inputs(tmp_path, photo_scan,
     second = second.resize((32, 32), Image.Resampling.BICUBIC)
     x = 110 + (2 * 36 + 12) + 36  # the accentuation group's second tile
     assert np.array_equal(np.asarray(sheet.crop((x, 20, x + 32, 52))), np.asarray(second))
-    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--method", "accentuation",
-                 "--out", str(tmp_path / "no-scan")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "visualize",
+                "--device",
+                "cpu",
+                "--units",
+                "block8:3",
+                "--method",
+                "accentuation",
+                "--out",
+                str(tmp_path / "no-scan"),
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "no-scan").exists()
     bad_layer = ["--accent-layer", "block99", "--out", str(tmp_path / "bad")]
-    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--method", "accentuation",
-                 "--scan", str(scan.run_dir), *bad_layer]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "visualize",
+                "--device",
+                "cpu",
+                "--units",
+                "block8:3",
+                "--method",
+                "accentuation",
+                "--scan",
+                str(scan.run_dir),
+                *bad_layer,
+            ]
+        )
+        == 2
+    )
     assert "has no layer 'block99'" in capsys.readouterr().err
-    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--crops", "2",
-                 "--out", str(tmp_path / "diverse")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "visualize",
+                "--device",
+                "cpu",
+                "--units",
+                "block8:3",
+                "--crops",
+                "2",
+                "--out",
+                str(tmp_path / "diverse"),
+            ]
+        )
+        == 2
+    )
     assert "diversity term compares whole images" in capsys.readouterr().err
 
 
@@ -302,8 +388,10 @@ def test_fast_presets_adam_reaches_a_target_in_fewer_steps_than_adams_defaults(l
     targets = {unit: 5 * scan.top(unit, 1)[0].activation for unit in UNITS}
     fast = preset("fast", size=128, per_unit=2, steps=320)
     steps = {}
-    for name, settings in [("fast", fast), ("defaults", preset("fast", size=128, per_unit=2, steps=320, lr=0.05,
-                                                                betas=(0.9, 0.999)))]:  # fmt: skip
+    for name, settings in [
+        ("fast", fast),
+        ("defaults", preset("fast", size=128, per_unit=2, steps=320, lr=0.05, betas=(0.9, 0.999))),
+    ]:
         rendering = render_units(lite0, UNITS, settings, until=targets, progress=False)
         for k, unit in enumerate(UNITS):
             assert float(rendering.unit_activations(k).min()) >= targets[unit], (name, unit)
@@ -314,15 +402,50 @@ def test_fast_presets_adam_reaches_a_target_in_fewer_steps_than_adams_defaults(l
 def test_visualize_until_a_multiple_of_the_natural_top1(tmp_path, photo_scan, capsys):
     scan, _ = photo_scan
     out = tmp_path / "until"
-    code = main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--per-unit", "2", "--steps", "64",
-                 "--size", "96", "--until", "1.5x", "--scan", str(scan.run_dir), "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "visualize",
+            "--device",
+            "cpu",
+            "--units",
+            "block8:3",
+            "--per-unit",
+            "2",
+            "--steps",
+            "64",
+            "--size",
+            "96",
+            "--until",
+            "1.5x",
+            "--scan",
+            str(scan.run_dir),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     entry = json.loads((out / "visualizations.json").read_text())["units"][0]
     assert entry["target"] == pytest.approx(1.5 * scan.top("block8:3", 1)[0].activation)
     assert all(im["steps"] <= 64 for im in entry["images"])
     assert all(im["activation"] >= entry["target"] or im["steps"] == 64 for im in entry["images"])
-    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--until", "2x",
-                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "visualize",
+                "--device",
+                "cpu",
+                "--units",
+                "block8:3",
+                "--until",
+                "2x",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "needs --scan" in capsys.readouterr().err
 
 
@@ -343,16 +466,16 @@ def test_accentuated_references_never_start_from_a_query(photo_scan, lite0, prot
         vis = tmp_path / f"acc-{start_rank}"
         index = render_method(lite0, scan, units, settings, start_rank, vis, progress=False)
         starts = {(entry["unit"], im["start_image"]) for entry in index["units"] for im in entry["images"]}
-        build = STIMULUS_SETTINGS.__class__(**{**STIMULUS_SETTINGS.__dict__,
-                                               "conditions": (conditions[0], conditions[1].format(vis))})  # fmt: skip
+        build = STIMULUS_SETTINGS.__class__(
+            **{**STIMULUS_SETTINGS.__dict__, "conditions": (conditions[0], conditions[1].format(vis))}
+        )
         out = tmp_path / f"pkg-{start_rank}"
         if not ok:
             with pytest.raises(VizprobeError, match="starts from its query image.*--start-rank 21"):
                 build_stimuli(scan, STIMULUS_UNITS, out, None, build, model=lite0, protocol=protocol, progress=False)
             assert not out.exists()
             continue
-        manifest = build_stimuli(scan, STIMULUS_UNITS, out, None, build, model=lite0, protocol=protocol,
-                                 progress=False)  # fmt: skip
+        manifest = build_stimuli(scan, STIMULUS_UNITS, out, None, build, model=lite0, protocol=protocol, progress=False)
         assert set(manifest.conditions) == {"natural", "acc"}
         ranks = {(unit, str(e.path)): e.rank for unit, _ in starts for e in scan.top(unit, start_rank + 9)}
         assert sorted({ranks[start] for start in starts}) == list(range(start_rank, start_rank + 9))
@@ -408,18 +531,55 @@ def test_maco_takes_a_published_spectrum_file_and_refuses_bad_ones(tmp_path, pho
     path = tmp_path / "spectrum_decorrelated.npy"
     np.save(path, natural_spectrum(photos).numpy() * 1000.0)  # a published file's scale differs: it must not matter
     out = tmp_path / "vis"
-    assert main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--per-unit", "2", "--steps", "4",
-                 "--size", "64", "--method", "maco", "--spectrum", str(path), "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "visualize",
+                "--device",
+                "cpu",
+                "--units",
+                "block8:3",
+                "--per-unit",
+                "2",
+                "--steps",
+                "4",
+                "--size",
+                "64",
+                "--method",
+                "maco",
+                "--spectrum",
+                str(path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     index = json.loads((out / "visualizations.json").read_text())
     assert hashlib.sha256(path.read_bytes()).hexdigest() in index["spectrum"]["source"]
     assert np.load(out / index["spectrum"]["file"]).shape == (3, 64, 33)
-    for bad, why in ((np.ones((3, 64, 64), np.float32), "expected \\(3, S, S // 2 \\+ 1\\)"),
-                     (-np.ones((3, 64, 33), np.float32), "negative")):  # fmt: skip
+    for bad, why in (
+        (np.ones((3, 64, 64), np.float32), "expected \\(3, S, S // 2 \\+ 1\\)"),
+        (-np.ones((3, 64, 33), np.float32), "negative"),
+    ):
         np.save(tmp_path / "bad.npy", bad)
         with pytest.raises(VizprobeError, match=why):
             from vizprobe.synthesis.natural import load_spectrum
 
             load_spectrum(tmp_path / "bad.npy")
-    code = main(["-q", "visualize", "--device", "cpu", "--units", "block8:3", "--spectrum", str(path), "--out",
-                 str(tmp_path / "fourier")])  # fmt: skip
+    code = main(
+        [
+            "-q",
+            "visualize",
+            "--device",
+            "cpu",
+            "--units",
+            "block8:3",
+            "--spectrum",
+            str(path),
+            "--out",
+            str(tmp_path / "fourier"),
+        ]
+    )
     assert code == 2 and not (tmp_path / "fourier").exists()

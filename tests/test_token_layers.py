@@ -130,8 +130,13 @@ def test_a_vit_study_end_to_end(vit, photo_files, tmp_path):
     for f in chosen:
         (folder / f.name).symlink_to(f)
     ranks = reference_ranks(len(chosen))
-    settings = BuildSettings(image_sets=2, tasks_per_condition=2, stride=32, reference_ranks=ranks,
-                             conditions=("natural", "synthetic", "none"))  # fmt: skip
+    settings = BuildSettings(
+        image_sets=2,
+        tasks_per_condition=2,
+        stride=32,
+        reference_ranks=ranks,
+        conditions=("natural", "synthetic", "none"),
+    )
     result, _ = scan(vit, folder, LAYERS, tmp_path / "run", progress=False)
     units = ["blocks.5:7", "blocks.8.mlp.fc1:100"]
     protocol = protocol_units(result, units, settings, model=vit)
@@ -139,8 +144,9 @@ def test_a_vit_study_end_to_end(vit, photo_files, tmp_path):
     assert all(u.split(":")[0] in LAYERS for u in everything)
     rendering = render_units(vit, everything, preset("quick", per_unit=9, steps=4, size=224), progress=False)
     save_visualizations(rendering, tmp_path / "vis", vit)
-    manifest = build_stimuli(result, units, tmp_path / "pkg", tmp_path / "vis", settings, model=vit,
-                             protocol=protocol, progress=False)  # fmt: skip
+    manifest = build_stimuli(
+        result, units, tmp_path / "pkg", tmp_path / "vis", settings, model=vit, protocol=protocol, progress=False
+    )
     trial = next(t for t in manifest.trials.values() if t.kind == "main")
     a, b = trial.options  # the stored activations of the two occlusions are the unit's, recomputed by hand
     channel = int(trial.unit.split(":")[1])

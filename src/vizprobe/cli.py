@@ -39,9 +39,18 @@ class _Help(argparse.HelpFormatter):
         where = getattr(action, "default_from", None)
         if where is None:
             return action.help or ""
-        value = default_of(where)
-        shown = f"{value:.4g}" if isinstance(value, float) else f"{value}"
-        return f"{action.help} (default {shown})"
+        return f"{action.help} (default {_as_typed(default_of(where))})"
+
+
+def _as_typed(value) -> str:
+    """A default as a user types it: `21-200` for a range of two numbers, `a,b,c` for a list."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple | list):
+        if len(value) == 2 and all(isinstance(v, int) for v in value):
+            return f"{value[0]}-{value[1]}"
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _setting(parser: argparse.ArgumentParser, flag: str, where: str, help: str, **kwargs) -> None:
@@ -63,9 +72,13 @@ def _protocol_arg(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"model name (see `vizprobe models`; default {DEFAULT_MODEL})"
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model name (see `vizprobe models`; default {DEFAULT_MODEL}), or module.path:factory for your own",
     )
     parser.add_argument("--weights", default=None, help="local state dict (.pth) for models without embedded weights")
+    text = "with --model module.path:factory: a JSON of resize, crop, interpolation, mean, std (default ImageNet's)"
+    parser.add_argument("--preprocessing", default=None, help=text)
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: the GPU when present")
 
 
@@ -81,8 +94,10 @@ def _directions_arg(parser: argparse.ArgumentParser) -> None:
 def _embedder_args(parser: argparse.ArgumentParser) -> None:
     from vizprobe.observers.embedding import DEFAULT_EMBEDDER, FALLBACK_EMBEDDER
 
-    text = (f"MODEL[:LAYER,...] the similarity observer embeds images with (default {DEFAULT_EMBEDDER}; "
-            f"{FALLBACK_EMBEDDER} when the studied network is {DEFAULT_EMBEDDER})")  # fmt: skip
+    text = (
+        f"MODEL[:LAYER,...] the similarity observer embeds images with (default {DEFAULT_EMBEDDER}; "
+        f"{FALLBACK_EMBEDDER} when the studied network is {DEFAULT_EMBEDDER})"
+    )
     parser.add_argument("--embedder", default=None, help=text)
     parser.add_argument("--embedder-weights", default=None, help="local state dict (.pth) for the --embedder model")
     text = "allow embedding with the studied network (its answers then read the unit; marked so)"
@@ -135,8 +150,10 @@ def cmd_directions(args: argparse.Namespace) -> int:
 
     path = import_saelens(args.folder, args.out, args.reduce)
     found = Directions.load("imported", path)
-    print(f"{found.count} {found.encoder} SAE features of {found.channels} channels, each the {found.reduce} over "
-          f"positions -> {path} (use: --directions NAME={path})")  # fmt: skip
+    print(
+        f"{found.count} {found.encoder} SAE features of {found.channels} channels, each the {found.reduce} over "
+        f"positions -> {path} (use: --directions NAME={path})"
+    )
     return 0
 
 
@@ -211,12 +228,22 @@ def cmd_visualize(args: argparse.Namespace) -> int:
             raise VizprobeError("--spectrum is MACO's Fourier magnitude: use it with --method maco")
         spectrum = load_spectrum(args.spectrum, settings.size)
     until = _until(args.until, units, scan)
-    rendering = render_units(model, units, settings, precision=args.precision, progress=not args.quiet,
-                             references=references, spectrum=spectrum, until=until)  # fmt: skip
+    rendering = render_units(
+        model,
+        units,
+        settings,
+        precision=args.precision,
+        progress=not args.quiet,
+        references=references,
+        spectrum=spectrum,
+        until=until,
+    )
     index = save_visualizations(rendering, args.out, model, scan, reference_paths=paths)
     steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
-    print(f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
-          f"({steps_per_s:.2f} steps/s) -> {args.out}")  # fmt: skip
+    print(
+        f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
+        f"({steps_per_s:.2f} steps/s) -> {args.out}"
+    )
     for entry in index["units"]:
         extra = f"  as cropped {entry['mean_crop_activation']:.3g}" if "mean_crop_activation" in entry else ""
         extra += f"  natural top-1 {entry['natural_top1']:.3g}" if "natural_top1" in entry else ""
@@ -296,8 +323,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise VizprobeError("--out DIR is required (the stimulus package to write)")
-    manifest = build_stimuli(scan, units, args.out, args.visualizations, settings, device=args.device,
-                             progress=not args.quiet, **named)  # fmt: skip
+    manifest = build_stimuli(
+        scan, units, args.out, args.visualizations, settings, device=args.device, progress=not args.quiet, **named
+    )
     counts = ", ".join(f"{len(manifest.trials_of([kind]))} {kind}" for kind in TRIAL_KINDS)
     roles = ", ".join(f"{len(manifest.units_of(role))} {role}" for role in ("main", "catch", "practice"))
     print(
@@ -328,9 +356,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.texts:
         options["texts"] = load_texts(args.texts)
     settings = dataclasses.replace(get_protocol(args.protocol).experiment, **options)
-    serve(args.stimuli, args.db, settings, host=args.host, port=args.port, admin_token_file=args.admin_token_file,
-          secret_file=args.secret_file, debug=args.debug, ssl_certfile=args.ssl_certfile,
-          ssl_keyfile=args.ssl_keyfile, change_settings=args.change_settings)  # fmt: skip
+    serve(
+        args.stimuli,
+        args.db,
+        settings,
+        host=args.host,
+        port=args.port,
+        admin_token_file=args.admin_token_file,
+        secret_file=args.secret_file,
+        debug=args.debug,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        change_settings=args.change_settings,
+    )
     return 0
 
 
@@ -379,8 +417,14 @@ def cmd_mturk_hit(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from vizprobe.analysis import StatsSettings, analyze
 
-    thresholds = _given(args, "min_catch_accuracy", "min_instruction_time_s", "min_total_time_s",
-                        "max_total_time_s", "max_practice_attempts")  # fmt: skip
+    thresholds = _given(
+        args,
+        "min_catch_accuracy",
+        "min_instruction_time_s",
+        "min_total_time_s",
+        "max_total_time_s",
+        "max_practice_attempts",
+    )
     if args.allow_one_side:
         thresholds["require_both_sides"] = False
     if args.require_two_confidence_levels:
@@ -463,8 +507,10 @@ def cmd_observe(args: argparse.Namespace) -> int:
         control = ""
         if getattr(row, "control_accuracy", float("nan")) == getattr(row, "control_accuracy", 0):
             control = f"; control {row.control_accuracy:.1%} [{row.control_ci_low:.1%}, {row.control_ci_high:.1%}]"
-        print(f"  {row.condition:10s} {row.accuracy:6.1%}  95% CI [{row.ci_low:.1%}, {row.ci_high:.1%}] "
-              f"(Wilson, {row.n_trials} main trials){control}")  # fmt: skip
+        print(
+            f"  {row.condition:10s} {row.accuracy:6.1%}  95% CI [{row.ci_low:.1%}, {row.ci_high:.1%}] "
+            f"(Wilson, {row.n_trials} main trials){control}"
+        )
     return 0
 
 
@@ -476,14 +522,18 @@ def _fit(args: argparse.Namespace, manifest, observer) -> int:
     rule, report = fit_rule(manifest, args.fit, observer, folds=args.folds)
     rule.save(args.out)
     low, high = rule.fitted["temperature_ci"]
-    print(f"fitted to {rule.fitted['participants']} participants, {rule.fitted['trials']} trials: temperature "
-          f"{rule.temperature:.4g} [{low:.4g}, {high:.4g}], bias {rule.bias:+.3f} -> {args.out}")  # fmt: skip
+    print(
+        f"fitted to {rule.fitted['participants']} participants, {rule.fitted['trials']} trials: temperature "
+        f"{rule.temperature:.4g} [{low:.4g}, {high:.4g}], bias {rule.bias:+.3f} -> {args.out}"
+    )
     print(f"  held out over participants ({rule.fitted['folds']} folds)   log-lik/trial   majority agreement   kappa")
     for condition, fitted in report["fitted"].items():
         plain = report["unfitted"][condition]
-        print(f"  {condition:10s} fitted   {fitted['loglik_per_trial']:12.3f} {fitted['majority_agreement']:16.1%}"
-              f" {fitted['kappa']:9.3f}\n  {'':10s} unfitted {plain['loglik_per_trial']:12.3f} "
-              f"{plain['majority_agreement']:16.1%} {plain['kappa']:9.3f}")  # fmt: skip
+        print(
+            f"  {condition:10s} fitted   {fitted['loglik_per_trial']:12.3f} {fitted['majority_agreement']:16.1%}"
+            f" {fitted['kappa']:9.3f}\n  {'':10s} unfitted {plain['loglik_per_trial']:12.3f} "
+            f"{plain['majority_agreement']:16.1%} {plain['kappa']:9.3f}"
+        )
     return 0
 
 
@@ -492,13 +542,24 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     settings = ScoreSettings(**_given(args, "references", "tasks", "pool", "temperature", "seed"))
     frame, record = score(
-        args.task, scan=args.scan, units=args.units, layers=_csv(args.layers) if args.layers else None,
-        stimuli=args.stimuli, out=args.out, settings=settings, embedder=_embedder_choice(args),
-        same_as_model=args.embedder_same_as_model, rule=args.rule, device=args.device, progress=not args.quiet,
-    )  # fmt: skip
+        args.task,
+        scan=args.scan,
+        units=args.units,
+        layers=_csv(args.layers) if args.layers else None,
+        stimuli=args.stimuli,
+        out=args.out,
+        settings=settings,
+        embedder=_embedder_choice(args),
+        same_as_model=args.embedder_same_as_model,
+        rule=args.rule,
+        device=args.device,
+        progress=not args.quiet,
+    )
     embedder = record["embedder"]
-    print(f"scored {len(frame)} rows ({args.task} task, embedding with {embedder['model']} at "
-          f"{', '.join(embedder['layers'])}) -> {args.out}")  # fmt: skip
+    print(
+        f"scored {len(frame)} rows ({args.task} task, embedding with {embedder['model']} at "
+        f"{', '.join(embedder['layers'])}) -> {args.out}"
+    )
     if embedder.get("same_as_model"):
         print("  the embedder is the studied network: these scores read the unit's own features")
     by = ["layer", "condition"] if "condition" in frame.columns else ["layer"]
@@ -533,19 +594,28 @@ def cmd_power(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
     n, achieved = result.participants_per_condition, result.achieved_power
-    print(f"participants per condition: {n} (simulated power {achieved:.3f} over {result.simulations} studies; "
-          f"{result.test})")  # fmt: skip
-    print(f"closed-form two-proportion test (trials pooled, no between-participant sd): "
-          f"{result.closed_form_participants}")  # fmt: skip
+    print(
+        f"participants per condition: {n} (simulated power {achieved:.3f} over {result.simulations} studies; "
+        f"{result.test})"
+    )
+    print(
+        f"closed-form two-proportion test (trials pooled, no between-participant sd): {result.closed_form_participants}"
+    )
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from vizprobe.demo import run_demo
 
-    run_demo(out=args.out, images=args.images, model=args.model, device=args.device, progress=not args.quiet,
-             methods=_csv(args.methods) if args.methods else None,
-             **_given(args, "steps", "image_sets", "stride", "participants"))  # fmt: skip
+    run_demo(
+        out=args.out,
+        images=args.images,
+        model=args.model,
+        device=args.device,
+        progress=not args.quiet,
+        methods=_csv(args.methods) if args.methods else None,
+        **_given(args, "steps", "image_sets", "stride", "participants"),
+    )
     return 0
 
 
@@ -583,9 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("import-saelens",), help="import-saelens: a SAELens SAE folder -> .npz")
     p.add_argument("folder", help="the SAE's folder (cfg.json and sae_weights.safetensors)")
     p.add_argument("--out", required=True, help="the .npz to write (then --directions NAME=FILE)")
-    p.add_argument("--reduce", default="max", choices=("mean", "max"),
-                   help="an image's activation of a feature: its maximum over positions (default, for sparse "
-                   "features) or the mean (as the paper's channels)")  # fmt: skip
+    p.add_argument(
+        "--reduce",
+        default="max",
+        choices=("mean", "max"),
+        help="an image's activation of a feature: its maximum over positions (default, for sparse "
+        "features) or the mean (as the paper's channels)",
+    )
 
     scan = "vizprobe.scan.settings:ScanSettings"
     p = verb("scan", "record every image's activation for every channel of some layers", cmd_scan)
@@ -598,12 +672,21 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--top-k", f"{scan}.top_k", "top/bottom images to index per unit", type=int)
     text = "write every image's activations (--no-keep-activations: only each unit's top/bottom-k, mean and std)"
     _setting(p, "--keep-activations", f"{scan}.keep_activations", text, action=argparse.BooleanOptionalAction)
-    p.add_argument("--batch-size", type=int, default=None,
-                   help=f"default {ONNX_BATCH_SIZE} with ONNX Runtime, {BATCH_SIZES['cpu']} with PyTorch on the CPU, "
-                        f"{BATCH_SIZES['cuda']} on a GPU")  # fmt: skip
-    _setting(p, "--workers", f"{scan}.workers", "decoding threads (on a GPU: processes, default one per CPU core); "
-             "with --engine ray: model workers (default: half the cluster's CPUs, or its GPUs / --gpus-per-worker)",
-             type=int)  # fmt: skip
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"default {ONNX_BATCH_SIZE} with ONNX Runtime, {BATCH_SIZES['cpu']} with PyTorch on the CPU, "
+        f"{BATCH_SIZES['cuda']} on a GPU",
+    )
+    _setting(
+        p,
+        "--workers",
+        f"{scan}.workers",
+        "decoding threads (on a GPU: processes, default one per CPU core); "
+        "with --engine ray: model workers (default: half the cluster's CPUs, or its GPUs / --gpus-per-worker)",
+        type=int,
+    )
     p.add_argument(
         "--engine",
         default="local",
@@ -616,13 +699,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --engine ray: the cluster (HOST:PORT or auto; default: start Ray on this machine)",
     )
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --engine ray: GPUs per model worker")
-    _setting(p, "--backend", f"{scan}.backend", "what runs the network (auto: ONNX Runtime on the CPU, PyTorch on "
-             "a GPU)", choices=BACKEND_CHOICES)  # fmt: skip
-    _setting(p, "--precision", f"{scan}.precision", "the network's arithmetic: fp32 (the same activations on every "
-             "device), tf32 (a GPU's cuDNN default), bf16 (autocast; PyTorch backend)",
-             choices=PRECISION_CHOICES)  # fmt: skip
-    _setting(p, "--compile", f"{scan}.compile", f"torch.compile for --backend torch (auto: from {COMPILE_MIN_IMAGES} "
-             "images)", choices=COMPILE_CHOICES)  # fmt: skip
+    _setting(
+        p,
+        "--backend",
+        f"{scan}.backend",
+        "what runs the network (auto: ONNX Runtime on the CPU, PyTorch on a GPU)",
+        choices=BACKEND_CHOICES,
+    )
+    _setting(
+        p,
+        "--precision",
+        f"{scan}.precision",
+        "the network's arithmetic: fp32 (the same activations on every "
+        "device), tf32 (a GPU's cuDNN default), bf16 (autocast; PyTorch backend)",
+        choices=PRECISION_CHOICES,
+    )
+    _setting(
+        p,
+        "--compile",
+        f"{scan}.compile",
+        f"torch.compile for --backend torch (auto: from {COMPILE_MIN_IMAGES} images)",
+        choices=COMPILE_CHOICES,
+    )
     p.add_argument("--sheet", action="store_true", help="also write a contact sheet PNG per unit")
     p.add_argument("--out", required=True, help="run directory (an unfinished one is resumed)")
 
@@ -637,54 +735,101 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: the protocol's (zimmermann2021: paper, 9 images per unit); quick for a first look",
     )
     _protocol_arg(p)
-    for flag, name, kind, text in [("--per-unit", "per_unit", int, "images per unit"),
-                                   ("--steps", "steps", int, "optimization steps"),
-                                   ("--size", "size", int, "image side in pixels"),
-                                   ("--seed", "seed", int, "base seed of the images")]:  # fmt: skip
-        p.add_argument(flag, type=kind, default=None, help=f"{text} (default: the preset's; paper "
-                       f"{getattr(PRESETS['paper'], name)}, quick {getattr(PRESETS['quick'], name)})")  # fmt: skip
-    p.add_argument("--method", "--param", dest="param", default=None, choices=METHODS,
-                   help="fourier (lucid's, default), pixel, maco (Fel et al. 2023: natural Fourier magnitude, "
-                   "phase optimized), accentuation (Hamblin et al. 2024: from each unit's top scan images, kept "
-                   "close to them in an early layer; needs --scan); maco and accentuation run their authors' "
-                   "recipe (a canvas seen through random crops; scaled down in quick and fast)")  # fmt: skip
-    p.add_argument("--accent-layer", default=None,
-                   help="accentuation: the layer whose activations stay close to the start image's (default: the "
-                   "model's, e.g. inceptionv1 mixed3a, else the first block at 1/8 of the input side); 'pixels': "
-                   "the pixel distance weighted by --closeness instead")  # fmt: skip
-    p.add_argument("--accent-alpha", type=float, default=None,
-                   help="accentuation: the regularizer's weight, relative to the objective's gradient at the start "
-                   f"(default {PRESETS['quick'].accent_alpha:g}, faccent's)")  # fmt: skip
-    p.add_argument("--closeness", type=float, default=None,
-                   help=f"accentuation with --accent-layer pixels: weight of the pixel distance to the start image "
-                   f"(default {PRESETS['quick'].closeness:g})")  # fmt: skip
-    p.add_argument("--crops", type=int, default=None,
-                   help="random crops of the canvas per step (default: the method's recipe, maco 6 and "
-                   "accentuation 16 in the paper preset; 0: the whole image through lucid's transforms)")  # fmt: skip
+    for flag, name, kind, text in [
+        ("--per-unit", "per_unit", int, "images per unit"),
+        ("--steps", "steps", int, "optimization steps"),
+        ("--size", "size", int, "image side in pixels"),
+        ("--seed", "seed", int, "base seed of the images"),
+    ]:
+        p.add_argument(
+            flag,
+            type=kind,
+            default=None,
+            help=f"{text} (default: the preset's; paper "
+            f"{getattr(PRESETS['paper'], name)}, quick {getattr(PRESETS['quick'], name)})",
+        )
+    p.add_argument(
+        "--method",
+        "--param",
+        dest="param",
+        default=None,
+        choices=METHODS,
+        help="fourier (lucid's, default), pixel, maco (Fel et al. 2023: natural Fourier magnitude, "
+        "phase optimized), accentuation (Hamblin et al. 2024: from each unit's top scan images, kept "
+        "close to them in an early layer; needs --scan); maco and accentuation run their authors' "
+        "recipe (a canvas seen through random crops; scaled down in quick and fast)",
+    )
+    p.add_argument(
+        "--accent-layer",
+        default=None,
+        help="accentuation: the layer whose activations stay close to the start image's (default: the "
+        "model's, e.g. inceptionv1 mixed3a, else the first block at 1/8 of the input side); 'pixels': "
+        "the pixel distance weighted by --closeness instead",
+    )
+    p.add_argument(
+        "--accent-alpha",
+        type=float,
+        default=None,
+        help="accentuation: the regularizer's weight, relative to the objective's gradient at the start "
+        f"(default {PRESETS['quick'].accent_alpha:g}, faccent's)",
+    )
+    p.add_argument(
+        "--closeness",
+        type=float,
+        default=None,
+        help=f"accentuation with --accent-layer pixels: weight of the pixel distance to the start image "
+        f"(default {PRESETS['quick'].closeness:g})",
+    )
+    p.add_argument(
+        "--crops",
+        type=int,
+        default=None,
+        help="random crops of the canvas per step (default: the method's recipe, maco 6 and "
+        "accentuation 16 in the paper preset; 0: the whole image through lucid's transforms)",
+    )
     p.add_argument(
         "--coherence",
         type=float,
         default=None,
         help="weight of a centre-bias prior (low-frequency energy away from the centre; default 0: off)",
     )
-    p.add_argument("--start-rank", type=int, default=1,
-                   help="accentuation and the colour prior use the unit's scan images from this rank on (default 1, "
-                   "the top exemplar; for a study, start past the query ranks, e.g. 21)")  # fmt: skip
-    p.add_argument("--colour", type=float, default=None,
-                   help="weight of the patch colour prior toward the unit's top scan images (default 0: off; "
-                   "needs --scan)")  # fmt: skip
-    p.add_argument("--until", default=None,
-                   help="stop each image once its activation reaches X (12.5), or X times the unit's natural "
-                   "top-1 (2x, needs --scan); --steps stays the budget")  # fmt: skip
+    p.add_argument(
+        "--start-rank",
+        type=int,
+        default=1,
+        help="accentuation and the colour prior use the unit's scan images from this rank on (default 1, "
+        "the top exemplar; for a study, start past the query ranks, e.g. 21)",
+    )
+    p.add_argument(
+        "--colour",
+        type=float,
+        default=None,
+        help="weight of the patch colour prior toward the unit's top scan images (default 0: off; needs --scan)",
+    )
+    p.add_argument(
+        "--until",
+        default=None,
+        help="stop each image once its activation reaches X (12.5), or X times the unit's natural "
+        "top-1 (2x, needs --scan); --steps stays the budget",
+    )
     p.add_argument("--negative", action="store_true", help="minimize instead: images the unit dislikes")
-    p.add_argument("--mixed-extra", type=int, default=None,
-                   help="a separate batch of N per unit for mixed (default: the preset's; paper 4)")  # fmt: skip
+    p.add_argument(
+        "--mixed-extra",
+        type=int,
+        default=None,
+        help="a separate batch of N per unit for mixed (default: the preset's; paper 4)",
+    )
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto: bf16 where native")
-    p.add_argument("--scan", default=None,
-                   help="scan run dir: record natural top-1 activations beside (and take its directions); the "
-                   "natural images of accentuation, the colour prior and maco's spectrum")  # fmt: skip
-    text = ("maco: a published Fourier magnitude .npy (3, S, S // 2 + 1), e.g. xplique's spectrum_decorrelated.npy "
-            "(default: measured on --scan's images, else the demo photos)")  # fmt: skip
+    p.add_argument(
+        "--scan",
+        default=None,
+        help="scan run dir: record natural top-1 activations beside (and take its directions); the "
+        "natural images of accentuation, the colour prior and maco's spectrum",
+    )
+    text = (
+        "maco: a published Fourier magnitude .npy (3, S, S // 2 + 1), e.g. xplique's spectrum_decorrelated.npy "
+        "(default: measured on --scan's images, else the demo photos)"
+    )
     p.add_argument("--spectrum", default=None, help=text)
     p.add_argument("--out", required=True, help="visualizations dir")
 
@@ -694,16 +839,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--visualizations", default=None, help="visualizations dir (for synthetic and mixed)")
     p.add_argument("--units", default=None, help="comma-separated LAYER:CHANNEL")
     p.add_argument("--sample-units", type=int, default=None, help="or: sample N units from the scanned layers")
-    _setting(p, "--conditions", f"{build}.conditions",
-             "comma-separated: natural, synthetic, mixed, blur, none, and your own as NAME=images:DIR (a folder "
-             "per unit, LAYER_CHANNEL) or NAME=visualizations:DIR")  # fmt: skip
-    _setting(p, "--tasks-per-condition", f"{build}.tasks_per_condition", "tasks (participants) per condition",
-             type=int)  # fmt: skip
+    _setting(
+        p,
+        "--conditions",
+        f"{build}.conditions",
+        "comma-separated: natural, synthetic, mixed, blur, none, and your own as NAME=images:DIR (a folder "
+        "per unit, LAYER_CHANNEL) or NAME=visualizations:DIR",
+    )
+    _setting(p, "--tasks-per-condition", f"{build}.tasks_per_condition", "tasks (participants) per condition", type=int)
     _setting(p, "--image-sets", f"{build}.image_sets", "image sets (queries) per unit", type=int)
     _setting(p, "--query-ranks", f"{build}.query_ranks", "ranks of the queries among the top images, FIRST-LAST")
     _setting(p, "--reference-ranks", f"{build}.reference_ranks", "ranks of the natural references, FIRST-LAST")
-    _setting(p, "--patch-frac", f"{build}.patch_frac", "occluding square's side, fraction of the image",
-             type=float)  # fmt: skip
+    _setting(p, "--patch-frac", f"{build}.patch_frac", "occluding square's side, fraction of the image", type=float)
     _setting(p, "--stride", f"{build}.stride", "occlusion stride in pixels", type=int)
     _setting(p, "--search", f"{build}.search", "occlusion: whole map or coarse-to-fine", choices=SEARCHES)
     _setting(p, "--seed", f"{build}.seed", "seed of every random draw", type=int)
@@ -734,9 +881,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     _setting(p, "--platform", f"{serve}.platform", "crowd platform", choices=tuple(PLATFORMS))
     p.add_argument("--completion-code", default=None, help="code shown at the end (default: generated once)")
-    p.add_argument("--practice", type=int, default=None,
-                   help="practice trials per round, drawn anew from the package's pool each round (default 4: "
-                   "one obvious + 3, as the authors; 0 skips)")  # fmt: skip
+    p.add_argument(
+        "--practice",
+        type=int,
+        default=None,
+        help="practice trials per round, drawn anew from the package's pool each round (default 4: "
+        "one obvious + 3, as the authors; 0 skips)",
+    )
     _setting(p, "--practice-attempts", f"{serve}.practice_attempts", "practice rounds allowed", type=int)
     _setting(
         p,
@@ -747,12 +898,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--expert", action="store_true", help="mark sessions as expert")
     p.add_argument("--texts", default=None, help="JSON file of page texts to replace (keys: see docs)")
-    p.add_argument("--admin-token-file", default=None,
-                   help="file holding the admin token (default: beside the secret file; made and shown once on the "
-                        "first start); $VIZPROBE_ADMIN_TOKEN overrides it")  # fmt: skip
-    p.add_argument("--task-timeout", type=float, default=None,
-                   help=f"minutes of silence before a task is reassigned (default "
-                        f"{default_of(f'{serve}.task_timeout_s') / 60:g})")  # fmt: skip
+    p.add_argument(
+        "--admin-token-file",
+        default=None,
+        help="file holding the admin token (default: beside the secret file; made and shown once on the "
+        "first start); $VIZPROBE_ADMIN_TOKEN overrides it",
+    )
+    p.add_argument(
+        "--task-timeout",
+        type=float,
+        default=None,
+        help=f"minutes of silence before a task is reassigned (default {default_of(f'{serve}.task_timeout_s') / 60:g})",
+    )
     text = "HMAC key file (default: beside the SQLite file; ~/.vizprobe/secrets/ for PostgreSQL)"
     p.add_argument("--secret-file", default=None, help=text)
     p.add_argument("--ssl-certfile", default=None, help="serve HTTPS with this certificate (PEM; with --ssl-keyfile)")
@@ -773,15 +930,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="CSV to write: the submissions with decision, reason, session_status")
 
     hit = "vizprobe.experiment.mturk:MTurkSettings"
-    p = verb("mturk-hit", "write the MTurk HIT request (CreateHIT JSON) for a study served with --platform mturk",
-             cmd_mturk_hit)  # fmt: skip
+    p = verb(
+        "mturk-hit",
+        "write the MTurk HIT request (CreateHIT JSON) for a study served with --platform mturk",
+        cmd_mturk_hit,
+    )
     p.add_argument("--stimuli", required=True, help="the stimulus package being served")
     p.add_argument("--url", required=True, help="the study's public https:// address")
     p.add_argument("--out", required=True, help="JSON file to write (for `aws mturk create-hit --cli-input-json`)")
     p.add_argument("--assignments", type=int, default=None, help="places (default: one per task of the package)")
     _protocol_arg(p)
-    _setting(p, "--reward", f"{hit}.reward_usd", "USD per assignment (default: the protocol's; 0.70 in none)",
-             type=float)  # fmt: skip
+    _setting(
+        p, "--reward", f"{hit}.reward_usd", "USD per assignment (default: the protocol's; 0.70 in none)", type=float
+    )
     _setting(p, "--assignment-duration", f"{hit}.assignment_duration_s", "seconds a worker may hold it", type=int)
     _setting(p, "--min-hits-approved", f"{hit}.min_hits_approved", "workers' approved HITs at least", type=int)
     _setting(p, "--min-percent-approved", f"{hit}.min_percent_approved", "workers' approval rate at least", type=int)
@@ -795,27 +956,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stimuli", default=None, help="stimulus package dir: adds the baselines and trial details")
     p.add_argument("--out", required=True, help="report dir (report.html, results.json, figures/)")
     _protocol_arg(p)
-    p.add_argument("--include-incomplete", action="store_true",
-                   help="keep sessions the server never saw finished (session_status running or expired)")  # fmt: skip
+    p.add_argument(
+        "--include-incomplete",
+        action="store_true",
+        help="keep sessions the server never saw finished (session_status running or expired)",
+    )
     _setting(p, "--baselines", f"{analyze}.baselines", "with --stimuli: comma-separated observers, or none")
     _setting(p, "--min-catch-accuracy", f"{criteria}.min_catch_accuracy", "exclude below", type=float)
-    _setting(p, "--min-instruction-time", f"{criteria}.min_instruction_time_s", "seconds; exclude below",
-             type=float, dest="min_instruction_time_s")  # fmt: skip
-    _setting(p, "--min-total-time", f"{criteria}.min_total_time_s", "seconds; exclude below", type=float,
-             dest="min_total_time_s")  # fmt: skip
-    _setting(p, "--max-total-time", f"{criteria}.max_total_time_s", "seconds; exclude above", type=float,
-             dest="max_total_time_s")  # fmt: skip
+    _setting(
+        p,
+        "--min-instruction-time",
+        f"{criteria}.min_instruction_time_s",
+        "seconds; exclude below",
+        type=float,
+        dest="min_instruction_time_s",
+    )
+    _setting(
+        p,
+        "--min-total-time",
+        f"{criteria}.min_total_time_s",
+        "seconds; exclude below",
+        type=float,
+        dest="min_total_time_s",
+    )
+    _setting(
+        p,
+        "--max-total-time",
+        f"{criteria}.max_total_time_s",
+        "seconds; exclude above",
+        type=float,
+        dest="max_total_time_s",
+    )
     _setting(p, "--max-practice-attempts", f"{criteria}.max_practice_attempts", "exclude above", type=int)
     p.add_argument("--allow-one-side", action="store_true", help="keep participants who always chose one side")
-    p.add_argument("--require-two-confidence-levels", action="store_true",
-                   help="also exclude who always gave one confidence (not in the paper)")  # fmt: skip
-    p.add_argument("--same-thresholds", action="store_true",
-                   help="these thresholds in every condition (default: the paper's none: 15 s, 40-900 s)")  # fmt: skip
+    p.add_argument(
+        "--require-two-confidence-levels",
+        action="store_true",
+        help="also exclude who always gave one confidence (not in the paper)",
+    )
+    p.add_argument(
+        "--same-thresholds",
+        action="store_true",
+        help="these thresholds in every condition (default: the paper's none: 15 s, 40-900 s)",
+    )
     _setting(p, "--resamples", f"{stats}.n_resamples", "bootstrap and permutation resamples", type=int)
     _setting(p, "--ci-method", f"{stats}.ci_method", "bootstrap interval", choices=("percentile", "BCa", "basic"))
-    p.add_argument("--min-shared-trials", type=int, default=None,
-                   help="error consistency over every pair sharing N trials (default: only pairs that answered "
-                        "the same trials)")  # fmt: skip
+    p.add_argument(
+        "--min-shared-trials",
+        type=int,
+        default=None,
+        help="error consistency over every pair sharing N trials (default: only pairs that answered the same trials)",
+    )
     _setting(p, "--seed", f"{stats}.seed", "resampling seed", type=int)
 
     p = verb("observe", "a machine observer answers every trial and condition of a stimulus package", cmd_observe)
@@ -823,8 +1014,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--observer", default="similarity", help="registered observer (see vizprobe.observers)")
     p.add_argument("--conditions", default=None, help="comma-separated (default: all in the package)")
     _embedder_args(p)
-    p.add_argument("--fit", default=None, help="human responses CSV of this package: fit the similarity observer's "
-                   "temperature and bias to them and write the rule to --out (JSON)")  # fmt: skip
+    p.add_argument(
+        "--fit",
+        default=None,
+        help="human responses CSV of this package: fit the similarity observer's "
+        "temperature and bias to them and write the rule to --out (JSON)",
+    )
     p.add_argument("--folds", type=int, default=5, help="with --fit: cross-validation folds over participants")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--out", required=True, help="responses CSV to write (with --fit: the rule's JSON)")
@@ -842,8 +1037,10 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--pool", f"{score}.pool", "exemplar task: top (and bottom) ranks drawn from", type=int)
     from vizprobe.observers.rule import DEFAULT_TEMPERATURE, EXEMPLAR_TEMPERATURE
 
-    text = (f"of the logistic choice on the similarity margin (default {EXEMPLAR_TEMPERATURE} in the exemplar task; "
-            f"in the occlusion task --rule's, else {DEFAULT_TEMPERATURE})")  # fmt: skip
+    text = (
+        f"of the logistic choice on the similarity margin (default {EXEMPLAR_TEMPERATURE} in the exemplar task; "
+        f"in the occlusion task --rule's, else {DEFAULT_TEMPERATURE})"
+    )
     p.add_argument("--temperature", type=float, default=None, help=text)
     _setting(p, "--seed", f"{score}.seed", "seed of the tasks, the controls and the bootstrap", type=int)
     _embedder_args(p)
@@ -857,8 +1054,13 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--participants", f"{simulate}.participants", "per condition", type=int)
     _setting(p, "--lapse", f"{simulate}.lapse", "rate of random answers", type=float)
     _setting(p, "--noise", f"{simulate}.noise", "sd of per-trial noise on the logit", type=float)
-    _setting(p, "--catch", f"{simulate}.catch", "catch trials: attentive (right but for lapses) or observer",
-             choices=("attentive", "observer"))  # fmt: skip
+    _setting(
+        p,
+        "--catch",
+        f"{simulate}.catch",
+        "catch trials: attentive (right but for lapses) or observer",
+        choices=("attentive", "observer"),
+    )
     p.add_argument("--conditions", default=None, help="comma-separated (default: all in the package)")
     _setting(p, "--seed", f"{simulate}.seed", "seed", type=int)
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -886,9 +1088,12 @@ def build_parser() -> argparse.ArgumentParser:
     _setting(p, "--image-sets", f"{demo}.image_sets", "image sets per unit in the stimulus package", type=int)
     _setting(p, "--stride", f"{demo}.stride", "occlusion stride in pixels", type=int)
     _setting(p, "--participants", f"{demo}.participants", "simulated participants per condition", type=int)
-    p.add_argument("--methods", default=None,
-                   help=f"also compare synthesis methods as conditions, e.g. fourier,maco,accentuation (of "
-                   f"{', '.join(METHODS)}; fourier is the `synthetic` condition)")  # fmt: skip
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"also compare synthesis methods as conditions, e.g. fourier,maco,accentuation (of "
+        f"{', '.join(METHODS)}; fourier is the `synthetic` condition)",
+    )
     return parser
 
 
@@ -898,6 +1103,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
+        if getattr(args, "preprocessing", None) is not None:
+            from vizprobe.models.plugins import factory_name
+
+            args.model = factory_name(args.model, args.preprocessing)
         return args.func(args)
     except VizprobeError as exc:
         print(f"vizprobe {args.verb}: error: {exc}", file=sys.stderr)

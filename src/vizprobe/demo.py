@@ -74,8 +74,10 @@ def run_demo(
     )
     picked = protocol_units(result, DEMO_UNITS, build_settings, model=loaded)
     protocol = [str(c.unit) for c in picked.catch + picked.practice]
-    print(f"[3/7] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
-          "and practice units")  # fmt: skip
+    print(
+        f"[3/7] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
+        "and practice units"
+    )
     settings = preset("quick", steps=steps, per_unit=9, mixed_extra=4)
     rendering = render_units(loaded, DEMO_UNITS + protocol, settings, progress=progress)
     index = save_visualizations(rendering, out / "visualizations", loaded, result)
@@ -90,30 +92,51 @@ def run_demo(
     for method in methods:
         target = dirs[method] = out / f"visualizations-{method}"
         print(f"      method {method}: the same units -> {target}")
-        render_method(loaded, result, DEMO_UNITS + protocol, preset("quick", steps=steps, per_unit=9, param=method),
-                      build_settings.reference_ranks[0], target, progress)  # fmt: skip
+        render_method(
+            loaded,
+            result,
+            DEMO_UNITS + protocol,
+            preset("quick", steps=steps, per_unit=9, param=method),
+            build_settings.reference_ranks[0],
+            target,
+            progress,
+        )
         conditions.append(f"{method}=visualizations:{target}")
     build_settings = replace(build_settings, conditions=tuple(conditions))
     if methods:
         comparison_sheet(dirs, result, units=DEMO_UNITS).save(out / "methods.png")
         print(f"      the methods side by side: {out / 'methods.png'}")
-    print(f"[4/7] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
-          "search, small ranks for the demo photos)")  # fmt: skip
-    build_stimuli(result, DEMO_UNITS, out / "stimuli", out / "visualizations", build_settings, model=loaded,
-                  progress=progress, protocol=picked)  # fmt: skip
+    print(
+        f"[4/7] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
+        "search, small ranks for the demo photos)"
+    )
+    build_stimuli(
+        result,
+        DEMO_UNITS,
+        out / "stimuli",
+        out / "visualizations",
+        build_settings,
+        model=loaded,
+        progress=progress,
+        protocol=picked,
+    )
     text, pictures = inspect_package(out / "stimuli")
     print("      " + text.replace("\n", "\n      "))
     observer = SimilarityObserver(studied_model=loaded.name, device=loaded.device)
-    print(f"[5/7] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
-          f"{loaded.name}) and baselines answer every trial of every condition, and a control of each trial "
-          "(another unit's references)")  # fmt: skip
+    print(
+        f"[5/7] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
+        f"{loaded.name}) and baselines answer every trial of every condition, and a control of each trial "
+        "(another unit's references)"
+    )
     machine = pd.concat([answer_package(out / "stimuli", observer), run_baselines(out / "stimuli")])
     write_responses(machine, out / "machine-responses.csv")
     for row in predicted_accuracy(machine[machine["is_catch"] == 0]).itertuples():
         control = getattr(row, "control_accuracy", float("nan"))
         control = f"  control {control:6.1%}" if control == control else ""
-        print(f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]"
-              f"{control}")  # fmt: skip
+        print(
+            f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]"
+            f"{control}"
+        )
     print(f"[6/7] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
     simulated = simulate(out / "stimuli", observer, participants=participants, seed=0)
     write_responses(simulated, out / "simulated-responses.csv")

@@ -100,13 +100,25 @@ def _checks(humans: pd.DataFrame, c: ExclusionCriteria) -> dict[str, tuple[str, 
     else:
         out["catch_accuracy"] = ("is_catch", f">= {c.min_catch_accuracy:.4g}", "no is_catch column")
     specs = [
-        ("instruction_time", "instruction_time_s", f">= {c.min_instruction_time_s:g} s",
-         lambda s: s < c.min_instruction_time_s),
-        ("total_time", "total_time_s", f"{c.min_total_time_s:g}-{c.max_total_time_s:g} s",
-         lambda s: (s < c.min_total_time_s) | (s > c.max_total_time_s)),
-        ("practice_attempts", "practice_attempts", f"<= {c.max_practice_attempts}",
-         lambda s: s > c.max_practice_attempts),
-    ]  # fmt: skip
+        (
+            "instruction_time",
+            "instruction_time_s",
+            f">= {c.min_instruction_time_s:g} s",
+            lambda s: s < c.min_instruction_time_s,
+        ),
+        (
+            "total_time",
+            "total_time_s",
+            f"{c.min_total_time_s:g}-{c.max_total_time_s:g} s",
+            lambda s: (s < c.min_total_time_s) | (s > c.max_total_time_s),
+        ),
+        (
+            "practice_attempts",
+            "practice_attempts",
+            f"<= {c.max_practice_attempts}",
+            lambda s: s > c.max_practice_attempts,
+        ),
+    ]
     for name, column, threshold, fails in specs:
         out[name] = (
             column,
@@ -145,8 +157,9 @@ def apply_exclusion(frame: pd.DataFrame, criteria: ExclusionCriteria | None = No
     for condition in conditions:
         rows = humans[humans["condition"] == condition] if len(humans) else humans
         for name, (column, threshold, check) in _checks(rows, criteria.for_condition(condition)).items():
-            entry = result.criteria.setdefault(name, {"column": column, "threshold": threshold, "excluded": 0,
-                                                      "participants": [], "skipped": None})  # fmt: skip
+            entry = result.criteria.setdefault(
+                name, {"column": column, "threshold": threshold, "excluded": 0, "participants": [], "skipped": None}
+            )
             if threshold != entry["threshold"]:
                 entry.setdefault("threshold_by_condition", {})[condition] = threshold
             if isinstance(check, str):

@@ -86,11 +86,29 @@ def to_pil(image) -> Image.Image:
 
 # Photos bundled inside scikit-image's wheel (no download), used to build the demo collection.
 _DEMO_PHOTOS = [
-    "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
-    "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "brick.png", "grass.png", "gravel.png", "camera.png",
-    "coins.png", "moon.png", "color.png", "logo.png", "page.png", "text.png", "clock_motion.png",
-    "microaneurysms.png", "cell.png",
-]  # fmt: skip
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "ihc.png",
+    "brick.png",
+    "grass.png",
+    "gravel.png",
+    "camera.png",
+    "coins.png",
+    "moon.png",
+    "color.png",
+    "logo.png",
+    "page.png",
+    "text.png",
+    "clock_motion.png",
+    "microaneurysms.png",
+    "cell.png",
+]
 DEMO_VERSION = 1
 
 

@@ -45,7 +45,7 @@ COLUMNS: tuple[Column, ...] = (
         "str",
         "reference condition of the participant's task (letters, digits, - _ /)",
         pattern=CONDITION_NAME,
-    ),  # fmt: skip
+    ),
     Column("task_id", "str", "task (trial list) the participant was given"),
     Column("trial_id", "str", "trial id from the stimulus manifest"),
     Column("unit", "str", "unit as LAYER:CHANNEL"),
@@ -68,14 +68,14 @@ COLUMNS: tuple[Column, ...] = (
         "the server's session state: running | completed | expired | returned | failed_criteria "
         "(completed, but failed the exclusion criteria and its task was posted again)",
         choices=SESSION_STATUSES,
-    ),  # fmt: skip
+    ),
     Column(
         "task_assignments",
         "int",
         "finished sessions the participant's task has had (the server stops re-posting "
         "a task at its --max-assignments)",
         low=0,
-    ),  # fmt: skip
+    ),
     Column("embedder", "str", "machine observers: the network and layers they embed images with, MODEL:LAYER,..."),
     Column("control", "bool", "machine observers: 1 on a control trial, answered with another unit's references"),
     Column("control_unit", "str", "the unit whose references a control trial showed"),
@@ -163,8 +163,12 @@ def validate_responses(frame: pd.DataFrame) -> pd.DataFrame:
         out[name] = pd.array(values, dtype=dtype)
     for name, entry in invalid.items():
         if name not in frame.attrs.get("invalid_values", {}):
-            warnings.warn(f"{entry['count']} invalid value(s) in the optional column {name!r} are treated as missing "
-                          f"(first: {entry['first']})", InvalidValuesWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"{entry['count']} invalid value(s) in the optional column {name!r} are treated as missing "
+                f"(first: {entry['first']})",
+                InvalidValuesWarning,
+                stacklevel=2,
+            )
     out.attrs["invalid_values"] = invalid
     return out
 

@@ -174,8 +174,9 @@ class Directions:
 
         object.__setattr__(self, "_weight", torch.from_numpy(self.weight)[:, :, None, None])
         object.__setattr__(self, "_bias", None if self.bias is None else torch.from_numpy(self.bias))
-        object.__setattr__(self, "_extra", {k: torch.from_numpy(np.asarray(v)) for k, v in self.extra.items()
-                                            if k != "k"})  # fmt: skip
+        object.__setattr__(
+            self, "_extra", {k: torch.from_numpy(np.asarray(v)) for k, v in self.extra.items() if k != "k"}
+        )
 
     @classmethod
     def load(cls, name: str, path: str | Path) -> Directions:
@@ -255,8 +256,13 @@ class Directions:
 
     def record(self, file: str) -> dict:
         """How a stage's output describes the set it copied to `file`."""
-        record = {"file": file, "sha256": self.sha256, "kind": self.kind, "count": self.count,
-                  "channels": self.channels}  # fmt: skip
+        record = {
+            "file": file,
+            "sha256": self.sha256,
+            "kind": self.kind,
+            "count": self.count,
+            "channels": self.channels,
+        }
         record |= {"reduce": self.reduce} if self.reduce != "mean" else {}
         return record | ({"encoder": self.encoder} if self.bias is not None else {})
 
@@ -358,8 +364,11 @@ def import_saelens(folder: str | Path, out: str | Path, reduce: str = "max") -> 
     kind = SAELENS_KINDS[architecture]
     if reduce not in REDUCTIONS:
         raise VizprobeError(f"--reduce {reduce!r}: use one of {', '.join(REDUCTIONS)}")
-    arrays = {"kind": np.array(kind), "reduce": np.array(reduce),
-              "W": np.ascontiguousarray(weights["W_enc"].T, np.float32)}  # fmt: skip
+    arrays = {
+        "kind": np.array(kind),
+        "reduce": np.array(reduce),
+        "W": np.ascontiguousarray(weights["W_enc"].T, np.float32),
+    }
     if cfg.get("apply_b_dec_to_input", True) and "b_dec" in weights:
         arrays["b_dec"] = weights["b_dec"]
     renamed = {"b_enc": "b", "threshold": "threshold", "b_gate": "b_gate", "r_mag": "r_mag", "b_mag": "b_mag"}

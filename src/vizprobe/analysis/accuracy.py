@@ -50,20 +50,37 @@ def summarize(values: np.ndarray, settings: StatsSettings = StatsSettings()) -> 
         low = high = mean  # every resample has the same mean
     elif n > 1:
         ci = stats.bootstrap(
-            (values,), np.mean, n_resamples=settings.n_resamples, confidence_level=settings.ci_level,
-            method=settings.ci_method, rng=np.random.default_rng(settings.seed),
-        ).confidence_interval  # fmt: skip
+            (values,),
+            np.mean,
+            n_resamples=settings.n_resamples,
+            confidence_level=settings.ci_level,
+            method=settings.ci_method,
+            rng=np.random.default_rng(settings.seed),
+        ).confidence_interval
         low, high = float(ci.low), float(ci.high)
-    return {"mean": mean, "sem": sem, "two_sem_low": mean - 2 * sem, "two_sem_high": mean + 2 * sem,
-            "ci_low": low, "ci_high": high, "n_participants": n}  # fmt: skip
+    return {
+        "mean": mean,
+        "sem": sem,
+        "two_sem_low": mean - 2 * sem,
+        "two_sem_high": mean + 2 * sem,
+        "ci_low": low,
+        "ci_high": high,
+        "n_participants": n,
+    }
 
 
 def machine_summary(correct: pd.Series, level: float = 0.95) -> dict:
     """A single observer's accuracy over its trials, with the Wilson interval."""
     k, n = int(correct.astype(int).sum()), len(correct)
     low, high = proportion_confint(k, n, alpha=1 - level, method="wilson") if n else (float("nan"),) * 2
-    return {"accuracy": k / n if n else float("nan"), "n_trials": n, "n_correct": k,
-            "ci_low": float(low), "ci_high": float(high), "ci": "wilson over trials"}  # fmt: skip
+    return {
+        "accuracy": k / n if n else float("nan"),
+        "n_trials": n,
+        "n_correct": k,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "ci": "wilson over trials",
+    }
 
 
 def accuracy_table(
@@ -105,11 +122,25 @@ def pairwise_tests(
         if len(x) < 2 or len(y) < 2:
             continue
         test = stats.permutation_test(
-            (x, y), _mean_difference, permutation_type="independent", vectorized=True,
-            n_resamples=settings.n_resamples, alternative="two-sided", rng=np.random.default_rng(settings.seed),
-        )  # fmt: skip
-        rows.append({"a": a, "b": b, "difference": float(np.mean(x) - np.mean(y)), "cohens_d": cohens_d(x, y),
-                     "p": float(test.pvalue), "n_a": len(x), "n_b": len(y)})  # fmt: skip
+            (x, y),
+            _mean_difference,
+            permutation_type="independent",
+            vectorized=True,
+            n_resamples=settings.n_resamples,
+            alternative="two-sided",
+            rng=np.random.default_rng(settings.seed),
+        )
+        rows.append(
+            {
+                "a": a,
+                "b": b,
+                "difference": float(np.mean(x) - np.mean(y)),
+                "cohens_d": cohens_d(x, y),
+                "p": float(test.pvalue),
+                "n_a": len(x),
+                "n_b": len(y),
+            }
+        )
     if rows:
         reject, corrected, _, _ = multipletests([r["p"] for r in rows], alpha=0.05, method="holm")
         for row, p, significant in zip(rows, corrected, reject, strict=True):

@@ -67,7 +67,7 @@ def _pair_kappas(x: np.ndarray, y: np.ndarray, min_shared: int | None, same: boo
 def kappa_matrix(
     frame: pd.DataFrame, groups: Sequence[str], min_shared: int | None = None
 ) -> dict[str, dict[str, dict]]:
-    """kappa[a][b] = mean, SEM, n_pairs (and `why` where there are none) over participant pairs counted as in
+    """`kappa[a][b]` = mean, SEM, n_pairs (and `why` where there are none) over participant pairs counted as in
     the module doc; `frame` holds main trials with `group`."""
     table = frame.assign(correct=frame["correct"].astype(float)).pivot_table(
         index=["group", "participant_id"], columns="trial_id", values="correct", aggfunc="mean", observed=True

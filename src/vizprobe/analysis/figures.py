@@ -73,8 +73,10 @@ def accuracy_chart(humans: dict, machines: dict, per_participant: pd.DataFrame) 
 def kappa_heatmap(matrix: dict[str, dict[str, dict]]) -> Figure:
     """Annotated heat map of mean kappa (diverging, 0 = chance-level agreement) with pair counts."""
     labels = list(matrix)
-    values = np.array([[np.nan if matrix[a][b]["mean"] is None else matrix[a][b]["mean"] for b in labels]
-                       for a in labels], dtype=float)  # fmt: skip
+    values = np.array(
+        [[np.nan if matrix[a][b]["mean"] is None else matrix[a][b]["mean"] for b in labels] for a in labels],
+        dtype=float,
+    )
     side = max(3.5, 0.8 * len(labels) + 1.5)
     figure = new_figure(side + 1, side)
     ax = figure.add_subplot()
@@ -83,8 +85,15 @@ def kappa_heatmap(matrix: dict[str, dict[str, dict]]) -> Figure:
         for j, b in enumerate(labels):
             n = matrix[a][b]["n_pairs"]
             text = "n/a" if not np.isfinite(values[i, j]) else f"{values[i, j]:.2f}\nn={n}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 else "black")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if np.isfinite(values[i, j]) and abs(values[i, j]) > 0.6 else "black",
+            )
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     figure.colorbar(image, ax=ax, label="error consistency (Cohen's kappa)")
@@ -104,8 +113,16 @@ def by_level(table: dict[str, dict[str, dict]], order: Sequence[str], machines: 
         sem = np.array([e["sem"] if e and e["sem"] is not None else np.nan for e in entries], dtype=float)
         offset = (k - (len(groups) - 1) / 2) * 0.06
         style = {"ls": "--", "marker": "s", "ms": 4} if group in machines else {"ls": "-", "marker": "o", "ms": 5}
-        ax.errorbar(x + offset, mean, yerr=np.nan_to_num(sem), color=colour(group, machines), label=group,
-                    capsize=3, lw=1.2, **style)  # fmt: skip
+        ax.errorbar(
+            x + offset,
+            mean,
+            yerr=np.nan_to_num(sem),
+            color=colour(group, machines),
+            label=group,
+            capsize=3,
+            lw=1.2,
+            **style,
+        )
     ax.axhline(0.5, color="black", ls=":", lw=1)
     ax.set_xticks(x, order, rotation=30 if len(order) > 4 else 0, ha="right" if len(order) > 4 else "center")
     ax.set_ylim(-0.05, 1.05)

@@ -243,8 +243,11 @@ def compute(
     per_participant = participant_accuracy(main)
     human_main = main[main["is_human"]]
     results: dict = {"format": "vizprobe-report", "version": REPORT_VERSION}
-    results["settings"] = {"exclusion": asdict(criteria), "stats": asdict(settings),
-                           "min_shared_trials": min_shared_trials}  # fmt: skip
+    results["settings"] = {
+        "exclusion": asdict(criteria),
+        "stats": asdict(settings),
+        "min_shared_trials": min_shared_trials,
+    }
     n_participants = len(frame[["condition", "participant_id"]].drop_duplicates())
     results["input"] = {"rows": len(frame), "columns": list(frame.columns), "participants": n_participants}
     results["exclusion"] = excluded.summary()
@@ -287,10 +290,13 @@ def compute(
 def _figures(results: dict, tables: dict, folder: Path) -> dict[str, str]:
     """Draw and save every figure whose numbers exist; return name -> base64 PNG."""
     machines = tables["machines"]
-    machine_bars = {g: results["baselines"].get(g.removeprefix("baseline:")) or results["observers"][g]
-                    for g in machines}  # fmt: skip
-    drawn = {"accuracy": figures.accuracy_chart(results["accuracy"], machine_bars, tables["per_participant"]),
-             "kappa": figures.kappa_heatmap(results["kappa"])}  # fmt: skip
+    machine_bars = {
+        g: results["baselines"].get(g.removeprefix("baseline:")) or results["observers"][g] for g in machines
+    }
+    drawn = {
+        "accuracy": figures.accuracy_chart(results["accuracy"], machine_bars, tables["per_participant"]),
+        "kappa": figures.kappa_heatmap(results["kappa"]),
+    }
     for column, what in (("layer", "layer"), ("unit", "unit")):
         if f"accuracy_by_{column}" in results:
             table = results[f"accuracy_by_{column}"]
@@ -336,6 +342,9 @@ def analyze(
         images = _figures(results, tables, staging / "figures")
         atomic_write_text(staging / "report.html", render_html(results, images))
         atomic_write_json(staging / MARKER, results)
-    results["paths"] = {"report": str(out_dir / "report.html"), "results": str(out_dir / MARKER),
-                        "figures": str(out_dir / "figures")}  # fmt: skip
+    results["paths"] = {
+        "report": str(out_dir / "report.html"),
+        "results": str(out_dir / MARKER),
+        "figures": str(out_dir / "figures"),
+    }
     return results

@@ -163,8 +163,14 @@ def start(body: SessionIn, study: Study, request: Request, response: Response) -
     if body.resume is None and re.fullmatch(SESSION_ID_PATTERN, cookie):
         body = body.model_copy(update={"resume": cookie})
     state = study.start(body)
-    response.set_cookie(SESSION_COOKIE, state["session_id"], max_age=7 * 86400, httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https")  # fmt: skip
+    response.set_cookie(
+        SESSION_COOKIE,
+        state["session_id"],
+        max_age=7 * 86400,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
     return state
 
 

@@ -59,8 +59,10 @@ def decide(db_url: str, submissions: str | Path, platform: str, secret_file: str
             sessions = {p.worker_hmac: p for p in s.scalars(select(ParticipantSession)) if p.worker_hmac}
             per_session = select(Response.session_id, func.count()).where(Response.phase == "main")
             answered = dict(s.execute(per_session.group_by(Response.session_id)).all())
-        rows = [_decision(sessions.get(keyed_hash(secret, w)) if w.strip() else None, answered, manifest)
-                for w in frame[column]]  # fmt: skip
+        rows = [
+            _decision(sessions.get(keyed_hash(secret, w)) if w.strip() else None, answered, manifest)
+            for w in frame[column]
+        ]
     finally:
         db.dispose()
     return frame.assign(decision=[r[0] for r in rows], reason=[r[1] for r in rows], session_status=[r[2] for r in rows])

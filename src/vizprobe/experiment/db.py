@@ -50,8 +50,12 @@ class SessionStatus:
     CLOSED = (EXPIRED, RETURNED)  # left unfinished; no more answers are taken
     # As the export writes them (`session_status` column of the responses format).
     EXPORTED = {
-        ACTIVE: "running", COMPLETED: "completed", EXPIRED: "expired", RETURNED: "returned", FAILED: "failed_criteria"
-    }  # fmt: skip
+        ACTIVE: "running",
+        COMPLETED: "completed",
+        EXPIRED: "expired",
+        RETURNED: "returned",
+        FAILED: "failed_criteria",
+    }
 
 
 def utcnow() -> datetime:

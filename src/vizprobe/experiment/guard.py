@@ -78,8 +78,16 @@ class Guard:
         except Exception as exc:  # noqa: BLE001 - the one place every unexpected error is turned into JSON
             unavailable = isinstance(exc, UNAVAILABLE) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
             status, code = (503, "unavailable") if unavailable else (500, "internal")
-            log.error("%s %s %s -> %d %s: %s", scope.get("method"), path, type(exc).__name__, status, code,
-                      str(exc).splitlines()[0][:200] if str(exc) else "", exc_info=self.debug)  # fmt: skip
+            log.error(
+                "%s %s %s -> %d %s: %s",
+                scope.get("method"),
+                path,
+                type(exc).__name__,
+                status,
+                code,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+                exc_info=self.debug,
+            )
             if started:
                 raise
             message = "the server is briefly unavailable; try again" if unavailable else "internal error"
@@ -105,10 +113,15 @@ class Guard:
 
 async def _send_json(send, status: int, error: str, message: str, headers: list | None = None) -> None:
     payload = json.dumps({"error": error, "message": message}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                    *(headers or [])],
-    })  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})

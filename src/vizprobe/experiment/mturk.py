@@ -102,7 +102,7 @@ def create_hit_request(url: str, assignments: int, settings: MTurkSettings, with
                 "IntegerValues": [settings.min_percent_approved],
                 **guarded,
             },
-        ],  # fmt: skip
+        ],
     }
 
 

@@ -33,17 +33,27 @@ def serve(
     app = create_app(stimuli, db, settings, **options)
     base = f"{'https' if ssl_certfile else 'http'}://{host}:{port}"
     if not ssl_certfile and not _loopback(host):
-        print(f"WARNING: serving {host} over plain HTTP: participants' answers and the admin token travel "
-              "unencrypted; use --ssl-certfile/--ssl-keyfile or a reverse proxy with HTTPS (docs/deploy.md)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"WARNING: serving {host} over plain HTTP: participants' answers and the admin token travel "
+            "unencrypted; use --ssl-certfile/--ssl-keyfile or a reverse proxy with HTTPS (docs/deploy.md)",
+            file=sys.stderr,
+            flush=True,
+        )
     platform = app.state.experiment.settings.platform
     print(f"database: {app.state.db.url_for_people}")
     print(f"participant page: {base}/{PLATFORMS[platform]}")
     print(f"admin page: {base}/admin")
     print(_admin_token_line(app), flush=True)
     print(f"completion code: {app.state.experiment.completion_code}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5,
-                ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)  # fmt: skip
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 def _admin_token_line(app) -> str:

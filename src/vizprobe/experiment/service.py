@@ -128,11 +128,17 @@ class Experiment:
         trials = self.study.task_trials(p.task_id)
         practice = self._practice_trials(p)
         main_sides = session_sides(p.id, "main", len(trials))
-        rounds = [
-            [trial_view(t, i, p.condition, side, practice=True) for i, (t, side) in
-             enumerate(self._round(p, attempt))]
-            for attempt in range(1, self.settings.practice_attempts + 1)
-        ] if practice else []  # fmt: skip
+        rounds = (
+            [
+                [
+                    trial_view(t, i, p.condition, side, practice=True)
+                    for i, (t, side) in enumerate(self._round(p, attempt))
+                ]
+                for attempt in range(1, self.settings.practice_attempts + 1)
+            ]
+            if practice
+            else []
+        )
         answered = self._answered(s, p.id)
         next_index = next((i for i in range(len(trials)) if i not in answered), len(trials))
         done = p.status in SessionStatus.FINISHED
@@ -180,9 +186,10 @@ class Experiment:
         key = WORKER_ID_KEY.get(self.settings.platform)
         if key and key not in body.platform_ids:
             raise ApiError(
-                403, "missing_worker_id",
+                403,
+                "missing_worker_id",
                 f"this study runs on {self.settings.platform}: open it from there (its link carries {key})",
-            )  # fmt: skip
+            )
 
     def preview(self) -> dict:
         """What an MTurk preview shows: the instructions' example trial in a condition with references (the first
@@ -214,8 +221,9 @@ class Experiment:
                     if p.status != SessionStatus.ACTIVE:
                         raise ApiError(403, "already_participated", "you have already taken part in this study")
                     # The worker id alone is no password: reopening a session takes its id (page or cookie).
-                    raise ApiError(409, "session_elsewhere",
-                                   "this id has a session open in another browser; please continue there")  # fmt: skip
+                    raise ApiError(
+                        409, "session_elsewhere", "this id has a session open in another browser; please continue there"
+                    )
             self._admit(body)
             release_abandoned(s, now, self.settings.task_timeout_s)
             sid = secrets.token_urlsafe(18)
@@ -360,9 +368,21 @@ class Experiment:
             for condition, state, n in s.execute(
                 select(Task.condition, Task.state, func.count()).group_by(Task.condition, Task.state)
             ):
-                row = out.setdefault(condition, {"tasks": 0, "completed": 0, "running": 0, "free": 0, "exhausted": 0,
-                                                 "participants": 0, "failed": 0, "expired": 0, "returned": 0,
-                                                 "assignments": 0})  # fmt: skip
+                row = out.setdefault(
+                    condition,
+                    {
+                        "tasks": 0,
+                        "completed": 0,
+                        "running": 0,
+                        "free": 0,
+                        "exhausted": 0,
+                        "participants": 0,
+                        "failed": 0,
+                        "expired": 0,
+                        "returned": 0,
+                        "assignments": 0,
+                    },
+                )
                 row["tasks"] += n
                 row[state] += n
             for condition, n in s.execute(

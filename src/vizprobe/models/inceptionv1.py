@@ -146,6 +146,6 @@ register_model(
         # layer_folder_mapping_*.csv, branch offsets in their activation_utils.py): mixed3a_pre_relu:189.
         concatenations={
             f"mixed{m}_pre_relu": tuple(f"mixed{m}_{b}_pre_relu" for b in BRANCHES.values()) for m in MIXED
-        },  # fmt: skip
+        },
     )
 )

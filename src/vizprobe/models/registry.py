@@ -75,14 +75,38 @@ def register_fallback(resolver: Callable[[str], ModelSpec | None]) -> None:
     _FALLBACKS.append(resolver)
 
 
+_PLUGINS_LOADED = False
+
+
+def _load_plugins() -> None:
+    """Register the models of installed `vizprobe.models` entry points, once (built-in names are kept)."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from vizprobe.models.plugins import plugin_model_specs
+
+    for spec in plugin_model_specs():
+        _REGISTRY.setdefault(spec.name, spec)
+
+
 def list_models() -> list[str]:
-    """Names of the registered models (torchvision classifiers also load by name with weights)."""
+    """Names of the registered models, plugins' included (torchvision classifiers also load by name with weights)."""
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered name, a plugin's model, `module.path:factory[@PRE.json]`, or a fallback's."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    _load_plugins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    from vizprobe.models.plugins import factory_spec, is_factory_name
+
+    if is_factory_name(name):
+        return factory_spec(name)
     for resolver in _FALLBACKS:
         spec = resolver(name)
         if spec is not None:

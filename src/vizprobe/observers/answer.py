@@ -56,8 +56,11 @@ def predict_package(
     frames = []
     for condition in list(conditions) if conditions else manifest.conditions:
         trials = manifest.trials_in(condition, kinds)
-        sides = (max_sides(f"{sides_seed}:{condition}", len(trials)) if sides_seed is not None
-                 else [t.correct for t in trials])  # fmt: skip
+        sides = (
+            max_sides(f"{sides_seed}:{condition}", len(trials))
+            if sides_seed is not None
+            else [t.correct for t in trials]
+        )
         views = trial_views(manifest, condition, kinds, sides)
         frames.append(_answer(observer, views, condition, sides, control=0))
         if donors:
@@ -129,11 +132,16 @@ def answer_package(
             choice = (rng.random(len(p)) < p).astype(int)
             pid = f"{label or f'machine:{observer.name}'}:{k}"
         rows = predicted.assign(
-            participant_id=pid, task_id=pd.NA, is_catch=(predicted["kind"] == "catch").astype(int),
-            is_practice=(predicted["kind"] == "practice").astype(int), choice=choice,
+            participant_id=pid,
+            task_id=pd.NA,
+            is_catch=(predicted["kind"] == "catch").astype(int),
+            is_practice=(predicted["kind"] == "practice").astype(int),
+            choice=choice,
             correct=(choice == predicted["max_side"].to_numpy()).astype(int),
-            confidence=confidence_from_p(p), expertise="machine", observer=label or observer.name,
-        )  # fmt: skip
+            confidence=confidence_from_p(p),
+            expertise="machine",
+            observer=label or observer.name,
+        )
         frames.append(rows.drop(columns="kind"))
     return validate_responses(in_format_order(pd.concat(frames, ignore_index=True)))
 

@@ -142,9 +142,14 @@ _REGISTRY: dict[str, ObserverEntry] = {}
 
 
 def register_observer(
-    name: str, factory: Callable[..., Observer], description: str = "", *, uses_device: bool = False,
-    privileged: bool = False, embeds: bool = False,
-) -> Callable[..., Observer]:  # fmt: skip
+    name: str,
+    factory: Callable[..., Observer],
+    description: str = "",
+    *,
+    uses_device: bool = False,
+    privileged: bool = False,
+    embeds: bool = False,
+) -> Callable[..., Observer]:
     """Make an observer available by name to `vizprobe observe`, `simulate`, `analyze` and the demo."""
     _REGISTRY[name] = ObserverEntry(name, factory, description, uses_device, privileged, embeds)
     return factory
@@ -164,6 +169,21 @@ def _load_builtin() -> None:
         register_observer(
             "similarity", _similarity, "perceptual similarity to the references", uses_device=True, embeds=True
         )
+        _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Observers of installed `vizprobe.observers` entry points (name: the observer's, value: its factory)."""
+    from vizprobe.plugins import OBSERVER_GROUP, plugin_entries
+
+    for ep in plugin_entries(OBSERVER_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        try:
+            factory = ep.load()
+        except Exception as error:
+            raise VizprobeError(f"observer plugin {ep.name!r} ({ep.value}) failed to load: {error}") from None
+        register_observer(ep.name, factory, (factory.__doc__ or "").strip().split("\n")[0])
 
 
 def list_observers() -> list[str]:

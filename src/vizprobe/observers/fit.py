@@ -71,8 +71,12 @@ def fit_logistic(margins: np.ndarray, choices: np.ndarray, level: float = 0.95) 
     except np.linalg.LinAlgError as exc:
         raise VizprobeError(f"the rule cannot be fitted to these choices ({exc})") from None
     (b_low, s_low), (b_high, s_high) = result.conf_int(1 - level)[:, 0], result.conf_int(1 - level)[:, 1]
-    return {"slope": float(result.params[1]), "intercept": float(result.params[0]), "slope_ci": [s_low, s_high],
-            "intercept_ci": [b_low, b_high]}  # fmt: skip
+    return {
+        "slope": float(result.params[1]),
+        "intercept": float(result.params[0]),
+        "slope_ci": [s_low, s_high],
+        "intercept_ci": [b_low, b_high],
+    }
 
 
 def _rule_from(fitted: dict, embedder: str | None) -> DecisionRule:
@@ -102,11 +106,17 @@ def evaluate(rows: pd.DataFrame, margins: np.ndarray, p_right: np.ndarray) -> di
         per_trial = part.groupby("trial_id").agg(human=("correct", "mean"), machine=("machine_correct", "mean"))
         decided = per_trial[per_trial["human"] != 0.5]
         agree = ((decided["human"] > 0.5) == (decided["machine"] > 0.5)).mean() if len(decided) else float("nan")
-        kappas = [_kappa(p["machine_correct"].to_numpy(), p["correct"].to_numpy(int))
-                  for _, p in part.groupby("participant_id")]  # fmt: skip
-        out[str(condition)] = {"loglik_per_trial": float(part["loglik"].mean()), "majority_agreement": float(agree),
-                               "kappa": float(np.nanmean(kappas)) if kappas else float("nan"),
-                               "trials": len(part), "participants": int(part["participant_id"].nunique())}  # fmt: skip
+        kappas = [
+            _kappa(p["machine_correct"].to_numpy(), p["correct"].to_numpy(int))
+            for _, p in part.groupby("participant_id")
+        ]
+        out[str(condition)] = {
+            "loglik_per_trial": float(part["loglik"].mean()),
+            "majority_agreement": float(agree),
+            "kappa": float(np.nanmean(kappas)) if kappas else float("nan"),
+            "trials": len(part),
+            "participants": int(part["participant_id"].nunique()),
+        }
     return out
 
 

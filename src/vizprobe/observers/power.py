@@ -56,9 +56,15 @@ def closed_form_participants(
 
 
 def simulated_power(
-    n: int, effect: float, baseline_accuracy: float, trials: int, alpha: float, between_sd: float,
-    simulations: int, seed: int,
-) -> float:  # fmt: skip
+    n: int,
+    effect: float,
+    baseline_accuracy: float,
+    trials: int,
+    alpha: float,
+    between_sd: float,
+    simulations: int,
+    seed: int,
+) -> float:
     """Fraction of `simulations` studies with `n` participants per condition whose test gives p < alpha."""
     rng = np.random.default_rng(seed)
     accuracies = []
@@ -100,8 +106,14 @@ def power_analysis(
         middle = (low + high) // 2
         low, high = (low, middle) if reached(middle) >= power else (middle, high)
     return PowerResult(
-        participants_per_condition=high, achieved_power=reached(high),
+        participants_per_condition=high,
+        achieved_power=reached(high),
         closed_form_participants=closed_form_participants(effect, baseline_accuracy, trials, alpha, power),
-        effect=effect, baseline_accuracy=baseline_accuracy, trials=trials, alpha=alpha, power=power,
-        between_sd=between_sd, simulations=simulations,
-    )  # fmt: skip
+        effect=effect,
+        baseline_accuracy=baseline_accuracy,
+        trials=trials,
+        alpha=alpha,
+        power=power,
+        between_sd=between_sd,
+        simulations=simulations,
+    )

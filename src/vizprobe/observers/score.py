@@ -174,8 +174,9 @@ def exemplar_scores(
     embedded = time.perf_counter()
     position = np.full(len(scan.images), -1, dtype=np.int64)
     position[used] = np.arange(len(used))
-    tasks = ExemplarTasks(*(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query,
-                                                  tasks.bottom_query)))  # fmt: skip
+    tasks = ExemplarTasks(
+        *(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query, tasks.bottom_query))
+    )
     gram = vectors @ vectors.T
     p, right = task_probabilities(gram, tasks, settings.exemplar_temperature)
     low, high = bootstrap_interval(p, settings)
@@ -183,14 +184,26 @@ def exemplar_scores(
     swapped = replace(tasks, top_refs=tasks.top_refs[donors], bottom_refs=tasks.bottom_refs[donors])
     control, _ = task_probabilities(gram, swapped, settings.exemplar_temperature)
     control_low, control_high = bootstrap_interval(control, settings)
-    frame = pd.DataFrame({
-        "unit": [str(u) for u in units], "layer": [u.layer for u in units], "score": p.mean(axis=1),
-        "ci_low": low, "ci_high": high, "tasks": settings.tasks, "accuracy": right.mean(axis=1),
-        "control": control.mean(axis=1), "control_ci_low": control_low, "control_ci_high": control_high,
-        "control_unit": [str(units[d]) for d in donors],
-    })  # fmt: skip
-    details = {"images_embedded": int(len(used)), "embedding_s": round(embedded - started, 3),
-               "scoring_s": round(time.perf_counter() - embedded, 3)}  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "unit": [str(u) for u in units],
+            "layer": [u.layer for u in units],
+            "score": p.mean(axis=1),
+            "ci_low": low,
+            "ci_high": high,
+            "tasks": settings.tasks,
+            "accuracy": right.mean(axis=1),
+            "control": control.mean(axis=1),
+            "control_ci_low": control_low,
+            "control_ci_high": control_high,
+            "control_unit": [str(units[d]) for d in donors],
+        }
+    )
+    details = {
+        "images_embedded": int(len(used)),
+        "embedding_s": round(embedded - started, 3),
+        "scoring_s": round(time.perf_counter() - embedded, 3),
+    }
     return frame, details
 
 
@@ -206,9 +219,18 @@ def occlusion_scores(package, observer, settings: ScoreSettings = ScoreSettings(
     for (unit, condition), part in predicted.groupby(["unit", "condition"], sort=False):
         p = part["p_correct"].to_numpy()[None, :]
         low, high = bootstrap_interval(p, settings)
-        rows.append({"unit": unit, "layer": part["layer"].iloc[0], "condition": condition,
-                     "score": float(p.mean()), "ci_low": float(low[0]), "ci_high": float(high[0]),
-                     "tasks": p.shape[1], "accuracy": float((p > 0.5).mean())})  # fmt: skip
+        rows.append(
+            {
+                "unit": unit,
+                "layer": part["layer"].iloc[0],
+                "condition": condition,
+                "score": float(p.mean()),
+                "ci_low": float(low[0]),
+                "ci_high": float(high[0]),
+                "tasks": p.shape[1],
+                "accuracy": float((p > 0.5).mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -288,9 +310,14 @@ def _occlusion(stimuli, settings, embedder, same_as_model, rule, device):
         raise VizprobeError("the occlusion task scores a stimulus package: pass --stimuli DIR")
     manifest = as_manifest(stimuli)
     rule = rule or (DecisionRule(settings.temperature) if settings.temperature is not None else None)
-    observer = SimilarityObserver(embedder, studied_model=manifest.model, same_as_model=same_as_model, device=device,
-                                  rule=rule)  # fmt: skip
+    observer = SimilarityObserver(
+        embedder, studied_model=manifest.model, same_as_model=same_as_model, device=device, rule=rule
+    )
     frame = occlusion_scores(manifest, observer, settings)
-    record = {"stimuli": str(stimuli), "model": manifest.model, "embedder": observer.embedder.record,
-              "rule": {"temperature": observer.rule.temperature, "bias": observer.rule.bias}}  # fmt: skip
+    record = {
+        "stimuli": str(stimuli),
+        "model": manifest.model,
+        "embedder": observer.embedder.record,
+        "rule": {"temperature": observer.rule.temperature, "bias": observer.rule.bias},
+    }
     return frame, record

@@ -47,12 +47,20 @@ def _participant(task: Task, pid: str, p_right: dict, key: dict, lapse: float, n
     attempts = int(min(5, rng.geometric(0.8)))
     instruction = float(np.exp(rng.normal(np.log(60), 0.4)))
     total = instruction + attempts * 3 * 4.0 + rt_ms.sum() / 1000 + float(rng.uniform(40, 120))
-    return pd.DataFrame({
-        "task_id": task.task_id, "trial_id": ids, "choice": choice, "max_side": sides,
-        "correct": (choice == sides).astype(int), "confidence": confidence,
-        "rt_ms": rt_ms.round(1), "instruction_time_s": round(instruction, 2), "total_time_s": round(total, 2),
-        "practice_attempts": attempts,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "task_id": task.task_id,
+            "trial_id": ids,
+            "choice": choice,
+            "max_side": sides,
+            "correct": (choice == sides).astype(int),
+            "confidence": confidence,
+            "rt_ms": rt_ms.round(1),
+            "instruction_time_s": round(instruction, 2),
+            "total_time_s": round(total, 2),
+            "practice_attempts": attempts,
+        }
+    )
 
 
 def simulate(

@@ -148,15 +148,23 @@ def results(
     context.execution_options.preserve_order = True  # the driver commits a prefix of the image list
     context.enable_progress_bars = False
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    workers = workers or max(1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_worker) if gpus_per_worker
-                             else cpus // 2)  # fmt: skip
+    workers = workers or max(
+        1, int(ray.cluster_resources().get("GPU", 0) // gpus_per_worker) if gpus_per_worker else cpus // 2
+    )
     threads = max(1, cpus // workers)
     directions = {name: d for name, d in model.directions.items() if any(p.endswith(f":{name}") for p in paths)}
     weights = model.weights if Path(model.weights).is_file() else None
     rows = [{"index": i, "path": str(files[i])} for i in range(start, len(files))]
-    actor = {"name": model.name, "weights": weights, "directions": directions, "paths": paths,
-             "channels": [model.layer(p).channels for p in paths], "backend": backend, "threads": threads,
-             "precision": precision}  # fmt: skip
+    actor = {
+        "name": model.name,
+        "weights": weights,
+        "directions": directions,
+        "paths": paths,
+        "channels": [model.layer(p).channels for p in paths],
+        "backend": backend,
+        "threads": threads,
+        "precision": precision,
+    }
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // (batch_size * 8))).map_batches(
         _Activations,
         batch_size=batch_size,

@@ -176,8 +176,15 @@ class _RunDir:
             self.meta = on_disk
             self.done = int(json.loads((self.out / fmt.PROGRESS_JSON).read_text())["done"])
         else:
-            known = {fmt.IMAGES_TXT, fmt.ACTS_DIR, fmt.STATUS_NPY, fmt.PROGRESS_JSON, fmt.SKIPPED_TSV, fmt.TOPK_DIR,
-                     fmt.DIRECTIONS_DIR}  # fmt: skip
+            known = {
+                fmt.IMAGES_TXT,
+                fmt.ACTS_DIR,
+                fmt.STATUS_NPY,
+                fmt.PROGRESS_JSON,
+                fmt.SKIPPED_TSV,
+                fmt.TOPK_DIR,
+                fmt.DIRECTIONS_DIR,
+            }
             if self.out.exists() and any(
                 p.name not in known and not p.name.startswith(".") for p in self.out.iterdir()
             ):
@@ -231,8 +238,12 @@ class _RunDir:
     def _check_same_scan(self, old: dict) -> None:
         if old.get("format") != fmt.FORMAT or old.get("version") not in fmt.READABLE_VERSIONS:
             raise VizprobeError(f"{self.out} holds a scan of another format; choose a new --out")
-        for key, label in [("model", "model"), ("weights", "weights"), ("preprocessing", "preprocessing"),
-                           ("directions", "directions")]:  # fmt: skip
+        for key, label in [
+            ("model", "model"),
+            ("weights", "weights"),
+            ("preprocessing", "preprocessing"),
+            ("directions", "directions"),
+        ]:
             if (old.get(key) or None) != (self.meta[key] or None):  # a scan from before `directions` has none
                 raise VizprobeError(
                     f"{self.out} holds a scan with another {label} ({old.get(key)}); choose a new --out or delete it"
@@ -524,8 +535,9 @@ def scan(
         used_backend = "ray"
     else:
         torch_batch = batch_size or default_batch_size(dev)
-        forward, compiled, used_backend = forward_pass(model, paths, torch_batch, backend, compile, remaining,
-                                                        optimize, precision)  # fmt: skip
+        forward, compiled, used_backend = forward_pass(
+            model, paths, torch_batch, backend, compile, remaining, optimize, precision
+        )
         batch_size = batch_size or (ONNX_BATCH_SIZE if used_backend == "onnxruntime" else torch_batch)
         results = _local_results(model, forward, compiled, files, start, batch_size, workers)
     chunk_size = max(batch_size, chunk_size - chunk_size % batch_size)

@@ -235,8 +235,9 @@ class _Writer:
         self.specs = parse_conditions(s.conditions)
         self.user_vis = {c.name: load_visualizations(c.source) for c in self.specs if c.kind == "visualizations"}
         self.user_refs: dict[tuple[str, Unit], list[str]] = {}
-        self.sources = {c.name: {"kind": c.kind, "source": str(c.source), "files": {}} for c in self.specs
-                        if not c.builtin}  # fmt: skip
+        self.sources = {
+            c.name: {"kind": c.kind, "source": str(c.source), "files": {}} for c in self.specs if not c.builtin
+        }
         self.patch = patch_size(model.preprocessing.crop, s.patch_frac)
         grid(model.preprocessing.crop, self.patch, s.stride)  # raises when the patch does not fit
 
@@ -269,8 +270,9 @@ class _Writer:
             s, tag = self.s, unit.folder
             entry = unit_entry(self.vis, unit) if self.vis is not None else None
             synthetic = _copy_visualizations(self.vis, entry, "images", s.references, self.staging, f"{tag}/synthetic")
-            extra = _copy_visualizations(self.vis, entry, "mixed_images", s.references - s.mixed_natural,
-                                         self.staging, f"{tag}/synthetic-mixed")  # fmt: skip
+            extra = _copy_visualizations(
+                self.vis, entry, "mixed_images", s.references - s.mixed_natural, self.staging, f"{tag}/synthetic-mixed"
+            )
             self.synthetic_of[unit] = (synthetic, extra or synthetic[: s.references - s.mixed_natural])
         return self.synthetic_of[unit]
 
@@ -312,8 +314,9 @@ class _Writer:
         key = (unit, exemplar.rank)
         if key not in self.blurred:
             rel = f"{unit.folder}/blur/{exemplar.rank:04d}.png"
-            self.blurred[key] = _blur_reference(self.occluder(unit.layer), self.model, exemplar.path, unit.channel,
-                                                self.s, self.staging, rel)  # fmt: skip
+            self.blurred[key] = _blur_reference(
+                self.occluder(unit.layer), self.model, exemplar.path, unit.channel, self.s, self.staging, rel
+            )
         return self.blurred[key]
 
 
@@ -340,8 +343,12 @@ def _protocol(scan, units, plans, writer: _Writer, catch_units, practice_units) 
 def _build(units: list[Unit], plans, protocol: ProtocolUnits, w: _Writer, progress: bool) -> dict:
     s = w.s
     trials: list[dict] = []
-    bar = tqdm(total=len(units) * s.image_sets + len(protocol.catch) + len(protocol.practice), desc="build",
-               unit="query", disable=not progress)  # fmt: skip
+    bar = tqdm(
+        total=len(units) * s.image_sets + len(protocol.catch) + len(protocol.practice),
+        desc="build",
+        unit="query",
+        disable=not progress,
+    )
     for unit in units:
         for image_set, (query, refs) in enumerate(plans[unit]):
             found = w.extremes(unit, query)
@@ -399,8 +406,9 @@ def _protocol_references(c: Candidate, s: BuildSettings) -> list[Exemplar]:
     return [c.available[int(rng.choice(b)) - 1] for b in bins]
 
 
-def _trial(w: _Writer, unit: Unit, trial_id: str, kind: str, image_set: int, query: Exemplar,
-           refs: list[Exemplar], found) -> dict:  # fmt: skip
+def _trial(
+    w: _Writer, unit: Unit, trial_id: str, kind: str, image_set: int, query: Exemplar, refs: list[Exemplar], found
+) -> dict:
     """An occlusion trial: the query, its best and worst occlusion, and each condition's references."""
     s, folder = w.s, trial_id.replace(f"{unit.folder}-", f"{unit.folder}/") if kind == "main" else None
     folder = folder or f"{unit.folder}/{kind}"
@@ -435,10 +443,18 @@ def _trial(w: _Writer, unit: Unit, trial_id: str, kind: str, image_set: int, que
     if "mixed" in references:
         first = [i for i in order if i < s.mixed_natural]
         arranged["mixed"] = [references["mixed"][i] for i in first] + [
-            references["mixed"][i] for i in order if s.mixed_natural <= i < len(references["mixed"])]  # fmt: skip
-    trial = {"trial_id": trial_id, "unit": str(unit), "image_set": image_set, "kind": kind, "base_image": base,
-             "options": [option_b, option_a] if flip else [option_a, option_b], "correct": 1 if flip else 0,
-             "references": arranged}  # fmt: skip
+            references["mixed"][i] for i in order if s.mixed_natural <= i < len(references["mixed"])
+        ]
+    trial = {
+        "trial_id": trial_id,
+        "unit": str(unit),
+        "image_set": image_set,
+        "kind": kind,
+        "base_image": base,
+        "options": [option_b, option_a] if flip else [option_a, option_b],
+        "correct": 1 if flip else 0,
+        "references": arranged,
+    }
     if activation_map is not None:
         trial["activation_map"] = w.save_array(f"{folder}/activation_map.npy", activation_map)
     return trial
@@ -468,8 +484,7 @@ def _none_catch_trials(w: _Writer, catch: list[dict], protocol: ProtocolUnits) -
         rel = w.save(f"{decoy.folder}/decoy/min.png", images.pop(decoy))
         weak = {"image": rel, "patch": [d.worst[1], d.worst[0], w.patch], "activation": activation[decoy]}
         options = [weak if i != trial["correct"] else o for i, o in enumerate(trial["options"])]
-        variant = {**trial, "trial_id": f"catch-none-{c.unit.folder}", "options": options,
-                   "references": {"none": []}}  # fmt: skip
+        variant = {**trial, "trial_id": f"catch-none-{c.unit.folder}", "options": options, "references": {"none": []}}
         variant.pop("activation_map", None)
         out.append(variant)
     return out
@@ -526,6 +541,6 @@ def _tasks(
                     "task_id": f"{condition.replace('/', '_')}-{k:03d}",
                     "condition": condition,
                     "trial_ids": [trial_ids[i] for i in order],
-                }  # fmt: skip
+                }
             )
     return tasks

@@ -112,8 +112,17 @@ def _trial(raw: dict) -> Trial:
         for o in raw["options"]
     )
     references = {c: tuple(images) for c, images in raw["references"].items()}
-    return Trial(raw["trial_id"], raw["unit"], int(raw["image_set"]), raw["kind"], raw["base_image"], options,
-                 int(raw["correct"]), references, raw.get("activation_map"))  # fmt: skip
+    return Trial(
+        raw["trial_id"],
+        raw["unit"],
+        int(raw["image_set"]),
+        raw["kind"],
+        raw["base_image"],
+        options,
+        int(raw["correct"]),
+        references,
+        raw.get("activation_map"),
+    )
 
 
 @dataclass(frozen=True, eq=False)

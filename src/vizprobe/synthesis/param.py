@@ -78,8 +78,9 @@ class FourierParam(nn.Module):
         return to_valid_rgb(image, self.decorrelate)
 
     @classmethod
-    def from_images(cls, images: torch.Tensor, seeds: list[int], decay: float = 1.0,
-                    gain: float = FOURIER_GAIN) -> FourierParam:  # fmt: skip
+    def from_images(
+        cls, images: torch.Tensor, seeds: list[int], decay: float = 1.0, gain: float = FOURIER_GAIN
+    ) -> FourierParam:
         """The parameterization whose images are `images` (B, 3, S, S) in [0, 1] (up to a clamp to
         [1e-3, 1 - 1e-3]): the inverse of `forward`, so optimization starts from natural images."""
         param = cls(seeds, images.shape[-1], decay=decay, gain=gain)
@@ -103,8 +104,9 @@ def resize_spectrum(spectrum: torch.Tensor, size: int) -> torch.Tensor:
     """A (3, S, S // 2 + 1) magnitude spectrum at image side `size` (bilinear, antialiased), as float32."""
     if spectrum.shape == (3, size, size // 2 + 1):
         return spectrum.float()
-    return F.interpolate(spectrum[None].float(), size=(size, size // 2 + 1), mode="bilinear", align_corners=False,
-                         antialias=True)[0]  # fmt: skip
+    return F.interpolate(
+        spectrum[None].float(), size=(size, size // 2 + 1), mode="bilinear", align_corners=False, antialias=True
+    )[0]
 
 
 class MacoParam(nn.Module):

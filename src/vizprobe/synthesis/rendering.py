@@ -190,8 +190,13 @@ def render(
 
     fixed = model.spec.fixed_input_size and model.preprocessing.crop
 
-    def score(k: int, images: torch.Tensor, inputs: torch.Tensor, objective: obj.Objective | None = None,
-              bf16: bool | None = None) -> torch.Tensor:  # fmt: skip
+    def score(
+        k: int,
+        images: torch.Tensor,
+        inputs: torch.Tensor,
+        objective: obj.Objective | None = None,
+        bf16: bool | None = None,
+    ) -> torch.Tensor:
         objective = objective or parts[k][1]
         if fixed and inputs.shape[-2:] != (fixed, fixed):  # e.g. a ViT's position embeddings fix its input size
             inputs = torch.nn.functional.interpolate(inputs, size=(fixed, fixed), mode="bilinear", align_corners=False)
@@ -234,8 +239,14 @@ def render(
             images = param().detach()
     finally:
         bar.close()
-    return RenderResult(images.cpu(), history, time.perf_counter() - started, precision, done.steps(len(history)),
-                        None if summed is None else summed.cpu())  # fmt: skip
+    return RenderResult(
+        images.cpu(),
+        history,
+        time.perf_counter() - started,
+        precision,
+        done.steps(len(history)),
+        None if summed is None else summed.cpu(),
+    )
 
 
 class _WithCompanions:
@@ -303,8 +314,17 @@ class _Frozen:
         return [total if at is None else at for at in self.at]
 
 
-def _step(param, optimizer, transform, rng, parts, score, step: int, active: Sequence[int] | None = None,
-          transparency: torch.Tensor | None = None) -> float:  # fmt: skip
+def _step(
+    param,
+    optimizer,
+    transform,
+    rng,
+    parts,
+    score,
+    step: int,
+    active: Sequence[int] | None = None,
+    transparency: torch.Tensor | None = None,
+) -> float:
     """One step: the parameterization once for the whole batch, the network chunk by chunk (the `active`
     chunks only, by default all); adds |d objective / d image| to `transparency` when given."""
     optimizer.zero_grad(set_to_none=True)
@@ -343,8 +363,12 @@ def unit_objective(
     total = -main if settings.negative else main
     if settings.diversity and settings.param != "accentuation":  # its images differ by their start images
         total = total + settings.diversity * obj.diversity([u.layer for u in units], groups)
-    for weight, penalty in [(settings.l1, obj.L1), (settings.l2, obj.L2), (settings.tv, obj.total_variation),
-                            (settings.coherence, obj.centre_bias)]:  # fmt: skip
+    for weight, penalty in [
+        (settings.l1, obj.L1),
+        (settings.l2, obj.L2),
+        (settings.tv, obj.total_variation),
+        (settings.coherence, obj.centre_bias),
+    ]:
         if weight:
             total = total - weight * penalty()
     if settings.blur:
@@ -472,8 +496,9 @@ def render_units(
         if companions is not None:
             objective = obj.Balanced(objective, obj.companion_distance(accent, copies), settings.accent_alpha)
         parts.append((c, objective))
-    transforms = tf.PRESETS[settings.transforms]() + ([tf.CoarseToFine(settings.coarse_steps)] if settings.coarse_steps
-                                                      else [])  # fmt: skip
+    transforms = tf.PRESETS[settings.transforms]() + (
+        [tf.CoarseToFine(settings.coarse_steps)] if settings.coarse_steps else []
+    )
     if settings.crops:
         transforms.append(tf.BoxCrops(settings.crops, network_side, settings.box, settings.placement, settings.noise))
     optimizer = torch.optim.NAdam if settings.optimizer == "nadam" else torch.optim.Adam
@@ -513,9 +538,25 @@ def render_units(
         seen = activations(centre_crop(result.images, settings, network_side)) if settings.crops else None
     unit_index = [k for k in order for _ in range(n)]
     return Rendering(
-        units, result.images, unit_index, seeds, final, settings, result.seconds, result.history, result.precision,
-        extra, starts, spectrum, source, result.steps, targets, result.transparency, seen, accent,
-    )  # fmt: skip
+        units,
+        result.images,
+        unit_index,
+        seeds,
+        final,
+        settings,
+        result.seconds,
+        result.history,
+        result.precision,
+        extra,
+        starts,
+        spectrum,
+        source,
+        result.steps,
+        targets,
+        result.transparency,
+        seen,
+        accent,
+    )
 
 
 def centre_crop(images: torch.Tensor, settings: RenderSettings, side: int) -> torch.Tensor:
@@ -525,8 +566,9 @@ def centre_crop(images: torch.Tensor, settings: RenderSettings, side: int) -> to
     box = max(1, round(size * sum(settings.box) / 2))
     start = (size - box) // 2
     crop = images[..., start : start + box, start : start + box]
-    return torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", antialias=True,
-                                           align_corners=False)  # fmt: skip
+    return torch.nn.functional.interpolate(
+        crop, size=(side, side), mode="bilinear", antialias=True, align_corners=False
+    )
 
 
 def accent_layer(model: LoadedModel, settings: RenderSettings) -> str:

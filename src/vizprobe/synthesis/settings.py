@@ -81,21 +81,46 @@ RECIPES = {
     # serre-lab/Horama's `maco()` (Fel et al. 2023): a 1280 px canvas, 1000 steps of NAdam at lr 1.0 on the phase,
     # 6 crops per step with sides 0.25-0.30 of the canvas (its box_size (0.20, 0.25) as its code draws it) centred
     # ~ N(0.5, 0.15), noise 0.05 of its 5-wide input range (0.01 of [0, 1]); no diversity term.
-    "maco": dict(size=1280, steps=1000, lr=1.0, betas=(0.9, 0.999), optimizer="nadam", crops=6, box=(0.25, 0.30),
-                 placement="centred", noise=0.01, transforms="none", diversity=0.0, decay=1.0),
+    "maco": dict(
+        size=1280,
+        steps=1000,
+        lr=1.0,
+        betas=(0.9, 0.999),
+        optimizer="nadam",
+        crops=6,
+        box=(0.25, 0.30),
+        placement="centred",
+        noise=0.01,
+        transforms="none",
+        diversity=0.0,
+        decay=1.0,
+    ),
     # faccent's `render_vis` with `accent_reg_layer` (Hamblin et al. 2024): a 512 px canvas started from the seed
     # image, 100 steps of Adam at lr 0.05, 16 crops per step with sides U(0.05, 0.99) of the canvas placed anywhere
     # inside, noise 0.02, Fourier decay 1, alpha 1 (its default).
-    "accentuation": dict(size=512, steps=100, lr=0.05, betas=(0.9, 0.999), optimizer="adam", crops=16,
-                         box=(0.05, 0.99), placement="uniform", noise=0.02, transforms="none", diversity=0.0,
-                         decay=1.0),
-}  # fmt: skip
+    "accentuation": dict(
+        size=512,
+        steps=100,
+        lr=0.05,
+        betas=(0.9, 0.999),
+        optimizer="adam",
+        crops=16,
+        box=(0.05, 0.99),
+        placement="uniform",
+        noise=0.02,
+        transforms="none",
+        diversity=0.0,
+        decay=1.0,
+    ),
+}
 # The quick and fast presets scale the recipes down to minutes on a CPU: smaller canvas, fewer crops and steps.
 SCALED_RECIPES = {
-    "quick": {"maco": dict(size=256, steps=128, crops=4, crop_input=128),
-              "accentuation": dict(size=224, steps=48, crops=4, crop_input=128)},
+    "quick": {
+        "maco": dict(size=256, steps=128, crops=4, crop_input=128),
+        "accentuation": dict(size=224, steps=48, crops=4, crop_input=128),
+    },
     "fast": {"maco": dict(size=512, steps=256, crops=4), "accentuation": dict(size=224, steps=100, crops=8)},
-}  # fmt: skip
+}
 
 
 def preset(name: str, **overrides) -> RenderSettings:
@@ -121,6 +146,7 @@ def check(settings: RenderSettings) -> RenderSettings:
             f"crops {settings.crops}, box {settings.box}: need crops >= 0 and 0 < box[0] <= box[1] <= 1"
         )
     if settings.crops and settings.diversity:
-        raise VizprobeError("the diversity term compares whole images: use it without crops (--crops 0), or set "
-                            "diversity 0")  # fmt: skip
+        raise VizprobeError(
+            "the diversity term compares whole images: use it without crops (--crops 0), or set diversity 0"
+        )
     return settings

@@ -201,8 +201,9 @@ def overview_sheet(vis_dir: str | Path, scan=None, thumb: int = 96, natural: int
     return canvas
 
 
-def comparison_sheet(vis_dirs: dict[str, str | Path], scan=None, per_method: int = 3, thumb: int = 96,
-                     units: list[str] | None = None):  # fmt: skip
+def comparison_sheet(
+    vis_dirs: dict[str, str | Path], scan=None, per_method: int = 3, thumb: int = 96, units: list[str] | None = None
+):
     """Methods side by side: one row per unit (`units`, canonical, or every unit of the first dir),
     `per_method` images of each dir (labelled by its key), then (with a scan) the unit's top natural images."""
     from PIL import ImageDraw, ImageFont, ImageOps
@@ -218,8 +219,12 @@ def comparison_sheet(vis_dirs: dict[str, str | Path], scan=None, per_method: int
     canvas = Image.new("RGB", (label_w + len(groups) * group_w, 20 + len(rows) * (thumb + pad)), "white")
     draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
     for g, name in enumerate(groups):
-        draw.text((label_w + g * group_w, 4), name if name != "natural" else f"natural top-{per_method}", fill="black",
-                  font=font)  # fmt: skip
+        draw.text(
+            (label_w + g * group_w, 4),
+            name if name != "natural" else f"natural top-{per_method}",
+            fill="black",
+            font=font,
+        )
     for row, unit in enumerate(rows):
         y = 20 + row * (thumb + pad)
         draw.text((4, y + thumb // 2 - 6), unit.get("label", unit["unit"]), fill="black", font=font)

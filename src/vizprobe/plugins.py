@@ -1,0 +1,17 @@
+"""Entry-point groups through which other packages extend vizprobe without touching it (no torch imported here).
+
+`vizprobe.models`: a `ModelSpec`, or a function returning one or a list (`vizprobe.models.plugins`).
+`vizprobe.observers`: name = the observer's name, value = its factory (`vizprobe.observers.base`).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+
+MODEL_GROUP = "vizprobe.models"
+OBSERVER_GROUP = "vizprobe.observers"
+
+
+def plugin_entries(group: str) -> list[EntryPoint]:
+    """The installed entry points of `group`, sorted by name (so that loading order is stable)."""
+    return sorted(entry_points(group=group), key=lambda ep: ep.name)
