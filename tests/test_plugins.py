@@ -51,6 +51,20 @@ def left(**options):
 
 def not_a_module():
     return "a string"
+
+
+def shuffled(argument, unit, n):
+    """a unit's images: the folder's files from a place its name picks"""
+    import zlib
+    from pathlib import Path
+
+    files = sorted(Path(argument).iterdir())
+    start = zlib.crc32(unit.encode()) % len(files)
+    return [files[(start + j) % len(files)] for j in range(n)]
+
+
+def broken(argument, unit, n):
+    return [argument + "/no-such-file.png"]
 '''
 
 
@@ -71,6 +85,9 @@ def _install_plugin(tmp_path: Path) -> dict:
         tiny = "tinyplug:models"
         [project.entry-points."vizprobe.observers"]
         left = "tinyplug:left"
+        [project.entry-points."vizprobe.conditions"]
+        shuffled = "tinyplug:shuffled"
+        broken = "tinyplug:broken"
         """)
     )
     site = tmp_path / "site"
@@ -105,6 +122,41 @@ def test_a_plugin_package_adds_a_model_and_an_observer(tmp_path):
     code = "from vizprobe.observers import list_observers; print(list_observers())"
     observers = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "'left'" in observers.stdout
+
+
+def test_a_plugin_package_adds_a_kind_of_condition(tmp_path, photo_files):
+    """`NAME=shuffled:DIR` reaches the plugin's function through its entry point, which picks each unit's images
+    (here: the folder's files from a place the unit's name picks, computed again below by hand); a kind that
+    does not exist, and a plugin that names a missing file, are one-line errors."""
+    import zlib
+
+    env = _install_plugin(tmp_path)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in photo_files[:7]:
+        (photos / photo.name).write_bytes(photo.read_bytes())
+    code = textwrap.dedent(f"""
+        from vizprobe.errors import VizprobeError
+        from vizprobe.stimuli.conditions import parse_condition, unit_images
+        from vizprobe.units import parse_units
+
+        unit = parse_units("_blocks.5:3")[0]
+        spec = parse_condition("mine=shuffled:{photos}")
+        print(spec.kind, "|".join(p.name for p in unit_images(spec, unit, 3)))
+        for text in ("x=nosuchkind:{photos}", "y=broken:{photos}"):
+            try:
+                unit_images(parse_condition(text), unit, 3)
+            except VizprobeError as error:
+                print("error:", error)
+        """)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    files = sorted(p.name for p in photos.iterdir())
+    start = zlib.crc32(b"_blocks.5:3") % len(files)
+    assert lines[0] == "shuffled " + "|".join(files[(start + j) % 7] for j in range(3))
+    assert "NAME=shuffled:ARGUMENT" in lines[1] and "nosuchkind" in lines[1]
+    assert lines[2].startswith("error: condition y: plugin 'broken' gave ") and "not a file for unit" in lines[2]
 
 
 def test_model_module_factory_from_the_command_line_and_its_errors(tmp_path):

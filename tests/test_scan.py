@@ -290,24 +290,51 @@ def test_decoding_in_dataloader_processes_equals_decoding_in_threads(subset_dir,
     assert skipped == ["zz_corrupt.jpg"]
 
 
-def test_a_gpu_device_makes_float32_convolutions_float32(monkeypatch):
-    """PyTorch's default rounds a GPU's float32 convolutions to TF32: resolving a CUDA device turns that off
-    (process-wide), and the scan's --precision tf32 turns it back on for its own forward passes only."""
+def test_activations_are_computed_with_float32_convolutions_on_a_gpu_and_nothing_else_changes(monkeypatch, lite0):
+    """PyTorch's default rounds a GPU's float32 convolutions to TF32. Resolving a device leaves that alone;
+    every computation of an activation (a unit's, an occlusion sweep's, the scan's, a rendering's) runs its
+    convolutions in float32 and restores the setting after; the scan's --precision tf32 keeps TF32."""
+    from vizprobe import device
     from vizprobe.device import convolution_precision, resolve_device, set_convolution_precision
+    from vizprobe.occlusion import Occluder
+    from vizprobe.scan.forward import forward_pass
+    from vizprobe.synthesis import preset, render_units
 
     conv = torch.backends.cudnn.conv
     before = set_convolution_precision("tf32")  # as a fresh process starts (torch's default)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device, "gpu_present", lambda: True)  # as vizprobe sees it; torch itself stays on the CPU
+    seen: list[str] = []
+
+    def record(module, _inputs):
+        if isinstance(module, torch.nn.Conv2d):
+            seen.append(conv.fp32_precision)
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    image = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
+    batch = lite0.preprocessing.normalize(image[None])
+    computations = {
+        "unit": lambda: lite0.unit_activations(batch, ["_blocks.5:0"]),
+        "occlusion": lambda: Occluder(lite0, "_blocks.5").activations(image, torch.tensor([[0, 0], [90, 90]]), 90),
+        "scan": lambda: forward_pass(lite0, ["_blocks.5"], 1, "torch", "off", 0, False, "fp32")[0](batch),
+        "rendering": lambda: render_units(lite0, ["_blocks.5:0"], preset("quick", steps=1, per_unit=1), progress=False),
+    }
     try:
-        assert conv.fp32_precision == "tf32"
         assert resolve_device("cuda").type == "cuda"
-        assert conv.fp32_precision == "ieee"
-        with convolution_precision(torch.device("cuda"), "tf32"):
-            assert conv.fp32_precision == "tf32"
-        assert conv.fp32_precision == "ieee"
-        with convolution_precision(torch.device("cpu"), "tf32"):
+        assert resolve_device("auto").type == "cuda"
+        assert conv.fp32_precision == "tf32"  # no side effect
+        for name, compute in computations.items():
+            seen.clear()
+            compute()
+            assert seen and set(seen) == {"ieee"}, name
+            assert conv.fp32_precision == "tf32", name
+        with convolution_precision(torch.device("cuda"), "ieee"):
             assert conv.fp32_precision == "ieee"
+            with convolution_precision(torch.device("cuda"), "tf32"):  # the scan's --precision tf32
+                assert conv.fp32_precision == "tf32"
+            with convolution_precision(torch.device("cpu"), "tf32"):
+                assert conv.fp32_precision == "ieee"
     finally:
+        hook.remove()
         set_convolution_precision(before)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -485,13 +486,30 @@ def test_the_papers_schedule_and_reference_draws(package, photo_scan, lite0):
     assert len(orders) > 1
 
 
-def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol, photo_files, tmp_path):
-    """`mine=images:DIR` shows the user's own images (first 9 per unit in name order; fewer allowed), and
-    `second=visualizations:DIR` another visualizations dir; the manifest records each file's sha256, tasks exist
-    for each, an observer answers them and `analyze` reports them by name. A unit without its folder is a
-    one-line error and nothing is written."""
+def picked_references(argument: str, unit: str, n: int) -> list[str]:
+    """A `vizprobe.conditions` plugin's function, as an entry point names it: 3 photos of ARGUMENT per unit."""
+    files = sorted(Path(argument).iterdir())
+    start = sum(map(ord, unit)) % len(files)
+    return [str(files[(start + j) % len(files)]) for j in range(min(n, 3))]
+
+
+def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol, photo_files, tmp_path, monkeypatch):
+    """`mine=images:DIR` shows the user's own images (first 9 per unit in name order; fewer allowed),
+    `second=visualizations:DIR` another visualizations dir, and `picked=picked:DIR` a plugin's kind (through an
+    entry point); the manifest records each file's sha256, tasks exist for each, an observer answers them and
+    `analyze` reports them by name. A unit without its folder is a one-line error and nothing is written."""
     import hashlib
     import shutil
+    from importlib.metadata import EntryPoint
+
+    from vizprobe.stimuli import conditions
+
+    plugin = EntryPoint("picked", f"{__name__}:picked_references", "vizprobe.conditions")
+    monkeypatch.setattr(conditions, "plugin_kinds", lambda: {"picked": plugin})
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for photo in photo_files[-5:]:
+        shutil.copy(photo, pool / photo.name)
 
     from vizprobe.analysis import analyze
     from vizprobe.observers.answer import answer_package
@@ -515,12 +533,13 @@ def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol,
                 "none",
                 f"mine=images:{mine}",
                 f"Min-Max-9/second=visualizations:{visualizations}",
+                f"picked=picked:{pool}",
             ),
         }
     )
     out = tmp_path / "pkg"
     manifest = build_stimuli(scan, UNITS, out, visualizations, settings, model=lite0, protocol=protocol, progress=False)
-    assert set(manifest.conditions) == {"natural", "none", "mine", "Min-Max-9/second"}
+    assert set(manifest.conditions) == {"natural", "none", "mine", "Min-Max-9/second", "picked"}
     raw = json.loads((out / "manifest.json").read_text())
     sources = raw["condition_sources"]
     assert sources["mine"]["kind"] == "images" and sources["Min-Max-9/second"]["kind"] == "visualizations"
@@ -539,8 +558,18 @@ def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol,
         want = {np.asarray(Image.open(p).convert("RGB").resize((size, size))).tobytes() for p in sources_of_unit}
         assert {np.asarray(Image.open(out / r)).tobytes() for r in shown} == want
         assert len(trial["references"]["Min-Max-9/second"]) == 9
+        files = sorted(pool.iterdir())
+        start = sum(map(ord, trial["unit"])) % 5
+        chosen = [files[(start + j) % 5] for j in range(3)]
+        want = [np.asarray(Image.open(p).convert("RGB").resize((size, size))) for p in chosen]
+        shown_picked = sorted(np.asarray(Image.open(out / r)).tobytes() for r in trial["references"]["picked"])
+        assert shown_picked == sorted(w.tobytes() for w in want)  # the trial shows them in an order of its own
+        for path in chosen:
+            assert sources["picked"]["files"][str(path.resolve())] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sources["picked"] | {"files": {}} == {"kind": "picked", "source": str(pool), "files": {}}
     names = Counter(t["condition"] for t in raw["tasks"])
-    assert names == {c: SETTINGS.tasks_per_condition for c in ("natural", "none", "mine", "Min-Max-9/second")}
+    conditions_built = ("natural", "none", "mine", "Min-Max-9/second", "picked")
+    assert names == {c: SETTINGS.tasks_per_condition for c in conditions_built}
     # The server hands the user's images to a participant of that condition (the second to arrive: conditions
     # fill in order of fewest tasks taken, ties by name, and "Min-Max-9/second" sorts before "mine").
     from fastapi.testclient import TestClient
@@ -560,7 +589,7 @@ def test_conditions_the_user_brings(photo_scan, visualizations, lite0, protocol,
         assert client.get(view["references"][0]).content == (out / shown[0]).read_bytes()
     app.state.db.dispose()
     responses = answer_package(out, "similarity")
-    assert set(responses["condition"]) == {"natural", "none", "mine", "Min-Max-9/second"}
+    assert set(responses["condition"]) == set(conditions_built)
     results = analyze(responses, tmp_path / "report", baselines=[])
     assert "Min-Max-9/second" in (tmp_path / "report" / "report.html").read_text()
     assert set(results["observers"]) or set(results["accuracy"])

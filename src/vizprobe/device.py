@@ -15,28 +15,29 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    """Turn `auto|cpu|cuda[:N]` into a torch device; `auto` takes the GPU when one is present. On a GPU,
-    float32 convolutions are made float32 from then on (`set_convolution_precision`)."""
-    device = _device(spec)
-    if device.type == "cuda":
-        set_convolution_precision("ieee")
-    return device
-
-
-def _device(spec: str | torch.device) -> torch.device:
+    """Turn `auto|cpu|cuda[:N]` into a torch device; `auto` takes the GPU when one is present. Nothing
+    else changes: the precision of GPU convolutions is set where activations are computed
+    (`exact_convolutions`)."""
     import torch
 
     if isinstance(spec, torch.device):
         return spec
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if gpu_present() else "cpu")
     if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
+        if not gpu_present():
             raise VizprobeError(f"--device {spec} asked for a GPU but torch sees none; use --device cpu or auto")
         return torch.device(spec)
     if spec == "cpu":
         return torch.device("cpu")
     raise VizprobeError(f"unknown device {spec!r}; use one of auto, cpu, cuda")
+
+
+def gpu_present() -> bool:
+    """Whether torch sees a CUDA GPU."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def set_convolution_precision(precision: str) -> str:
@@ -62,6 +63,21 @@ def default_batch_size(device: torch.device | str) -> int:
     """Batch size for inference on `device` (a torch device or its type)."""
     kind = device if isinstance(device, str) else device.type
     return BATCH_SIZES.get(kind, BATCH_SIZES["cpu"])
+
+
+@contextmanager
+def exact_convolutions() -> Iterator[None]:
+    """Inside (a `with` block or, called, a decorator): cuDNN's float32 convolutions in float32 on a GPU,
+    the setting before restored after. Every computation of a unit's activation (scan, occlusion, synthesis,
+    embeddings) runs under it, so a GPU measures what the CPU does; PyTorch's default TF32 would not."""
+    if not gpu_present():
+        yield
+        return
+    before = set_convolution_precision("ieee")
+    try:
+        yield
+    finally:
+        set_convolution_precision(before)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
+from vizprobe.condition_names import ordered_conditions
 from vizprobe.errors import VizprobeError
 
 if TYPE_CHECKING:  # pandas is imported where the criteria are applied, so the CLI starts without it
@@ -146,7 +147,6 @@ def apply_exclusion(frame: pd.DataFrame, criteria: ExclusionCriteria | None = No
     import pandas as pd
 
     from vizprobe.responses import human_rows
-    from vizprobe.stimuli.manifest import ordered_conditions
 
     criteria = criteria or ExclusionCriteria()
     humans = frame[human_rows(frame)]

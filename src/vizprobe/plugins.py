@@ -1,7 +1,9 @@
 """Entry-point groups through which other packages extend vizprobe without touching it (no torch imported here).
 
 `vizprobe.models`: a `ModelSpec`, or a function returning one or a list (`vizprobe.models.plugins`).
-`vizprobe.observers`: name = the observer's name, value = its factory (`vizprobe.observers.base`).
+`vizprobe.observers`: name = the observer's name, value = its factory (`vizprobe.observers.registry`).
+`vizprobe.conditions`: name = a kind of reference source, value = a function (argument, unit, n) -> up to n image
+files of that unit, used as `--conditions NAME=KIND:ARGUMENT` (`vizprobe.stimuli.conditions`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 MODEL_GROUP = "vizprobe.models"
 OBSERVER_GROUP = "vizprobe.observers"
+CONDITION_GROUP = "vizprobe.conditions"
 
 
 def plugin_entries(group: str) -> list[EntryPoint]:

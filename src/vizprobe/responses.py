@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .condition_names import CONDITION_NAME
 from .errors import VizprobeError
 from .files import atomic_write_text
-from .stimuli.manifest import CONDITION_NAME
 
 EXPERTISE = ("lay", "expert", "machine")
 SESSION_STATUSES = ("running", "completed", "expired", "returned", "failed_criteria")

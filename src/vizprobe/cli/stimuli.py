@@ -107,7 +107,7 @@ def add_verbs(verb) -> None:
         "--conditions",
         f"{build}.conditions",
         "comma-separated: natural, synthetic, mixed, blur, none, and your own as NAME=images:DIR (a folder "
-        "per unit, LAYER_CHANNEL) or NAME=visualizations:DIR",
+        "per unit, LAYER_CHANNEL), NAME=visualizations:DIR or NAME=KIND:ARGUMENT (a plugin's kind)",
     )
     _setting(p, "--tasks-per-condition", f"{build}.tasks_per_condition", "tasks (participants) per condition", type=int)
     _setting(p, "--image-sets", f"{build}.image_sets", "image sets (queries) per unit", type=int)

@@ -9,15 +9,12 @@ from vizprobe.cli.common import (
     _directions_arg,
     _protocol_arg,
 )
-from vizprobe.errors import VizprobeError
 from vizprobe.protocol import get_protocol
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from vizprobe.models import load_model
-    from vizprobe.scan import ScanResult
-    from vizprobe.synthesis import preset, render_units
-    from vizprobe.synthesis.store import save_visualizations
+    from vizprobe.synthesis import preset
+    from vizprobe.synthesis.stage import visualize
 
     settings = preset(
         args.preset or get_protocol(args.protocol).visualization_preset,
@@ -35,37 +32,24 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         colour=args.colour,
         coherence=args.coherence,
     )
-    scan = ScanResult.load(args.scan) if args.scan else None
-    model = load_model(args.model, weights=args.weights, device=args.device, directions=args.directions)
-    if scan is not None:  # the scan's directions sets, unless given again
-        model = model.with_directions({k: v for k, v in scan.directions.items() if k not in model.directions})
-    units = model.resolve_units(args.units)  # fail on a bad unit before any work
-    references, paths, spectrum = None, None, None
-    if scan is not None:
-        from vizprobe.synthesis.natural import scan_inputs
-
-        references, paths, spectrum = scan_inputs(scan, units, model.preprocessing, settings, args.start_rank)
-    if args.spectrum:
-        from vizprobe.synthesis.natural import load_spectrum
-
-        if settings.param != "maco":
-            raise VizprobeError("--spectrum is MACO's Fourier magnitude: use it with --method maco")
-        spectrum = load_spectrum(args.spectrum, settings.size)
-    until = _until(args.until, units, scan)
-    rendering = render_units(
-        model,
-        units,
+    rendering, index = visualize(
+        args.model,
+        args.units,
+        args.out,
         settings,
+        scan=args.scan,
+        weights=args.weights,
+        device=args.device,
+        directions=args.directions,
+        start_rank=args.start_rank,
+        spectrum_file=args.spectrum,
+        until=args.until,
         precision=args.precision,
         progress=not args.quiet,
-        references=references,
-        spectrum=spectrum,
-        until=until,
     )
-    index = save_visualizations(rendering, args.out, model, scan, reference_paths=paths)
     steps_per_s = settings.steps / rendering.seconds if rendering.seconds else float("nan")
     print(
-        f"rendered {len(rendering.seeds)} images of {len(units)} units in {rendering.seconds:.1f} s "
+        f"rendered {len(rendering.seeds)} images of {len(rendering.units)} units in {rendering.seconds:.1f} s "
         f"({steps_per_s:.2f} steps/s) -> {args.out}"
     )
     for entry in index["units"]:
@@ -73,24 +57,6 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         extra += f"  natural top-1 {entry['natural_top1']:.3g}" if "natural_top1" in entry else ""
         print(f"  {entry['unit']:20s} mean activation {entry['mean_activation']:.3g}{extra}")
     return 0
-
-
-def _until(text: str | None, units, scan) -> float | dict | None:
-    """`--until 12.5` (an activation) or `--until 2x` (twice each unit's natural top-1, from --scan)."""
-    if text is None:
-        return None
-    relative = text.strip().lower().endswith("x")
-    try:
-        value = float(text.strip().lower().removesuffix("x"))
-    except ValueError:
-        raise VizprobeError(
-            f"--until {text!r}: give an activation (12.5) or a multiple of the natural top-1 (2x)"
-        ) from None
-    if not relative:
-        return value
-    if scan is None:
-        raise VizprobeError(f"--until {text}: a multiple of the natural top-1 needs --scan RUN_DIR")
-    return {unit: value * scan.top(unit, 1)[0].activation for unit in units}
 
 
 def add_verbs(verb) -> None:

@@ -89,12 +89,12 @@ def create_app(
     return app
 
 
-def experiment(request: Request) -> Experiment:
-    """The running study (a dependency of every handler)."""
+def running_experiment(request: Request) -> Experiment:
+    """The running experiment (a dependency of every handler)."""
     return request.app.state.experiment
 
 
-Study = Annotated[Experiment, Depends(experiment)]
+Running = Annotated[Experiment, Depends(running_experiment)]
 
 
 def _error(status: int, error: str, message: str, **extra: object) -> JSONResponse:
@@ -134,9 +134,9 @@ def index(request: Request) -> Response:
 
 
 @pages.get("/stimuli/{path:path}")
-def stimulus(path: str, request: Request, study: Study) -> Response:
+def stimulus(path: str, request: Request, experiment: Running) -> Response:
     root = request.app.state.stimuli_dir
-    target = (root / path).resolve() if path in study.study.images else None
+    target = (root / path).resolve() if path in experiment.manifest.images else None
     if target is None or not target.is_relative_to(root) or not target.is_file():
         raise ApiError(404, "not_found", "no such stimulus image")
     return FileResponse(target, headers={"Cache-Control": "public, max-age=86400, immutable"})
@@ -147,22 +147,22 @@ api = APIRouter(tags=["participant"])
 
 
 @api.get("/config", response_model=ConfigOut)
-def config(study: Study) -> dict:
-    return study.config()
+def config(experiment: Running) -> dict:
+    return experiment.config()
 
 
 @api.get("/preview", response_model=PreviewOut, response_model_exclude_unset=True)
-def preview(study: Study) -> dict:
-    return study.preview()
+def preview(experiment: Running) -> dict:
+    return experiment.preview()
 
 
 @api.post("/sessions", response_model=SessionState, response_model_exclude_unset=True)
-def start(body: SessionIn, study: Study, request: Request, response: Response) -> dict:
+def start(body: SessionIn, experiment: Running, request: Request, response: Response) -> dict:
     """A reload resumes by the id the page kept, else by the session cookie (the page's storage may be gone)."""
     cookie = request.cookies.get(SESSION_COOKIE, "")
     if body.resume is None and re.fullmatch(SESSION_ID_PATTERN, cookie):
         body = body.model_copy(update={"resume": cookie})
-    state = study.start(body)
+    state = experiment.start(body)
     response.set_cookie(
         SESSION_COOKIE,
         state["session_id"],
@@ -175,23 +175,23 @@ def start(body: SessionIn, study: Study, request: Request, response: Response) -
 
 
 @api.post("/sessions/{sid}/events", response_model=OkOut)
-def event(sid: str, body: EventIn, study: Study) -> dict:
-    return study.event(sid, body)
+def event(sid: str, body: EventIn, experiment: Running) -> dict:
+    return experiment.event(sid, body)
 
 
 @api.post("/sessions/{sid}/responses", response_model=RespondOut, response_model_exclude_unset=True)
-def respond(sid: str, body: ResponseIn, study: Study) -> dict:
-    return study.respond(sid, body)
+def respond(sid: str, body: ResponseIn, experiment: Running) -> dict:
+    return experiment.respond(sid, body)
 
 
 @api.post("/sessions/{sid}/return", response_model=OkOut)
-def withdraw(sid: str, study: Study) -> dict:
-    return study.withdraw(sid)
+def withdraw(sid: str, experiment: Running) -> dict:
+    return experiment.withdraw(sid)
 
 
 @api.post("/sessions/{sid}/complete", response_model=CompleteOut)
-def complete(sid: str, body: CompleteIn, study: Study) -> dict:
-    return study.complete(sid, body)
+def complete(sid: str, body: CompleteIn, experiment: Running) -> dict:
+    return experiment.complete(sid, body)
 
 
 # --- admin: progress and export behind the admin token (an `Authorization: Bearer` header, never a URL) --------
@@ -208,14 +208,14 @@ admin = APIRouter(tags=["admin"])
 
 
 @admin.get("/api/admin/progress", response_model=ProgressOut)
-def progress(_: AdminToken, study: Study, response: Response) -> dict:
+def progress(_: AdminToken, experiment: Running, response: Response) -> dict:
     response.headers.update(NO_STORE)
-    return study.progress()
+    return experiment.progress()
 
 
 @admin.get("/api/admin/export.csv", response_class=Response)
-def export_csv(_: AdminToken, study: Study) -> Response:
-    with study.db.tx() as s:
+def export_csv(_: AdminToken, experiment: Running) -> Response:
+    with experiment.db.tx() as s:
         frame = frame_from_session(s)
     headers = {"Content-Disposition": 'attachment; filename="responses.csv"', **NO_STORE}
     return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)

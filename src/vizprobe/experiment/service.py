@@ -44,13 +44,14 @@ class ApiError(Exception):
 
 
 class Experiment:
-    """The running study: database, manifest, settings and the secret for worker-id HMACs."""
+    """The running experiment: the study's database, its package's manifest, the settings and the secret for
+    worker-id HMACs."""
 
     def __init__(
         self, db: Database, manifest: Manifest, settings: Settings, secret_file: Path, change_settings: bool = False
     ) -> None:
         settings = settings.checked(len(manifest.practice_ids))
-        self.db, self.settings, self.study = db, settings, manifest
+        self.db, self.settings, self.manifest = db, settings, manifest
         self.exclusion = manifest.exclusion or _older_package_criteria()
         if "practice_obvious" not in manifest.settings:
             _older_package_practice(len(manifest.practice_ids))
@@ -103,19 +104,19 @@ class Experiment:
         `practice_in_none`."""
         if self.settings.practice == 0 or (p.condition == "none" and not self.settings.practice_in_none):
             return []
-        return self.study.practice_trials()
+        return self.manifest.practice_trials()
 
     def _round(self, p: ParticipantSession, attempt: int) -> list[tuple[Trial, int]]:
-        """Practice round `attempt` of a session (`study.practice_round`)."""
-        per_round = practice_per_round(self.settings.practice, len(self.study.practice_ids))
-        return practice_round(p.id, attempt, self._practice_trials(p), per_round, self.study.practice_obvious)
+        """Practice round `attempt` of a session (`vizprobe.experiment.study.practice_round`)."""
+        per_round = practice_per_round(self.settings.practice, len(self.manifest.practice_ids))
+        return practice_round(p.id, attempt, self._practice_trials(p), per_round, self.manifest.practice_obvious)
 
     def _example(self, condition: str) -> dict | None:
         """The trial the instruction pages illustrate (and an MTurk preview shows): the practice pool's most obvious
         trial with the condition's references, its maximal option where the session shows it; None when the
         package has no practice trials (the pages then go without pictures). Never a main trial: a preview must not
         show one."""
-        pool = self.study.practice_trials(1)
+        pool = self.manifest.practice_trials(1)
         if not pool:
             return None
         return trial_view(pool[0], 0, condition, pool[0].correct, practice=True)
@@ -125,7 +126,7 @@ class Experiment:
 
     def state(self, s: Session, p: ParticipantSession) -> dict:
         """The SessionState of docs/experiment-api.md."""
-        trials = self.study.task_trials(p.task_id)
+        trials = self.manifest.task_trials(p.task_id)
         practice = self._practice_trials(p)
         main_sides = session_sides(p.id, "main", len(trials))
         rounds = (
@@ -195,7 +196,7 @@ class Experiment:
         """What an MTurk preview shows: the instructions' example trial in a condition with references (the first
         task's condition otherwise); none when the package has no practice trials."""
         task = next(
-            (t for t in self.study.tasks.values() if t.condition != "none"), next(iter(self.study.tasks.values()))
+            (t for t in self.manifest.tasks.values() if t.condition != "none"), next(iter(self.manifest.tasks.values()))
         )
         return {"condition": task.condition, "example": self._example(task.condition)}
 
@@ -263,7 +264,7 @@ class Experiment:
         if body.phase == "practice":
             trials, attempts = [t for t, _ in self._round(p, 1)], (1, self.settings.practice_attempts)
         else:
-            trials, attempts = self.study.task_trials(p.task_id), (0, 0)
+            trials, attempts = self.manifest.task_trials(p.task_id), (0, 0)
         if body.trial_index >= len(trials):
             raise ApiError(422, "out_of_range", f"{body.phase} trial_index must be below {len(trials)}")
         if not attempts[0] <= body.attempt <= attempts[1]:
@@ -306,7 +307,7 @@ class Experiment:
             if body.phase == "practice":
                 result["correct"] = correct
             answered = self._answered(s, sid)
-            n = len(self.study.task_trials(p.task_id))
+            n = len(self.manifest.task_trials(p.task_id))
             result["next_trial_index"] = next((i for i in range(n) if i not in answered), n)
             return result
 
@@ -316,7 +317,7 @@ class Experiment:
             p = self._session(s, sid)
             if p.status not in SessionStatus.FINISHED:
                 answered = self._answered(s, sid)
-                missing = [i for i in range(len(self.study.task_trials(p.task_id))) if i not in answered]
+                missing = [i for i in range(len(self.manifest.task_trials(p.task_id))) if i not in answered]
                 if missing:
                     raise ApiError(409, "incomplete", f"{len(missing)} trial(s) have no stored answer", missing=missing)
                 now = utcnow()
@@ -357,7 +358,7 @@ class Experiment:
         from vizprobe.exclusion import apply_exclusion
 
         s.flush()
-        frame = frame_from_session(s, p.id, self.study)
+        frame = frame_from_session(s, p.id, self.manifest)
         return bool(len(frame)) and bool(apply_exclusion(frame, self.exclusion).excluded)
 
     def progress(self) -> dict:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from vizprobe.device import exact_convolutions
+
 if TYPE_CHECKING:
     from vizprobe.units import Directions
 
@@ -107,6 +109,7 @@ def inference_copy(net: nn.Module, keep: set[str], example: torch.Tensor) -> nn.
     return fast
 
 
+@exact_convolutions()  # the check compares activations: in float32 on a GPU too
 def checked_inference_copy(net: nn.Module, keep: list[str], size: int, device: torch.device) -> nn.Module:
     """`inference_copy`, used only if the kept layers agree with the original on a test batch (a direction
     layer `LAYER:NAME` keeps LAYER)."""

@@ -22,15 +22,14 @@ from torch import nn
 
 from vizprobe.errors import VizprobeError
 from vizprobe.models.preprocessing import Preprocessing
+from vizprobe.models.spec import ModelSpec
 from vizprobe.plugins import MODEL_GROUP, plugin_entries
 
 FACTORY = re.compile(r"(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)(?:@(?P<pre>.+))?")
 
 
-def plugin_model_specs() -> list:
+def plugin_model_specs() -> list[ModelSpec]:
     """Every ModelSpec the installed `vizprobe.models` entry points give; a broken plugin is a one-line error."""
-    from vizprobe.models.registry import ModelSpec
-
     specs = []
     for ep in plugin_entries(MODEL_GROUP):
         try:
@@ -75,10 +74,8 @@ def _read_preprocessing(path: Path) -> Preprocessing:
         raise VizprobeError(f"--preprocessing {path}: not a JSON object of {known} ({error})") from None
 
 
-def factory_spec(name: str):
+def factory_spec(name: str) -> ModelSpec:
     """A ModelSpec for `module.path:factory[@PRE.json]`, or a one-line error naming what is wrong."""
-    from vizprobe.models.registry import ModelSpec
-
     match = FACTORY.fullmatch(name)
     module_name, attr, pre = match["module"], match["attr"], match["pre"]
     try:

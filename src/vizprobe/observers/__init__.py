@@ -2,20 +2,13 @@
 
 One registry (`register_observer`, `get_observer`, `list_observers`) holds the baselines and the machine
 observers. The answering, simulation and power functions (and the similarity observer, which needs torch)
-are imported on first use, so `vizprobe.observers.base` stays light for the analysis and the server.
+are imported on first use, so `vizprobe.observers.base` and the registry stay light for the analysis and the server.
 """
 
 from importlib import import_module
 
-from vizprobe.observers.base import (
-    Observer,
-    TrialView,
-    get_observer,
-    list_observers,
-    observer_entry,
-    register_observer,
-    trial_views,
-)
+from vizprobe.observers.base import Observer, TrialView, trial_views
+from vizprobe.observers.registry import get_observer, list_observers, observer_entry, register_observer
 
 _LAZY = {
     "answer_package": "answer",

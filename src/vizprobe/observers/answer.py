@@ -21,8 +21,9 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from vizprobe.errors import VizprobeError
-from vizprobe.observers.base import Observer, as_manifest, control_donors, control_views, get_observer, trial_views
+from vizprobe.observers.base import Observer, as_manifest, control_donors, control_views, trial_views
 from vizprobe.observers.baselines import BASELINES, SaliencyModel, choices_from_probabilities
+from vizprobe.observers.registry import get_observer
 from vizprobe.responses import COLUMN_NAMES, validate_responses
 from vizprobe.stimuli.manifest import Manifest
 from vizprobe.stimuli.sides import max_sides

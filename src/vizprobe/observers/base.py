@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from vizprobe.errors import VizprobeError
 from vizprobe.stimuli.manifest import Manifest
 from vizprobe.stimuli.sides import as_shown
 
@@ -119,103 +118,3 @@ class Observer(ABC):
     @abstractmethod
     def predict(self, views: Sequence[TrialView]) -> np.ndarray:
         """Probability of choosing the right-hand option (choice 1) for each view, shape (len(views),)."""
-
-
-@dataclass(frozen=True)
-class ObserverEntry:
-    """A registered observer: how to make it, and what it needs from the caller.
-
-    `uses_device`: its factory takes `device=` (it runs a network). `privileged`: its factory takes
-    `manifest=` and reads the correct answers (the oracle), so it bounds what an observer can reach.
-    `embeds`: its factory takes `studied_model=` (the package's network, which it must not embed with).
-    """
-
-    name: str
-    factory: Callable[..., Observer]
-    description: str = ""
-    uses_device: bool = False
-    privileged: bool = False
-    embeds: bool = False
-
-
-_REGISTRY: dict[str, ObserverEntry] = {}
-
-
-def register_observer(
-    name: str,
-    factory: Callable[..., Observer],
-    description: str = "",
-    *,
-    uses_device: bool = False,
-    privileged: bool = False,
-    embeds: bool = False,
-) -> Callable[..., Observer]:
-    """Make an observer available by name to `vizprobe observe`, `simulate`, `analyze` and the demo."""
-    _REGISTRY[name] = ObserverEntry(name, factory, description, uses_device, privileged, embeds)
-    return factory
-
-
-def _similarity(**options) -> Observer:
-    from vizprobe.observers.similarity import SimilarityObserver  # needs torch: imported when asked for
-
-    return SimilarityObserver(**options)
-
-
-def _load_builtin() -> None:
-    """Register the built-in observers: the baselines (light) and the similarity observer (torch, on use)."""
-    import vizprobe.observers.baselines  # noqa: F401  (registers on import)
-
-    if "similarity" not in _REGISTRY:
-        register_observer(
-            "similarity", _similarity, "perceptual similarity to the references", uses_device=True, embeds=True
-        )
-        _load_plugins()
-
-
-def _load_plugins() -> None:
-    """Observers of installed `vizprobe.observers` entry points (name: the observer's, value: its factory)."""
-    from vizprobe.plugins import OBSERVER_GROUP, plugin_entries
-
-    for ep in plugin_entries(OBSERVER_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        try:
-            factory = ep.load()
-        except Exception as error:
-            raise VizprobeError(f"observer plugin {ep.name!r} ({ep.value}) failed to load: {error}") from None
-        register_observer(ep.name, factory, (factory.__doc__ or "").strip().split("\n")[0])
-
-
-def list_observers() -> list[str]:
-    """Names of the registered observers, built-in ones included."""
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def observer_entry(name: str) -> ObserverEntry:
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise VizprobeError(f"unknown observer {name!r}; choose from {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
-
-
-def get_observer(
-    observer: str | Observer, *, device: str | None = None, manifest: Manifest | None = None, **options
-) -> Observer:
-    """An observer by registered name (or the instance itself). `device` reaches observers that run a
-    network, `manifest` the privileged ones (which need it) and, as the studied network, those that embed
-    images; `options` go to the factory (e.g. `embedder`, `same_as_model`, `rule` for the similarity observer)."""
-    if isinstance(observer, Observer):
-        return observer
-    entry = observer_entry(observer)
-    if entry.uses_device and device is not None:
-        options["device"] = device
-    if entry.privileged:
-        if manifest is None:
-            raise VizprobeError(f"observer {observer!r} reads the correct answers: it needs the stimulus package")
-        options["manifest"] = manifest
-    if entry.embeds and manifest is not None:
-        options.setdefault("studied_model", manifest.model)
-    if not entry.embeds:
-        options = {k: v for k, v in options.items() if k not in ("embedder", "same_as_model", "rule")}
-    return entry.factory(**options)

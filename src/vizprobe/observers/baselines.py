@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import fft, ndimage
 
 from vizprobe.errors import VizprobeError
-from vizprobe.observers.base import Observer, TrialView, register_observer
+from vizprobe.observers.base import Observer, TrialView
 from vizprobe.stimuli.manifest import Manifest
 
 SaliencyModel = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) float image in [0, 1] -> (H, W) saliency
@@ -162,13 +162,3 @@ def choices_from_probabilities(p: np.ndarray, trial_ids: Sequence[str], seed: in
     """Choice 1 where p > 1/2, 0 where p < 1/2, a seeded coin per trial at a tie."""
     ties = np.array([_coin(seed, t, salt="tie") for t in trial_ids], dtype=int)
     return np.where(p > 0.5, 1, np.where(p < 0.5, 0, ties))
-
-
-register_observer("center", CenterObserver, "the option occluded farther from the image centre")
-register_observer("variance", VarianceObserver, "the option whose occluded patch had lower pixel variance")
-register_observer("saliency", SaliencyObserver, "the option whose occluded patch is less salient")
-register_observer(
-    "saliency-centre", lambda **options: SaliencyObserver(centre_bias=0.3, **options), "saliency times a centre bias"
-)
-register_observer("random", RandomObserver, "a seeded fair coin per trial")
-register_observer("oracle", OracleObserver, "the correct answer (privileged)", privileged=True)

@@ -134,7 +134,7 @@ class FeatureEmbedder:
     @torch.no_grad()
     def _embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         if self._forward is None:  # the scan's forward pass: ONNX Runtime on the CPU, an inference copy on a GPU
-            from vizprobe.scan.run import forward_pass
+            from vizprobe.scan.forward import forward_pass
 
             self._forward = forward_pass(self.model, self.layers, self.batch_size, "auto", "off", 0, optimize=True)[0]
         means = self._forward(self.model.preprocessing.normalize_uint8(pixels.to(self.device)))

@@ -135,6 +135,8 @@ def fit_rule(
     observer's current (unfitted) rule, per condition (see the module doc)."""
     from vizprobe.responses import read_responses, validate_responses
 
+    if not hasattr(observer, "rule"):
+        raise VizprobeError(f"--fit fits the similarity observer's rule; observer {observer.name!r} has none")
     manifest = as_manifest(package)
     frame = read_responses(responses) if isinstance(responses, str | Path) else validate_responses(responses)
     rows = human_main_rows(frame, manifest).reset_index(drop=True)

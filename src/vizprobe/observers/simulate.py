@@ -24,7 +24,8 @@ from scipy.special import expit
 
 from vizprobe.errors import VizprobeError
 from vizprobe.observers.answer import in_format_order, predict_package
-from vizprobe.observers.base import Observer, as_manifest, get_observer
+from vizprobe.observers.base import Observer, as_manifest
+from vizprobe.observers.registry import get_observer
 from vizprobe.responses import validate_responses
 from vizprobe.stimuli.manifest import Manifest, Task
 from vizprobe.stimuli.sides import max_sides

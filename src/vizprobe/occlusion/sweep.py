@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vizprobe.device import default_batch_size
+from vizprobe.device import default_batch_size, exact_convolutions
 from vizprobe.models import LoadedModel
 from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 from vizprobe.occlusion.incremental import IncrementalChain
@@ -128,6 +128,7 @@ class Occluder:
         batch = self.model.preprocessing.normalize(pixels)
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
+    @exact_convolutions()
     @torch.inference_mode()
     def activations(
         self, image: torch.Tensor, positions: torch.Tensor, patch: int, source: torch.Tensor | None = None
@@ -154,6 +155,7 @@ class Occluder:
             out.append(values[: len(chunk)].float().cpu())
         return torch.cat(out) if out else torch.zeros(0, self.info.channels)
 
+    @exact_convolutions()
     @torch.inference_mode()
     def base(self, image: torch.Tensor) -> torch.Tensor:
         """(C,) activations of the unoccluded image."""

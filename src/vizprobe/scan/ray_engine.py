@@ -98,7 +98,7 @@ class _Activations:
         import torch
 
         from vizprobe.models import load_model
-        from vizprobe.scan.run import forward_pass
+        from vizprobe.scan.forward import forward_pass
 
         torch.set_num_threads(threads)  # Ray sets one thread per reserved CPU; ONNX Runtime follows torch
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -23,19 +23,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vizprobe.device import convolution_precision, default_batch_size
+from vizprobe.device import default_batch_size
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
 from vizprobe.images import UnreadableImage, find_images, load_rgb
 from vizprobe.models import LoadedModel, Preprocessing, load_model, onnx_runtime
-from vizprobe.models.optimize import ChannelMeans, checked_inference_copy, compile_or_eager
 from vizprobe.scan import format as fmt
 from vizprobe.scan.extremes import LayerSummary, save_npz
+from vizprobe.scan.forward import forward_pass
 from vizprobe.scan.result import ScanResult
 from vizprobe.scan.settings import (
     BACKEND_CHOICES,
     COMPILE_CHOICES,
-    COMPILE_MIN_IMAGES,
     ENGINE_CHOICES,
     ONNX_BATCH_SIZE,
     PRECISION_CHOICES,
@@ -346,58 +345,6 @@ def _local_results(
             outputs = forward(model.preprocessing.normalize_uint8(pixels))
             means = [values[: len(good)].float().cpu().numpy() for values in outputs]
         yield first, count, good, means, bad
-
-
-def _at_precision(forward: Callable, precision: str, device: torch.device) -> Callable:
-    """`forward` run in the scan's precision (`PRECISION_CHOICES`). fp32 needs nothing: resolving a GPU
-    already made its float32 convolutions float32 (`vizprobe.device.resolve_device`)."""
-    if precision == "fp32":
-        return forward
-
-    def run(images: torch.Tensor):
-        if precision == "bf16":
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                return forward(images)
-        with convolution_precision(device, "tf32"):
-            return forward(images)
-
-    return run
-
-
-def forward_pass(
-    model: LoadedModel,
-    paths: list[str],
-    batch_size: int,
-    backend: str,
-    compile: str,
-    remaining: int,
-    optimize: bool,
-    precision: str = "fp32",
-) -> tuple[Callable, bool, str]:
-    """(images -> channel means per layer, whether it is compiled, the backend's name), on the model's device.
-
-    The network is an inference copy (batch norms folded) cut after the deepest layer; on the CPU, `backend`
-    auto runs it in ONNX Runtime (`vizprobe.models.onnx_runtime`), else in PyTorch, channels-last, compiled
-    where `compile` says so (auto: from COMPILE_MIN_IMAGES images on), in `precision` (ONNX Runtime: fp32 only)."""
-    dev = model.device
-    net = checked_inference_copy(model.net, paths, model.preprocessing.crop, dev) if optimize else model.net
-    module = ChannelMeans(net, paths, model.directions)
-    if backend == "onnx" or (backend == "auto" and dev.type == "cpu" and precision == "fp32"):
-        forward, state = onnx_runtime.onnx_channel_means(model, module, paths, model.preprocessing.crop)
-        if forward is not None:
-            log.debug("ONNX Runtime graph (%s)", state)
-            return forward, False, "onnxruntime"
-        if backend == "onnx":
-            raise VizprobeError(f"--backend onnx: {state}; pip install onnx onnxruntime, or use --backend torch")
-        log.info("scanning with PyTorch: %s", state)
-    if net is not model.net:  # only our own copy: never change the caller's network
-        net = net.to(memory_format=torch.channels_last)
-    if compile == "on" or (compile == "auto" and remaining >= COMPILE_MIN_IMAGES):
-        crop = model.preprocessing.crop
-        example = torch.zeros(batch_size, 3, crop, crop, device=dev).contiguous(memory_format=torch.channels_last)
-        forward, compiled = compile_or_eager(module, example)
-        return _at_precision(forward, precision, dev), compiled, "torch (compiled)" if compiled else "torch"
-    return _at_precision(module, precision, dev), False, "torch"
 
 
 def scan(

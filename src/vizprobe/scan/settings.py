@@ -8,8 +8,8 @@ COMPILE_CHOICES = ("auto", "on", "off")
 # auto: ONNX Runtime on the CPU (an exported graph, cached between runs), PyTorch on a GPU
 BACKEND_CHOICES = ("auto", "onnx", "torch")
 ENGINE_CHOICES = ("local", "ray")  # ray: Ray Data, on a cluster or this machine (pip install 'vizprobe[ray]')
-# fp32: float32 throughout (on a GPU with cuDNN's TF32 convolutions off, as vizprobe keeps them: see
-# `vizprobe.device.set_convolution_precision`); tf32: PyTorch's default on a GPU (10-bit mantissas inside
+# fp32: float32 throughout (on a GPU with cuDNN's TF32 convolutions off, as vizprobe computes every activation: see
+# `vizprobe.device.exact_convolutions`); tf32: PyTorch's default on a GPU (10-bit mantissas inside
 # convolutions); bf16: bfloat16 autocast (PyTorch backend)
 PRECISION_CHOICES = ("fp32", "tf32", "bf16")
 ONNX_BATCH_SIZE = 32  # images per ONNX Runtime call on the CPU (benchmarks/README.md)

@@ -235,6 +235,7 @@ class _Writer:
         self.specs = parse_conditions(s.conditions)
         self.user_vis = {c.name: load_visualizations(c.source) for c in self.specs if c.kind == "visualizations"}
         self.user_refs: dict[tuple[str, Unit], list[str]] = {}
+        self.user_files: dict[tuple[str, Unit], list[Path]] = {}
         self.sources = {
             c.name: {"kind": c.kind, "source": str(c.source), "files": {}} for c in self.specs if not c.builtin
         }
@@ -277,15 +278,24 @@ class _Writer:
         return self.synthetic_of[unit]
 
     def check_user_sources(self, units: list[Unit]) -> None:
-        """Before anything is written: every unit has its folder (`images:`) or visualizations (`visualizations:`)."""
+        """Before anything is written: every unit has its images (`images:` or a plugin's kind) or visualizations."""
         for spec in self.specs:
             for unit in units:
-                if spec.kind == "images":
-                    unit_images(spec, unit, self.s.references)
+                if spec.builtin:
+                    continue
+                if spec.kind != "visualizations":  # images: or a plugin's kind
+                    self.user_images(spec, unit)
                 elif spec.kind == "visualizations" and unit_entry(self.user_vis[spec.name], unit) is None:
                     raise VizprobeError(
                         f"condition {spec.name}: unit {unit} has no visualizations in {spec.source}; render it there"
                     )
+
+    def user_images(self, spec: ConditionSpec, unit: Unit) -> list[Path]:
+        """The image files an `images:` folder or a plugin gives for `unit` (a plugin is asked once)."""
+        key = (spec.name, unit)
+        if key not in self.user_files:
+            self.user_files[key] = unit_images(spec, unit, self.s.references)
+        return self.user_files[key]
 
     def user_references(self, spec: ConditionSpec, unit: Unit) -> list[str]:
         """A user condition's references of `unit`, copied into the package once (file hashes recorded): the
@@ -293,8 +303,8 @@ class _Writer:
         key = (spec.name, unit)
         if key not in self.user_refs:
             n, folder = self.s.references, f"{unit.folder}/{spec.name.replace('/', '_')}"
-            if spec.kind == "images":
-                files = unit_images(spec, unit, n)
+            if spec.kind != "visualizations":
+                files = self.user_images(spec, unit)
                 self.user_refs[key] = [self._copy_resized(p, f"{folder}/{j:02d}.png") for j, p in enumerate(files)]
             else:
                 vis = self.user_vis[spec.name]

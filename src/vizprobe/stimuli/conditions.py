@@ -3,18 +3,23 @@
 Built in are the paper's five (`natural`, `synthetic`, `mixed`, `blur`, `none`). A study adds its own with
 `NAME=images:DIR` (the user's explanation images: one folder per unit, named like the unit with ':' replaced by
 '_', the first `references` image files in name order) or `NAME=visualizations:DIR` (another visualizations dir,
-e.g. another method, used as `synthetic` uses the main one).
+e.g. another method, used as `synthetic` uses the main one). Installed packages add kinds of their own through
+the `vizprobe.conditions` entry point group: `NAME=KIND:ARGUMENT` calls the plugin's function with (ARGUMENT,
+the unit as text, n) for each unit's image files, which are then shown as `images:` ones are.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
+from vizprobe.condition_names import CONDITION_NAME, CONDITIONS
 from vizprobe.errors import VizprobeError
-from vizprobe.stimuli.manifest import CONDITION_NAME, CONDITIONS
+from vizprobe.plugins import CONDITION_GROUP, plugin_entries
 from vizprobe.units import Unit
 
 USER_KINDS = ("images", "visualizations")
@@ -23,11 +28,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 @dataclass(frozen=True)
 class ConditionSpec:
-    """One condition of a build: built in (`kind` == `name`) or the user's (`images` / `visualizations` + source)."""
+    """One condition of a build: built in (`kind` == `name`) or the user's (`images` / `visualizations` + a folder,
+    or a plugin's kind + its argument)."""
 
     name: str
     kind: str
-    source: Path | None = None
+    source: Path | str | None = None
 
     @property
     def builtin(self) -> bool:
@@ -50,8 +56,12 @@ def parse_condition(text: str) -> ConditionSpec:
         raise VizprobeError(
             f"condition name {name!r}: use letters, digits, - _ / and not a built-in name ({', '.join(CONDITIONS)})"
         )
+    plugins = plugin_kinds()
+    if kind in plugins and source:
+        return ConditionSpec(name, kind, source)
     if kind not in USER_KINDS or not source:
-        raise VizprobeError(f"condition {text!r}: write NAME=images:DIR or NAME=visualizations:DIR")
+        more = "".join(f" or NAME={k}:ARGUMENT" for k in plugins)
+        raise VizprobeError(f"condition {text!r}: write NAME=images:DIR or NAME=visualizations:DIR{more}")
     path = Path(source).expanduser()
     if not path.is_dir():
         raise VizprobeError(f"condition {name}: {path} is not a folder")
@@ -74,8 +84,25 @@ def unit_image_folder(root: Path, unit: Unit) -> Path | None:
     return None
 
 
+@cache
+def plugin_kinds() -> dict[str, object]:
+    """Kinds of reference sources that installed packages add (`vizprobe.conditions` entry points), by name."""
+    return {ep.name: ep for ep in plugin_entries(CONDITION_GROUP) if ep.name not in USER_KINDS}
+
+
+def _plugin_function(kind: str) -> Callable[[str, str, int], list]:
+    entry = plugin_kinds()[kind]
+    try:
+        return entry.load()
+    except Exception as error:  # the plugin's own failure, with its name
+        raise VizprobeError(f"condition plugin {kind!r} ({entry.value}) failed to load: {error}") from None
+
+
 def unit_images(spec: ConditionSpec, unit: Unit, n: int) -> list[Path]:
-    """The first `n` image files (name order) of the unit's folder; a one-line error when it is missing or empty."""
+    """The unit's first `n` image files: of its folder (name order) for `images:`, as the plugin gives them for a
+    plugin's kind; a one-line error when there are none."""
+    if spec.kind != "images":
+        return _plugin_images(spec, unit, n)
     folder = unit_image_folder(spec.source, unit)
     expected = spec.source / str(unit).replace(":", "_")
     if folder is None:
@@ -86,6 +113,23 @@ def unit_images(spec: ConditionSpec, unit: Unit, n: int) -> list[Path]:
     return files[:n]
 
 
+def _plugin_images(spec: ConditionSpec, unit: Unit, n: int) -> list[Path]:
+    try:
+        given = _plugin_function(spec.kind)(str(spec.source), str(unit), n)
+        files = [Path(p) for p in given]
+    except VizprobeError:
+        raise
+    except Exception as error:
+        raise VizprobeError(f"condition {spec.name}: plugin {spec.kind!r} failed for unit {unit}: {error}") from None
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing or not files:
+        why = f"gave {missing[0]}, which is not a file" if missing else "gave no images"
+        raise VizprobeError(f"condition {spec.name}: plugin {spec.kind!r} {why} for unit {unit}")
+    return files[:n]
+
+
 def file_hashes(spec: ConditionSpec, files: list[Path]) -> dict[str, str]:
-    """The sha256 of each file a user condition used, by its path inside the condition's source (for the manifest)."""
-    return {str(p.relative_to(spec.source)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    """The sha256 of each file a user condition used, by its path inside the condition's source folder (a
+    plugin's files: by their absolute path), for the manifest."""
+    names = [str(p.relative_to(spec.source)) if spec.kind == "images" else str(p.resolve()) for p in files]
+    return {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in zip(names, files, strict=True)}

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 
+from vizprobe.condition_names import CONDITION_NAME, CONDITIONS, ordered_conditions  # noqa: F401  (re-exported)
 from vizprobe.errors import VizprobeError
+from vizprobe.exclusion import ExclusionCriteria
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
-# The paper's five reference conditions, in the order its figures show them (the one list of them).
-CONDITIONS = ("synthetic", "natural", "mixed", "blur", "none")
-# Any condition name a responses file may carry (other studies' designs, e.g. "Min-Max-9/natural", load as they are).
-CONDITION_NAME = r"[A-Za-z0-9_/-]{1,100}"
 TRIAL_KINDS = ("main", "catch", "practice")
 
 
@@ -48,12 +46,6 @@ def sha256(path: str | Path) -> str:
 def dumps(manifest: dict) -> str:
     """Canonical text: the same manifest always gives the same bytes."""
     return json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def ordered_conditions(present: Iterable[str]) -> list[str]:
-    """Conditions in the paper's order, any others after them, sorted."""
-    present = set(present)
-    return [c for c in CONDITIONS if c in present] + sorted(present - set(CONDITIONS))
 
 
 @dataclass(frozen=True)
@@ -200,8 +192,6 @@ class Manifest:
     def exclusion(self):
         """The exclusion criteria the package was built with (`vizprobe.exclusion.ExclusionCriteria`), or None for a
         package built before they were recorded."""
-        from vizprobe.exclusion import ExclusionCriteria
-
         given = self.settings.get("exclusion")
         return None if given is None else ExclusionCriteria.from_dict(given)
 

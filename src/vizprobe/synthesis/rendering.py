@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from vizprobe.device import exact_convolutions
 from vizprobe.errors import VizprobeError
 from vizprobe.models import LoadedModel
 from vizprobe.models.optimize import checked_inference_copy
@@ -136,6 +137,7 @@ class Rendering:
         return self.activations[self._rows(k, extra)]
 
 
+@exact_convolutions()
 def render(
     model: LoadedModel,
     objective: obj.Objective | Sequence[tuple[slice, obj.Objective]],
@@ -452,111 +454,170 @@ def render_units(
     budget. Each image's step count is in `Rendering.steps`.
     """
     settings = settings or PRESETS["quick"]
-    units = model.resolve_units(units)
-    refs = _references(model, units, references, settings)
-    n = settings.per_unit + settings.mixed_extra
     if settings.transforms not in tf.PRESETS:
         raise VizprobeError(f"unknown transforms {settings.transforms!r}; use one of {', '.join(tf.PRESETS)}")
-    # Units of the same layer go through the network together, shallow layers first, so that each
-    # chunk's forward pass stops as early as its units allow.
-    depth = {info.path: rank for rank, info in enumerate(model.layers)}
-    order = sorted(range(len(units)), key=lambda k: depth[split_layer(units[k].layer)[0]])
-    per_image = [units[k] for k in order for _ in range(n)]
-    extra = [j >= settings.per_unit for _ in order for j in range(n)]
-    # The separate `mixed` batch is its own diversity group, as a separate rendering would be.
-    groups = [k + len(units) * int(e) for k, e in zip([k for k in order for _ in range(n)], extra, strict=True)]
-    seeds = image_seeds(model.name, [units[k] for k in order], n, settings.seed)
-    source = ""
-    if settings.param == "maco" and spectrum is None:
-        spectrum, source = demo_spectrum(model.preprocessing, settings.size)
-    elif settings.param == "maco":
-        spectrum, source = spectrum if isinstance(spectrum, tuple) else (spectrum, "given by the caller")
-    starts: list[int] = []
-    start_images = None
-    if settings.param == "accentuation":
-        starts = [j % len(refs[units[k]]) for k in order for j in range(n)]
-        start_images = torch.stack([refs[u][j] for u, j in zip(per_image, starts, strict=True)])
-    param = make_param(settings, seeds, generator, latent_shape, spectrum=spectrum, start_images=start_images)
+    units = model.resolve_units(units)
+    refs = _references(model, units, references, settings)
+    batch = _layout(model, units, settings)
+    spectrum, source = _spectrum(model, settings, spectrum)
+    starts, start_images = _starts(batch, refs, settings)
+    param = make_param(settings, batch.seeds, generator, latent_shape, spectrum=spectrum, start_images=start_images)
     accent = accent_layer(model, settings) if settings.param == "accentuation" else ""
     companions = start_images if accent and accent != "pixels" else None
-    copies = max(1, settings.crops)
     network_side = (settings.crop_input or model.preprocessing.crop) if settings.crops else settings.size
-    per_image_inputs = copies * (2 if companions is not None else 1)
-    chunk_images = chunk_images or max(1, default_chunk_images(model.device, network_side) // per_image_inputs)
-    layers = [split_layer(units[k].layer)[0] for k in order]
-    chunks = _chunks(layers, n, max(1, chunk_images // n), mix_layers=model.device.type == "cuda")
-    colours = torch.stack([obj.patch_colours(refs[u]).flatten(0, 1) for u in per_image]) if settings.colour else None
-    parts = []
-    for c in chunks:
-        objective = unit_objective(settings, per_image[c], groups[c], copies)
-        if accent == "pixels" and settings.closeness:
-            objective = objective - settings.closeness * obj.closeness(start_images[c])
-        if colours is not None:
-            objective = objective - settings.colour * obj.colour_statistics(colours[c])
-        if companions is not None:
-            objective = obj.Balanced(objective, obj.companion_distance(accent, copies), settings.accent_alpha)
-        parts.append((c, objective))
-    transforms = tf.PRESETS[settings.transforms]() + (
-        [tf.CoarseToFine(settings.coarse_steps)] if settings.coarse_steps else []
-    )
-    if settings.crops:
-        transforms.append(tf.BoxCrops(settings.crops, network_side, settings.box, settings.placement, settings.noise))
-    optimizer = torch.optim.NAdam if settings.optimizer == "nadam" else torch.optim.Adam
+    inputs_per_image = max(1, settings.crops) * (2 if companions is not None else 1)
+    chunk_images = chunk_images or max(1, default_chunk_images(model.device, network_side) // inputs_per_image)
+    layers = [split_layer(unit.layer)[0] for unit in batch.units]
+    chunks = _chunks(layers, batch.n, max(1, chunk_images // batch.n), mix_layers=model.device.type == "cuda")
+    parts = _objectives(settings, batch, chunks, refs, accent, start_images)
     targets = _targets(model, units, until)
-
-    def activations(images: torch.Tensor) -> torch.Tensor:  # the one definition, float32, on the original network
-        return torch.cat([_activations(model, images[c], per_image[c]) for c in chunks]).cpu()
-
-    finished = None
-    if targets:
-        sign = -1.0 if settings.negative else 1.0
-        goal = sign * torch.tensor([targets[u] for u in per_image])
-        reached = torch.zeros(len(per_image), dtype=torch.bool)
-
-        def finished(images: torch.Tensor) -> torch.Tensor:  # frozen images stay as they were: check the rest
-            for c in chunks:
-                if not reached[c].all():
-                    reached[c] |= sign * _activations(model, images[c], per_image[c]) >= goal[c]
-            return reached.clone()
-
     result = render(
         model,
         parts,
         param,
-        tf.compose(transforms),
-        lambda params: optimizer(params, lr=settings.lr, betas=tuple(settings.betas)),
+        _transform(settings, network_side),
+        lambda params: _OPTIMIZERS[settings.optimizer](params, lr=settings.lr, betas=tuple(settings.betas)),
         settings.steps,
-        rng=ImageRNG(seeds),
+        rng=ImageRNG(batch.seeds),
         precision=precision,
         progress=progress,
-        finished=finished,
+        finished=_stopping(model, batch, chunks, targets, settings.negative),
         companions=companions,
         transparency=bool(settings.crops),
     )
+
+    def activations(images: torch.Tensor) -> torch.Tensor:  # the one definition, float32, on the original network
+        return torch.cat([_activations(model, images[c], batch.per_image[c]) for c in chunks]).cpu()
+
     with torch.no_grad():
         final = activations(result.images)
         seen = activations(centre_crop(result.images, settings, network_side)) if settings.crops else None
-    unit_index = [k for k in order for _ in range(n)]
     return Rendering(
-        units,
-        result.images,
-        unit_index,
-        seeds,
-        final,
-        settings,
-        result.seconds,
-        result.history,
-        result.precision,
-        extra,
-        starts,
-        spectrum,
-        source,
-        result.steps,
-        targets,
-        result.transparency,
-        seen,
-        accent,
+        units=units,
+        images=result.images,
+        unit_index=batch.unit_index,
+        seeds=batch.seeds,
+        activations=final,
+        settings=settings,
+        seconds=result.seconds,
+        history=result.history,
+        precision=result.precision,
+        extra=batch.extra,
+        seed_images=starts,
+        spectrum=spectrum,
+        spectrum_source=source,
+        steps=result.steps,
+        targets=targets,
+        transparency=result.transparency,
+        crop_activations=seen,
+        accent_layer=accent,
     )
+
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "nadam": torch.optim.NAdam}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a rendering's images sit in its batch: `n` per unit, units of shallow layers first (so that each
+    chunk's forward pass stops as early as its units allow), each image's unit, seed and diversity group."""
+
+    n: int  # images per unit: settings.per_unit, then settings.mixed_extra of the separate `mixed` batch
+    units: list[Unit]  # in batch order, one per unit
+    unit_index: list[int]  # per image: its unit's index in the caller's order
+    per_image: list[Unit]
+    extra: list[bool]  # per image: of the separate `mixed` batch
+    groups: list[int]  # per image: its diversity group (the `mixed` batch is its own, as a separate rendering)
+    seeds: list[int]
+
+
+def _layout(model: LoadedModel, units: list[Unit], settings: RenderSettings) -> _Layout:
+    n = settings.per_unit + settings.mixed_extra
+    depth = {info.path: rank for rank, info in enumerate(model.layers)}
+    order = sorted(range(len(units)), key=lambda k: depth[split_layer(units[k].layer)[0]])
+    unit_index = [k for k in order for _ in range(n)]
+    extra = [j >= settings.per_unit for _ in order for j in range(n)]
+    groups = [k + len(units) * int(e) for k, e in zip(unit_index, extra, strict=True)]
+    seeds = image_seeds(model.name, [units[k] for k in order], n, settings.seed)
+    per_image = [units[k] for k in unit_index]
+    return _Layout(n, [units[k] for k in order], unit_index, per_image, extra, groups, seeds)
+
+
+def _spectrum(
+    model: LoadedModel, settings: RenderSettings, spectrum: torch.Tensor | tuple[torch.Tensor, str] | None
+) -> tuple[torch.Tensor | None, str]:
+    """maco's Fourier magnitude and where it was measured (default: the demo photos'); nothing for the rest."""
+    if settings.param != "maco":
+        return spectrum if isinstance(spectrum, torch.Tensor) or spectrum is None else spectrum[0], ""
+    if spectrum is None:
+        return demo_spectrum(model.preprocessing, settings.size)
+    return spectrum if isinstance(spectrum, tuple) else (spectrum, "given by the caller")
+
+
+def _starts(
+    batch: _Layout, refs: Mapping[Unit, torch.Tensor], settings: RenderSettings
+) -> tuple[list[int], torch.Tensor | None]:
+    """accentuation: each image's reference (index j mod N into its unit's) and those images; else none."""
+    if settings.param != "accentuation":
+        return [], None
+    per_unit = [j for _ in batch.units for j in range(batch.n)]
+    starts = [j % len(refs[u]) for u, j in zip(batch.per_image, per_unit, strict=True)]
+    return starts, torch.stack([refs[u][j] for u, j in zip(batch.per_image, starts, strict=True)])
+
+
+def _objectives(
+    settings: RenderSettings,
+    batch: _Layout,
+    chunks: list[slice],
+    refs: Mapping[Unit, torch.Tensor],
+    accent: str,
+    start_images: torch.Tensor | None,
+) -> list[tuple[slice, obj.Objective]]:
+    """Each chunk's objective: the units' activations, with the method's regularizers."""
+    copies = max(1, settings.crops)
+    colours = None
+    if settings.colour:
+        colours = torch.stack([obj.patch_colours(refs[u]).flatten(0, 1) for u in batch.per_image])
+    parts = []
+    for c in chunks:
+        objective = unit_objective(settings, batch.per_image[c], batch.groups[c], copies)
+        if accent == "pixels" and settings.closeness:
+            objective = objective - settings.closeness * obj.closeness(start_images[c])
+        if colours is not None:
+            objective = objective - settings.colour * obj.colour_statistics(colours[c])
+        if accent and accent != "pixels":
+            objective = obj.Balanced(objective, obj.companion_distance(accent, copies), settings.accent_alpha)
+        parts.append((c, objective))
+    return parts
+
+
+def _transform(settings: RenderSettings, network_side: int) -> tf.Transform:
+    """The settings' augmentations, then coarse-to-fine and MACO's box crops where asked for."""
+    transforms = tf.PRESETS[settings.transforms]()
+    if settings.coarse_steps:
+        transforms.append(tf.CoarseToFine(settings.coarse_steps))
+    if settings.crops:
+        transforms.append(tf.BoxCrops(settings.crops, network_side, settings.box, settings.placement, settings.noise))
+    return tf.compose(transforms)
+
+
+def _stopping(
+    model: LoadedModel, batch: _Layout, chunks: list[slice], targets: Mapping[Unit, float], negative: bool
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """With targets: images -> which have reached their unit's target (frozen images stay so); else None."""
+    if not targets:
+        return None
+    sign = -1.0 if negative else 1.0
+    goal = sign * torch.tensor([targets[u] for u in batch.per_image])
+    reached = torch.zeros(len(batch.per_image), dtype=torch.bool)
+
+    def finished(images: torch.Tensor) -> torch.Tensor:
+        for c in chunks:
+            if not reached[c].all():
+                reached[c] |= sign * _activations(model, images[c], batch.per_image[c]) >= goal[c]
+        return reached.clone()
+
+    return finished
 
 
 def centre_crop(images: torch.Tensor, settings: RenderSettings, side: int) -> torch.Tensor:
