@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import need_service, pick
 from PIL import Image
@@ -206,3 +207,22 @@ def test_scan_help_names_the_ray_options(capsys):
         main(["scan", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--engine {local,ray}" in text and "--address" in text and "--gpus-per-worker" in text
+
+
+def test_scoring_on_ray_writes_the_local_engine_s_scores(ray_cluster, local_scan, tmp_path, monkeypatch):
+    """`vizprobe score --engine ray`: the embedding pass on two Ray actors (in chunks) and each layer's scoring as
+    a Ray task give the local engine's scores and summary."""
+    from vizprobe.observers import scoring
+    from vizprobe.observers.score import ScoreSettings
+
+    settings = ScoreSettings(references=3, tasks=6, pool=8)
+    monkeypatch.setattr(scoring, "EMBED_CHUNK", 64)  # several chunks for the two actors
+    local, local_summary, _ = scoring.score_layers(
+        [local_scan], ["_blocks.4"], tmp_path / "local", settings, device="cpu", progress=False
+    )
+    on_ray, ray_summary, record = scoring.score_layers(
+        [local_scan], ["_blocks.4"], tmp_path / "ray", settings, engine="ray", ray={"workers": 2}, progress=False
+    )
+    assert record["engine"] == "ray" and len(list((tmp_path / "ray" / "embeddings").rglob("*.npz"))) > 2
+    pd.testing.assert_frame_equal(on_ray, local, atol=1e-5)
+    pd.testing.assert_frame_equal(ray_summary, local_summary, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -40,10 +41,10 @@ def test_scores_match_a_loop_over_tasks(scored, embedder):
     for row, unit in list(enumerate(units))[:3]:
         top = [e.index for e in scan.top(unit, size)]
         bottom = [e.index for e in scan.bottom(unit, size)]
-        # the scorer draws every unit's keys in one block: redraw this unit's from the same generator state
-        rng = np.random.default_rng(settings.seed)
-        keys_top = rng.random((len(units), settings.tasks, size))[row]
-        keys_bottom = rng.random((len(units), settings.tasks, size))[row]
+        # each unit draws from its own generator (the seed and its name): top's keys, then bottom's
+        rng = np.random.default_rng([settings.seed, zlib.crc32(unit.encode())])
+        keys_top = rng.random((settings.tasks, size))
+        keys_bottom = rng.random((settings.tasks, size))
         probabilities = []
         for n in range(settings.tasks):
             picked = {}

@@ -62,8 +62,6 @@ def cmd_observe(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace, manifest, observer) -> int:
     from vizprobe.observers.fit import fit_rule
 
-    if not hasattr(observer, "rule"):
-        raise VizprobeError(f"--fit fits the similarity observer's rule; observer {observer.name!r} has none")
     rule, report = fit_rule(manifest, args.fit, observer, folds=args.folds)
     rule.save(args.out)
     low, high = rule.fitted["temperature_ci"]
@@ -86,11 +84,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     from vizprobe.observers.score import ScoreSettings, score
 
     settings = ScoreSettings(**_given(args, "references", "tasks", "pool", "temperature", "seed"))
+    if args.layers and args.task == "exemplar":
+        return _score_layers(args, settings)
+    if args.scan and len(args.scan) > 1:
+        raise VizprobeError("several --scan go with --layers (every unit of some layers of each scan)")
     frame, record = score(
         args.task,
-        scan=args.scan,
+        scan=args.scan[0] if args.scan else None,
         units=args.units,
-        layers=_csv(args.layers) if args.layers else None,
         stimuli=args.stimuli,
         out=args.out,
         settings=settings,
@@ -110,6 +111,39 @@ def cmd_score(args: argparse.Namespace) -> int:
     by = ["layer", "condition"] if "condition" in frame.columns else ["layer"]
     columns = ["score", "control"] if "control" in frame.columns else ["score"]
     print(frame.groupby(by, sort=False)[columns].agg(["mean", "median"]).round(3).to_string())
+    return 0
+
+
+def _score_layers(args: argparse.Namespace, settings) -> int:
+    from vizprobe.observers.scoring import by_depth, score_layers
+
+    if args.units:
+        raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
+    if not args.scan:
+        raise VizprobeError("the exemplar task scores units of a scan: pass --scan RUN_DIR")
+    ray = {"address": args.address, "workers": args.workers} if args.engine == "ray" else None
+    scores, summary, record = score_layers(
+        args.scan,
+        _csv(args.layers),
+        args.out,
+        settings,
+        embedder=_embedder_choice(args),
+        same_as_model=args.embedder_same_as_model,
+        device=args.device,
+        engine=args.engine,
+        ray=ray,
+        progress=not args.quiet,
+    )
+    embedders = sorted({s["embedder"]["model"] for s in record["scans"]})
+    print(f"scored {len(scores)} units of {len(summary)} layers (embedding with {', '.join(embedders)}) -> {args.out}")
+    if any(s["embedder"]["same_as_model"] for s in record["scans"]):
+        print("  an embedder is the studied network: its scores read the unit's own features")
+    print(summary.drop(columns=["scan"]).round(3).to_string(index=False))
+    if len(record["scans"]) > 1:
+        print("\nmean score by relative layer depth:")
+        print(by_depth(summary).round(3).to_string())
+        if len(embedders) > 1:
+            print("  the scans were embedded by different networks (each not its own); --embedder sets one for all")
     return 0
 
 
@@ -170,9 +204,11 @@ def add_verbs(verb) -> None:
     p = verb("score", "score units without people: the exemplar task (MIS) or the occlusion task", cmd_score)
     text = "exemplar: from a scan's top and bottom images; occlusion: a stimulus package's trials"
     p.add_argument("--task", default="exemplar", choices=("exemplar", "occlusion"), help=text)
-    p.add_argument("--scan", default=None, help="exemplar task: scan run dir")
+    text = "exemplar task: scan run dir (with --layers, repeat it to score and compare several models' scans)"
+    p.add_argument("--scan", action="append", default=None, help=text)
     p.add_argument("--units", default=None, help="exemplar task: comma-separated LAYER:CHANNEL")
-    p.add_argument("--layers", default=None, help="exemplar task: every unit of these comma-separated layers")
+    text = "exemplar task: every unit of these comma-separated layers (all: every scanned layer); resumable"
+    p.add_argument("--layers", default=None, help=text)
     p.add_argument("--stimuli", default=None, help="occlusion task: stimulus package dir")
     _setting(p, "--references", f"{score}.references", "exemplar task: references a side (K)", type=int)
     _setting(p, "--tasks", f"{score}.tasks", "exemplar task: tasks per unit (N)", type=int)
@@ -187,7 +223,14 @@ def add_verbs(verb) -> None:
     _setting(p, "--seed", f"{score}.seed", "seed of the tasks, the controls and the bootstrap", type=int)
     _embedder_args(p)
     _device_arg(p)
-    p.add_argument("--out", required=True, help="folder to write: scores.csv and scores.json")
+    text = (
+        "with --layers: local (default), or ray: embedding and scoring on a Ray cluster (pip install 'vizprobe[ray]')"
+    )
+    p.add_argument("--engine", default="local", choices=("local", "ray"), help=text)
+    p.add_argument("--address", default=None, help="with --engine ray: the cluster (HOST:PORT or auto)")
+    p.add_argument("--workers", type=int, default=None, help="with --engine ray: embedding workers")
+    text = "folder to write: scores.csv and scores.json (with --layers also summary.csv, resumed if unfinished)"
+    p.add_argument("--out", required=True, help=text)
 
     simulate = "vizprobe.observers.simulate:simulate"
     p = verb("simulate", "simulated participants from a machine observer, to rehearse an analysis", cmd_simulate)

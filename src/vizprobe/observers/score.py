@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -78,20 +79,28 @@ class ExemplarTasks:
     bottom_query: np.ndarray
 
 
-def draw_tasks(top: np.ndarray, bottom: np.ndarray, counts: np.ndarray, settings: ScoreSettings) -> ExemplarTasks:
+def draw_tasks(
+    top: np.ndarray, bottom: np.ndarray, counts: np.ndarray, settings: ScoreSettings, names: Sequence[str] = ()
+) -> ExemplarTasks:
     """Tasks from each unit's ranked pools `top`, `bottom` (U, P) of image indices, strongest (weakest) first, of
     which the first `counts[u]` (per side: (U, 2)) are valid: K + 1 drawn without replacement per side and task,
-    the K most extreme as references, the least extreme as the query."""
-    rng = np.random.default_rng(settings.seed)
+    the K most extreme as references, the least extreme as the query. Each unit draws from its own generator,
+    seeded by `settings.seed` and its name (`names`; else its row), so its tasks are the same whichever other
+    units are scored with it (a layer at a time, resumed, on another machine)."""
     k, n = settings.references, settings.tasks
-    out = []
-    for side, pool in enumerate((top, bottom)):
-        keys = rng.random((pool.shape[0], n, pool.shape[1]))
-        keys = np.where(np.arange(pool.shape[1])[None, None, :] >= counts[:, side, None, None], np.inf, keys)
-        picked = np.sort(np.argsort(keys, axis=2)[:, :, : k + 1], axis=2)  # rank positions, most extreme first
-        images = np.take_along_axis(pool[:, None, :], picked, axis=2)
-        out += [images[:, :, :k], images[:, :, k]]
-    return ExemplarTasks(out[0], out[2], out[1], out[3])
+    names = list(names) or [str(row) for row in range(top.shape[0])]
+    refs: tuple[list, list] = ([], [])
+    queries: tuple[list, list] = ([], [])
+    for u, name in enumerate(names):
+        rng = np.random.default_rng([settings.seed, zlib.crc32(name.encode())])
+        for side, pool in enumerate((top, bottom)):
+            keys = rng.random((n, pool.shape[1]))
+            keys[:, counts[u, side] :] = np.inf
+            picked = np.sort(np.argsort(keys, axis=1)[:, : k + 1], axis=1)  # rank positions, most extreme first
+            images = pool[u][picked]
+            refs[side].append(images[:, :k])
+            queries[side].append(images[:, k])
+    return ExemplarTasks(*(np.stack(x) for x in (refs[0], refs[1], queries[0], queries[1])))
 
 
 def task_probabilities(gram: np.ndarray, tasks: ExemplarTasks, temperature: float) -> tuple[np.ndarray, np.ndarray]:
@@ -166,14 +175,39 @@ def exemplar_scores(
     started = time.perf_counter()
     units = [scan.resolve_unit(u) for u in units]
     top, bottom, counts = unit_pools(scan, units, settings.pool, settings.needed)
-    tasks = draw_tasks(top, bottom, counts, settings)
-    used = np.unique(np.concatenate([top.ravel(), bottom.ravel()]))
-    used = used[used >= 0]
+    used = pool_images(top, bottom)
     with tqdm(total=len(used), desc="embedding", unit="img", disable=not progress) as bar:
         vectors = embedder.embed([scan.image_path(int(i)) for i in used], whole=False, progress=bar)
     embedded = time.perf_counter()
-    position = np.full(len(scan.images), -1, dtype=np.int64)
-    position[used] = np.arange(len(used))
+    frame = score_pools(units, top, bottom, counts, used, vectors, settings)
+    details = {
+        "images_embedded": int(len(used)),
+        "embedding_s": round(embedded - started, 3),
+        "scoring_s": round(time.perf_counter() - embedded, 3),
+    }
+    return frame, details
+
+
+def pool_images(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    """The scan image indices the pools use, sorted, once each."""
+    used = np.unique(np.concatenate([top.ravel(), bottom.ravel()]))
+    return used[used >= 0]
+
+
+def score_pools(
+    units: Sequence,
+    top: np.ndarray,
+    bottom: np.ndarray,
+    counts: np.ndarray,
+    images: np.ndarray,
+    vectors: np.ndarray,
+    settings: ScoreSettings,
+) -> pd.DataFrame:
+    """The units' scores, intervals and controls from their pools (`unit_pools`) and the embeddings `vectors` of
+    the scan images `images` (sorted indices, covering the pools): matrix work only."""
+    tasks = draw_tasks(top, bottom, counts, settings, [str(u) for u in units])
+    position = np.full(int(images.max()) + 1 if len(images) else 0, -1, dtype=np.int64)
+    position[images] = np.arange(len(images))
     tasks = ExemplarTasks(
         *(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query, tasks.bottom_query))
     )
@@ -184,7 +218,7 @@ def exemplar_scores(
     swapped = replace(tasks, top_refs=tasks.top_refs[donors], bottom_refs=tasks.bottom_refs[donors])
     control, _ = task_probabilities(gram, swapped, settings.exemplar_temperature)
     control_low, control_high = bootstrap_interval(control, settings)
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "unit": [str(u) for u in units],
             "layer": [u.layer for u in units],
@@ -199,12 +233,6 @@ def exemplar_scores(
             "control_unit": [str(units[d]) for d in donors],
         }
     )
-    details = {
-        "images_embedded": int(len(used)),
-        "embedding_s": round(embedded - started, 3),
-        "scoring_s": round(time.perf_counter() - embedded, 3),
-    }
-    return frame, details
 
 
 def occlusion_scores(package, observer, settings: ScoreSettings = ScoreSettings()) -> pd.DataFrame:
@@ -257,8 +285,9 @@ def score(
     device: str = "auto",
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
-    """Score units on `task` (exemplar: from a scan's `units` or every unit of `layers`; occlusion: from a stimulus
-    package) with the similarity observer; write OUT/scores.csv and scores.json when `out` is given."""
+    """Score units on `task` (exemplar: from a scan's `units`, or every unit of `layers` of one or more scans into
+    a resumable run folder, see `vizprobe.observers.scoring`; occlusion: from a stimulus package) with the
+    similarity observer; write OUT/scores.csv and scores.json when `out` is given."""
     if task not in TASKS:
         raise VizprobeError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     if isinstance(rule, str | Path):
@@ -268,6 +297,25 @@ def score(
             "--rule holds a temperature fitted to occlusion trials, whose margins are ~15x smaller than the "
             "exemplar task's: it does not transfer; set the exemplar task's with --temperature"
         )
+    if task == "exemplar" and layers:
+        from vizprobe.observers.scoring import score_layers
+
+        if units:
+            raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
+        if out is None:
+            raise VizprobeError("scoring whole layers writes a resumable run folder: pass out=DIR")
+        scans = scan if isinstance(scan, list | tuple) else [scan]
+        frame, _, record = score_layers(
+            scans,
+            layers,
+            out,
+            settings,
+            embedder=embedder,
+            same_as_model=same_as_model,
+            device=device,
+            progress=progress,
+        )
+        return frame, record
     if task == "exemplar":
         frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress)
     else:
