@@ -3,11 +3,17 @@ distribution of trained against random weights.
 
     python benchmarks/score.py [--images DIR] [--layers _blocks.8,_blocks.12] [--repeats 3]
     python benchmarks/score.py --distribution [--layers _blocks.8,_blocks.12]
+    python benchmarks/score.py --model-wide [--images DIR] [--repeats 1]
 
 Timing: each repeat runs `vizprobe scan` of the layers into a fresh run dir, then `vizprobe score` of every unit of
 those layers from that scan, as separate processes (Python start, imports, model loading and writing included;
 ONNX graphs cached by the first repeat, as a user's second run finds them). The order alternates between repeats;
 medians are printed with the ratio score / scan (goal: at most 0.5).
+
+`--model-wide`: every unit of every block of efficientnet-lite0 (16 blocks) over the photos: `vizprobe scan`, then
+`vizprobe score --layers all`, the same score again given the first run's embeddings (`--embeddings`: what another
+model's run over the same images pays), then `vizprobe explore` of the scan and its scores, each a separate process;
+prints the times, (score + explore) / scan (goal: below 1) and the site's size per unit (goal: under 50 kB).
 
 `--distribution` scores every unit of the layers for the trained network and for the same architecture with random
 weights (its initialisation saved to a temp file and scanned with `--weights`), and prints each layer's quartiles.
@@ -115,14 +121,49 @@ def distribution(images: Path, layers: str) -> None:
     print(table[columns].round(3).to_string())
 
 
+def model_wide(images: Path, repeats: int) -> None:
+    blocks = ",".join(f"_blocks.{k}" for k in range(16))
+    rows = []
+    for k in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            scan_s = run(
+                ["scan", "--images", str(images), "--layers", blocks, "--device", "cpu", "--out", f"{tmp}/scan"]
+            )
+            score = ["score", "--scan", f"{tmp}/scan", "--layers", "all", "--device", "cpu"]
+            score_s = run([*score, "--out", f"{tmp}/scores"])
+            # another model's run over the same images, given the embeddings the first one made
+            warm_s = run([*score, "--embeddings", f"{tmp}/scores/embeddings", "--out", f"{tmp}/scores-warm"])
+            explore_s = run(["explore", f"{tmp}/scan", f"{tmp}/scores", "--out", f"{tmp}/site"])
+            units = len(pd.read_csv(Path(tmp) / "scores" / "scores.csv"))
+            size = sum(f.stat().st_size for f in Path(tmp, "site").rglob("*") if f.is_file())
+            images_kb = sum(f.stat().st_size for f in Path(tmp, "site", "img").rglob("*") if f.is_file()) / 1e3
+        rows.append((scan_s, score_s, warm_s, explore_s))
+        print(
+            f"repeat {k + 1}: scan {scan_s:.1f} s, score {score_s:.1f} s (embeddings shared: {warm_s:.1f} s), "
+            f"explore {explore_s:.1f} s: (score + explore) / scan = {(score_s + explore_s) / scan_s:.2f}x "
+            f"({(warm_s + explore_s) / scan_s:.2f}x with the embeddings shared); {units} units, site "
+            f"{size / 1e6:.1f} MB = {size / 1e3 / units:.1f} kB per unit (images {images_kb / units:.1f} kB)",
+            flush=True,
+        )
+    scan_m, score_m, warm_m, explore_m = (statistics.median(column) for column in zip(*rows, strict=True))
+    print(
+        f"medians of {repeats}: scan {scan_m:.1f} s, score {score_m:.1f} s (shared embeddings {warm_m:.1f} s), "
+        f"explore {explore_m:.1f} s: (score + explore) / scan = {(score_m + explore_m) / scan_m:.2f}x, "
+        f"{(warm_m + explore_m) / scan_m:.2f}x with the embeddings shared"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--layers", default="_blocks.8,_blocks.12")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--distribution", action="store_true")
+    parser.add_argument("--model-wide", action="store_true")
     args = parser.parse_args()
-    if args.distribution:
+    if args.model_wide:
+        model_wide(args.images, args.repeats)
+    elif args.distribution:
         distribution(args.images, args.layers)
     else:
         timing(args.images, args.layers, args.repeats)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
+
 from vizprobe.cli import main
 
 
@@ -93,3 +95,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert any("similarity" in name for name in machines)
     labels = set(results["kappa"])
     assert any("similarity" in name for name in labels) and "natural" in labels  # machines beside humans
+    units = 24 + 80 + 112 + 192  # every channel of the demo layers
+    assert len(pd.read_csv(tmp_path / "demo" / "scores" / "scores.csv")) == units
+    assert len(list((tmp_path / "demo" / "explorer" / "units").glob("*.html"))) == units
+    assert "unit explorer" in out and (tmp_path / "demo" / "explorer" / "index.html").is_file()

@@ -470,3 +470,22 @@ def test_diversity_of_a_single_direction_acts_in_its_base_layer(lite0, tmp_path)
         return float((sims.sum() - sims.diagonal().sum()) / (sims.shape[0] * (sims.shape[0] - 1)))
 
     assert similarity(renders[5.0].images) < similarity(renders[0.0].images)
+
+
+def test_direction_units_are_scored_and_get_explorer_pages(direction_scan, tmp_path):
+    """Every direction of a set is a unit of its own for `vizprobe score --layers` and for the explorer."""
+    from vizprobe.explore import explore
+    from vizprobe.observers.score import ScoreSettings
+    from vizprobe.observers.scoring import score_layers
+
+    layer = f"{LAYER}:sae"
+    settings = ScoreSettings(references=3, tasks=6, pool=8)
+    scores, summary, _ = score_layers([direction_scan], [layer], tmp_path / "scores", settings, progress=False)
+    assert list(scores["unit"]) == [f"{layer}:{k}" for k in range(6)] and summary["units"].tolist() == [6]
+    record = explore(direction_scan, tmp_path / "site", tmp_path / "scores", layers=[layer], progress=False)
+    assert record["units"] == 6
+    page = (tmp_path / "site" / "units" / "_blocks.8_sae_0002.html").read_text()
+    top = direction_scan.top(f"{layer}:2", 1)[0]
+    assert f"#1: {top.activation:.3g}</figcaption>" in page
+    row = scores.set_index("unit").loc[f"{layer}:2"]
+    assert f"{row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in page

@@ -134,6 +134,13 @@ def test_several_models_compare_by_depth_sharing_one_embedding(small_scans, tmp_
     store = scoring.EmbeddingStore(out / "embeddings" / "efficientnet-lite2")
     chunks = [np.load(p)["paths"] for p in sorted((out / "embeddings" / "efficientnet-lite2").glob("*.npz"))]
     assert sum(len(c) for c in chunks) == len(store.vectors) <= 40
+    # another run given the same embeddings folder embeds nothing and scores lite1's units as the joint run did
+    alone, _, record = score_layers(
+        [lite1], ["all"], tmp_path / "lite1", SMALL, embeddings=out / "embeddings", device="cpu", progress=False
+    )
+    assert record["images_embedded_now"] == 0
+    joint = pd.read_csv(out / "scores.csv").query("model == 'efficientnet-lite1'").reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone.drop(columns="scan"), joint.drop(columns="scan"), atol=1e-6)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(small_scans, tmp_path):

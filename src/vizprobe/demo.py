@@ -10,9 +10,11 @@ import pandas as pd
 from vizprobe import DEFAULT_MODEL
 from vizprobe.analysis import analyze
 from vizprobe.errors import VizprobeError
+from vizprobe.explore import explore
 from vizprobe.images import demo_images_dir
 from vizprobe.models import load_model
 from vizprobe.observers.answer import answer_package, predicted_accuracy, run_baselines
+from vizprobe.observers.scoring import score_layers
 from vizprobe.observers.similarity import SimilarityObserver
 from vizprobe.observers.simulate import simulate
 from vizprobe.responses import write_responses
@@ -43,7 +45,8 @@ def run_demo(
     participants: int = 10,
     methods: list[str] | None = None,
 ) -> Path:
-    """The whole study on one machine: scan, sheets, visualizations, stimuli, machine answers, report.
+    """The whole study on one machine: scan, sheets, visualizations, stimuli, machine answers, report, and every
+    unit of the demo layers scored and browsable (the unit explorer).
 
     `methods` (of `vizprobe.synthesis.settings.METHODS`) adds each synthesis method but fourier (which is the
     `synthetic` condition) as a condition of its own, rendered for the same units: a machine-only first
@@ -55,10 +58,10 @@ def run_demo(
         raise VizprobeError(f"--methods: unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
     images = Path(images) if images else demo_images_dir()
     loaded = load_model(model, device=device)
-    print(f"[1/7] scanning {images} with {model}")
+    print(f"[1/8] scanning {images} with {model}")
     result, stats = scan(loaded, images, DEMO_LAYERS, out / "scan", progress=progress)
     print(f"      {stats.computed} images at {stats.images_per_second:.1f} img/s, {stats.skipped} skipped")
-    print("[2/7] contact sheets (top-9 | bottom-9) for the demo units")
+    print("[2/8] contact sheets (top-9 | bottom-9) for the demo units")
     sheets = write_contact_sheets(result, out / "sheets", DEMO_UNITS, progress=progress)
     for sheet in sheets:
         print(f"      {sheet}")
@@ -75,7 +78,7 @@ def run_demo(
     picked = protocol_units(result, DEMO_UNITS, build_settings, model=loaded)
     protocol = [str(c.unit) for c in picked.catch + picked.practice]
     print(
-        f"[3/7] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
+        f"[3/8] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
         "and practice units"
     )
     settings = preset("quick", steps=steps, per_unit=9, mixed_extra=4)
@@ -107,7 +110,7 @@ def run_demo(
         comparison_sheet(dirs, result, units=DEMO_UNITS).save(out / "methods.png")
         print(f"      the methods side by side: {out / 'methods.png'}")
     print(
-        f"[4/7] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
+        f"[4/8] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
         "search, small ranks for the demo photos)"
     )
     build_stimuli(
@@ -124,7 +127,7 @@ def run_demo(
     print("      " + text.replace("\n", "\n      "))
     observer = SimilarityObserver(studied_model=loaded.name, device=loaded.device)
     print(
-        f"[5/7] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
+        f"[5/8] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
         f"{loaded.name}) and baselines answer every trial of every condition, and a control of each trial "
         "(another unit's references)"
     )
@@ -137,16 +140,22 @@ def run_demo(
             f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]"
             f"{control}"
         )
-    print(f"[6/7] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
+    print(f"[6/8] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
     simulated = simulate(out / "stimuli", observer, participants=participants, seed=0)
     write_responses(simulated, out / "simulated-responses.csv")
     print("      a rehearsal of the analysis, not data: run `vizprobe serve` for real participants")
-    print("[7/7] report (simulated participants beside the machine observers and baselines)")
+    print("[7/8] report (simulated participants beside the machine observers and baselines)")
     combined = write_responses(pd.concat([simulated, machine]), out / "demo-responses.csv")
     results = analyze(combined, out / "report", out / "stimuli")
     for condition, entry in results["accuracy"].items():
         print(f"      simulated {condition:9s} {entry['mean']:6.1%} (n = {entry['n_participants']})")
+    print("[8/8] every unit of the demo layers scored (exemplar task) and the unit explorer")
+    scores, summary, _ = score_layers([result], DEMO_LAYERS, out / "scores", device=device, progress=progress)
+    for row in summary.itertuples():
+        print(f"      {row.layer:10s} {row.units:4d} units  mean score {row.mean:.3f}  median {row.median:.3f}")
+    explore(result, out / "explorer", out / "scores", visualizations=[out / "visualizations"], progress=progress)
     print(f"done: report {out / 'report' / 'report.html'}")
+    print(f"      unit explorer {out / 'explorer' / 'index.html'} ({len(scores)} units; opens from the file system)")
     print(f"      stimulus package {out / 'stimuli'} (pictures of its trials in {out / 'stimuli' / 'inspect'})")
     print(f"      scan {out / 'scan'}, sheets {out / 'sheets'}, visualizations {out / 'visualizations'},")
     print(f"      overview {out / 'overview.png'} (synthetic | natural top-4 per unit)")

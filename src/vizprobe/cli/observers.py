@@ -132,6 +132,7 @@ def _score_layers(args: argparse.Namespace, settings) -> int:
         device=args.device,
         engine=args.engine,
         ray=ray,
+        embeddings=args.embeddings,
         progress=not args.quiet,
     )
     embedders = sorted({s["embedder"]["model"] for s in record["scans"]})
@@ -229,6 +230,10 @@ def add_verbs(verb) -> None:
     p.add_argument("--engine", default="local", choices=("local", "ray"), help=text)
     p.add_argument("--address", default=None, help="with --engine ray: the cluster (HOST:PORT or auto)")
     p.add_argument("--workers", type=int, default=None, help="with --engine ray: embedding workers")
+    text = (
+        "with --layers: folder of the images' embeddings, shared by runs over the same images (default OUT/embeddings)"
+    )
+    p.add_argument("--embeddings", default=None, help=text)
     text = "folder to write: scores.csv and scores.json (with --layers also summary.csv, resumed if unfinished)"
     p.add_argument("--out", required=True, help=text)
 

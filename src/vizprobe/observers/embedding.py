@@ -146,10 +146,17 @@ class FeatureEmbedder:
         photos through the network's resize and centre crop (as a scan sees them). `progress`: a tqdm bar."""
         paths = [Path(p) for p in paths]
         todo = list(dict.fromkeys(p for p in paths if (p, whole) not in self._cache))
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            batches = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
-            decoded = (list(pool.map(lambda p: self._load(p, whole), chunk)) for chunk in batches)
-            for chunk, pixels in zip(batches, decoded, strict=True):
+        batches = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
+        with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as ahead:
+
+            def decode(chunk: list[Path]) -> list[torch.Tensor]:
+                return list(pool.map(lambda p: self._load(p, whole), chunk))
+
+            next_batch = ahead.submit(decode, batches[0]) if batches else None
+            for k, chunk in enumerate(batches):  # the next batch decodes while this one computes
+                pixels = next_batch.result()
+                if k + 1 < len(batches):
+                    next_batch = ahead.submit(decode, batches[k + 1])
                 for path, vector in zip(chunk, self._embed_pixels(torch.stack(pixels)), strict=True):
                     self._cache[(path, whole)] = vector
                 if progress is not None:

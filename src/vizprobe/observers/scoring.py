@@ -2,9 +2,10 @@
 
 A scores run folder (format `vizprobe-scores` v2):
   scores.json            task, settings, the scans (run dir, model, image fingerprint, layers, embedder), status
-  embeddings/NNNNN.npz   the images' embeddings, committed in chunks (`paths`, `vectors`): each image file is
+  embeddings/NET/*.npz   the images' embeddings, committed in chunks (`paths`, `vectors`): each image file is
                          embedded once per embedding network, shared by every scan that ranks it (several models
-                         over the same photos with the same embedder embed them once)
+                         over the same photos with the same embedder embed them once); `embeddings=DIR` keeps
+                         them in a folder that several runs share
   parts/S/LAYER.csv      one layer of scan S scored, committed when the layer is done
   scores.csv             every unit: `exemplar_scores`' columns, plus model and scan
   summary.csv            per scan and layer: depth (0: the scan's first layer .. 1: its last), units, mean score,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -114,8 +116,7 @@ class EmbeddingStore:
 
     def commit(self, paths: list[str], vectors: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        number = len(list(self.folder.glob("*.npz")))
-        target = self.folder / f"{number:05d}.npz"
+        target = self.folder / f"{time.time_ns()}-{os.getpid()}.npz"  # unique: runs may share a store
         buffer = io.BytesIO()
         np.savez(buffer, paths=np.asarray(paths), vectors=np.asarray(vectors, dtype=np.float32))
         atomic_write_bytes(target, buffer.getvalue())
@@ -221,11 +222,14 @@ def score_layers(
     device: str = "auto",
     engine: str = "local",
     ray: dict | None = None,
+    embeddings: str | Path | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Score every unit of `layers` (names, or ["all"]: every scanned layer) of each scan (run dirs or
     ScanResults) on the exemplar task into the run folder `out` (see the module doc), resuming an unfinished
     one. Each scan's images are embedded by `embedder` (default: the observers' default for its network).
+    `embeddings` (default OUT/embeddings) is where the images' embeddings are kept: give several runs the same
+    folder (scans of several models over the same images) and each image is embedded once for all of them.
     Returns (scores, summary, the run's record)."""
     from vizprobe.observers.embedding import choose_embedder
     from vizprobe.scan import ScanResult
@@ -277,7 +281,8 @@ def score_layers(
     stores = {}
     for plan, key in zip(plans, keys, strict=True):
         label = embedder_label(plan.embedder)
-        store = stores.setdefault(label, EmbeddingStore(out / "embeddings" / label))
+        root = Path(embeddings) if embeddings is not None else out / "embeddings"
+        store = stores.setdefault(label, EmbeddingStore(root / label))
         needed = [
             str(plan.scan.image_path(int(i)))
             for (k, _), (_, top, bottom, _) in pools.items()

@@ -45,6 +45,7 @@ class ScanResult:
             for d in meta["layers"]
         ]
         self._arrays: dict[str, np.ndarray] = {}
+        self._rankings: dict[Path, dict[str, np.ndarray]] = {}
 
     @classmethod
     def load(cls, run_dir: str | Path, *, allow_incomplete: bool = False) -> ScanResult:
@@ -173,17 +174,30 @@ class ScanResult:
         return self.run_dir / fmt.TOPK_DIR / self.layer(unit.layer).file.replace(".npy", ".npz")
 
     def _cached_ranking(self, unit: Unit, k: int, descending: bool):
+        data = self._ranking_file(unit)
+        if data is None:
+            return None
+        side = "top" if descending else "bottom"
+        indices, values, count = data[f"{side}_index"], data[f"{side}_value"], int(data["count"])
+        stored = indices.shape[1]
+        if k > stored and stored < count:
+            return None
+        n = min(k, stored, count)
+        return indices[unit.channel, :n], values[unit.channel, :n]
+
+    def _ranking_file(self, unit: Unit) -> dict[str, np.ndarray] | None:
+        """The unit's layer's top/bottom-k arrays; read once per layer of a finished scan (pages, builds and
+        scores ask unit by unit), every time while a scan is still being written."""
         path = self._topk_path(unit)
+        if path in self._rankings:
+            return self._rankings[path]
         if not path.is_file():
             return None
         with np.load(path) as data:
-            side = "top" if descending else "bottom"
-            indices, values, count = data[f"{side}_index"], data[f"{side}_value"], int(data["count"])
-            stored = indices.shape[1]
-            if k > stored and stored < count:
-                return None
-            n = min(k, stored, count)
-            return indices[unit.channel, :n], values[unit.channel, :n]
+            arrays = {name: data[name] for name in data.files}
+        if self.meta.get("status") == "complete":
+            self._rankings[path] = arrays
+        return arrays
 
     def top(self, unit: Unit | str, k: int = 9) -> list[Exemplar]:
         """The k images that activate `unit` most, strongest first (ties broken by image order)."""
