@@ -47,17 +47,23 @@ EMBED_CHUNK = 256  # images per committed embedding chunk
 SUMMARY_COLUMNS = ["model", "scan", "layer", "depth", "units", "mean", "q25", "median", "q75", "control_mean"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: a plan is its own identity (hashable, a key of the pending layers)
 class ScanPlan:
     """One scan of a run: its layers (in the scan's order) and the network that embeds its images."""
 
     scan: object  # ScanResult
     layers: list[str]  # layer paths
     embedder: object  # EmbedderChoice
+    key: str  # its folder under OUT/parts and its `scan` column: position and model
+
+    def part(self, out: Path, layer: str) -> Path:
+        """Where a layer's scores are committed."""
+        return out / "parts" / self.key / f"{safe_name(layer)}.csv"
 
     @property
     def record(self) -> dict:
         return {
+            "key": self.key,
             "scan": str(Path(self.scan.run_dir).resolve()),
             "model": self.scan.model,
             "images_fingerprint": self.scan.meta.get("images_fingerprint", ""),
@@ -231,38 +237,13 @@ def score_layers(
     `embeddings` (default OUT/embeddings) is where the images' embeddings are kept: give several runs the same
     folder (scans of several models over the same images) and each image is embedded once for all of them.
     Returns (scores, summary, the run's record)."""
-    from vizprobe.observers.embedding import choose_embedder
-    from vizprobe.scan import ScanResult
-
     settings = settings or ScoreSettings()
     settings.check()
     if engine not in ("local", "ray"):
         raise VizprobeError(f"engine={engine!r}: use local or ray")
-    if not scans:
-        raise VizprobeError("pass at least one --scan RUN_DIR")
-    loaded = [s if not isinstance(s, str | Path) else ScanResult.load(s) for s in scans]
-    plans = []
-    for scan in loaded:
-        try:
-            names = [layer.path for layer in scan.layers] if list(layers) == ["all"] else layers
-            chosen = [scan.layer(name).path for name in names]
-        except VizprobeError as error:
-            raise VizprobeError(f"--scan {scan.run_dir}: {error}") from None
-        choice = choose_embedder(scan.model, embedder, same_as_model)
-        plans.append(ScanPlan(scan, list(dict.fromkeys(chosen)), choice))
-    keys = [f"{k}-{safe_name(plan.scan.model)}" for k, plan in enumerate(plans)]
-    scored_settings = {**asdict(settings), "temperature": settings.exemplar_temperature}
-    record = {
-        "format": SCORES_FORMAT,
-        "version": LAYERS_VERSION,
-        "task": "exemplar",
-        "settings": scored_settings,
-        "scans": [plan.record | {"key": key} for plan, key in zip(plans, keys, strict=True)],
-        "status": "running",
-    }
-    record = json.loads(json.dumps(record))  # the form it takes on disk, so a resume compares like with like
+    plans = _plans(scans, layers, embedder, same_as_model)
     out = Path(out)
-    stored = _open_run(out, record)
+    stored = _open_run(out, _run_record(plans, settings))
     if stored.get("status") == "complete":
         log.info("scores in %s are already complete; nothing to do", out)
         return pd.read_csv(out / "scores.csv"), pd.read_csv(out / "summary.csv"), stored
@@ -272,56 +253,17 @@ def score_layers(
 
         scoring_ray.connect(**ray)
     started = time.perf_counter()
-    pools = {}  # (scan key, layer) -> (units, top, bottom, counts), for the layers still to score
-    for plan, key in zip(plans, keys, strict=True):
-        for layer in plan.layers:
-            if not (out / "parts" / key / f"{safe_name(layer)}.csv").is_file():
-                pools[(key, layer)] = layer_pools(plan.scan, layer, settings.pool, settings.needed)
-    embedded = 0
-    stores = {}
-    for plan, key in zip(plans, keys, strict=True):
-        label = embedder_label(plan.embedder)
-        root = Path(embeddings) if embeddings is not None else out / "embeddings"
-        store = stores.setdefault(label, EmbeddingStore(root / label))
-        needed = [
-            str(plan.scan.image_path(int(i)))
-            for (k, _), (_, top, bottom, _) in pools.items()
-            if k == key
-            for i in pool_images(top, bottom)
-        ]
-        todo = store.missing(needed)
-        with tqdm(total=len(todo), desc=f"embedding ({plan.embedder.model})", unit="img", disable=not progress) as bar:
-            embed_missing(store, plan.embedder, todo, device, engine, ray, bar)
-        embedded += len(todo)
+    pending = {  # (plan, layer) -> the layer's pools, for the layers not committed yet
+        (plan, layer): layer_pools(plan.scan, layer, settings.pool, settings.needed)
+        for plan in plans
+        for layer in plan.layers
+        if not plan.part(out, layer).is_file()
+    }
+    root = Path(embeddings) if embeddings is not None else out / "embeddings"
+    stores, embedded = _embed_pools(plans, pending, root, device, engine, ray, progress)
     scoring_started = time.perf_counter()
-    jobs = []
-    for plan, key in zip(plans, keys, strict=True):
-        label = embedder_label(plan.embedder)
-        for layer in plan.layers:
-            if (key, layer) not in pools:
-                continue
-            units, top, bottom, counts = pools[(key, layer)]
-            images = pool_images(top, bottom)
-            vectors = stores[label].matrix([str(plan.scan.image_path(int(i))) for i in images])
-            jobs.append(((key, layer), (units, top, bottom, counts, images, vectors)))
-    total = sum(len(job[1][0]) for job in jobs)
-    with tqdm(total=total, desc="scoring", unit="unit", disable=not progress) as bar:
-        for (key, layer), frame in _scored(jobs, settings, engine):
-            part = out / "parts" / key / f"{safe_name(layer)}.csv"
-            part.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(part, frame.to_csv(index=False, float_format="%.6g"))
-            bar.update(len(frame))
-    frames, depths = [], {}
-    for plan, key in zip(plans, keys, strict=True):
-        depth = _depths(plan.scan)
-        for layer in plan.layers:
-            part = pd.read_csv(out / "parts" / key / f"{safe_name(layer)}.csv")
-            frames.append(part.assign(model=plan.scan.model, scan=key))
-            depths[(key, layer)] = depth[layer]
-    scores = pd.concat(frames, ignore_index=True)
-    summary = summarize(scores, depths)
-    atomic_write_text(out / "scores.csv", scores.to_csv(index=False, float_format="%.6g"))
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    _score_pending(out, pending, stores, settings, engine, progress)
+    scores, summary = _collect(out, plans)
     final = stored | {
         "status": "complete",
         "units": len(scores),
@@ -332,6 +274,88 @@ def score_layers(
     }
     atomic_write_json(out / MARKER, final)
     return scores, summary, final
+
+
+def _plans(scans: Sequence, layers: Sequence[str], embedder, same_as_model: bool) -> list[ScanPlan]:
+    """Each scan with its layers and embedding network; a layer a scan lacks is a one-line error naming both."""
+    from vizprobe.observers.embedding import choose_embedder
+    from vizprobe.scan import ScanResult
+
+    if not scans:
+        raise VizprobeError("pass at least one --scan RUN_DIR")
+    plans = []
+    for k, given in enumerate(scans):
+        scan = given if not isinstance(given, str | Path) else ScanResult.load(given)
+        try:
+            names = [layer.path for layer in scan.layers] if list(layers) == ["all"] else layers
+            chosen = list(dict.fromkeys(scan.layer(name).path for name in names))
+        except VizprobeError as error:
+            raise VizprobeError(f"--scan {scan.run_dir}: {error}") from None
+        choice = choose_embedder(scan.model, embedder, same_as_model)
+        plans.append(ScanPlan(scan, chosen, choice, f"{k}-{safe_name(scan.model)}"))
+    return plans
+
+
+def _run_record(plans: list[ScanPlan], settings: ScoreSettings) -> dict:
+    """scores.json of a run, as it is on disk (so that a resume compares like with like)."""
+    record = {
+        "format": SCORES_FORMAT,
+        "version": LAYERS_VERSION,
+        "task": "exemplar",
+        "settings": {**asdict(settings), "temperature": settings.exemplar_temperature},
+        "scans": [plan.record for plan in plans],
+        "status": "running",
+    }
+    return json.loads(json.dumps(record))
+
+
+def _embed_pools(plans, pending, root: Path, device, engine, ray, progress) -> tuple[dict, int]:
+    """Every image the pending layers' pools use, embedded into the store of its scan's embedding network."""
+    stores, embedded = {}, 0
+    for plan in plans:
+        label = embedder_label(plan.embedder)
+        store = stores.setdefault(label, EmbeddingStore(root / label))
+        needed = [
+            str(plan.scan.image_path(int(i)))
+            for (owner, _), (_, top, bottom, _) in pending.items()
+            if owner is plan
+            for i in pool_images(top, bottom)
+        ]
+        todo = store.missing(needed)
+        with tqdm(total=len(todo), desc=f"embedding ({plan.embedder.model})", unit="img", disable=not progress) as bar:
+            embed_missing(store, plan.embedder, todo, device, engine, ray, bar)
+        embedded += len(todo)
+    return stores, embedded
+
+
+def _score_pending(out: Path, pending: dict, stores: dict, settings: ScoreSettings, engine: str, progress) -> None:
+    """Score the pending layers (here or as Ray tasks), committing each layer's scores as it finishes."""
+    jobs = []
+    for (plan, layer), (units, top, bottom, counts) in pending.items():
+        images = pool_images(top, bottom)
+        vectors = stores[embedder_label(plan.embedder)].matrix([str(plan.scan.image_path(int(i))) for i in images])
+        jobs.append(((plan, layer), (units, top, bottom, counts, images, vectors)))
+    with tqdm(total=sum(len(job[1][0]) for job in jobs), desc="scoring", unit="unit", disable=not progress) as bar:
+        for (plan, layer), frame in _scored(jobs, settings, engine):
+            part = plan.part(out, layer)
+            part.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(part, frame.to_csv(index=False, float_format="%.6g"))
+            bar.update(len(frame))
+
+
+def _collect(out: Path, plans: list[ScanPlan]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """scores.csv and summary.csv from the committed layers."""
+    frames, depths = [], {}
+    for plan in plans:
+        depth = _depths(plan.scan)
+        for layer in plan.layers:
+            frames.append(pd.read_csv(plan.part(out, layer)).assign(model=plan.scan.model, scan=plan.key))
+            depths[(plan.key, layer)] = depth[layer]
+    scores = pd.concat(frames, ignore_index=True)
+    summary = summarize(scores, depths)
+    atomic_write_text(out / "scores.csv", scores.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    return scores, summary
 
 
 def _scored(jobs: list, settings: ScoreSettings, engine: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
