@@ -70,14 +70,10 @@ def exact_convolutions() -> Iterator[None]:
     """Inside (a `with` block or, called, a decorator): cuDNN's float32 convolutions in float32 on a GPU,
     the setting before restored after. Every computation of a unit's activation (scan, occlusion, synthesis,
     embeddings) runs under it, so a GPU measures what the CPU does; PyTorch's default TF32 would not."""
-    if not gpu_present():
+    import torch
+
+    with convolution_precision(torch.device("cuda" if gpu_present() else "cpu"), "ieee"):
         yield
-        return
-    before = set_convolution_precision("ieee")
-    try:
-        yield
-    finally:
-        set_convolution_precision(before)
 
 
 @contextmanager

@@ -87,9 +87,7 @@ def _layers(scan, layers: Sequence[str] | None) -> list:
     return [scan.layer(name) for name in layers]
 
 
-def _exemplars(writer: ImageWriter, scan, unit, k: int, top: bool) -> list[Picture]:
-    ranked = scan.top(unit, k) if top else scan.bottom(unit, k)
-    side = "top" if top else "bottom"
+def _exemplars(writer: ImageWriter, ranked: list, side: str) -> list[Picture]:
     return [
         Picture(
             writer.photo(f"p/{e.index}", e.path),
@@ -228,8 +226,9 @@ def explore(
     rows = {} if frame is None else {r["unit"]: r for r in frame.to_dict("records")}
     with staged_dir(out, MARKER, "explorer site") as staging:
         writer = ImageWriter(staging)
-        writer.prefetch(_exemplar_sources(scan, chosen, settings.exemplars), progress)
-        pages, by_layer = _unit_pages(scan, chosen, rows, settings, writer, indexes, manifest, sweeps, progress)
+        ranked = _rankings(scan, chosen, settings.exemplars)
+        writer.prefetch({f"p/{e.index}": e.path for top, bottom in ranked.values() for e in top + bottom}, progress)
+        pages, by_layer = _unit_pages(scan, chosen, rows, ranked, writer, indexes, manifest, sweeps, progress)
         note = _scores_note(scores, frame)
         for page in pages:
             target = staging / page.href
@@ -264,17 +263,12 @@ def explore(
     return record
 
 
-def _exemplar_sources(scan, chosen, k: int) -> dict[str, Path]:
-    """Every exemplar image the pages will show, by its image key (written before the pages, in parallel)."""
+def _rankings(scan, chosen, k: int) -> dict[str, tuple[list, list]]:
+    """Every shown unit's top and bottom `k` exemplars, by unit."""
     from vizprobe.units import Unit
 
-    sources = {}
-    for layer in chosen:
-        for channel in range(layer.channels):
-            unit = Unit(layer.path, channel)
-            for exemplar in scan.top(unit, k) + scan.bottom(unit, k):
-                sources[f"p/{exemplar.index}"] = exemplar.path
-    return sources
+    units = [Unit(layer.path, c) for layer in chosen for c in range(layer.channels)]
+    return {str(u): (scan.top(u, k), scan.bottom(u, k)) for u in units}
 
 
 def _scores_note(scores, frame) -> str:
@@ -283,7 +277,7 @@ def _scores_note(scores, frame) -> str:
     return "score: the machine observer's exemplar-task score (MIS), 95% bootstrap interval over tasks"
 
 
-def _unit_pages(scan, chosen, rows, settings, writer, indexes, manifest, sweeps, progress):
+def _unit_pages(scan, chosen, rows, ranked, writer, indexes, manifest, sweeps, progress):
     from vizprobe.units import Unit
 
     pages, by_layer = [], []
@@ -294,8 +288,8 @@ def _unit_pages(scan, chosen, rows, settings, writer, indexes, manifest, sweeps,
             for channel in range(layer.channels):
                 unit = Unit(layer.path, channel)
                 page = UnitPage(str(unit), str(unit), layer.name, f"units/{unit.folder}.html", rows.get(str(unit)))
-                page.top = _exemplars(writer, scan, unit, settings.exemplars, top=True)
-                page.bottom = _exemplars(writer, scan, unit, settings.exemplars, top=False)
+                top, bottom = ranked[str(unit)]
+                page.top, page.bottom = _exemplars(writer, top, "top"), _exemplars(writer, bottom, "bottom")
                 page.visualizations = _visualizations(writer, indexes, unit)
                 if manifest is not None:
                     page.occlusion = _package_heatmaps(writer, manifest, unit)

@@ -148,12 +148,17 @@ def unit_pools(scan, units: Sequence, pool: int, needed: int) -> tuple[np.ndarra
     how many are valid (U, 2);
     a unit short of `needed` on either side is an error that says how many images the scan needs."""
     size = min(pool, scan.rank_limit)
+    rankings = (([e.index for e in scan.top(u, size)], [e.index for e in scan.bottom(u, size)]) for u in units)
+    return pack_pools(units, rankings, size, needed)
+
+
+def pack_pools(units: Sequence, rankings, size: int, needed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`unit_pools`' arrays from each unit's (top, bottom) image indices, strongest (weakest) first: images on
+    both sides are dropped from both; a unit short of `needed` on either side is a one-line error."""
     top = np.full((len(units), size), -1, dtype=np.int64)  # -1: no image (past a unit's valid count)
     bottom = np.full_like(top, -1)
     counts = np.zeros((len(units), 2), dtype=np.int64)
-    for u, unit in enumerate(units):
-        high = [e.index for e in scan.top(unit, size)]
-        low = [e.index for e in scan.bottom(unit, size)]
+    for u, (unit, (high, low)) in enumerate(zip(units, rankings, strict=True)):
         shared = set(high) & set(low)
         high, low = [i for i in high if i not in shared], [i for i in low if i not in shared]
         if min(len(high), len(low)) < needed:

@@ -35,6 +35,7 @@ from vizprobe.observers.score import (
     MARKER,
     SCORES_FORMAT,
     ScoreSettings,
+    pack_pools,
     pool_images,
     score_pools,
     unit_pools,
@@ -88,23 +89,8 @@ def layer_pools(scan, layer: str, size: int, needed: int) -> tuple[list, np.ndar
     high = np.argsort(np.where(valid, -values, np.inf), axis=0, kind="stable")[:size].T
     low = np.argsort(np.where(valid, values, np.inf), axis=0, kind="stable")[:size].T
     n_valid = valid.sum(axis=0)
-    top = np.full((len(units), size), -1, dtype=np.int64)
-    bottom = np.full_like(top, -1)
-    counts = np.zeros((len(units), 2), dtype=np.int64)
-    for u in range(len(units)):
-        k = min(size, int(n_valid[u]))
-        shared = set(high[u, :k].tolist()) & set(low[u, :k].tolist())
-        up = [i for i in high[u, :k].tolist() if i not in shared]
-        down = [i for i in low[u, :k].tolist() if i not in shared]
-        if min(len(up), len(down)) < needed:
-            raise VizprobeError(
-                f"unit {units[u]} has {min(len(up), len(down))} distinct images on one side of its ranking; the "
-                f"exemplar task needs {needed} a side (references + tasks / 2): scan at least {2 * needed} images "
-                "(or lower --references / --tasks)"
-            )
-        top[u, : len(up)], bottom[u, : len(down)] = up, down
-        counts[u] = len(up), len(down)
-    return units, top, bottom, counts
+    rankings = ((high[u, :k].tolist(), low[u, :k].tolist()) for u, k in enumerate(np.minimum(n_valid, size)))
+    return (units, *pack_pools(units, rankings, size, needed))
 
 
 class EmbeddingStore:
@@ -146,11 +132,12 @@ def embed_missing(store: EmbeddingStore, choice, paths: Iterable[str], device: s
     todo = store.missing(paths)
     if not todo:
         return
-    chunks = _local_chunks(choice, device, todo)
     if engine == "ray":
         from vizprobe.observers import scoring_ray
 
         chunks = scoring_ray.embedded_chunks(choice, todo, EMBED_CHUNK, **ray)
+    else:
+        chunks = _local_chunks(choice, device, todo)
     for chunk, vectors in chunks:
         store.commit(chunk, vectors)
         bar.update(len(chunk))
@@ -249,9 +236,9 @@ def score_layers(
         return pd.read_csv(out / "scores.csv"), pd.read_csv(out / "summary.csv"), stored
     ray = ray or {}
     if engine == "ray":
-        from vizprobe.observers import scoring_ray
+        from vizprobe.scan.ray_engine import connect
 
-        scoring_ray.connect(**ray)
+        connect(**ray)  # the scan's: join the cluster, or start Ray here
     started = time.perf_counter()
     pending = {  # (plan, layer) -> the layer's pools, for the layers not committed yet
         (plan, layer): layer_pools(plan.scan, layer, settings.pool, settings.needed)

@@ -14,12 +14,6 @@ import numpy as np
 import pandas as pd
 
 from vizprobe.scan.ray_engine import _require_ray
-from vizprobe.scan.ray_engine import connect as connect_scan_cluster
-
-
-def connect(address: str | None = None, workers: int | None = None, gpus_per_worker: float = 0.0) -> None:
-    """Join (or start) the Ray cluster as the scan's engine does."""
-    connect_scan_cluster(address, workers, gpus_per_worker)
 
 
 class _Embedder:
