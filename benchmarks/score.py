@@ -16,7 +16,10 @@ model's run over the same images pays), then `vizprobe explore` of the scan and 
 prints the times, (score + explore) / scan (goal: below 1) and the site's size per unit (goal: under 50 kB).
 
 `--distribution` scores every unit of the layers for the trained network and for the same architecture with random
-weights (its initialisation saved to a temp file and scanned with `--weights`), and prints each layer's quartiles.
+weights (saved to a temp file and scanned with `--weights`), once with BatchNorm's running statistics as
+`reset_parameters` leaves them (0 / 1) and once re-estimated on the photos, and prints each layer's median score,
+observer accuracy, colour baseline, control and the participation ratio (effective dimensionality) of its
+activations.
 """
 
 from __future__ import annotations
@@ -82,43 +85,71 @@ def timing(images: Path, layers: str, repeats: int) -> None:
     )
 
 
-def distribution(images: Path, layers: str) -> None:
+def random_weights(path: Path, images: Path | None) -> None:
+    """efficientnet-lite0's architecture with its layers re-initialized (seed 0), saved as a state dict. `images`:
+    BatchNorm's running statistics then re-estimated on those photos (a cumulative average over one pass in train
+    mode), as a trained network has them; None keeps `reset_parameters`' 0 / 1, under which each random layer in
+    eval mode collapses to a few effective dimensions that follow global colour."""
     import torch
 
+    from vizprobe.images import find_images, load_rgb
     from vizprobe.models import load_model
 
-    rows = []
+    model = load_model("efficientnet-lite0", device="cpu")
+    net = model.net
+    torch.manual_seed(0)
+    for module in net.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    if images is not None:
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average over every batch
+        net.train()
+        files = [images / name for name in find_images(images)]
+        with torch.no_grad():
+            for start in range(0, len(files), 50):
+                pixels = torch.stack([model.preprocessing.to_pixels(load_rgb(f)) for f in files[start : start + 50]])
+                net(model.preprocessing.normalize_uint8(pixels))
+        net.eval()
+    torch.save(net.state_dict(), path)
+
+
+def participation_ratio(values) -> float:
+    """Effective dimensionality of a layer's activations over the images: (sum of eigenvalues)^2 / sum of squares."""
+    import numpy as np
+
+    eigen = np.clip(np.linalg.eigvalsh(np.cov(np.asarray(values, dtype=np.float64), rowvar=False)), 0, None)
+    return float(eigen.sum() ** 2 / (eigen**2).sum())
+
+
+def distribution(images: Path, layers: str) -> None:
+    from vizprobe.scan import ScanResult
+
+    rows, dimensions = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        random_weights = Path(tmp) / "random.pth"
-        model = load_model("efficientnet-lite0", device="cpu")
-        torch.manual_seed(0)
-        for module in model.net.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        torch.save(model.net.state_dict(), random_weights)
-        for name, weights in (("trained", []), ("random", ["--weights", str(random_weights)])):
-            run_dir, out = Path(tmp) / f"scan-{name}", Path(tmp) / f"scores-{name}"
-            run(
-                [
-                    "scan",
-                    "--images",
-                    str(images),
-                    "--layers",
-                    layers,
-                    "--device",
-                    "cpu",
-                    *weights,
-                    "--out",
-                    str(run_dir),
-                ]
-            )
+        variants = {"trained": []}
+        for name, estimate in (("random, BN reset to 0/1", None), ("random, BN re-estimated", images)):
+            path = Path(tmp) / f"{len(variants)}.pth"
+            random_weights(path, estimate)
+            variants[name] = ["--weights", str(path)]
+        for k, (name, weights) in enumerate(variants.items()):
+            run_dir, out = Path(tmp) / f"scan-{k}", Path(tmp) / f"scores-{k}"
+            scan_args = ["scan", "--images", str(images), "--layers", layers, "--device", "cpu", *weights]
+            run([*scan_args, "--out", str(run_dir)])
             run(["score", "--scan", str(run_dir), "--layers", layers, "--device", "cpu", "--out", str(out)])
-            frame = pd.read_csv(out / "scores.csv").assign(weights=name)
-            rows.append(frame)
+            rows.append(pd.read_csv(out / "scores.csv").assign(weights=name))
+            scan = ScanResult.load(run_dir)
+            for layer in scan.layers:
+                ratio = participation_ratio(scan.activations(layer.path))
+                dimensions.append({"layer": layer.path, "weights": name, "participation_ratio": ratio})
     frame = pd.concat(rows)
-    table = frame.groupby(["layer", "weights"])[["score", "control"]].describe(percentiles=[0.25, 0.5, 0.75])
-    columns = [("score", c) for c in ("count", "mean", "25%", "50%", "75%")] + [("control", "mean")]
-    print(table[columns].round(3).to_string())
+    columns = ["score", "accuracy", "colour_score", "colour_accuracy", "control"]
+    table = frame.groupby(["layer", "weights"], sort=False)[columns].median().add_prefix("median ")
+    table["units"] = frame.groupby(["layer", "weights"], sort=False).size()
+    table = table.join(pd.DataFrame(dimensions).set_index(["layer", "weights"]))
+    print(table.round(3).to_string())
 
 
 def model_wide(images: Path, repeats: int) -> None:

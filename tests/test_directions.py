@@ -475,8 +475,8 @@ def test_diversity_of_a_single_direction_acts_in_its_base_layer(lite0, tmp_path)
 def test_direction_units_are_scored_and_get_explorer_pages(direction_scan, tmp_path):
     """Every direction of a set is a unit of its own for `vizprobe score --layers` and for the explorer."""
     from vizprobe.explore import explore
-    from vizprobe.observers.score import ScoreSettings
-    from vizprobe.observers.scoring import score_layers
+    from vizprobe.score.exemplar import ScoreSettings
+    from vizprobe.score.layers import score_layers
 
     layer = f"{LAYER}:sae"
     settings = ScoreSettings(references=3, tasks=6, pool=8)

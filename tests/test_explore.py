@@ -18,8 +18,8 @@ from PIL import Image
 from vizprobe.cli import main
 from vizprobe.errors import VizprobeError
 from vizprobe.explore import ExploreSettings, explore
-from vizprobe.observers.score import ScoreSettings
-from vizprobe.observers.scoring import score_layers
+from vizprobe.score.exemplar import ScoreSettings
+from vizprobe.score.layers import score_layers
 
 pytestmark = pytest.mark.slow
 

@@ -411,7 +411,7 @@ def test_report_gives_controls_catch_and_embedder_and_flags_readers(stimulus_pac
 def test_occlusion_task_scores_per_unit_and_condition(stimulus_package, observer, tmp_path):
     """`score --task occlusion`: per unit and condition the mean probability of the right answer over main trials,
     recomputed here from the observer's answers to each trial as shown in stored order."""
-    from vizprobe.observers.score import score
+    from vizprobe.score.api import score
 
     frame, record = score("occlusion", stimuli=stimulus_package, embedder=observer.embedder, out=tmp_path / "s")
     manifest = Manifest.load(stimulus_package)

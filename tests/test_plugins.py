@@ -65,6 +65,14 @@ def shuffled(argument, unit, n):
 
 def broken(argument, unit, n):
     return [argument + "/no-such-file.png"]
+
+
+def tiny_embedder(device):
+    from vizprobe.observers.embedding import EmbeddingFunction
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 4, 5, stride=4), nn.AdaptiveAvgPool2d(1), nn.Flatten()).to(device)
+    return EmbeddingFunction(net, size=64, name="tiny")
 '''
 
 
@@ -88,6 +96,8 @@ def _install_plugin(tmp_path: Path) -> dict:
         [project.entry-points."vizprobe.conditions"]
         shuffled = "tinyplug:shuffled"
         broken = "tinyplug:broken"
+        [project.entry-points."vizprobe.embedders"]
+        tinyembed = "tinyplug:tiny_embedder"
         """)
     )
     site = tmp_path / "site"
@@ -122,6 +132,20 @@ def test_a_plugin_package_adds_a_model_and_an_observer(tmp_path):
     code = "from vizprobe.observers import list_observers; print(list_observers())"
     observers = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert "'left'" in observers.stdout
+
+
+def test_a_plugin_package_adds_an_embedder(tmp_path, photo_scan):
+    """`--embedder tinyembed` reaches the plugin's factory through its entry point; the scores record it."""
+    env = _install_plugin(tmp_path)
+    run = str(photo_scan[0].run_dir)
+    out = tmp_path / "scores"
+    arguments = ["-q", "score", "--scan", run, "--units", "_blocks.12:7,_blocks.12:9", "--tasks", "4"]
+    done = _vizprobe(env, *arguments, "--embedder", "tinyembed", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((out / "scores.json").read_text())
+    assert record["embedder"]["model"] == "tinyembed" and record["embedder"]["size"] == 64
+    unknown = _vizprobe(env, *arguments, "--embedder", "tinyembedx", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert unknown.returncode == 2 and "unknown embedder 'tinyembedx'" in unknown.stderr
 
 
 def test_a_plugin_package_adds_a_kind_of_condition(tmp_path, photo_files):

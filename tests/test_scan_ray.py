@@ -212,8 +212,8 @@ def test_scan_help_names_the_ray_options(capsys):
 def test_scoring_on_ray_writes_the_local_engine_s_scores(ray_cluster, local_scan, tmp_path, monkeypatch):
     """`vizprobe score --engine ray`: the embedding pass on two Ray actors (in chunks) and each layer's scoring as
     a Ray task give the local engine's scores and summary."""
-    from vizprobe.observers import scoring
-    from vizprobe.observers.score import ScoreSettings
+    from vizprobe.score import layers as scoring
+    from vizprobe.score.exemplar import ScoreSettings
 
     settings = ScoreSettings(references=3, tasks=6, pool=8)
     monkeypatch.setattr(scoring, "EMBED_CHUNK", 64)  # several chunks for the two actors

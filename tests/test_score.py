@@ -14,7 +14,7 @@ from scipy.special import expit
 from vizprobe.cli import main
 from vizprobe.errors import VizprobeError
 from vizprobe.observers.embedding import FeatureEmbedder, choose_embedder
-from vizprobe.observers.score import ScoreSettings, draw_tasks, exemplar_scores, task_probabilities
+from vizprobe.score.exemplar import ScoreSettings, draw_tasks, exemplar_scores, task_probabilities
 
 LAYER = "_blocks.12"
 
@@ -90,7 +90,7 @@ def test_shuffled_references_score_at_chance(photo_files, embedder):
     settings = ScoreSettings(seed=3)
     tasks = draw_tasks(shuffled[:, :half], shuffled[:, half:], np.full((units, 2), half), settings)
     p, _ = task_probabilities(gram, tasks, settings.exemplar_temperature)
-    from vizprobe.observers.score import bootstrap_interval
+    from vizprobe.score.exemplar import bootstrap_interval
 
     low, high = bootstrap_interval(p, settings)
     assert abs(p.mean() - 0.5) < 0.05
@@ -123,6 +123,53 @@ def test_a_unit_whose_exemplars_are_two_colours_scores_near_one(colour_scan, emb
     frame, _ = exemplar_scores(colour_scan, [unit, f"_blocks.2:{(channel + 1) % 24}"], embedder, progress=False)
     print(frame.to_string())
     assert frame.loc[0, "score"] > 0.9 and frame.loc[0, "accuracy"] == 1.0
+    # a colour statistic is as plain to the colour-statistics observer
+    assert frame.loc[0, "colour_score"] > 0.9 and frame.loc[0, "colour_accuracy"] == 1.0
+
+
+def test_colour_statistics_are_the_centre_square_s_mean_and_spread(tmp_path):
+    """By hand with numpy: a 90 x 60 PNG's centre 60 x 60 square, box-averaged to 64 px, its channels' means and
+    standard deviations."""
+    from vizprobe.observers.colour import CENTRE, SCALE, ColourEmbedder, colour_statistics
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    square = Image.fromarray(pixels[:, 15:75]).resize((64, 64), Image.Resampling.BOX)
+    values = np.asarray(square, dtype=np.float64).reshape(-1, 3) / 255
+    expected = np.concatenate([values.mean(axis=0), values.std(axis=0)])
+    np.testing.assert_allclose(colour_statistics(tmp_path / "wide.png"), expected, atol=1e-12)
+    vector = ColourEmbedder().embed([tmp_path / "wide.png"])[0]
+    z = (expected - CENTRE) / SCALE
+    np.testing.assert_allclose(vector, z / np.linalg.norm(z), atol=1e-6)
+
+
+def test_shuffled_activations_score_at_chance_for_both_observers(photo_scan, embedder):
+    """Each unit's activations of _blocks.12 permuted across the photos: its rankings come from the shuffle, so
+    the embedder's and the colour baseline's scores sit at chance."""
+    from vizprobe.observers.colour import ColourEmbedder
+    from vizprobe.score.exemplar import pack_pools, pool_images, score_pools
+    from vizprobe.units import Unit
+
+    scan = photo_scan[0]
+    values = np.asarray(scan.activations(LAYER), dtype=np.float64)[:, :48]
+    rng = np.random.default_rng(7)
+    shuffled = np.stack([rng.permutation(values[:, c]) for c in range(values.shape[1])], axis=1)
+    units = [Unit(scan.layer(LAYER).path, c) for c in range(values.shape[1])]
+    settings = ScoreSettings()
+    order = np.argsort(-shuffled, axis=0, kind="stable")
+    rankings = [(order[: settings.pool, c].tolist(), order[::-1][: settings.pool, c].tolist()) for c in range(48)]
+    top, bottom, counts = pack_pools(units, rankings, settings.pool, settings.needed)
+    images = pool_images(top, bottom)
+    paths = [scan.image_path(int(i)) for i in images]
+    vectors, colour = embedder.embed(paths, whole=False), ColourEmbedder().embed(paths)
+    frame = score_pools(units, top, bottom, counts, images, vectors, settings, colour)
+    print(frame[["score", "accuracy", "colour_score", "colour_accuracy"]].describe().to_string())
+    assert abs(frame["score"].mean() - 0.5) < 0.05 and abs(frame["accuracy"].mean() - 0.5) < 0.06
+    assert abs(frame["colour_score"].mean() - 0.5) < 0.05 and abs(frame["colour_accuracy"].mean() - 0.5) < 0.06
+    # the real rankings of the same units: the embedder well above chance
+    real, _ = exemplar_scores(scan, [str(u) for u in units[:16]], embedder, settings, progress=False)
+    assert real["score"].mean() > 0.7
 
 
 def test_too_few_images_names_what_the_scan_needs(colour_scan, embedder):
@@ -162,11 +209,16 @@ def test_cli_score_writes_scores_and_settings(photo_scan, tmp_path, capsys):
         ]
     )
     assert code == 0, capsys.readouterr().err
-    assert "efficientnet-lite2" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "efficientnet-lite2" in printed and "uncalibrated: temperature 0.05" in printed
     frame = pd.read_csv(out / "scores.csv")
-    assert {"unit", "score", "ci_low", "ci_high", "tasks", "control"} <= set(frame.columns)
+    assert {"unit", "score", "ci_low", "ci_high", "tasks", "control", "colour_score", "colour_accuracy"} <= set(
+        frame.columns
+    )
     assert list(frame["tasks"]) == [10, 10]
     record = json.loads((out / "scores.json").read_text())
+    assert record["calibration"]["calibrated"] is False and record["calibration"]["temperature"] == 0.05
+    assert "uncalibrated" in record["calibration"]["note"]
     assert record["embedder"]["model"] == "efficientnet-lite2" and record["settings"]["tasks"] == 10
     assert record["model"] == "efficientnet-lite0" and record["settings"]["references"] == 9
 

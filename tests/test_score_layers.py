@@ -11,10 +11,10 @@ import pytest
 
 from vizprobe.cli import main
 from vizprobe.errors import VizprobeError
-from vizprobe.observers import scoring
 from vizprobe.observers.embedding import FeatureEmbedder, choose_embedder
-from vizprobe.observers.score import ScoreSettings, exemplar_scores, unit_pools
-from vizprobe.observers.scoring import by_depth, layer_pools, score_layers
+from vizprobe.score import layers as scoring
+from vizprobe.score.exemplar import ScoreSettings, exemplar_scores, unit_pools
+from vizprobe.score.layers import by_depth, layer_pools, score_layers
 
 SMALL = ScoreSettings(references=3, tasks=6, pool=8)  # 6 distinct images a side: small scans suffice
 
@@ -74,12 +74,12 @@ def test_a_killed_run_resumes_without_embedding_or_scoring_anything_twice(small_
     reference, _, _ = score_layers([lite0], layers, tmp_path / "whole", SMALL, device="cpu", progress=False)
 
     monkeypatch.setattr(scoring, "EMBED_CHUNK", 8)
-    embedded: list[str] = []
+    embedded: list[tuple[str, str]] = []  # (store, image): the network's and the colour baseline's
     commit = scoring.EmbeddingStore.commit
 
     def commit_then_die(self, paths, vectors):
         commit(self, paths, vectors)
-        embedded.extend(paths)
+        embedded.extend((self.folder.name, path) for path in paths)
         if len(embedded) == 16:
             raise KeyboardInterrupt  # killed after two chunks
 
@@ -105,7 +105,8 @@ def test_a_killed_run_resumes_without_embedding_or_scoring_anything_twice(small_
         scoring, "score_pools", lambda units, *args: scored.append(units[0].layer) or score_pools(units, *args)
     )
     scores, _, record = score_layers([lite0], layers, out, SMALL, device="cpu", progress=False)
-    assert len(embedded) == len(set(embedded)) > 16  # every image embedded once over the three calls
+    assert len(embedded) == len(set(embedded)) > 16  # every image embedded once per store over the three calls
+    assert {store for store, _ in embedded} == {"efficientnet-lite2", "colour-statistics"}
     assert sorted(scored) == sorted(layers)  # every layer scored once
     assert record["status"] == "complete"
     pd.testing.assert_frame_equal(scores, reference, atol=1e-6)

@@ -14,12 +14,17 @@ from vizprobe.explore import explore
 from vizprobe.images import demo_images_dir
 from vizprobe.models import load_model
 from vizprobe.observers.answer import answer_package, predicted_accuracy, run_baselines
-from vizprobe.observers.scoring import score_layers
+from vizprobe.observers.colour import ColourEmbedder
+from vizprobe.observers.embedding import make_embedder
 from vizprobe.observers.similarity import SimilarityObserver
 from vizprobe.observers.simulate import simulate
 from vizprobe.responses import write_responses
 from vizprobe.scan import scan
 from vizprobe.scan.sheet import write_contact_sheets
+from vizprobe.score.layers import score_layers
+from vizprobe.score.select import stratified_units
+from vizprobe.score.simulate import simulate_exemplar
+from vizprobe.score.validate import validate
 from vizprobe.stimuli import BuildSettings, build_stimuli
 from vizprobe.stimuli.build import protocol_units
 from vizprobe.stimuli.pictures import inspect_package
@@ -58,10 +63,10 @@ def run_demo(
         raise VizprobeError(f"--methods: unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
     images = Path(images) if images else demo_images_dir()
     loaded = load_model(model, device=device)
-    print(f"[1/8] scanning {images} with {model}")
+    print(f"[1/9] scanning {images} with {model}")
     result, stats = scan(loaded, images, DEMO_LAYERS, out / "scan", progress=progress)
     print(f"      {stats.computed} images at {stats.images_per_second:.1f} img/s, {stats.skipped} skipped")
-    print("[2/8] contact sheets (top-9 | bottom-9) for the demo units")
+    print("[2/9] contact sheets (top-9 | bottom-9) for the demo units")
     sheets = write_contact_sheets(result, out / "sheets", DEMO_UNITS, progress=progress)
     for sheet in sheets:
         print(f"      {sheet}")
@@ -78,7 +83,7 @@ def run_demo(
     picked = protocol_units(result, DEMO_UNITS, build_settings, model=loaded)
     protocol = [str(c.unit) for c in picked.catch + picked.practice]
     print(
-        f"[3/8] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
+        f"[3/9] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
         "and practice units"
     )
     settings = preset("quick", steps=steps, per_unit=9, mixed_extra=4)
@@ -110,7 +115,7 @@ def run_demo(
         comparison_sheet(dirs, result, units=DEMO_UNITS).save(out / "methods.png")
         print(f"      the methods side by side: {out / 'methods.png'}")
     print(
-        f"[4/8] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
+        f"[4/9] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
         "search, small ranks for the demo photos)"
     )
     build_stimuli(
@@ -127,7 +132,7 @@ def run_demo(
     print("      " + text.replace("\n", "\n      "))
     observer = SimilarityObserver(studied_model=loaded.name, device=loaded.device)
     print(
-        f"[5/8] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
+        f"[5/9] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
         f"{loaded.name}) and baselines answer every trial of every condition, and a control of each trial "
         "(another unit's references)"
     )
@@ -140,20 +145,21 @@ def run_demo(
             f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]"
             f"{control}"
         )
-    print(f"[6/8] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
+    print(f"[6/9] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
     simulated = simulate(out / "stimuli", observer, participants=participants, seed=0)
     write_responses(simulated, out / "simulated-responses.csv")
     print("      a rehearsal of the analysis, not data: run `vizprobe serve` for real participants")
-    print("[7/8] report (simulated participants beside the machine observers and baselines)")
+    print("[7/9] report (simulated participants beside the machine observers and baselines)")
     combined = write_responses(pd.concat([simulated, machine]), out / "demo-responses.csv")
     results = analyze(combined, out / "report", out / "stimuli")
     for condition, entry in results["accuracy"].items():
         print(f"      simulated {condition:9s} {entry['mean']:6.1%} (n = {entry['n_participants']})")
-    print("[8/8] every unit of the demo layers scored (exemplar task) and the unit explorer")
+    print("[8/9] every unit of the demo layers scored (exemplar task) and the unit explorer")
     scores, summary, _ = score_layers([result], DEMO_LAYERS, out / "scores", device=device, progress=progress)
     for row in summary.itertuples():
         print(f"      {row.layer:10s} {row.units:4d} units  mean score {row.mean:.3f}  median {row.median:.3f}")
     explore(result, out / "explorer", out / "scores", visualizations=[out / "visualizations"], progress=progress)
+    validate_on_simulated_people(result, scores, out, device)
     print(f"done: report {out / 'report' / 'report.html'}")
     print(f"      unit explorer {out / 'explorer' / 'index.html'} ({len(scores)} units; opens from the file system)")
     print(f"      stimulus package {out / 'stimuli'} (pictures of its trials in {out / 'stimuli' / 'inspect'})")
@@ -161,6 +167,25 @@ def run_demo(
     print(f"      overview {out / 'overview.png'} (synthetic | natural top-4 per unit)")
     print(f"start the experiment on it: vizprobe serve --stimuli {out / 'stimuli'}")
     return out
+
+
+def validate_on_simulated_people(result, scores: pd.DataFrame, out: Path, device: str) -> None:
+    """The exemplar-task score against two groups of simulated people on 30 units spread over the score range:
+    people who see only colour statistics, and people who see what the observer's embedder sees (with noise)."""
+    print("[9/9] the score against simulated people on the exemplar task (vizprobe validate)")
+    units = stratified_units(scores, 30)
+    embedder = make_embedder(result.model, device=device)
+    for name, sees, temperature in (("colour", ColourEmbedder(), 0.5), ("embedder", embedder, 0.05)):
+        people = simulate_exemplar(result, units, sees, participants=12, tasks=6, temperature=temperature)
+        write_responses(people, out / f"people-{name}.csv")
+        found = validate(people, out / "scores", out / f"validation-{name}", resamples=1000, splits=100)
+        machine, colour = found["machine"]["spearman"], found["colour"]["spearman"]
+        ceiling = found["noise_ceiling"]["spearman_brown"]
+        print(
+            f"      people who see {name:8s}: Spearman with their per-unit accuracy: score {machine:+.2f}, "
+            f"colour baseline {colour:+.2f}, noise ceiling {ceiling:.2f}"
+        )
+    print("      simulated people whose rule is known: the validation must rank the observer they were made from first")
 
 
 def render_method(loaded, scan, units: list[str], settings, start_rank: int, out: Path, progress: bool) -> dict:

@@ -58,12 +58,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode one image fully as RGB, or raise `UnreadableImage` with the reason."""
+def load_rgb(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode one image fully as RGB, or raise `UnreadableImage` with the reason. `draft`: a JPEG may be decoded
+    at a reduced scale no smaller than this size (much faster, for statistics of a small view)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if draft is not None:
+                    image.draft("RGB", draft)
                 image = ImageOps.exif_transpose(image)
                 image.load()
                 return to_rgb(image)

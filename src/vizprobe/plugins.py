@@ -4,6 +4,8 @@
 `vizprobe.observers`: name = the observer's name, value = its factory (`vizprobe.observers.registry`).
 `vizprobe.conditions`: name = a kind of reference source, value = a function (argument, unit, n) -> up to n image
 files of that unit, used as `--conditions NAME=KIND:ARGUMENT` (`vizprobe.stimuli.conditions`).
+`vizprobe.embedders`: name = an embedder's name, value = a factory (device) -> `EmbeddingFunction`, used as
+`--embedder NAME` (`vizprobe.observers.embedding`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from importlib.metadata import EntryPoint, entry_points
 MODEL_GROUP = "vizprobe.models"
 OBSERVER_GROUP = "vizprobe.observers"
 CONDITION_GROUP = "vizprobe.conditions"
+EMBEDDER_GROUP = "vizprobe.embedders"
 
 
 def plugin_entries(group: str) -> list[EntryPoint]:

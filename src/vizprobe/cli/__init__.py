@@ -1,7 +1,7 @@
 """`vizprobe <verb>`: parse arguments, call the Python API, print. Nothing else lives here.
 
 One module per group of verbs (`models`, `scan`, `visualize`, `stimuli`, `experiment`, `analysis`, `observers`,
-`explore`, `demo`), each adding its verbs with `add_verbs`; `common` holds what they share. Options that are
+`score`, `explore`, `demo`), each adding its verbs with `add_verbs`; `common` holds what they share. Options that are
 settings leave their value None when not given, so the API's default applies; their help shows that default,
 read from where it is defined (a settings dataclass or a function's signature) only when help is printed, so
 `--help` cannot disagree with the code and the CLI starts without torch.
@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from vizprobe.cli import analysis, demo, experiment, explore, models, observers, scan, stimuli, visualize
+from vizprobe.cli import analysis, demo, experiment, explore, models, observers, scan, score, stimuli, visualize
 from vizprobe.cli.common import _Help, default_of
 from vizprobe.errors import VizprobeError
 
@@ -22,7 +22,7 @@ DESCRIPTION = (
     "Do explanations of a unit help people predict it? One verb per stage of a study; "
     "`vizprobe VERB --help` lists its options, with the defaults of the protocol (docs/protocol.md)."
 )
-GROUPS = (models, scan, visualize, stimuli, experiment, analysis, observers, explore, demo)
+GROUPS = (models, scan, visualize, stimuli, experiment, analysis, observers, score, explore, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

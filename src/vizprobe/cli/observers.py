@@ -1,4 +1,4 @@
-"""`vizprobe` verbs: observe, power, score, simulate."""
+"""`vizprobe` verbs: observe, power, simulate."""
 
 from __future__ import annotations
 
@@ -80,75 +80,11 @@ def _fit(args: argparse.Namespace, manifest, observer) -> int:
     return 0
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    from vizprobe.observers.score import ScoreSettings, score
-
-    settings = ScoreSettings(**_given(args, "references", "tasks", "pool", "temperature", "seed"))
-    if args.layers and args.task == "exemplar":
-        return _score_layers(args, settings)
-    if args.scan and len(args.scan) > 1:
-        raise VizprobeError("several --scan go with --layers (every unit of some layers of each scan)")
-    frame, record = score(
-        args.task,
-        scan=args.scan[0] if args.scan else None,
-        units=args.units,
-        stimuli=args.stimuli,
-        out=args.out,
-        settings=settings,
-        embedder=_embedder_choice(args),
-        same_as_model=args.embedder_same_as_model,
-        rule=args.rule,
-        device=args.device,
-        progress=not args.quiet,
-    )
-    embedder = record["embedder"]
-    print(
-        f"scored {len(frame)} rows ({args.task} task, embedding with {embedder['model']} at "
-        f"{', '.join(embedder['layers'])}) -> {args.out}"
-    )
-    if embedder.get("same_as_model"):
-        print("  the embedder is the studied network: these scores read the unit's own features")
-    by = ["layer", "condition"] if "condition" in frame.columns else ["layer"]
-    columns = ["score", "control"] if "control" in frame.columns else ["score"]
-    print(frame.groupby(by, sort=False)[columns].agg(["mean", "median"]).round(3).to_string())
-    return 0
-
-
-def _score_layers(args: argparse.Namespace, settings) -> int:
-    from vizprobe.observers.scoring import by_depth, score_layers
-
-    if args.units:
-        raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
-    if not args.scan:
-        raise VizprobeError("the exemplar task scores units of a scan: pass --scan RUN_DIR")
-    ray = {"address": args.address, "workers": args.workers} if args.engine == "ray" else None
-    scores, summary, record = score_layers(
-        args.scan,
-        _csv(args.layers),
-        args.out,
-        settings,
-        embedder=_embedder_choice(args),
-        same_as_model=args.embedder_same_as_model,
-        device=args.device,
-        engine=args.engine,
-        ray=ray,
-        embeddings=args.embeddings,
-        progress=not args.quiet,
-    )
-    embedders = sorted({s["embedder"]["model"] for s in record["scans"]})
-    print(f"scored {len(scores)} units of {len(summary)} layers (embedding with {', '.join(embedders)}) -> {args.out}")
-    if any(s["embedder"]["same_as_model"] for s in record["scans"]):
-        print("  an embedder is the studied network: its scores read the unit's own features")
-    print(summary.drop(columns=["scan"]).round(3).to_string(index=False))
-    if len(record["scans"]) > 1:
-        print("\nmean score by relative layer depth:")
-        print(by_depth(summary).round(3).to_string())
-        if len(embedders) > 1:
-            print("  the scans were embedded by different networks (each not its own); --embedder sets one for all")
-    return 0
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.task == "exemplar":
+        return _simulate_exemplar(args)
+    if args.stimuli is None:
+        raise VizprobeError("the occlusion task simulates answers to a stimulus package: pass --stimuli DIR")
     from vizprobe.observers import get_observer
     from vizprobe.observers.simulate import simulate
     from vizprobe.responses import write_responses
@@ -162,6 +98,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     write_responses(responses, args.out)
     n = responses["participant_id"].nunique()
     print(f"{n} simulated participants ({observer.name}), {len(responses)} answers -> {args.out}")
+    return 0
+
+
+def _simulate_exemplar(args: argparse.Namespace) -> int:
+    from vizprobe.observers.embedding import make_embedder
+    from vizprobe.responses import write_responses
+    from vizprobe.scan import ScanResult
+    from vizprobe.score.simulate import simulate_exemplar
+
+    if not args.scan or not args.units:
+        raise VizprobeError("the exemplar task simulates people on a scan's units: pass --scan RUN_DIR --units L:C,...")
+    scan = ScanResult.load(args.scan)
+    embedder = make_embedder(scan.model, _embedder_choice(args), args.embedder_same_as_model, args.device)
+    options = _given(args, "participants", "lapse", "noise", "seed", "temperature")
+    if args.tasks is not None:
+        options["tasks"] = args.tasks
+    responses = simulate_exemplar(scan, _csv(args.units), embedder, **options)
+    write_responses(responses, args.out)
+    n = responses["participant_id"].nunique()
+    print(f"{n} simulated people deciding by {embedder.label}, {len(responses)} answers -> {args.out}")
     return 0
 
 
@@ -201,45 +157,17 @@ def add_verbs(verb) -> None:
     _device_arg(p)
     p.add_argument("--out", required=True, help="responses CSV to write (with --fit: the rule's JSON)")
 
-    score = "vizprobe.observers.score:ScoreSettings"
-    p = verb("score", "score units without people: the exemplar task (MIS) or the occlusion task", cmd_score)
-    text = "exemplar: from a scan's top and bottom images; occlusion: a stimulus package's trials"
-    p.add_argument("--task", default="exemplar", choices=("exemplar", "occlusion"), help=text)
-    text = "exemplar task: scan run dir (with --layers, repeat it to score and compare several models' scans)"
-    p.add_argument("--scan", action="append", default=None, help=text)
-    p.add_argument("--units", default=None, help="exemplar task: comma-separated LAYER:CHANNEL")
-    text = "exemplar task: every unit of these comma-separated layers (all: every scanned layer); resumable"
-    p.add_argument("--layers", default=None, help=text)
-    p.add_argument("--stimuli", default=None, help="occlusion task: stimulus package dir")
-    _setting(p, "--references", f"{score}.references", "exemplar task: references a side (K)", type=int)
-    _setting(p, "--tasks", f"{score}.tasks", "exemplar task: tasks per unit (N)", type=int)
-    _setting(p, "--pool", f"{score}.pool", "exemplar task: top (and bottom) ranks drawn from", type=int)
-    from vizprobe.observers.rule import DEFAULT_TEMPERATURE, EXEMPLAR_TEMPERATURE
-
-    text = (
-        f"of the logistic choice on the similarity margin (default {EXEMPLAR_TEMPERATURE} in the exemplar task; "
-        f"in the occlusion task --rule's, else {DEFAULT_TEMPERATURE})"
-    )
-    p.add_argument("--temperature", type=float, default=None, help=text)
-    _setting(p, "--seed", f"{score}.seed", "seed of the tasks, the controls and the bootstrap", type=int)
-    _embedder_args(p)
-    _device_arg(p)
-    text = (
-        "with --layers: local (default), or ray: embedding and scoring on a Ray cluster (pip install 'vizprobe[ray]')"
-    )
-    p.add_argument("--engine", default="local", choices=("local", "ray"), help=text)
-    p.add_argument("--address", default=None, help="with --engine ray: the cluster (HOST:PORT or auto)")
-    p.add_argument("--workers", type=int, default=None, help="with --engine ray: embedding workers")
-    text = (
-        "with --layers: folder of the images' embeddings, shared by runs over the same images (default OUT/embeddings)"
-    )
-    p.add_argument("--embeddings", default=None, help=text)
-    text = "folder to write: scores.csv and scores.json (with --layers also summary.csv, resumed if unfinished)"
-    p.add_argument("--out", required=True, help=text)
-
     simulate = "vizprobe.observers.simulate:simulate"
     p = verb("simulate", "simulated participants from a machine observer, to rehearse an analysis", cmd_simulate)
-    p.add_argument("--stimuli", required=True, help="stimulus package dir")
+    text = "occlusion: a stimulus package's trials; exemplar: tasks of a scan's units (simulated people for validate)"
+    p.add_argument("--task", default="occlusion", choices=("occlusion", "exemplar"), help=text)
+    p.add_argument("--stimuli", default=None, help="occlusion task: stimulus package dir")
+    p.add_argument("--scan", default=None, help="exemplar task: scan run dir")
+    p.add_argument("--units", default=None, help="exemplar task: comma-separated LAYER:CHANNEL")
+    exemplar = "vizprobe.score.simulate:simulate_exemplar"
+    _setting(p, "--tasks", f"{exemplar}.tasks", "exemplar task: tasks per unit and participant", type=int)
+    _setting(p, "--temperature", f"{exemplar}.temperature", "exemplar task: the people's temperature", type=float)
+    _embedder_args(p)
     p.add_argument("--observer", default="similarity", help="registered observer (see vizprobe.observers)")
     _setting(p, "--participants", f"{simulate}.participants", "per condition", type=int)
     _setting(p, "--lapse", f"{simulate}.lapse", "rate of random answers", type=float)

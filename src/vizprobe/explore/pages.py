@@ -78,6 +78,11 @@ def score_text(row: dict | None) -> str:
     return f"{row['score']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
 
 
+def _number(row: dict, key: str) -> str:
+    value = row.get(key)
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
 def unit_page(page: UnitPage, model: str, scores_note: str) -> str:
     """A unit's page: score, exemplars, visualizations, occlusion heatmaps, activation histogram, neighbours."""
     root = "../" * page.href.count("/")
@@ -92,7 +97,9 @@ def unit_page(page: UnitPage, model: str, scores_note: str) -> str:
             ("score (exemplar task)", score_text(score)),
             ("control (another unit's references)", f"{score['control']:.3f}" if "control" in score else "-"),
             ("control unit", score.get("control_unit", "-")),
-            ("observer accuracy", f"{score['accuracy']:.3f}" if "accuracy" in score else "-"),
+            ("observer accuracy", _number(score, "accuracy")),
+            ("colour baseline: score", _number(score, "colour_score")),
+            ("colour baseline: accuracy", _number(score, "colour_accuracy")),
             ("tasks", score.get("tasks", "-")),
         ]
     else:
@@ -142,17 +149,20 @@ def index_page(model: str, layers: list[tuple[str, str, list[UnitPage]]], summar
                 if thumb
                 else ""
             )
-            control = f"{page.score['control']:.3f}" if page.score and "control" in page.score else "-"
+            control = _number(page.score, "control") if page.score else "-"
+            accuracy = _number(page.score, "accuracy") if page.score else "-"
+            colour = _number(page.score, "colour_accuracy") if page.score else "-"
             rows.append(
                 f'<tr data-layer="{_e(name)}" data-unit="{_e(page.unit)} {_e(page.label)}" '
                 f'data-score="{"" if score is None else f"{score:.4f}"}">'
                 f'<td><a href="{page.href}">{_e(page.label)}</a></td><td>{_e(score_text(page.score))}</td>'
-                f"<td>{control}</td><td>{image}</td></tr>"
+                f"<td>{accuracy}</td><td>{colour}</td><td>{control}</td><td>{image}</td></tr>"
             )
         sections.append(
             f'<section class="layer" data-layer="{_e(name)}"><h2>{_e(name)} <small>({len(pages)} units)</small>'
             f"</h2>{histogram}<table class='units'><caption>units of {_e(name)}, highest score first</caption>"
             "<thead><tr><th scope='col'>unit</th><th scope='col'>score [95% CI]</th>"
+            "<th scope='col'>accuracy</th><th scope='col'>colour accuracy</th>"
             "<th scope='col'>control</th><th scope='col'>top image</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></section>"
         )

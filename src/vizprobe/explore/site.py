@@ -272,9 +272,18 @@ def _rankings(scan, chosen, k: int) -> dict[str, tuple[list, list]]:
 
 
 def _scores_note(scores, frame) -> str:
+    """What the scores are and whether their probability is calibrated to people (from the scores' record)."""
+    from vizprobe.score.folder import calibration_note
+
     if frame is None:
         return "no scores given (vizprobe score, then vizprobe explore SCAN SCORES)"
-    return "score: the machine observer's exemplar-task score (MIS), 95% bootstrap interval over tasks"
+    folder = Path(scores)
+    marker = folder / "scores.json" if folder.is_dir() else folder.parent / "scores.json"
+    record = json.loads(marker.read_text()) if marker.is_file() else {}
+    return (
+        "score: the machine observer's exemplar-task score (MIS), 95% bootstrap interval over tasks; "
+        f"{calibration_note(record)}; colour: the same tasks answered from colour statistics alone"
+    )
 
 
 def _unit_pages(scan, chosen, rows, ranked, writer, indexes, manifest, sweeps, progress):

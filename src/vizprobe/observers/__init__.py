@@ -25,9 +25,8 @@ _LAZY = {
     "choose_embedder": "embedding",
     "DecisionRule": "rule",
     "fit_rule": "fit",
-    "score": "score",
-    "ScoreSettings": "score",
-    "exemplar_scores": "score",
+    "ColourEmbedder": "colour",
+    "EmbeddingFunction": "embedding",
 }
 
 __all__ = [

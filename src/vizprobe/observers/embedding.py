@@ -5,14 +5,23 @@ whatever keeps the unit active: an observer embedding with that network reads th
 seeing what a person sees. So the observers embed with another registered network, by default EfficientNet-Lite2
 (EfficientNet-Lite0 when Lite2 is the studied network), and refuse the studied one unless asked explicitly
 (`same_as_model=True`, then every output marks its numbers as reading the unit).
+
+Embedders beyond the model registry (`build_embedder`): the built-in colour-statistics baseline
+(`vizprobe.observers.colour`), a package's `vizprobe.embedders` entry point (name = the embedder's name, value = a
+factory), or `--embedder module.path:factory`. A factory takes the device (a string such as "cpu" or "cuda") and
+returns an `EmbeddingFunction`: a callable from a (N, 3, S, S) float RGB batch in [0, 1] to (N, D) vectors, with
+its side S. That is how a network trained on human similarity judgements (DreamSim, MIS's embedder) or CLIP
+plugs in (docs/observers.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,6 +31,10 @@ from vizprobe.device import default_batch_size, resolve_device
 from vizprobe.errors import VizprobeError
 from vizprobe.images import load_rgb
 from vizprobe.models import get_spec, list_models, load_model
+from vizprobe.models.plugins import FACTORY
+from vizprobe.observers.colour import NAME as COLOUR_EMBEDDER
+from vizprobe.observers.colour import ColourEmbedder
+from vizprobe.plugins import EMBEDDER_GROUP, plugin_entries
 
 DEFAULT_EMBEDDER = "efficientnet-lite2"
 FALLBACK_EMBEDDER = "efficientnet-lite0"  # when the studied network is the default embedder itself
@@ -38,9 +51,127 @@ class EmbedderChoice:
 
     @classmethod
     def parse(cls, text: str, weights: str | None = None) -> EmbedderChoice:
-        """`MODEL` or `MODEL:LAYER,LAYER` (layer paths or aliases)."""
-        model, _, layers = text.strip().partition(":")
+        """`MODEL` or `MODEL:LAYER,LAYER` (layer paths or aliases), an embedder's name, or `module.path:factory`."""
+        text = text.strip()
+        model, _, layers = text.partition(":")
+        if FACTORY.fullmatch(text) and not _is_model(model):
+            return cls(text, (), weights)
         return cls(model.strip(), tuple(x.strip() for x in layers.split(",") if x.strip()), weights)
+
+
+class ImageEmbedder(Protocol):
+    """What an observer embeds images with: unit-norm vectors, so that a dot product is a cosine similarity."""
+
+    label: str  # the responses' `embedder` column
+
+    @property
+    def record(self) -> dict: ...
+
+    def embed(self, paths: Sequence[str | Path], whole: bool = True, progress=None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EmbeddingFunction:
+    """What an embedder plugin's factory returns: `function` maps a (N, 3, size, size) float RGB batch in [0, 1]
+    (on the device the factory was given) to (N, D) vectors; images are resized and centre-cropped to `size`."""
+
+    function: Callable
+    size: int = 224
+    name: str = ""
+    batch_size: int = 16
+
+
+def _is_model(name: str) -> bool:
+    try:
+        get_spec(name)
+    except VizprobeError:
+        return False
+    return True
+
+
+def embedder_factory(name: str) -> Callable | None:
+    """The factory of a non-network embedder (built-in, entry point, or `module.path:factory`), or None when `name`
+    is a network of the model registry; a broken plugin is a one-line error."""
+    if name == COLOUR_EMBEDDER:
+        return ColourEmbedder
+    for ep in plugin_entries(EMBEDDER_GROUP):
+        if ep.name == name:
+            try:
+                return ep.load()
+            except Exception as error:  # the plugin's own failure, reported with its name
+                raise VizprobeError(f"embedder plugin {name!r} ({ep.value}) failed to load: {error}") from None
+    if FACTORY.fullmatch(name) and "@" not in name:
+        module_name, attr = name.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:
+            raise VizprobeError(
+                f"--embedder {name}: cannot import {module_name!r} ({error}); install it or put it on PYTHONPATH"
+            ) from None
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise VizprobeError(f"--embedder {name}: {module_name} has no function {attr!r}")
+        return factory
+    return None
+
+
+class FunctionEmbedder:
+    """An `EmbeddingFunction` applied to image files: decoded, resized and centre-cropped to its side, batched,
+    L2-normalized; each file embedded once."""
+
+    def __init__(self, name: str, made: EmbeddingFunction | Callable, device: torch.device):
+        self.function = made if isinstance(made, EmbeddingFunction) else EmbeddingFunction(made)
+        if not callable(self.function.function):
+            raise VizprobeError(f"embedder {name}: its factory returned no callable (an EmbeddingFunction is needed)")
+        self.name, self.device, self.label = name, device, name
+        self._cache: dict[tuple[Path, bool], np.ndarray] = {}
+
+    @property
+    def record(self) -> dict:
+        return {"model": self.name, "layers": [], "weights": None, "same_as_model": False, "size": self.function.size}
+
+    def _load(self, path: Path, whole: bool) -> torch.Tensor:
+        rgb, side = load_rgb(path), self.function.size
+        if whole:
+            rgb = rgb.resize((side, side), Image.Resampling.BICUBIC)
+        else:
+            scale = side / min(rgb.size)
+            rgb = rgb.resize((max(side, round(rgb.width * scale)), max(side, round(rgb.height * scale))), Image.BICUBIC)
+            left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
+            rgb = rgb.crop((left, top, left + side, top + side))
+        return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+    @torch.no_grad()
+    def embed(self, paths: Sequence[str | Path], whole: bool = True, progress=None) -> np.ndarray:
+        paths = [Path(p) for p in paths]
+        todo = list(dict.fromkeys(p for p in paths if (p, whole) not in self._cache))
+        step = self.function.batch_size
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            batch = torch.stack([self._load(p, whole) for p in chunk]).to(self.device)
+            vectors = torch.as_tensor(self.function.function(batch)).float().reshape(len(chunk), -1)
+            vectors = torch.nn.functional.normalize(vectors, dim=1).cpu().numpy()
+            self._cache.update({(p, whole): v for p, v in zip(chunk, vectors, strict=True)})
+            if progress is not None:
+                progress.update(len(chunk))
+        if not paths:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._cache[(p, whole)] for p in paths])
+
+
+def build_embedder(choice: EmbedderChoice, device: str = "auto") -> ImageEmbedder:
+    """The embedder `choice` names: a registered network (`FeatureEmbedder`) or a non-network embedder."""
+    factory = embedder_factory(choice.model)
+    if factory is None:
+        return FeatureEmbedder(choice, device=device)
+    if factory is ColourEmbedder:
+        return ColourEmbedder()
+    resolved = resolve_device(device)
+    try:
+        made = factory(str(resolved))
+    except Exception as error:  # the plugin's own failure, reported with its name
+        raise VizprobeError(f"embedder {choice.model}: its factory failed ({error})") from None
+    return FunctionEmbedder(choice.model, made, resolved)
 
 
 def choose_embedder(
@@ -57,11 +188,19 @@ def choose_embedder(
         choice = EmbedderChoice(name)
     else:
         choice = embedder if isinstance(embedder, EmbedderChoice) else EmbedderChoice.parse(embedder, weights)
+    if embedder is not None and embedder_factory(choice.model) is not None:
+        if choice.layers or choice.weights:
+            raise VizprobeError(
+                f"embedder {choice.model} is not a network of the registry: it takes no layers or weights"
+            )
+        return choice
+    if embedder is not None:
         try:
             get_spec(choice.model)
         except VizprobeError:
             raise VizprobeError(
-                f"unknown embedder {choice.model!r}; choose one of {', '.join(list_models())} (MODEL[:LAYER,...])"
+                f"unknown embedder {choice.model!r}; choose one of {', '.join(list_models())} (MODEL[:LAYER,...]), "
+                f"{COLOUR_EMBEDDER}, an installed embedder plugin or module.path:factory"
             ) from None
     same = studied_model is not None and choice.model == studied_model
     if same and not same_as_model:
@@ -168,13 +307,15 @@ class FeatureEmbedder:
 
 def make_embedder(
     studied_model: str | None,
-    embedder: str | EmbedderChoice | FeatureEmbedder | None = None,
+    embedder: str | EmbedderChoice | ImageEmbedder | None = None,
     same_as_model: bool = False,
     device: str = "auto",
-) -> FeatureEmbedder:
-    """A FeatureEmbedder for judging units of `studied_model` (see `choose_embedder`); an embedder given as an
-    instance is checked against the studied network too."""
+) -> ImageEmbedder:
+    """The embedder for judging units of `studied_model` (see `choose_embedder`); a FeatureEmbedder given as an
+    instance is checked against the studied network too; another embedder instance is used as it is."""
     if isinstance(embedder, FeatureEmbedder):
         embedder.choice = choose_embedder(studied_model, embedder.choice, same_as_model)
         return embedder
-    return FeatureEmbedder(choose_embedder(studied_model, embedder, same_as_model), device=device)
+    if embedder is not None and not isinstance(embedder, str | EmbedderChoice):
+        return embedder
+    return build_embedder(choose_embedder(studied_model, embedder, same_as_model), device=device)

@@ -20,7 +20,7 @@ from vizprobe.files import atomic_write_json
 RULE_FORMAT = "vizprobe-observer-rule"
 RULE_VERSION = 1
 DEFAULT_TEMPERATURE = 0.02  # in units of mean cosine similarity (the margins' spread on the demo's trials)
-# The exemplar task's (`vizprobe.observers.score`): a third of the median |delta+ - delta-| of the tasks of every unit
+# The exemplar task's (`vizprobe.score.exemplar`): a third of the median |delta+ - delta-| of the tasks of every unit
 # of lite0's _blocks.8 and _blocks.12 on the 1000 ImageNet sample photos, embedded with Lite2 (0.145), so a typical
 # task gives p = logistic(3) = 0.95. Its margins are ~15x the occlusion task's (whole images against two occlusions
 # of one image), so it has its own temperature; neither is fitted to people.

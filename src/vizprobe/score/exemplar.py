@@ -1,19 +1,17 @@
-"""`vizprobe score`: a score per unit from the similarity observer, with no people and no reading of the unit.
+"""The exemplar task answered by an observer, as matrix work on the images' similarities (MIS's design).
 
 Exemplar task (the machine interpretability score, MIS: Zimmermann, Klindt & Brendel, NeurIPS 2024): for each unit,
 `tasks` tasks; each draws `references` + 1 images at random from the unit's `pool` most activating scan images and
 as many from its `pool` least activating ones; on each side the most extreme `references` are the references and
 the remaining one is the query (as the authors' code draws them). With s(q, E) the mean cosine similarity of query q
-to the references E in the embedding (`vizprobe.observers.embedding`), the observer's probability of picking the
-maximal query is logistic((delta_plus - delta_minus) / temperature), delta_plus = s(q+, E+) - s(q+, E-),
+to the references E in an embedding, the observer's probability of picking the maximal query is
+logistic((delta_plus - delta_minus) / temperature), delta_plus = s(q+, E+) - s(q+, E-),
 delta_minus = s(q-, E+) - s(q-, E-); the score is the mean over tasks, with a bootstrap interval over tasks.
 `accuracy` is the share of tasks the observer gets right (MIS without its sigmoid). `control` scores the same
 queries against the references of another unit of the same layer: near 0.5 when the score comes from the unit.
-
-Each image is embedded once for every unit; the rest is matrix work on the images' similarity matrix.
-
-Occlusion task: the observer answers a stimulus package's main trials (the paper's task); per unit and condition the
-score is the mean probability it gives the right answer, with a bootstrap interval over trials.
+`colour_score` and `colour_accuracy` answer the same tasks with the colour-statistics observer (each image's mean
+and standard deviation of R, G, B as its embedding, `vizprobe.observers.colour`): the trivial baseline a score
+has to beat before it says anything about the unit's features.
 """
 
 from __future__ import annotations
@@ -22,8 +20,7 @@ import math
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -31,13 +28,7 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from vizprobe.errors import VizprobeError
-from vizprobe.files import atomic_write_json, atomic_write_text, staged_dir
-from vizprobe.observers.rule import EXEMPLAR_TEMPERATURE, DecisionRule
-
-SCORES_FORMAT = "vizprobe-scores"
-SCORES_VERSION = 1
-MARKER = "scores.json"
-TASKS = ("exemplar", "occlusion")
+from vizprobe.observers.rule import EXEMPLAR_TEMPERATURE
 
 
 @dataclass(frozen=True)
@@ -103,15 +94,20 @@ def draw_tasks(
     return ExemplarTasks(*(np.stack(x) for x in (refs[0], refs[1], queries[0], queries[1])))
 
 
-def task_probabilities(gram: np.ndarray, tasks: ExemplarTasks, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """(U, N) probability that the observer picks the maximal query, and (U, N) whether it would (margin > 0)."""
+def task_margins(gram: np.ndarray, tasks: ExemplarTasks) -> np.ndarray:
+    """(U, N) evidence for the maximal query, delta_plus - delta_minus, from the images' similarity matrix."""
 
     def s(query: np.ndarray, refs: np.ndarray) -> np.ndarray:
         return gram[query[..., None], refs].mean(axis=-1)
 
     delta_plus = s(tasks.top_query, tasks.top_refs) - s(tasks.top_query, tasks.bottom_refs)
     delta_minus = s(tasks.bottom_query, tasks.top_refs) - s(tasks.bottom_query, tasks.bottom_refs)
-    margin = delta_plus - delta_minus
+    return delta_plus - delta_minus
+
+
+def task_probabilities(gram: np.ndarray, tasks: ExemplarTasks, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """(U, N) probability that the observer picks the maximal query, and (U, N) whether it would (margin > 0)."""
+    margin = task_margins(gram, tasks)
     return expit(margin / temperature), margin > 0
 
 
@@ -175,16 +171,21 @@ def pack_pools(units: Sequence, rankings, size: int, needed: int) -> tuple[np.nd
 def exemplar_scores(
     scan, units: Sequence, embedder, settings: ScoreSettings = ScoreSettings(), progress: bool = True
 ) -> tuple[pd.DataFrame, dict]:
-    """Every unit's exemplar-task score (see the module doc) and the run's details (images embedded, seconds)."""
+    """Every unit's exemplar-task score, with the colour baseline's (see the module doc), and the run's details
+    (images embedded, seconds)."""
+    from vizprobe.observers.colour import ColourEmbedder
+
     settings.check()
     started = time.perf_counter()
     units = [scan.resolve_unit(u) for u in units]
     top, bottom, counts = unit_pools(scan, units, settings.pool, settings.needed)
     used = pool_images(top, bottom)
+    paths = [scan.image_path(int(i)) for i in used]
     with tqdm(total=len(used), desc="embedding", unit="img", disable=not progress) as bar:
-        vectors = embedder.embed([scan.image_path(int(i)) for i in used], whole=False, progress=bar)
+        vectors = embedder.embed(paths, whole=False, progress=bar)
+    colour = ColourEmbedder().embed(paths)
     embedded = time.perf_counter()
-    frame = score_pools(units, top, bottom, counts, used, vectors, settings)
+    frame = score_pools(units, top, bottom, counts, used, vectors, settings, colour)
     details = {
         "images_embedded": int(len(used)),
         "embedding_s": round(embedded - started, 3),
@@ -207,23 +208,26 @@ def score_pools(
     images: np.ndarray,
     vectors: np.ndarray,
     settings: ScoreSettings,
+    colour: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The units' scores, intervals and controls from their pools (`unit_pools`) and the embeddings `vectors` of
-    the scan images `images` (sorted indices, covering the pools): matrix work only."""
+    the scan images `images` (sorted indices, covering the pools): matrix work only. `colour`: the same images'
+    colour-statistics embeddings, which answer the same tasks as the baseline (`colour_score`, `colour_accuracy`)."""
     tasks = draw_tasks(top, bottom, counts, settings, [str(u) for u in units])
     position = np.full(int(images.max()) + 1 if len(images) else 0, -1, dtype=np.int64)
     position[images] = np.arange(len(images))
     tasks = ExemplarTasks(
         *(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query, tasks.bottom_query))
     )
+    temperature = settings.exemplar_temperature
     gram = vectors @ vectors.T
-    p, right = task_probabilities(gram, tasks, settings.exemplar_temperature)
+    p, right = task_probabilities(gram, tasks, temperature)
     low, high = bootstrap_interval(p, settings)
     donors = control_donor_rows([u.layer for u in units], settings.seed)
     swapped = replace(tasks, top_refs=tasks.top_refs[donors], bottom_refs=tasks.bottom_refs[donors])
-    control, _ = task_probabilities(gram, swapped, settings.exemplar_temperature)
+    control, _ = task_probabilities(gram, swapped, temperature)
     control_low, control_high = bootstrap_interval(control, settings)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "unit": [str(u) for u in units],
             "layer": [u.layer for u in units],
@@ -238,139 +242,8 @@ def score_pools(
             "control_unit": [str(units[d]) for d in donors],
         }
     )
-
-
-def occlusion_scores(package, observer, settings: ScoreSettings = ScoreSettings()) -> pd.DataFrame:
-    """Per unit and condition of a stimulus package: the observer's mean probability of the right answer on the
-    main trials, with a bootstrap interval over trials."""
-    from vizprobe.observers.answer import predict_package
-
-    predicted = predict_package(package, observer, kinds=("main",))
-    correct_side = predicted["max_side"].to_numpy()
-    predicted["p_correct"] = np.where(correct_side == 1, predicted["p_right"], 1 - predicted["p_right"])
-    rows = []
-    for (unit, condition), part in predicted.groupby(["unit", "condition"], sort=False):
-        p = part["p_correct"].to_numpy()[None, :]
-        low, high = bootstrap_interval(p, settings)
-        rows.append(
-            {
-                "unit": unit,
-                "layer": part["layer"].iloc[0],
-                "condition": condition,
-                "score": float(p.mean()),
-                "ci_low": float(low[0]),
-                "ci_high": float(high[0]),
-                "tasks": p.shape[1],
-                "accuracy": float((p > 0.5).mean()),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def write_scores(frame: pd.DataFrame, out: str | Path, record: dict) -> Path:
-    """OUT/scores.csv and OUT/scores.json (format, settings, embedder, source), written as one folder."""
-    out = Path(out)
-    with staged_dir(out, MARKER, "scores folder") as staging:
-        atomic_write_text(staging / "scores.csv", frame.to_csv(index=False, float_format="%.6g"))
-        atomic_write_json(staging / MARKER, {"format": SCORES_FORMAT, "version": SCORES_VERSION, **record})
-    return out
-
-
-def score(
-    task: str = "exemplar",
-    scan: str | Path | None = None,
-    units: Sequence[str] | str | None = None,
-    layers: Sequence[str] | None = None,
-    stimuli: str | Path | None = None,
-    out: str | Path | None = None,
-    settings: ScoreSettings = ScoreSettings(),
-    embedder=None,
-    same_as_model: bool = False,
-    rule=None,
-    device: str = "auto",
-    progress: bool = True,
-) -> tuple[pd.DataFrame, dict]:
-    """Score units on `task` (exemplar: from a scan's `units`, or every unit of `layers` of one or more scans into
-    a resumable run folder, see `vizprobe.observers.scoring`; occlusion: from a stimulus package) with the
-    similarity observer; write OUT/scores.csv and scores.json when `out` is given."""
-    if task not in TASKS:
-        raise VizprobeError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if isinstance(rule, str | Path):
-        rule = DecisionRule.load(rule)
-    if rule is not None and task == "exemplar":
-        raise VizprobeError(
-            "--rule holds a temperature fitted to occlusion trials, whose margins are ~15x smaller than the "
-            "exemplar task's: it does not transfer; set the exemplar task's with --temperature"
-        )
-    if task == "exemplar" and layers:
-        from vizprobe.observers.scoring import score_layers
-
-        if units:
-            raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
-        if out is None:
-            raise VizprobeError("scoring whole layers writes a resumable run folder: pass out=DIR")
-        scans = scan if isinstance(scan, list | tuple) else [scan]
-        frame, _, record = score_layers(
-            scans,
-            layers,
-            out,
-            settings,
-            embedder=embedder,
-            same_as_model=same_as_model,
-            device=device,
-            progress=progress,
-        )
-        return frame, record
-    if task == "exemplar":
-        frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress)
-    else:
-        frame, record = _occlusion(stimuli, settings, embedder, same_as_model, rule, device)
-    settings = replace(settings, temperature=settings.exemplar_temperature) if task == "exemplar" else settings
-    record = {"task": task, **record, "settings": asdict(settings)}
-    if out is not None:
-        write_scores(frame, out, record)
-    return frame, record
-
-
-def _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress):
-    from vizprobe.observers.embedding import make_embedder
-    from vizprobe.scan import ScanResult
-    from vizprobe.units import parse_units
-
-    if scan is None:
-        raise VizprobeError("the exemplar task scores units of a scan: pass --scan RUN_DIR")
-    result = scan if not isinstance(scan, str | Path) else ScanResult.load(scan)
-    if bool(units) == bool(layers):
-        raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
-    chosen = parse_units(units) if units else [u for name in layers for u in _layer_units(result, name)]
-    embedding = make_embedder(result.model, embedder, same_as_model, device)
-    frame, details = exemplar_scores(result, chosen, embedding, settings, progress)
-    return frame, {"scan": str(result.run_dir), "model": result.model, "embedder": embedding.record, **details}
-
-
-def _layer_units(result, name: str) -> list:
-    from vizprobe.units import Unit
-
-    layer = result.layer(name)
-    return [Unit(layer.path, c) for c in range(layer.channels)]
-
-
-def _occlusion(stimuli, settings, embedder, same_as_model, rule, device):
-    from vizprobe.observers.base import as_manifest
-    from vizprobe.observers.similarity import SimilarityObserver
-
-    if stimuli is None:
-        raise VizprobeError("the occlusion task scores a stimulus package: pass --stimuli DIR")
-    manifest = as_manifest(stimuli)
-    rule = rule or (DecisionRule(settings.temperature) if settings.temperature is not None else None)
-    observer = SimilarityObserver(
-        embedder, studied_model=manifest.model, same_as_model=same_as_model, device=device, rule=rule
-    )
-    frame = occlusion_scores(manifest, observer, settings)
-    record = {
-        "stimuli": str(stimuli),
-        "model": manifest.model,
-        "embedder": observer.embedder.record,
-        "rule": {"temperature": observer.rule.temperature, "bias": observer.rule.bias},
-    }
-    return frame, record
+    if colour is not None:
+        colour_p, colour_right = task_probabilities(colour @ colour.T, tasks, temperature)
+        frame["colour_score"] = colour_p.mean(axis=1)
+        frame["colour_accuracy"] = colour_right.mean(axis=1)
+    return frame

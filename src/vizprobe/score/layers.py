@@ -31,19 +31,13 @@ from tqdm.auto import tqdm
 
 from vizprobe.errors import VizprobeError
 from vizprobe.files import atomic_write_bytes, atomic_write_json, atomic_write_text, safe_name
-from vizprobe.observers.score import (
-    MARKER,
-    SCORES_FORMAT,
-    ScoreSettings,
-    pack_pools,
-    pool_images,
-    score_pools,
-    unit_pools,
-)
+from vizprobe.observers.colour import NAME as COLOUR_EMBEDDER
+from vizprobe.score.exemplar import ScoreSettings, pack_pools, pool_images, score_pools, unit_pools
+from vizprobe.score.folder import MARKER, SCORES_FORMAT, calibration
 
 log = logging.getLogger(__name__)
 
-LAYERS_VERSION = 2
+LAYERS_VERSION = 3  # 3: colour_score and colour_accuracy, calibration
 EMBED_CHUNK = 256  # images per committed embedding chunk
 SUMMARY_COLUMNS = ["model", "scan", "layer", "depth", "units", "mean", "q25", "median", "q75", "control_mean"]
 
@@ -119,9 +113,9 @@ class EmbeddingStore:
 
 
 def _local_chunks(choice, device: str, paths: list[str]) -> Iterator[tuple[list[str], np.ndarray]]:
-    from vizprobe.observers.embedding import FeatureEmbedder
+    from vizprobe.observers.embedding import build_embedder
 
-    embedder = FeatureEmbedder(choice, device=device)
+    embedder = build_embedder(choice, device=device)
     for start in range(0, len(paths), EMBED_CHUNK):
         chunk = paths[start : start + EMBED_CHUNK]
         yield chunk, embedder.embed(chunk, whole=False)
@@ -133,9 +127,9 @@ def embed_missing(store: EmbeddingStore, choice, paths: Iterable[str], device: s
     if not todo:
         return
     if engine == "ray":
-        from vizprobe.observers import scoring_ray
+        from vizprobe.score import ray_engine
 
-        chunks = scoring_ray.embedded_chunks(choice, todo, EMBED_CHUNK, **ray)
+        chunks = ray_engine.embedded_chunks(choice, todo, EMBED_CHUNK, **ray)
     else:
         chunks = _local_chunks(choice, device, todo)
     for chunk, vectors in chunks:
@@ -290,6 +284,7 @@ def _run_record(plans: list[ScanPlan], settings: ScoreSettings) -> dict:
         "version": LAYERS_VERSION,
         "task": "exemplar",
         "settings": {**asdict(settings), "temperature": settings.exemplar_temperature},
+        "calibration": calibration(settings.exemplar_temperature),
         "scans": [plan.record for plan in plans],
         "status": "running",
     }
@@ -297,21 +292,26 @@ def _run_record(plans: list[ScanPlan], settings: ScoreSettings) -> dict:
 
 
 def _embed_pools(plans, pending, root: Path, device, engine, ray, progress) -> tuple[dict, int]:
-    """Every image the pending layers' pools use, embedded into the store of its scan's embedding network."""
+    """Every image the pending layers' pools use, embedded into the store of its scan's embedding network, and its
+    colour statistics into the colour baseline's store (computed here: decoding a small view costs little)."""
+    from vizprobe.observers.embedding import EmbedderChoice
+
     stores, embedded = {}, 0
+    colour = EmbedderChoice(COLOUR_EMBEDDER)
     for plan in plans:
-        label = embedder_label(plan.embedder)
-        store = stores.setdefault(label, EmbeddingStore(root / label))
         needed = [
             str(plan.scan.image_path(int(i)))
             for (owner, _), (_, top, bottom, _) in pending.items()
             if owner is plan
             for i in pool_images(top, bottom)
         ]
-        todo = store.missing(needed)
-        with tqdm(total=len(todo), desc=f"embedding ({plan.embedder.model})", unit="img", disable=not progress) as bar:
-            embed_missing(store, plan.embedder, todo, device, engine, ray, bar)
-        embedded += len(todo)
+        for choice, where in ((plan.embedder, engine), (colour, "local")):
+            label = embedder_label(choice)
+            store = stores.setdefault(label, EmbeddingStore(root / label))
+            todo = store.missing(needed)
+            with tqdm(total=len(todo), desc=f"embedding ({choice.model})", unit="img", disable=not progress) as bar:
+                embed_missing(store, choice, todo, device, where, ray, bar)
+            embedded += len(todo) if choice is plan.embedder else 0
     return stores, embedded
 
 
@@ -320,10 +320,12 @@ def _score_pending(out: Path, pending: dict, stores: dict, settings: ScoreSettin
     jobs = []
     for (plan, layer), (units, top, bottom, counts) in pending.items():
         images = pool_images(top, bottom)
-        vectors = stores[embedder_label(plan.embedder)].matrix([str(plan.scan.image_path(int(i))) for i in images])
-        jobs.append(((plan, layer), (units, top, bottom, counts, images, vectors)))
+        paths = [str(plan.scan.image_path(int(i))) for i in images]
+        vectors = stores[embedder_label(plan.embedder)].matrix(paths)
+        colour = stores[COLOUR_EMBEDDER].matrix(paths)
+        jobs.append(((plan, layer), (units, top, bottom, counts, images, vectors, settings, colour)))
     with tqdm(total=sum(len(job[1][0]) for job in jobs), desc="scoring", unit="unit", disable=not progress) as bar:
-        for (plan, layer), frame in _scored(jobs, settings, engine):
+        for (plan, layer), frame in _scored(jobs, engine):
             part = plan.part(out, layer)
             part.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(part, frame.to_csv(index=False, float_format="%.6g"))
@@ -345,11 +347,11 @@ def _collect(out: Path, plans: list[ScanPlan]) -> tuple[pd.DataFrame, pd.DataFra
     return scores, summary
 
 
-def _scored(jobs: list, settings: ScoreSettings, engine: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
+def _scored(jobs: list, engine: str) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
     if engine == "ray":
-        from vizprobe.observers import scoring_ray
+        from vizprobe.score import ray_engine
 
-        yield from scoring_ray.scored_layers(jobs, settings)
+        yield from ray_engine.scored_layers(jobs)
         return
     for name, args in jobs:
-        yield name, score_pools(*args, settings)
+        yield name, score_pools(*args)

@@ -22,11 +22,11 @@ class _Embedder:
     def __init__(self, choice: dict, threads: int):
         import torch
 
-        from vizprobe.observers.embedding import EmbedderChoice, FeatureEmbedder
+        from vizprobe.observers.embedding import EmbedderChoice, build_embedder
 
         torch.set_num_threads(threads)
         choice = EmbedderChoice(**{**choice, "layers": tuple(choice["layers"])})
-        self.embedder = FeatureEmbedder(choice, device="cuda" if torch.cuda.is_available() else "cpu")
+        self.embedder = build_embedder(choice, device="cuda" if torch.cuda.is_available() else "cpu")
 
     def embed(self, paths: list[str]) -> tuple[list[str], np.ndarray]:
         return paths, self.embedder.embed(paths, whole=False)
@@ -51,17 +51,17 @@ def embedded_chunks(
     yield from pool.map_unordered(lambda worker, part: worker.embed.remote(part), chunks)
 
 
-def _score_layer(units, top, bottom, counts, images, vectors, settings) -> pd.DataFrame:
-    from vizprobe.observers.score import score_pools
+def _score_layer(*args) -> pd.DataFrame:
+    from vizprobe.score.exemplar import score_pools
 
-    return score_pools(units, top, bottom, counts, images, vectors, settings)
+    return score_pools(*args)
 
 
-def scored_layers(jobs: list, settings) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
+def scored_layers(jobs: list) -> Iterator[tuple[tuple[str, str], pd.DataFrame]]:
     """Each job (name, pools and embeddings) scored as a Ray task, yielded as they finish."""
     ray = _require_ray()
     task = ray.remote(num_cpus=1)(_score_layer)
-    futures = {task.remote(*args, settings): name for name, args in jobs}
+    futures = {task.remote(*args): name for name, args in jobs}
     remaining = list(futures)
     while remaining:
         done, remaining = ray.wait(remaining, num_returns=1)
