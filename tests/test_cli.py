@@ -99,3 +99,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "demo" / "scores" / "scores.csv")) == units
     assert len(list((tmp_path / "demo" / "explorer" / "units").glob("*.html"))) == units
     assert "unit explorer" in out and (tmp_path / "demo" / "explorer" / "index.html").is_file()
+    # the exemplar task: a package, simulated participants and a report with accuracy per unit
+    exemplar = Manifest.load(tmp_path / "demo" / "exemplar")
+    assert exemplar.task == "exemplar" and len(exemplar.units_of("main")) == 12
+    by_unit = json.loads((tmp_path / "demo" / "exemplar-report" / "results.json").read_text())["accuracy_by_unit"]
+    assert set().union(*map(set, by_unit.values())) == {u.unit for u in exemplar.units_of("main")}
+    # the score validated against simulated people: each group ranks first the observer it was made from
+    by_colour = json.loads((tmp_path / "demo" / "validation-colour" / "validation.json").read_text())
+    by_embedder = json.loads((tmp_path / "demo" / "validation-embedder" / "validation.json").read_text())
+    assert by_colour["colour"]["spearman"] > by_colour["machine"]["spearman"]
+    assert by_embedder["machine"]["spearman"] > by_embedder["colour"]["spearman"]

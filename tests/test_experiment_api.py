@@ -141,6 +141,7 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
         "practice_attempts": 10,
         "n_practice": 4,
         "texts": {"time_sentence": "It takes up to 15 minutes."},  # the package's longest session kept, 900 s
+        "task": "occlusion",
     }
     state = start(client, ready=False, PROLIFIC_PID="worker-A", STUDY_ID="study", SESSION_ID="sess")
     sid, task = state["session_id"], next(t for t in manifest["tasks"] if t["task_id"] == state["task_id"])

@@ -242,4 +242,4 @@ def test_cli_score_writes_scores_and_settings(photo_scan, tmp_path, capsys):
 
     rule = DecisionRule(0.01).save(tmp_path / "rule.json")
     code = main(["score", "--scan", run, "--units", f"{LAYER}:7", "--rule", str(rule), "--out", str(tmp_path / "r")])
-    assert code == 2 and "does not transfer" in capsys.readouterr().err
+    assert code == 2 and "needs one fitted to exemplar-task answers" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import SurveyHtmlForm from "@jspsych/plugin-survey-html-form";
 import { api, ApiError } from "./api.js";
 import { feedbackHtml, instructionPages } from "./instructions.js";
 import { completionHtml, DEFAULT_TEXTS, escapeHtml, mturkSubmitUrl, previewHtml, showMessage } from "./pages.js";
+import ExemplarTrial from "./plugin-exemplar-trial.js";
 import OcclusionTrial from "./plugin-occlusion-trial.js";
 import "./app.css";
 
@@ -128,7 +129,8 @@ function imagesToLoad(state, withPractice, withExample) {
     ...(withPractice ? state.practice_rounds.flat() : []),
     ...state.trials.slice(state.next_trial_index),
   ];
-  return [...new Set(trials.flatMap((t) => [...t.references, t.query, ...t.options]))];
+  return [...new Set(trials.flatMap((t) => [...t.references, ...(t.min_references ?? []), t.query, ...t.options]))]
+    .filter((src) => src);
 }
 
 /** The authors' fullscreen prompt (after the instructions); a browser that refuses fullscreen goes on anyway. */
@@ -176,11 +178,12 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
     async: true,
     func: (done) => call().then(done, (err) => stop(err, texts)),
   });
-  // One occlusion trial whose answer is stored before the trial ends (see the plugin's `on_answer`).
+  // One trial of the package's task whose answer is stored before the trial ends (see the plugins' `on_answer`).
+  const exemplar = config.task === "exemplar";
   const occlusionTrial = (trial, phase, attempt, progress) => ({
-    type: OcclusionTrial,
+    type: exemplar ? ExemplarTrial : OcclusionTrial,
     references: trial.references,
-    query: trial.query,
+    ...(exemplar ? { min_references: trial.min_references ?? [] } : { query: trial.query }),
     options: trial.options,
     index: trial.index,
     progress,
@@ -220,7 +223,12 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
     // The authors' instruction time: jsPsych's time_elapsed at the first trial, counted from their welcome page.
     let welcomeAt = performance.now();
     const references = state.trials.some((t) => t.references.length > 0);
-    const pages = instructionPages(texts, state.example, { references, practice: doPractice, condition: state.condition });
+    const pages = instructionPages(texts, state.example, {
+      references,
+      practice: doPractice,
+      condition: state.condition,
+      task: config.task,
+    });
     timeline.push({
       type: Instructions,
       pages: [texts.welcome],
@@ -288,14 +296,16 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
           {
             ...step,
             references: () => current().references,
-            query: () => current().query,
+            ...(exemplar
+              ? { min_references: () => current().min_references ?? [] }
+              : { query: () => current().query }),
             options: () => current().options,
             data: { phase: "practice", position: k },
             on_finish: (data) => results.push(data.correct),
           },
           {
             type: HtmlButtonResponse,
-            stimulus: () => feedbackHtml(current(), jsPsych.data.getLastTrialData().values()[0]),
+            stimulus: () => feedbackHtml(current(), jsPsych.data.getLastTrialData().values()[0], config.task),
             choices: ["Continue"],
           },
         ],
@@ -348,9 +358,9 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
 }
 
 /** An MTurk preview: the instructions and an example trial; no session is started and no task is taken. */
-async function showPreview(texts) {
+async function showPreview(texts, task) {
   const preview = await api.preview();
-  showMessage(previewHtml(texts, preview.example));
+  showMessage(previewHtml(texts, preview.example, task));
 }
 
 async function main() {
@@ -361,7 +371,7 @@ async function main() {
     config = await api.config();
     texts = { ...DEFAULT_TEXTS, ...(config.texts ?? {}) };
     const ids = platformIds(window.location.search);
-    if (ids.assignmentId === MTURK_PREVIEW) return await showPreview(texts);
+    if (ids.assignmentId === MTURK_PREVIEW) return await showPreview(texts, config.task);
     state = await startSession(ids);
   } catch (err) {
     return stop(err, texts);

@@ -81,6 +81,53 @@ export const DEFAULT_TEXTS = {
     `<p>This is the last opportunity to go back and re-read the instructions with the <i>Back</i> button.
        PRACTICE_SENTENCE</p>TRIAL(after)`,
   ],
+  // The exemplar task: IMI's pages (brendel-group/imi, mturk/2afc/task.js), in their order, with the same markers;
+  // IMI says "clicking your mouse" and gives no keys; here the keys are mentioned as on the occlusion pages.
+  instructions_exemplar: [
+    `<p>In this experiment, you will be shown images on the screen and asked to make a response by clicking your
+       mouse.</p>`,
+    `<p>The experiment consists of multiple trials. We will now explain to you how a single trial works.</p>`,
+    `<p>On the left and the right side of the screen, you see two groups of example images. They are labeled
+       <b>Left Examples</b> and <b>Right Examples</b>.</p>TRIAL(examples)`,
+    `<p>At the center of the screen, you see two more images. While one image belongs to the Left Examples, the
+       other one belongs to the Right Examples.</p>TRIAL(queries)`,
+    `<p>The question you have to answer is always the following: <i>Which image at the center matches the
+       <b>Right Examples</b> better?</i></p>TRIAL(question)`,
+    `<p>Here is how you answer: below the upper center image you see a row of numbers.</p>TRIAL(upper)`,
+    `<p>Above the lower center image you also see a row of numbers.</p>TRIAL(lower)`,
+    `<p>If you think the <b>upper</b> image better matches the Right Examples, choose a number from the
+       <b>upper</b> row of numbers.</p>TRIAL(upper)`,
+    `<p>If you think the <b>lower</b> image better matches the Right Examples, choose a number from the
+       <b>lower</b> row of numbers.</p>TRIAL(lower)`,
+    `<p>The value of the number indicates how confident you are in your choice: the higher the number, the higher
+       your confidence. If you are not sure, go with your best guess. The keys 1 to 3 answer for the upper image and
+       4 to 6 for the lower one.</p>TRIAL(buttons)`,
+    `<p>The first image of each group of example images is special and might look slightly different from the rest
+       of the group. When in doubt, pay more attention to this image.</p>TRIAL(examples)`,
+    `<p>Once you provide your answer, the number you chose is marked.</p>TRIAL(chosen)`,
+    `<p>AFTER_ANSWER</p>TRIAL(after)`,
+    `<p>This is the end of one trial. Please note that each trial is independent of all other trials: what you
+       learned in one does not carry over to the next.</p>TRIAL(all)`,
+    `<p>This is the last opportunity to go back and re-read the instructions with the <i>Back</i> button.
+       PRACTICE_SENTENCE</p>TRIAL(after)`,
+  ],
+  instructions_exemplar_none: [
+    `<p>In this experiment, you will be shown images on the screen and asked to make a response by clicking your
+       mouse.</p>`,
+    `<p>The experiment consists of multiple trials. We will now explain to you how a single trial works.</p>`,
+    `<p>At the center of the screen, you see two images. One of them strongly activates one unit of an artificial
+       neural network, the other one activates it weakly.</p>TRIAL(queries)`,
+    `<p>The question you have to answer is always the following: <i>Which image activates the unit more
+       strongly?</i> You are not shown examples of the unit: go with your best guess.</p>TRIAL(question)`,
+    `<p>Here is how you answer: below the upper image you see a row of numbers, above the lower image another one.
+       Choose a number from the row of the image you pick.</p>TRIAL(buttons)`,
+    `<p>The value of the number indicates how confident you are in your choice: the higher the number, the higher
+       your confidence. The keys 1 to 3 answer for the upper image and 4 to 6 for the lower one.</p>TRIAL(buttons)`,
+    `<p>Once you provide your answer, the number you chose is marked.</p>TRIAL(chosen)`,
+    `<p>AFTER_ANSWER</p>TRIAL(after)`,
+    `<p>This is the last opportunity to go back and re-read the instructions with the <i>Back</i> button.
+       PRACTICE_SENTENCE</p>TRIAL(after)`,
+  ],
   references_clause_blur: "(blurred, except the part that activates the unit most)",
   after_answer_practice: `In the practice trials you are then told whether your answer was right, and the
     <i>Continue</i> button takes you to the next trial. In the main trials, the next trial follows as soon as you
@@ -165,13 +212,17 @@ export function completionHtml(code, redirectUrl, mturk = null) {
 }
 
 /** The MTurk preview: the preview note, the instructions' text, and the example trial's images (not answerable). */
-export function previewHtml(texts, example) {
-  if (!example) return `${texts.preview}${instructionText(texts)}`;
+export function previewHtml(texts, example, task = "occlusion") {
+  if (!example) return `${texts.preview}${instructionText(texts, task)}`;
   const img = (src, cls) => `<img class="${cls}" src="${escapeHtml(src)}" alt="">`;
-  const references = example.references.map((src) => img(src, "vp-preview-ref")).join("");
-  return `${texts.preview}${instructionText(texts)}
-    <div class="vp-preview">${references ? `<div>${references}</div>` : ""}
-      <div>${img(example.query, "vp-preview-query")}<div>${example.options.map((o) => img(o, "vp-preview-option")).join("")}</div></div>
+  const group = (images) => images.map((src) => img(src, "vp-preview-ref")).join("");
+  const references = group(example.references);
+  const lows = group(example.min_references ?? []);
+  const query = example.query ? img(example.query, "vp-preview-query") : "";
+  return `${texts.preview}${instructionText(texts, task)}
+    <div class="vp-preview">${lows ? `<div>${lows}</div>` : ""}
+      <div>${query}<div>${example.options.map((o) => img(o, "vp-preview-option")).join("")}</div></div>
+      ${references ? `<div>${references}</div>` : ""}
     </div>`;
 }
 

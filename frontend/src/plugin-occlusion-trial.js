@@ -9,6 +9,8 @@
 // can never be shown before the answer is stored. Whatever `on_answer` resolves to is merged into the data.
 import { ParameterType } from "jspsych";
 
+import { answerTrial } from "./trial-answer.js";
+
 // Button order on screen: [choice, confidence]; choice 0 = left option, 1 = right option.
 export const BUTTONS = [
   [0, 3],
@@ -110,44 +112,7 @@ class OcclusionTrialPlugin {
   }
 
   async trial(display_element, trial) {
-    display_element.innerHTML = trialHtml(trial);
-    const root = display_element.querySelector(".vp-trial");
-    // Start the clock only once every image is decoded and on screen (they are preloaded, so this is quick);
-    // a broken image must not block the trial, hence the catch.
-    await Promise.all([...root.querySelectorAll("img")].map((el) => el.decode().catch(() => undefined)));
-    const buttons = [...root.querySelectorAll(".vp-conf")];
-    buttons.forEach((b) => (b.disabled = false));
-    const start = performance.now();
-
-    let onKey;
-    const answer = await new Promise((resolve) => {
-      const pick = (button) => {
-        if (!button || button.disabled) return;
-        resolve({
-          index: trial.index,
-          choice: Number(button.dataset.choice),
-          confidence: Number(button.dataset.confidence),
-          rt: Math.round((performance.now() - start) * 10) / 10,
-          button,
-        });
-      };
-      root.querySelector(".vp-buttons").addEventListener("click", (event) => pick(event.target.closest(".vp-conf")));
-      // A key held down since the previous trial repeats: only a fresh press answers.
-      onKey = (event) => {
-        if (event.repeat || event.altKey || event.ctrlKey || event.metaKey) return;
-        const i = KEYS.indexOf(event.key);
-        if (i >= 0) pick(buttons[i]);
-      };
-      document.addEventListener("keydown", onKey);
-    });
-    document.removeEventListener("keydown", onKey);
-    // One answer per trial: freeze the buttons and mark the chosen one while the answer is being saved.
-    buttons.forEach((b) => (b.disabled = true));
-    answer.button.classList.add("vp-chosen");
-    root.classList.add("vp-answered");
-    const { button, ...data } = answer;
-    const extra = trial.on_answer ? await trial.on_answer(data) : {};
-    return { ...data, ...(extra ?? {}) };
+    return answerTrial(display_element, trial, trialHtml(trial), KEYS);
   }
 }
 

@@ -63,10 +63,10 @@ def run_demo(
         raise VizprobeError(f"--methods: unknown method {unknown[0]!r}; use some of {', '.join(METHODS)}")
     images = Path(images) if images else demo_images_dir()
     loaded = load_model(model, device=device)
-    print(f"[1/9] scanning {images} with {model}")
+    print(f"[1/10] scanning {images} with {model}")
     result, stats = scan(loaded, images, DEMO_LAYERS, out / "scan", progress=progress)
     print(f"      {stats.computed} images at {stats.images_per_second:.1f} img/s, {stats.skipped} skipped")
-    print("[2/9] contact sheets (top-9 | bottom-9) for the demo units")
+    print("[2/10] contact sheets (top-9 | bottom-9) for the demo units")
     sheets = write_contact_sheets(result, out / "sheets", DEMO_UNITS, progress=progress)
     for sheet in sheets:
         print(f"      {sheet}")
@@ -83,7 +83,7 @@ def run_demo(
     picked = protocol_units(result, DEMO_UNITS, build_settings, model=loaded)
     protocol = [str(c.unit) for c in picked.catch + picked.practice]
     print(
-        f"[3/9] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
+        f"[3/10] feature visualizations (preset quick, 9 per unit) for the demo units and {len(protocol)} catch "
         "and practice units"
     )
     settings = preset("quick", steps=steps, per_unit=9, mixed_extra=4)
@@ -115,7 +115,7 @@ def run_demo(
         comparison_sheet(dirs, result, units=DEMO_UNITS).save(out / "methods.png")
         print(f"      the methods side by side: {out / 'methods.png'}")
     print(
-        f"[4/9] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
+        f"[4/10] stimulus package: conditions {', '.join(c.split('=')[0] for c in conditions)} (fast occlusion "
         "search, small ranks for the demo photos)"
     )
     build_stimuli(
@@ -132,7 +132,7 @@ def run_demo(
     print("      " + text.replace("\n", "\n      "))
     observer = SimilarityObserver(studied_model=loaded.name, device=loaded.device)
     print(
-        f"[5/9] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
+        f"[5/10] machine observers (similarity, embedding with {observer.embedder_label}, not the studied "
         f"{loaded.name}) and baselines answer every trial of every condition, and a control of each trial "
         "(another unit's references)"
     )
@@ -145,21 +145,22 @@ def run_demo(
             f"      {row.observer:18s} {row.condition:9s} {row.accuracy:6.1%} [{row.ci_low:.0%}, {row.ci_high:.0%}]"
             f"{control}"
         )
-    print(f"[6/9] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
+    print(f"[6/10] {participants} simulated participants per condition (the similarity observer + lapses and noise)")
     simulated = simulate(out / "stimuli", observer, participants=participants, seed=0)
     write_responses(simulated, out / "simulated-responses.csv")
     print("      a rehearsal of the analysis, not data: run `vizprobe serve` for real participants")
-    print("[7/9] report (simulated participants beside the machine observers and baselines)")
+    print("[7/10] report (simulated participants beside the machine observers and baselines)")
     combined = write_responses(pd.concat([simulated, machine]), out / "demo-responses.csv")
     results = analyze(combined, out / "report", out / "stimuli")
     for condition, entry in results["accuracy"].items():
         print(f"      simulated {condition:9s} {entry['mean']:6.1%} (n = {entry['n_participants']})")
-    print("[8/9] every unit of the demo layers scored (exemplar task) and the unit explorer")
+    print("[8/10] every unit of the demo layers scored (exemplar task) and the unit explorer")
     scores, summary, _ = score_layers([result], DEMO_LAYERS, out / "scores", device=device, progress=progress)
     for row in summary.itertuples():
         print(f"      {row.layer:10s} {row.units:4d} units  mean score {row.mean:.3f}  median {row.median:.3f}")
     explore(result, out / "explorer", out / "scores", visualizations=[out / "visualizations"], progress=progress)
     validate_on_simulated_people(result, scores, out, device)
+    exemplar_study(result, loaded, scores, out, participants, progress)
     print(f"done: report {out / 'report' / 'report.html'}")
     print(f"      unit explorer {out / 'explorer' / 'index.html'} ({len(scores)} units; opens from the file system)")
     print(f"      stimulus package {out / 'stimuli'} (pictures of its trials in {out / 'stimuli' / 'inspect'})")
@@ -169,10 +170,32 @@ def run_demo(
     return out
 
 
+def exemplar_study(result, loaded, scores: pd.DataFrame, out: Path, participants: int, progress: bool) -> None:
+    """The exemplar task's package for 12 units spread over the score range, answered by simulated participants
+    (the similarity observer with lapses and noise), and its report with accuracy per unit."""
+    from vizprobe.tasks.exemplar import build_exemplar_stimuli
+
+    print("[10/10] the exemplar task (vizprobe build --task exemplar): package, simulated participants, report")
+    settings = BuildSettings(
+        conditions=("natural", "none"), image_sets=3, tasks_per_condition=6, catch_units=2, practice_units=4
+    )
+    units = stratified_units(scores, 12)
+    folder = out / "exemplar"
+    package = build_exemplar_stimuli(result, units, folder, settings=settings, model=loaded, progress=progress)
+    observer = SimilarityObserver(studied_model=loaded.name, device=loaded.device)
+    simulated = simulate(package, observer, participants=participants, seed=0)
+    write_responses(simulated, out / "exemplar-responses.csv")
+    results = analyze(simulated, out / "exemplar-report", out / "exemplar")
+    for condition, entry in results["accuracy"].items():
+        print(f"      simulated {condition:9s} {entry['mean']:6.1%} (n = {entry['n_participants']})")
+    report = out / "exemplar-report" / "report.html"
+    print(f"      accuracy per unit: {report}; serve it to people: vizprobe serve --stimuli {folder}")
+
+
 def validate_on_simulated_people(result, scores: pd.DataFrame, out: Path, device: str) -> None:
     """The exemplar-task score against two groups of simulated people on 30 units spread over the score range:
     people who see only colour statistics, and people who see what the observer's embedder sees (with noise)."""
-    print("[9/9] the score against simulated people on the exemplar task (vizprobe validate)")
+    print("[9/10] the score against simulated people on the exemplar task (vizprobe validate)")
     units = stratified_units(scores, 30)
     embedder = make_embedder(result.model, device=device)
     for name, sees, temperature in (("colour", ColourEmbedder(), 0.5), ("embedder", embedder, 0.05)):

@@ -89,8 +89,11 @@ register_protocol("zimmermann2021", _zimmermann2021)
 
 
 def _borowski2021() -> Protocol:
-    """The lab study before it (ICLR 2021): its raw data (bethgelab/testing_visualizations) reanalysed as the
+    """The lab study before it (ICLR 2021): the exemplar task (9 + 9 references, queries right after them, 20 image
+    sets per unit as IMI's replication of it), and its raw data (bethgelab/testing_visualizations) reanalysed as the
     authors did, keeping every participant: lab participants were not screened like crowd workers."""
+    from dataclasses import replace
+
     from vizprobe.exclusion import ExclusionCriteria
 
     base = _zimmermann2021()
@@ -106,7 +109,7 @@ def _borowski2021() -> Protocol:
     return Protocol(
         name="borowski2021",
         reference="Borowski, Zimmermann, Schepers, Geirhos, Wallis, Bethge & Brendel, ICLR 2021",
-        build=base.build,
+        build=replace(base.build, task="exemplar", conditions=("natural", "synthetic", "none"), image_sets=20),
         experiment=base.experiment,
         exclusion=keep_all,
         visualization_preset="paper",
@@ -116,3 +119,25 @@ def _borowski2021() -> Protocol:
 
 
 register_protocol("borowski2021", _borowski2021)
+
+
+def _imi() -> Protocol:
+    """IMI (Zimmermann, Klindt & Brendel, NeurIPS 2023): the exemplar task on MTurk with natural and synthetic
+    references, 20 image sets per unit (brendel-group/imi, stimuli_generation/parallel/collect_exemplars.sh); its
+    crowd settings and exclusion are this package's defaults (docs/protocol.md lists what differs)."""
+    from dataclasses import replace
+
+    base = _zimmermann2021()
+    return Protocol(
+        name="imi",
+        reference="Zimmermann, Klindt & Brendel, NeurIPS 2023 (IMI)",
+        build=replace(base.build, task="exemplar", conditions=("natural", "synthetic"), image_sets=20),
+        experiment=base.experiment,
+        exclusion=base.exclusion,
+        visualization_preset="paper",
+        mturk=base.mturk,
+        layers=base.layers,
+    )
+
+
+register_protocol("imi", _imi)

@@ -164,7 +164,10 @@ def render_html(results: dict, images: dict[str, str]) -> str:
             "<p class=note>Intervals: Wilson over trials. The oracle reads the correct answer from the "
             "manifest (privileged access). A control trial shows the references of another unit (of the "
             "same layer where the package has one): an observer that predicts the unit from its references "
-            "should be near 50 % there; one far from chance (marked !) answers from something else.</p>"
+            "should be near 50 % there; one far from chance (marked !) answers from something else. A "
+            "similarity observer chooses by a decision rule whose temperature was set, not fitted to people, "
+            "unless it was given a rule from <code>vizprobe observe --fit</code>: its accuracies say what it "
+            "can tell apart, not yet how many people would; <code>vizprobe validate</code> checks that.</p>"
         )
         readers = [n for n, e in results["observers"].items() if e.get("reads_unit")]
         if readers:

@@ -38,16 +38,16 @@ def _count_or_units(text: str | None, flag: str) -> tuple[int | None, list[str] 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from vizprobe.scan import ScanResult
-    from vizprobe.stimuli import build_stimuli
     from vizprobe.stimuli.build import protocol_units
     from vizprobe.stimuli.manifest import TRIAL_KINDS
     from vizprobe.stimuli.units import sample_units
+    from vizprobe.tasks import get_task
 
     scan = ScanResult.load(args.scan)
-    if bool(args.units) == bool(args.sample_units):
-        raise VizprobeError("pass either --units L:C,... or --sample-units N")
-    units = _csv(args.units) if args.units else sample_units(scan, args.sample_units, seed=args.seed or 0)
-    given = _given(args, "tasks_per_condition", "image_sets", "patch_frac", "stride", "search", "seed")
+    units = _main_units(args, scan, sample_units)
+    given = _given(args, "tasks_per_condition", "image_sets", "patch_frac", "stride", "search", "seed", "task")
+    if args.query_quantile is not None:
+        given["query_quantile"] = args.query_quantile
     if args.conditions:
         given["conditions"] = tuple(_csv(args.conditions))
     for name in ("query_ranks", "reference_ranks"):
@@ -61,6 +61,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(
         get_protocol(args.protocol).build, protocol=get_protocol(args.protocol).name, **given
     )
+    if settings.task == "exemplar":
+        return _build_exemplar(args, scan, units, settings, named)
     if args.pick_only:
         picked = protocol_units(scan, units, settings, device=args.device, **named)
         everything = [*map(str, units), *(str(c.unit) for c in picked.catch + picked.practice)]
@@ -70,7 +72,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise VizprobeError("--out DIR is required (the stimulus package to write)")
-    manifest = build_stimuli(
+    build = get_task(settings.task).build_function()  # the occlusion task's: build_stimuli
+    manifest = build(
         scan, units, args.out, args.visualizations, settings, device=args.device, progress=not args.quiet, **named
     )
     counts = ", ".join(f"{len(manifest.trials_of([kind]))} {kind}" for kind in TRIAL_KINDS)
@@ -78,6 +81,57 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(
         f"stimulus package {args.out}: units: {roles}, trials: {counts}, "
         f"{len(manifest.tasks)} tasks, {len(manifest.images)} images"
+    )
+    return 0
+
+
+def _main_units(args: argparse.Namespace, scan, sample_units) -> list[str]:
+    """--units, --sample-units N, or --units-by-score SCORES --stratify N (units spread over the score range)."""
+    given = [bool(args.units), bool(args.sample_units), bool(args.units_by_score)]
+    if sum(given) != 1:
+        raise VizprobeError("pass one of --units L:C,..., --sample-units N or --units-by-score SCORES_DIR --stratify N")
+    if args.units:
+        return _csv(args.units)
+    if args.sample_units:
+        return sample_units(scan, args.sample_units, seed=args.seed or 0)
+    import pandas as pd
+
+    from vizprobe.explore.site import scores_for_scan
+    from vizprobe.score.select import stratified_units
+
+    if not args.stratify:
+        raise VizprobeError("--units-by-score needs --stratify N: how many units to spread over the score range")
+    return stratified_units(pd.DataFrame(scores_for_scan(args.units_by_score, scan)), args.stratify, args.seed or 0)
+
+
+def _build_exemplar(args: argparse.Namespace, scan, units: list[str], settings, named: dict) -> int:
+    from vizprobe.stimuli.manifest import TRIAL_KINDS
+    from vizprobe.tasks import get_task
+
+    build_exemplar_stimuli = get_task("exemplar").build_function()
+    if not args.conditions and settings.conditions == dataclasses.replace(settings.__class__()).conditions:
+        chosen = ("natural", "synthetic", "none") if args.visualizations else ("natural", "none")
+        settings = dataclasses.replace(settings, conditions=chosen)
+    if not args.out:
+        raise VizprobeError("--out DIR is required (the stimulus package to write)")
+    manifest = build_exemplar_stimuli(
+        scan,
+        units,
+        args.out,
+        args.visualizations,
+        args.negative_visualizations,
+        settings,
+        device=args.device,
+        progress=not args.quiet,
+        **named,
+    )
+    design = manifest.settings["exemplar_design"]
+    counts = ", ".join(f"{len(manifest.trials_of([kind]))} {kind}" for kind in TRIAL_KINDS)
+    print(
+        f"exemplar-task package {args.out}: {len(manifest.units_of('main'))} units, trials: {counts}, conditions "
+        f"{', '.join(manifest.conditions)}, {len(manifest.tasks)} tasks; references ranks {design['references'][0]}-"
+        f"{design['references'][1]} and queries {design['queries'][0]}-{design['queries'][1]} from either end of "
+        f"{design['images']} images"
     )
     return 0
 
@@ -102,6 +156,15 @@ def add_verbs(verb) -> None:
     p.add_argument("--visualizations", default=None, help="visualizations dir (for synthetic and mixed)")
     p.add_argument("--units", default=None, help="comma-separated LAYER:CHANNEL")
     p.add_argument("--sample-units", type=int, default=None, help="or: sample N units from the scanned layers")
+    text = "or: units spread over a scores folder's range (vizprobe score), with --stratify N"
+    p.add_argument("--units-by-score", default=None, help=text)
+    text = "with --units-by-score: N units, a third the highest scores, a third the lowest, the rest at random"
+    p.add_argument("--stratify", type=int, default=None, help=text)
+    _setting(p, "--task", f"{build}.task", "what participants judge", choices=("occlusion", "exemplar"))
+    text = "exemplar task, condition synthetic: visualizations that minimize the units (vizprobe visualize --negative)"
+    p.add_argument("--negative-visualizations", default=None, help=text)
+    text = "exemplar task: queries at this quantile from either end (IMI: 0.99, 0.95, 0.85), not next to the references"
+    p.add_argument("--query-quantile", type=float, default=None, help=text)
     _setting(
         p,
         "--conditions",

@@ -102,6 +102,9 @@ class ConfigOut(BaseModel):
     practice_attempts: int
     n_practice: int
     texts: dict[str, str | list[str]] = Field(description="overrides of the page's texts (vizprobe serve --texts)")
+    task: Literal["occlusion", "exemplar"] = Field(
+        "occlusion", description="what participants judge (vizprobe.tasks): which trial plugin the page runs"
+    )
 
 
 class TrialOut(BaseModel):
@@ -111,9 +114,12 @@ class TrialOut(BaseModel):
     trial_id: str
     kind: Literal["main", "catch", "practice"]
     references: list[str]
-    query: str
+    query: str = Field(description="the unoccluded query (empty in the exemplar task, whose options are queries)")
     options: list[str] = Field(min_length=2, max_length=2)
     correct: Literal[0, 1] | None = None
+    min_references: list[str] = Field(
+        default_factory=list, description="the exemplar task: references of the unit's weakest images"
+    )
 
 
 class PreviewOut(BaseModel):

@@ -170,6 +170,7 @@ class Experiment:
             "practice_attempts": self.settings.practice_attempts,
             "n_practice": self.settings.practice,
             "texts": {"time_sentence": time_sentence(self.exclusion)} | self.settings.texts,
+            "task": self.manifest.task,
         }
 
     def start(self, body: SessionIn) -> dict:

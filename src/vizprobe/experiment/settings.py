@@ -28,6 +28,8 @@ TEXT_KEYS: dict[str, type] = {
     "welcome": str,
     "instructions": list,
     "instructions_none": list,
+    "instructions_exemplar": list,
+    "instructions_exemplar_none": list,
     "references_clause_blur": str,
     "after_answer_practice": str,
     "after_answer_none": str,

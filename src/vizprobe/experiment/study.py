@@ -63,9 +63,11 @@ def trial_view(trial: Trial, index: int, condition: str, max_side: int, *, pract
         "trial_id": trial.trial_id,
         "kind": "practice" if practice else trial.kind,
         "references": [image_url(p) for p in trial.references_for(condition)],
-        "query": image_url(trial.base_image),
+        "query": image_url(trial.base_image) if trial.base_image else "",
         "options": [image_url(o.image) for o in as_shown(trial.options, trial.correct, max_side)],
     }
+    if trial.min_references:
+        view["min_references"] = [image_url(p) for p in trial.min_references_for(condition)]
     if practice:
         view["correct"] = max_side
     return view

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from torch import nn
 from vizprobe.errors import VizprobeError
 from vizprobe.models.preprocessing import Preprocessing
 from vizprobe.models.spec import ModelSpec
-from vizprobe.plugins import MODEL_GROUP, plugin_entries
+from vizprobe.plugins import MODEL_GROUP, import_factory, plugin_entries
 
 FACTORY = re.compile(r"(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_]\w*)(?:@(?P<pre>.+))?")
 
@@ -78,15 +77,7 @@ def factory_spec(name: str) -> ModelSpec:
     """A ModelSpec for `module.path:factory[@PRE.json]`, or a one-line error naming what is wrong."""
     match = FACTORY.fullmatch(name)
     module_name, attr, pre = match["module"], match["attr"], match["pre"]
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:
-        raise VizprobeError(
-            f"--model {name}: cannot import {module_name!r} ({error}); install it or put it on PYTHONPATH"
-        ) from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise VizprobeError(f"--model {name}: {module_name} has no function {attr!r}")
+    factory = import_factory(module_name, attr, f"--model {name}")
 
     def build(weights: Path | None) -> nn.Module:
         net = factory()

@@ -1,8 +1,10 @@
 """What an observer sees and how it answers: the interface shared by machine observers and baselines.
 
 An observer gets `TrialView`s, built from a stimulus package exactly as a participant sees a trial (the
-references of one condition, the query, the two occluded options and where they are occluded), never the
-unit's activations or the correct answer, and returns the probability of choosing the right-hand option.
+references of one condition, the query, the two occluded options and where they are occluded; in the exemplar
+task the references of the unit's strongest and of its weakest images and the two query images), never the
+unit's activations or the correct answer, and returns the probability of choosing the right-hand option (in the
+exemplar task: the second, lower one).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ class TrialView:
     unit: str
     layer: str
     image_set: int
-    references: tuple[Path, ...]  # empty in condition `none`
-    query: Path
-    options: tuple[Path, Path]  # left, right
+    references: tuple[Path, ...]  # empty in condition `none`; the exemplar task: the unit's strongest images
+    query: Path | None  # the unoccluded query (None in the exemplar task, whose options are the queries)
+    options: tuple[Path, Path]  # left, right (the exemplar task: upper, lower)
     patches: tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]  # (x, y, size) or None (not occluded)
     image_size: int
+    task: str = "occlusion"
+    min_references: tuple[Path, ...] = ()  # the exemplar task: the unit's weakest images
 
 
 def as_manifest(package: str | Path | Manifest) -> Manifest:
@@ -63,10 +67,12 @@ def trial_views(
             layer=manifest.layer_of(trial.unit),
             image_set=trial.image_set,
             references=tuple(manifest.path(r) for r in trial.references_for(condition)),
-            query=manifest.path(trial.base_image),
+            query=manifest.path(trial.base_image) if trial.base_image else None,
             options=tuple(manifest.path(o.image) for o in as_shown(trial.options, trial.correct, side)),
             patches=tuple(o.patch for o in as_shown(trial.options, trial.correct, side)),
             image_size=manifest.image_size,
+            task=manifest.task,
+            min_references=tuple(manifest.path(r) for r in trial.min_references_for(condition)),
         )
         for trial, side in zip(trials, max_sides, strict=True)
     ]
@@ -103,7 +109,9 @@ def control_views(manifest: Manifest, views: Sequence[TrialView], donors: dict[s
             continue
         same_set = [t for t in candidates if t.image_set == view.image_set]
         trial = (same_set or candidates)[0]
-        out.append(replace(view, references=tuple(manifest.path(r) for r in trial.references_for(view.condition))))
+        references = tuple(manifest.path(r) for r in trial.references_for(view.condition))
+        lows = tuple(manifest.path(r) for r in trial.min_references_for(view.condition))
+        out.append(replace(view, references=references, min_references=lows))
     return out
 
 

@@ -16,7 +16,6 @@ plugs in (docs/observers.md).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from vizprobe.models import get_spec, list_models, load_model
 from vizprobe.models.plugins import FACTORY
 from vizprobe.observers.colour import NAME as COLOUR_EMBEDDER
 from vizprobe.observers.colour import ColourEmbedder
-from vizprobe.plugins import EMBEDDER_GROUP, plugin_entries
+from vizprobe.plugins import EMBEDDER_GROUP, import_factory, plugin_entries
 
 DEFAULT_EMBEDDER = "efficientnet-lite2"
 FALLBACK_EMBEDDER = "efficientnet-lite0"  # when the studied network is the default embedder itself
@@ -102,16 +101,7 @@ def embedder_factory(name: str) -> Callable | None:
                 raise VizprobeError(f"embedder plugin {name!r} ({ep.value}) failed to load: {error}") from None
     if FACTORY.fullmatch(name) and "@" not in name:
         module_name, attr = name.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as error:
-            raise VizprobeError(
-                f"--embedder {name}: cannot import {module_name!r} ({error}); install it or put it on PYTHONPATH"
-            ) from None
-        factory = getattr(module, attr, None)
-        if not callable(factory):
-            raise VizprobeError(f"--embedder {name}: {module_name} has no function {attr!r}")
-        return factory
+        return import_factory(module_name, attr, f"--embedder {name}")
     return None
 
 

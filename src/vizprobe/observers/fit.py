@@ -157,6 +157,8 @@ def fit_rule(
         "unfitted_rule": {"temperature": observer.rule.temperature, "bias": observer.rule.bias},
     }
     details = {
+        "task": manifest.task,
+        "units": sorted(rows["unit"].dropna().astype(str).unique().tolist()) if "unit" in rows.columns else [],
         "package": str(manifest.package),
         "participants": int(len(set(groups))),
         "trials": len(rows),

@@ -39,6 +39,12 @@ class DecisionRule:
     def p_right(self, margins: np.ndarray) -> np.ndarray:
         return expit(np.asarray(margins, dtype=np.float64) / self.temperature + self.bias)
 
+    @property
+    def task(self) -> str | None:
+        """The task whose answers the rule was fitted to (None: not fitted; occlusion for rules fitted before it was
+        recorded)."""
+        return self.fitted.get("task", "occlusion") if self.fitted else None
+
     def save(self, path: str | Path) -> Path:
         atomic_write_json(path, {"format": RULE_FORMAT, "version": RULE_VERSION, **asdict(self)})
         return Path(path)

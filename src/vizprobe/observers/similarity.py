@@ -5,7 +5,8 @@ perceptual feature space of a network other than the studied one (`vizprobe.obse
 option to the references by mean cosine similarity, and choose with probability
 logistic((sim_right - sim_left) / temperature + bias) (`vizprobe.observers.rule`). Without references (condition
 `none`) it compares each option to the unoccluded query: the occlusion that changes the image less is taken to hurt
-the unit less.
+the unit less. In the exemplar task each query's evidence is its similarity to the strong references minus its
+similarity to the weak ones (MIS's delta); without references it has none (p = 0.5, shifted by the bias).
 """
 
 from __future__ import annotations
@@ -57,12 +58,20 @@ class SimilarityObserver(Observer):
         return self.embedder.label
 
     def similarities(self, views: Sequence[TrialView]) -> np.ndarray:
-        """(n, 2) similarity of the left and right option to the references (or, without, the query)."""
-        files = {p for v in views for p in (*v.references, v.query, *v.options)}
+        """(n, 2) similarity of the left and right option to the references (or, without, the query); in the
+        exemplar task, each option's similarity to the strong references minus that to the weak ones."""
+        files = {p for v in views for p in (*v.references, *v.min_references, v.query, *v.options) if p is not None}
         order = sorted(files)
         vectors = dict(zip(order, self.embedder.embed(order), strict=True))
-        out = np.empty((len(views), 2), dtype=np.float64)
+        out = np.zeros((len(views), 2), dtype=np.float64)
         for i, view in enumerate(views):
+            if view.task == "exemplar":
+                if view.references and view.min_references:
+                    strong = np.stack([vectors[p] for p in view.references])
+                    weak = np.stack([vectors[p] for p in view.min_references])
+                    for side, option in enumerate(view.options):
+                        out[i, side] = float((strong @ vectors[option]).mean() - (weak @ vectors[option]).mean())
+                continue
             targets = np.stack([vectors[p] for p in (view.references or (view.query,))])
             for side, option in enumerate(view.options):
                 out[i, side] = float((targets @ vectors[option]).mean())

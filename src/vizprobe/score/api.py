@@ -76,13 +76,12 @@ def score(
     if isinstance(rule, str | Path):
         rule = DecisionRule.load(rule)
     if rule is not None and task == "exemplar":
-        raise VizprobeError(
-            "--rule holds a temperature fitted to occlusion trials, whose margins are ~15x smaller than the "
-            "exemplar task's: it does not transfer; set the exemplar task's with --temperature"
-        )
+        settings = _exemplar_rule(rule, settings)
     if task == "exemplar" and layers:
         from vizprobe.score.layers import score_layers
 
+        if rule is not None:
+            raise VizprobeError("--rule applies to --units (the units of a calibration study's model); not to --layers")
         if units:
             raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
         if out is None:
@@ -100,9 +99,9 @@ def score(
         )
         return frame, record
     if task == "exemplar":
-        frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress)
+        frame, record = _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress, rule)
         settings = replace(settings, temperature=settings.exemplar_temperature)
-        record["calibration"] = calibration(settings.exemplar_temperature)
+        record["calibration"] = calibration(settings.exemplar_temperature, settings.bias, rule.fitted if rule else None)
     else:
         frame, record = _occlusion(stimuli, settings, embedder, same_as_model, rule, device)
     record = {"task": task, **record, "settings": asdict(settings)}
@@ -111,7 +110,19 @@ def score(
     return frame, record
 
 
-def _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress):
+def _exemplar_rule(rule: DecisionRule, settings: ScoreSettings) -> ScoreSettings:
+    """The settings with a rule fitted to people's exemplar-task answers; a rule of another task is refused."""
+    if rule.task != "exemplar":
+        raise VizprobeError(
+            f"--rule was fitted to {rule.task or 'no'} answers; the exemplar score needs one fitted to exemplar-task "
+            "answers (vizprobe observe --stimuli EXEMPLAR_PACKAGE --fit responses.csv), whose margins it shares"
+        )
+    if settings.temperature is not None:
+        raise VizprobeError("pass either --rule (a fitted temperature) or --temperature, not both")
+    return replace(settings, temperature=rule.temperature, bias=rule.bias)
+
+
+def _exemplar(scan, units, layers, settings, embedder, same_as_model, device, progress, rule=None):
     from vizprobe.observers.embedding import make_embedder
     from vizprobe.scan import ScanResult
     from vizprobe.units import parse_units
@@ -123,6 +134,11 @@ def _exemplar(scan, units, layers, settings, embedder, same_as_model, device, pr
         raise VizprobeError("pass either --units L:C,... or --layers L1,L2 (every unit of those layers)")
     chosen = parse_units(units) if units else [u for name in layers for u in _layer_units(result, name)]
     embedding = make_embedder(result.model, embedder, same_as_model, device)
+    if rule is not None and rule.embedder not in (None, embedding.label):
+        raise VizprobeError(
+            f"--rule was fitted to margins of {rule.embedder}, not {embedding.label}; use --embedder "
+            f"{rule.embedder.split(':')[0]} or fit the rule again"
+        )
     frame, details = exemplar_scores(result, chosen, embedding, settings, progress)
     return frame, {"scan": str(result.run_dir), "model": result.model, "embedder": embedding.record, **details}
 

@@ -40,6 +40,9 @@ class ScoreSettings:
     pool: int = 20  # the unit's most (and least) activating scan images that references and queries come from
     # of the logistic choice on the margin; None: EXEMPLAR_TEMPERATURE, or the observer's rule in the occlusion task
     temperature: float | None = None
+    # a side bias of a rule fitted to people (`--rule`): the score averages the two sides the maximal query can be
+    # shown on, 0.5 * (logistic(m / T + bias) + logistic(m / T - bias))
+    bias: float = 0.0
     seed: int = 0  # of the tasks' draws, the control's donor units and the bootstrap
     resamples: int = 2000  # bootstrap resamples of the tasks
     level: float = 0.95
@@ -105,10 +108,15 @@ def task_margins(gram: np.ndarray, tasks: ExemplarTasks) -> np.ndarray:
     return delta_plus - delta_minus
 
 
-def task_probabilities(gram: np.ndarray, tasks: ExemplarTasks, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """(U, N) probability that the observer picks the maximal query, and (U, N) whether it would (margin > 0)."""
+def task_probabilities(
+    gram: np.ndarray, tasks: ExemplarTasks, temperature: float, bias: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(U, N) probability that the observer picks the maximal query (averaged over the side it is shown on when
+    the rule has a side `bias`), and (U, N) whether it would (margin > 0)."""
     margin = task_margins(gram, tasks)
-    return expit(margin / temperature), margin > 0
+    if bias == 0:
+        return expit(margin / temperature), margin > 0
+    return 0.5 * (expit(margin / temperature + bias) + expit(margin / temperature - bias)), margin > 0
 
 
 def bootstrap_interval(p: np.ndarray, settings: ScoreSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -219,13 +227,13 @@ def score_pools(
     tasks = ExemplarTasks(
         *(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query, tasks.bottom_query))
     )
-    temperature = settings.exemplar_temperature
+    temperature, bias = settings.exemplar_temperature, settings.bias
     gram = vectors @ vectors.T
-    p, right = task_probabilities(gram, tasks, temperature)
+    p, right = task_probabilities(gram, tasks, temperature, bias)
     low, high = bootstrap_interval(p, settings)
     donors = control_donor_rows([u.layer for u in units], settings.seed)
     swapped = replace(tasks, top_refs=tasks.top_refs[donors], bottom_refs=tasks.bottom_refs[donors])
-    control, _ = task_probabilities(gram, swapped, temperature)
+    control, _ = task_probabilities(gram, swapped, temperature, bias)
     control_low, control_high = bootstrap_interval(control, settings)
     frame = pd.DataFrame(
         {
@@ -243,7 +251,7 @@ def score_pools(
         }
     )
     if colour is not None:
-        colour_p, colour_right = task_probabilities(colour @ colour.T, tasks, temperature)
+        colour_p, colour_right = task_probabilities(colour @ colour.T, tasks, temperature, bias)
         frame["colour_score"] = colour_p.mean(axis=1)
         frame["colour_accuracy"] = colour_right.mean(axis=1)
     return frame

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
@@ -70,10 +70,17 @@ class Trial:
     correct: int
     references: dict[str, tuple[str, ...]]
     activation_map: str | None = None
+    # the exemplar task: each condition's references of the unit's weakest images (beside its strongest)
+    min_references: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def references_for(self, condition: str) -> tuple[str, ...]:
-        """The reference images a participant of `condition` sees (none in `none`)."""
+        """The reference images a participant of `condition` sees (none in `none`); in the exemplar task, those of
+        the unit's strongest images."""
         return self.references.get(condition, ())
+
+    def min_references_for(self, condition: str) -> tuple[str, ...]:
+        """The exemplar task's references of the unit's weakest images in `condition` (none in the occlusion task)."""
+        return self.min_references.get(condition, ())
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ def _trial(raw: dict) -> Trial:
         for o in raw["options"]
     )
     references = {c: tuple(images) for c, images in raw["references"].items()}
+    min_references = {c: tuple(images) for c, images in raw.get("min_references", {}).items()}
     return Trial(
         raw["trial_id"],
         raw["unit"],
@@ -114,6 +122,7 @@ def _trial(raw: dict) -> Trial:
         int(raw["correct"]),
         references,
         raw.get("activation_map"),
+        min_references,
     )
 
 
@@ -179,6 +188,11 @@ class Manifest:
     @property
     def model(self) -> str:
         return self.data["model"]
+
+    @property
+    def task(self) -> str:
+        """What a participant judges (`vizprobe.tasks`): occlusion (the paper's task) or exemplar."""
+        return self.data.get("task", "occlusion")
 
     @property
     def image_size(self) -> int:

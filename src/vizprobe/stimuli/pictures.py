@@ -58,9 +58,41 @@ def _tile(package: Path, rel: str, size: int) -> Image.Image:
         return image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
 
 
+def exemplar_picture(package: str | Path, trial: Trial, condition: str) -> Image.Image:
+    """An exemplar trial as the experiment shows it: Left Examples, the upper and lower queries, Right Examples."""
+    package = Path(package)
+    ref, big, pad = 100, 190, 12
+    grid = 3 * ref + 2 * pad
+    width, height = 2 * grid + big + 6 * pad, 40 + max(3 * ref + 2 * pad, 2 * big + 60)
+    canvas = Image.new("RGB", (width, height), (245, 245, 245))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text(
+        (pad, 10),
+        f"condition: {condition}   Which image at the center matches the Right Examples better?",
+        fill="black",
+        font=font,
+    )
+    for x0, name, refs in (
+        (pad, "Left Examples", trial.min_references_for(condition)),
+        (grid + big + 5 * pad, "Right Examples", trial.references_for(condition)),
+    ):
+        draw.text((x0, 24), name, fill="black", font=font)
+        for k, rel in enumerate(refs):
+            row, col = divmod(k, 3)
+            canvas.paste(_tile(package, rel, ref), (x0 + col * (ref + pad // 2), 38 + row * (ref + pad // 2)))
+        if not refs:
+            draw.text((x0, 160), "(no references in this condition)", fill=(90, 90, 90), font=font)
+    for i, option in enumerate(trial.options):
+        canvas.paste(_tile(package, option.image, big), (grid + 3 * pad, 38 + i * (big + 40)))
+    return canvas
+
+
 def trial_picture(package: str | Path, trial: Trial, condition: str) -> Image.Image:
     """The trial as the experiment shows it: references, the query, two options and the buttons."""
     package = Path(package)
+    if not trial.base_image:
+        return exemplar_picture(package, trial, condition)
     refs = trial.references_for(condition)
     ref, big, pad = 110, 200, 12
     width = 3 * ref + 2 * pad + 60 + 2 * big + 3 * pad

@@ -38,6 +38,11 @@ class BuildSettings:
     min_catch_gap: float = 1.0
     blur_kernel: int = 21
     seed: int = 0
+    # What participants judge (`vizprobe.tasks`): the occlusion task, or the exemplar task, whose queries lie right
+    # after its references (IMI's and Borowski's design) or, with `query_quantile` q, at the q-quantile (IMI's
+    # harder variants: 0.99, 0.95, 0.85).
+    task: str = "occlusion"
+    query_quantile: float | None = None
     protocol: str = "zimmermann2021"  # the named protocol these settings started from (recorded in the manifest)
     # Who is excluded (recorded in the manifest): the server re-posts a task and `analyze` excludes by these.
     exclusion: ExclusionCriteria = field(default_factory=ExclusionCriteria)
