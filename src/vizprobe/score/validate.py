@@ -30,13 +30,22 @@ VALIDATION_VERSION = 1
 MIN_PARTICIPANTS = 2  # per unit: fewer leaves no split half and no accuracy worth ranking
 
 
+def _centred_ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ranks (ties get mean ranks), centred, and their norms."""
+    ranks = rankdata(values, axis=-1)
+    ranks -= ranks.mean(axis=-1, keepdims=True)
+    return ranks, np.sqrt((ranks**2).sum(axis=-1))
+
+
+def _correlate(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    denominator = a[1] * b[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (a[0] * b[0]).sum(axis=-1) / denominator, np.nan)
+
+
 def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row of x with the same row of y (ties get mean ranks); NaN where constant."""
-    rx, ry = rankdata(x, axis=-1), rankdata(y, axis=-1)
-    rx, ry = rx - rx.mean(axis=-1, keepdims=True), ry - ry.mean(axis=-1, keepdims=True)
-    denominator = np.sqrt((rx**2).sum(axis=-1) * (ry**2).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (rx * ry).sum(axis=-1) / denominator, np.nan)
+    return _correlate(_centred_ranks(x), _centred_ranks(y))
 
 
 def bootstrap_spearman(
@@ -47,9 +56,10 @@ def bootstrap_spearman(
     rng = np.random.default_rng([seed, 11])
     idx = rng.integers(0, len(human), (resamples, len(human)))
     tail = (1 - level) / 2 * 100
+    people = _centred_ranks(human[idx])  # ranked once for every column
     out, draws = {}, []
     for name, values in columns.items():
-        drawn = spearman_rows(values[idx], human[idx])
+        drawn = _correlate(_centred_ranks(values[idx]), people)
         draws.append(drawn)
         low, high = np.nanpercentile(drawn, [tail, 100 - tail])
         out[name] = {"spearman": float(spearman_rows(values, human)), "ci_low": float(low), "ci_high": float(high)}
@@ -59,10 +69,8 @@ def bootstrap_spearman(
 def noise_ceiling(correct: pd.DataFrame, splits: int, seed: int, level: float) -> dict:
     """Split-half reliability of people's per-unit accuracy (see the module doc) from rows of unit, participant
     and correct."""
-    units = correct["unit"].astype(str).to_numpy()
-    people = correct["participant_id"].astype(str).to_numpy()
-    unit_names, unit_of = np.unique(units, return_inverse=True)
-    person_names, person_of = np.unique(people, return_inverse=True)
+    unit_of, unit_names = pd.factorize(correct["unit"].astype(str))
+    person_of, person_names = pd.factorize(correct["participant_id"].astype(str))
     right = np.zeros((len(unit_names), len(person_names)))
     total = np.zeros_like(right)
     np.add.at(right, (unit_of, person_of), correct["correct"].to_numpy(dtype=float))
@@ -75,7 +83,10 @@ def noise_ceiling(correct: pd.DataFrame, splits: int, seed: int, level: float) -
     with np.errstate(invalid="ignore", divide="ignore"):
         first = (right @ masks.T) / (total @ masks.T)  # (units, splits)
         second = (right @ (1 - masks).T) / (total @ (1 - masks).T)
-    r = np.array([_spearman_valid(first[:, k], second[:, k]) for k in range(splits)])
+    if np.isfinite(first).all() and np.isfinite(second).all():  # every unit answered in both halves of every split
+        r = spearman_rows(first.T, second.T)
+    else:
+        r = np.array([_spearman_valid(first[:, k], second[:, k]) for k in range(splits)])
     corrected = 2 * r / (1 + r)
     tail = (1 - level) / 2 * 100
     low, high = np.nanpercentile(corrected, [tail, 100 - tail])
@@ -110,7 +121,12 @@ def human_unit_rows(responses, record: dict) -> pd.DataFrame:
     from vizprobe.analysis.groups import main_trials
     from vizprobe.responses import human_rows, read_responses, validate_responses
 
-    frame = read_responses(responses) if isinstance(responses, str | Path) else validate_responses(responses)
+    if isinstance(responses, str | Path):
+        frame = read_responses(responses)
+    elif "invalid_values" in responses.attrs:  # read or checked by the responses format already (its marker)
+        frame = responses
+    else:
+        frame = validate_responses(responses)
     if "unit" not in frame.columns:
         raise VizprobeError("the responses have no 'unit' column: validation compares units")
     rows = main_trials(frame[human_rows(frame)]).dropna(subset=["unit"])
