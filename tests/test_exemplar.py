@@ -225,8 +225,10 @@ def test_cli_builds_an_exemplar_package(photo_scan, tmp_path, capsys):
         str(photo_scan[0].run_dir),
         "--units",
         ",".join(UNITS[:3]),
+        "--image-sets",
+        "3",
     ]
-    code = main([*arguments, "--image-sets", "3", "--practice-units", "4", "--device", "cpu", "--out", str(out)])
+    code = main([*arguments, "--practice-units", "4", "--device", "cpu", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "exemplar-task package" in printed and "conditions natural, none" in printed
