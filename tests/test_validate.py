@@ -124,6 +124,17 @@ def test_cli_simulate_and_validate_write_the_validation(photo_scan, scored, tmp_
     assert set(units["unit"]) == set(UNITS) and (units["participants"] == 6).all()
     assert (out / "validation.png").stat().st_size > 10_000
 
+    # a calibration study in one line: units spread over the scores' range
+    from vizprobe.score.select import stratified_units
+    from vizprobe.stimuli.manifest import Manifest
+
+    package = tmp_path / "calibration"
+    build = ["-q", "build", "--task", "exemplar", "--scan", run, "--units-by-score", str(folder), "--stratify", "6"]
+    code = main([*build, "--image-sets", "3", "--practice-units", "4", "--device", "cpu", "--out", str(package)])
+    assert code == 0, capsys.readouterr().err
+    chosen = [u.unit for u in Manifest.load(package).units_of("main")]
+    assert chosen == stratified_units(pd.read_csv(folder / "scores.csv"), 6)
+
 
 def test_bad_input_is_one_line_and_writes_nothing(photo_scan, scored, tmp_path):
     folder, _ = scored
