@@ -59,11 +59,13 @@ def standin(tmp_path, monkeypatch):
 
 
 def by_hand(net, path, side: int) -> np.ndarray:
-    """The file decoded, its short side resized to `side` (bicubic), the centre square, the net, L2-normalized."""
+    """The file decoded, its short side resized to `side` (bicubic; the long side truncated, as torchvision's
+    Resize), the centre square (offsets rounded, as its CenterCrop), the net, L2-normalized."""
     image = Image.open(path).convert("RGB")
-    scale = side / min(image.size)
-    image = image.resize((max(side, round(image.width * scale)), max(side, round(image.height * scale))), Image.BICUBIC)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
+    short, long = sorted(image.size)
+    size = (side, int(side * long / short)) if image.width <= image.height else (int(side * long / short), side)
+    image = image.resize(size, Image.BICUBIC)
+    left, top = int(round((image.width - side) / 2)), int(round((image.height - side) / 2))
     square = np.asarray(image.crop((left, top, left + side, top + side)), dtype=np.float32) / 255
     with torch.no_grad():
         vector = net(torch.from_numpy(square).permute(2, 0, 1)[None]).reshape(-1).numpy()

@@ -106,10 +106,11 @@ def _main_units(args: argparse.Namespace, scan, sample_units) -> list[str]:
 
 def _build_exemplar(args: argparse.Namespace, scan, units: list[str], settings, named: dict) -> int:
     from vizprobe.stimuli.manifest import TRIAL_KINDS
+    from vizprobe.stimuli.settings import BuildSettings
     from vizprobe.tasks import get_task
 
     build_exemplar_stimuli = get_task("exemplar").build_function()
-    if not args.conditions and settings.conditions == dataclasses.replace(settings.__class__()).conditions:
+    if not args.conditions and settings.conditions == BuildSettings().conditions:  # the occlusion task's five
         chosen = ("natural", "synthetic", "none") if args.visualizations else ("natural", "none")
         settings = dataclasses.replace(settings, conditions=chosen)
     if not args.out:

@@ -29,7 +29,7 @@ from PIL import Image
 from vizprobe.device import default_batch_size, resolve_device
 from vizprobe.errors import VizprobeError
 from vizprobe.images import load_rgb
-from vizprobe.models import get_spec, list_models, load_model
+from vizprobe.models import Preprocessing, get_spec, list_models, load_model
 from vizprobe.models.plugins import FACTORY
 from vizprobe.observers.colour import NAME as COLOUR_EMBEDDER
 from vizprobe.observers.colour import ColourEmbedder
@@ -121,14 +121,13 @@ class FunctionEmbedder:
         return {"model": self.name, "layers": [], "weights": None, "same_as_model": False, "size": self.function.size}
 
     def _load(self, path: Path, whole: bool) -> torch.Tensor:
-        rgb, side = load_rgb(path), self.function.size
+        """(3, S, S) float in [0, 1]: the whole image resized (stimuli), or its short side resized to S and the
+        centre square cut (photos), with the registry's geometry (`Preprocessing.pil_geometry`, bicubic)."""
+        side = self.function.size
         if whole:
-            rgb = rgb.resize((side, side), Image.Resampling.BICUBIC)
+            rgb = load_rgb(path).resize((side, side), Image.Resampling.BICUBIC)
         else:
-            scale = side / min(rgb.size)
-            rgb = rgb.resize((max(side, round(rgb.width * scale)), max(side, round(rgb.height * scale))), Image.BICUBIC)
-            left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
-            rgb = rgb.crop((left, top, left + side, top + side))
+            rgb = Preprocessing(resize=side, crop=side, interpolation="bicubic").pil_geometry()(load_rgb(path))
         return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
     @torch.no_grad()

@@ -97,6 +97,15 @@ def draw_tasks(
     return ExemplarTasks(*(np.stack(x) for x in (refs[0], refs[1], queries[0], queries[1])))
 
 
+def as_rows(tasks: ExemplarTasks, images: np.ndarray) -> ExemplarTasks:
+    """The tasks with scan image indices replaced by their rows in `images` (sorted indices, as embedded)."""
+    position = np.full(int(images.max()) + 1 if len(images) else 0, -1, dtype=np.int64)
+    position[images] = np.arange(len(images))
+    return ExemplarTasks(
+        *(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query, tasks.bottom_query))
+    )
+
+
 def task_margins(gram: np.ndarray, tasks: ExemplarTasks) -> np.ndarray:
     """(U, N) evidence for the maximal query, delta_plus - delta_minus, from the images' similarity matrix."""
 
@@ -221,12 +230,7 @@ def score_pools(
     """The units' scores, intervals and controls from their pools (`unit_pools`) and the embeddings `vectors` of
     the scan images `images` (sorted indices, covering the pools): matrix work only. `colour`: the same images'
     colour-statistics embeddings, which answer the same tasks as the baseline (`colour_score`, `colour_accuracy`)."""
-    tasks = draw_tasks(top, bottom, counts, settings, [str(u) for u in units])
-    position = np.full(int(images.max()) + 1 if len(images) else 0, -1, dtype=np.int64)
-    position[images] = np.arange(len(images))
-    tasks = ExemplarTasks(
-        *(position[a] for a in (tasks.top_refs, tasks.bottom_refs, tasks.top_query, tasks.bottom_query))
-    )
+    tasks = as_rows(draw_tasks(top, bottom, counts, settings, [str(u) for u in units]), images)
     temperature, bias = settings.exemplar_temperature, settings.bias
     gram = vectors @ vectors.T
     p, right = task_probabilities(gram, tasks, temperature, bias)

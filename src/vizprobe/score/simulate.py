@@ -19,8 +19,8 @@ import pandas as pd
 from scipy.special import expit
 
 from vizprobe.score.exemplar import (
-    ExemplarTasks,
     ScoreSettings,
+    as_rows,
     draw_tasks,
     pool_images,
     task_margins,
@@ -48,13 +48,11 @@ def simulate_exemplar(
     images = pool_images(top, bottom)
     vectors = embedder.embed([scan.image_path(int(i)) for i in images], whole=False)
     gram = vectors @ vectors.T
-    position = np.full(int(images.max()) + 1, -1, dtype=np.int64)
-    position[images] = np.arange(len(images))
     rng = np.random.default_rng([seed, 21])
     frames = []
     for person in range(participants):
         own = draw_tasks(top, bottom, counts, replace(drawn, seed=seed * 1000 + person + 1), [str(u) for u in units])
-        own = ExemplarTasks(*(position[a] for a in (own.top_refs, own.bottom_refs, own.top_query, own.bottom_query)))
+        own = as_rows(own, images)
         margin = task_margins(gram, own)
         q = expit(margin / temperature + noise * rng.standard_normal(margin.shape))
         right = np.where(rng.random(q.shape) < lapse, rng.random(q.shape) < 0.5, rng.random(q.shape) < q)

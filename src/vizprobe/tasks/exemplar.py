@@ -217,25 +217,31 @@ def _check(scan: ScanResult, units: list[Unit], s: BuildSettings, vis, negative)
     return design
 
 
-def _pick_protocol_units(scan: ScanResult, units: list[Unit], s: BuildSettings, design: dict, count: int, skip):
-    """`count` other channels of the main units' layers (seeded), with their first trial's gap, largest first."""
+def _pick_protocol_units(
+    scan: ScanResult, units: list[Unit], s: BuildSettings, design: dict, count: int, skip
+) -> dict[Unit, list[dict]]:
+    """`count` other channels of the main units' layers (seeded) with their plans, the largest first trial's gap
+    first."""
     rng = _rng(s.seed, "exemplar-protocol")
     layers = list(dict.fromkeys(u.layer for u in units))
     candidates = [
         Unit(layer, c) for layer in layers for c in range(scan.layer(layer).channels) if Unit(layer, c) not in skip
     ]
-    picked, gaps = [], []
+    plans, gaps = {}, []
     for i in rng.permutation(len(candidates)):
-        if len(picked) == count:
+        if len(plans) == count:
             break
         try:
-            plan = unit_plan(scan, candidates[i], s, design)[0]
+            plan = unit_plan(scan, candidates[i], s, design)
         except VizprobeError:  # ties between its strongest and weakest images: not a clear unit
             continue
-        picked.append(candidates[i])
-        gaps.append((plan["max_query"].activation - plan["min_query"].activation) / (scan.unit_std(candidates[i]) or 1))
-    order = np.argsort(-np.asarray(gaps), kind="stable")
-    return [picked[i] for i in order]
+        plans[candidates[i]] = plan
+        first = plan[0]
+        gaps.append(
+            (first["max_query"].activation - first["min_query"].activation) / (scan.unit_std(candidates[i]) or 1)
+        )
+    picked = list(plans)
+    return {picked[i]: plans[picked[i]] for i in np.argsort(-np.asarray(gaps), kind="stable")}
 
 
 def build_exemplar_stimuli(
@@ -261,20 +267,22 @@ def build_exemplar_stimuli(
     units = _resolved(scan, units)
     design = _check(scan, units, s, vis, negative)
     plans = {unit: unit_plan(scan, unit, s, design) for unit in units}
-    taken = set(units)
+    extra: dict[Unit, list[dict]] = {}
     catch = _resolved(scan, catch_units) if catch_units is not None else None
     if catch is None:
-        catch = _pick_protocol_units(scan, units, s, design, s.catch_units, taken)
-    taken |= set(catch)
+        extra |= _pick_protocol_units(scan, units, s, design, s.catch_units, set(units))
+        catch = list(extra)
     practice = _resolved(scan, practice_units) if practice_units is not None else None
     if practice is None:
-        practice = _pick_protocol_units(scan, units, s, design, s.practice_units, taken)
+        picked = _pick_protocol_units(scan, units, s, design, s.practice_units, {*units, *catch})
+        extra |= picked
+        practice = list(picked)
     if practice_units is None and 0 < len(practice) < PRACTICE_PER_ROUND:
         raise VizprobeError(
             f"a practice pool of {len(practice)} trials is smaller than one round of {PRACTICE_PER_ROUND}; "
             f"use --practice-units {PRACTICE_PER_ROUND} or more"
         )
-    extra = {unit: unit_plan(scan, unit, s, design) for unit in [*catch, *practice] if unit not in plans}
+    extra |= {unit: unit_plan(scan, unit, s, design) for unit in [*catch, *practice] if unit not in {*plans, *extra}}
     model = model.with_directions(scan.directions) if model else _scan_model(scan, device)
     writer = _ExemplarWriter(model, s, vis, negative)
     writer.base.check_user_sources([*units, *catch, *practice])
@@ -296,13 +304,14 @@ def _trial(w: _ExemplarWriter, unit: Unit, trial_id: str, kind: str, image_set: 
     A catch trial's queries are references of its own sides, and every condition with references shows the
     natural ones there, so that it is easy whatever the condition."""
     trial_rng = _rng(w.s.seed, trial_id)
-    high, low = w.references(unit, plan, trial_rng)
     if kind == "catch":
         plan = {**plan, "max_query": plan["max_refs"][1], "min_query": plan["min_refs"][1]}
         natural_high = [w.photo(unit, "max", e) for e in plan["max_refs"]]
         natural_low = [w.photo(unit, "min", e) for e in plan["min_refs"]]
-        high = {c: natural_high for c in high if c != "none"}
-        low = {c: natural_low for c in low if c != "none"}
+        names = [c.name for c in w.base.specs if c.name != "none"]
+        high, low = dict.fromkeys(names, natural_high), dict.fromkeys(names, natural_low)
+    else:
+        high, low = w.references(unit, plan, trial_rng)
     options = [
         {"image": w.photo(unit, "max", plan["max_query"]), "patch": None, "activation": plan["max_query"].activation},
         {"image": w.photo(unit, "min", plan["min_query"]), "patch": None, "activation": plan["min_query"].activation},
