@@ -158,11 +158,15 @@ STIMULUS_SETTINGS = _stimulus_settings()
 
 
 @pytest.fixture(scope="session")
-def stimulus_package(tmp_path_factory, photo_scan, visualizations, lite0):
-    """A real five-condition stimulus package: 3 units x 2 image sets, 4 tasks per condition."""
+def stimulus_package(request, tmp_path_factory, lite0):
+    """A real five-condition stimulus package: 3 units x 2 image sets, 4 tasks per condition
+    ($VIZPROBE_TEST_STIMULI: one built by an earlier run, for quick reruns of the server's tests)."""
     from vizprobe.stimuli import build_stimuli
 
-    scan, _ = photo_scan
+    if os.environ.get("VIZPROBE_TEST_STIMULI"):
+        return Path(os.environ["VIZPROBE_TEST_STIMULI"])
+    scan, _ = request.getfixturevalue("photo_scan")
+    visualizations = request.getfixturevalue("visualizations")
     out = tmp_path_factory.mktemp("stimuli") / "pkg"
     build_stimuli(scan, STIMULUS_UNITS, out, visualizations, STIMULUS_SETTINGS, model=lite0, progress=False)
     return out

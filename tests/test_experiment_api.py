@@ -115,9 +115,10 @@ def assert_error(r, status: int, error: str) -> None:
     assert body["error"] == error and isinstance(body["message"], str) and body["message"], body
 
 
-def fail_a_session(client: TestClient, manifest: dict, worker: str) -> dict:
-    """A session that needs 6 practice rounds and gets every catch trial wrong, completed (and paid)."""
-    state = start(client, ready=False, PROLIFIC_PID=worker)
+def fail_a_session(client: TestClient, manifest: dict, worker: str, **platform_ids: str) -> dict:
+    """A session that needs 6 practice rounds and gets every catch trial wrong, completed (and paid); the worker
+    comes from Prolific unless other platform ids are given."""
+    state = start(client, ready=False, **(platform_ids or {"PROLIFIC_PID": worker}))
     sid = state["session_id"]
     client.post(f"/api/sessions/{sid}/events", json={"event": "consent"})
     client.post(f"/api/sessions/{sid}/events", json={"event": "instructions", "duration_s": 60.0})
@@ -1185,7 +1186,7 @@ def test_mturk_hit_request_is_the_authors_and_valid_for_aws(stimulus_package, ma
     assert [c["Country"] for c in quals["00000000000000000071"]["LocaleValues"]] == ["US", "CA", "GB", "AU", "NZ", "IE"]
     assert quals["00000000000000000040"]["IntegerValues"] == [1000]
     assert quals["000000000000000000L0"]["IntegerValues"] == [99]
-    assert "<ExternalURL>https://study.example.org/?from=mturk</ExternalURL>" in request["Question"]
+    assert "<ExternalURL>https://study.example.org/start?from=mturk</ExternalURL>" in request["Question"]
     assert (
         main(
             [

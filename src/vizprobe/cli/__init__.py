@@ -1,6 +1,6 @@
 """`vizprobe <verb>`: parse arguments, call the Python API, print. Nothing else lives here.
 
-One module per group of verbs (`models`, `scan`, `visualize`, `stimuli`, `experiment`, `analysis`, `observers`,
+One module per group of verbs (`models`, `scan`, `visualize`, `stimuli`, `experiment`, `crowd`, `analysis`, `observers`,
 `score`, `explore`, `demo`), each adding its verbs with `add_verbs`; `common` holds what they share. Options that are
 settings leave their value None when not given, so the API's default applies; their help shows that default,
 read from where it is defined (a settings dataclass or a function's signature) only when help is printed, so
@@ -13,7 +13,19 @@ import argparse
 import logging
 import sys
 
-from vizprobe.cli import analysis, demo, experiment, explore, models, observers, scan, score, stimuli, visualize
+from vizprobe.cli import (
+    analysis,
+    crowd,
+    demo,
+    experiment,
+    explore,
+    models,
+    observers,
+    scan,
+    score,
+    stimuli,
+    visualize,
+)
 from vizprobe.cli.common import _Help, default_of
 from vizprobe.errors import VizprobeError
 
@@ -22,7 +34,7 @@ DESCRIPTION = (
     "Do explanations of a unit help people predict it? One verb per stage of a study; "
     "`vizprobe VERB --help` lists its options, with the defaults of the protocol (docs/protocol.md)."
 )
-GROUPS = (models, scan, visualize, stimuli, experiment, analysis, observers, score, explore, demo)
+GROUPS = (models, scan, visualize, stimuli, experiment, crowd, analysis, observers, score, explore, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

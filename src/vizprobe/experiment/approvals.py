@@ -51,21 +51,33 @@ def decide(db_url: str, submissions: str | Path, platform: str, secret_file: str
     column = _worker_column(frame, platform, path)
     db = Database(db_url, create=False)
     try:
-        secret = read_secret(secret_file or default_secret_file(db.path, db.url))
+        secret = study_secret(db, secret_file)
         with db.tx() as s:
-            study, manifest = load_study(s)
-            if study.secret_fingerprint not in (None, fingerprint(secret)):
-                raise VizprobeError("the secret file is not this study's; pass the study's own with --secret-file")
-            sessions = {p.worker_hmac: p for p in s.scalars(select(ParticipantSession)) if p.worker_hmac}
-            per_session = select(Response.session_id, func.count()).where(Response.phase == "main")
-            answered = dict(s.execute(per_session.group_by(Response.session_id)).all())
-        rows = [
-            _decision(sessions.get(keyed_hash(secret, w)) if w.strip() else None, answered, manifest)
-            for w in frame[column]
-        ]
+            rows = worker_decisions(s, secret, list(frame[column]))
     finally:
         db.dispose()
     return frame.assign(decision=[r[0] for r in rows], reason=[r[1] for r in rows], session_status=[r[2] for r in rows])
+
+
+def study_secret(db: Database, secret_file: str | Path | None) -> bytes:
+    """The study's HMAC secret (from `secret_file` or where `vizprobe serve` keeps it), checked against the study."""
+    secret = read_secret(secret_file or default_secret_file(db.path, db.url))
+    with db.tx() as s:
+        study, _ = load_study(s)
+    if study.secret_fingerprint not in (None, fingerprint(secret)):
+        raise VizprobeError("the secret file is not this study's; pass the study's own with --secret-file")
+    return secret
+
+
+def worker_decisions(s, secret: bytes, worker_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(decision, reason, session status) for each platform worker id, by the rule above."""
+    _, manifest = load_study(s)
+    sessions = {p.worker_hmac: p for p in s.scalars(select(ParticipantSession)) if p.worker_hmac}
+    per_session = select(Response.session_id, func.count()).where(Response.phase == "main")
+    answered = dict(s.execute(per_session.group_by(Response.session_id)).all())
+    return [
+        _decision(sessions.get(keyed_hash(secret, w)) if w.strip() else None, answered, manifest) for w in worker_ids
+    ]
 
 
 def _decision(p: ParticipantSession | None, answered: dict, manifest) -> tuple[str, str, str]:

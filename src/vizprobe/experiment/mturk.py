@@ -39,6 +39,11 @@ class MTurkSettings:
     lifetime_s: int = 2 * 3600  # the authors re-posted HITs every 2 hours (`--hit-lifetime=2.0`)
     auto_approve_s: int = 0  # the authors approved every submission at once
     frame_height: int = 800
+    # Places per HIT: MTurk takes 20 % commission from HITs of fewer than 10 assignments and 40 % from larger ones;
+    # the authors posted one task per HIT and added an assignment per failed submission.
+    hit_places: int = 9
+    # The authors approved every submission (AutoApprovalDelayInSeconds 0); True rejects unfinished ones.
+    reject_unfinished: bool = False
     title: str = "Image Classification"
     description: str = (
         "Academic survey in which you have to classify images, i.e. match them with another set of images."
@@ -49,9 +54,22 @@ class MTurkSettings:
             raise VizprobeError("--reward: MTurk pays at least 0.01 USD per assignment")
         if not 30 <= self.assignment_duration_s <= 31_536_000:
             raise VizprobeError("--assignment-duration: MTurk takes 30 s to 365 days")
+        if not 1 <= self.hit_places <= 9:
+            raise VizprobeError(f"--hit-places {self.hit_places}: 1 to 9 (10 or more doubles MTurk's commission)")
         if not 0 <= self.min_percent_approved <= 100:
             raise VizprobeError("--min-percent-approved: a percentage, 0 to 100")
         return self
+
+
+def commission(reward_usd: float, places: int) -> float:
+    """MTurk's fee per approved assignment: 20 % of the reward (40 % in HITs of 10 or more places), at least 0.01."""
+    return max(0.01, round(reward_usd * (0.2 if places < 10 else 0.4), 4))
+
+
+def start_page(url: str) -> str:
+    """The HIT's page: the study's start page (`/start`), which opens the study in a window of its own."""
+    parts = urlsplit(study_url(url))
+    return parts._replace(path=parts.path.rstrip("/") + "/start").geturl()
 
 
 def study_url(url: str) -> str:
@@ -70,7 +88,7 @@ def create_hit_request(url: str, assignments: int, settings: MTurkSettings, with
         raise VizprobeError(f"--assignments {assignments}: must be at least 1")
     reward = settings.reward_usd if with_references else settings.reward_none_usd
     question = (
-        f'<ExternalQuestion xmlns="{EXTERNAL_QUESTION}"><ExternalURL>{escape(study_url(url))}</ExternalURL>'
+        f'<ExternalQuestion xmlns="{EXTERNAL_QUESTION}"><ExternalURL>{escape(start_page(url))}</ExternalURL>'
         f"<FrameHeight>{settings.frame_height}</FrameHeight></ExternalQuestion>"
     )
     guarded = {"ActionsGuarded": "DiscoverPreviewAndAccept"}

@@ -31,7 +31,7 @@ from .db import (
 from .export import frame_from_session
 from .schemas import SESSION_ID_PATTERN, WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
 from .secret import fingerprint, keyed_hash, load_or_create_secret, read_secret
-from .settings import MTURK_PREVIEW, PROLIFIC_DONE, WORKER_ID_KEY, Settings
+from .settings import MTURK_PREVIEW, PROLIFIC_DONE, SUBMISSION_ID_KEY, WORKER_ID_KEY, Settings
 from .study import open_study, practice_per_round, practice_round, session_sides, trial_view
 
 
@@ -209,20 +209,20 @@ class Experiment:
             if body.resume:
                 p = s.scalars(select(ParticipantSession).where(ParticipantSession.id == body.resume)).one_or_none()
                 if p is not None and (worker_hmac is None or p.worker_hmac in (None, worker_hmac)):
-                    if p.status == SessionStatus.EXPIRED:
-                        raise ApiError(403, "session_expired", "this session timed out; thank you for your interest")
-                    if p.status == SessionStatus.RETURNED:
-                        raise ApiError(403, "session_returned", "you stopped this study; thank you for your time")
-                    p.last_active_at = now
-                    return self.state(s, p)
+                    return self._reopen(s, p, now)
             if worker_hmac is not None:
                 p = s.scalars(
                     select(ParticipantSession).where(ParticipantSession.worker_hmac == worker_hmac)
                 ).one_or_none()
+                if p is not None and self._same_submission(p, body):
+                    # The platform's own ids of this submission (MTurk's assignment, Prolific's session) are
+                    # known only to the worker and the researcher: a reload without the page's storage resumes.
+                    return self._reopen(s, p, now)
                 if p is not None:
                     if p.status != SessionStatus.ACTIVE:
                         raise ApiError(403, "already_participated", "you have already taken part in this study")
-                    # The worker id alone is no password: reopening a session takes its id (page or cookie).
+                    # The worker id alone is no password: reopening a session takes its id (page or cookie) or
+                    # the platform's id of the submission.
                     raise ApiError(
                         409, "session_elsewhere", "this id has a session open in another browser; please continue there"
                     )
@@ -247,6 +247,24 @@ class Experiment:
             s.add(p)
             s.flush()
             return self.state(s, p)
+
+    def _reopen(self, s: Session, p: ParticipantSession, now) -> dict:
+        """A returning participant's session as it stands; refused once it timed out or was stopped."""
+        if p.status == SessionStatus.EXPIRED:
+            raise ApiError(403, "session_expired", "this session timed out; thank you for your interest")
+        if p.status == SessionStatus.RETURNED:
+            raise ApiError(403, "session_returned", "you stopped this study; thank you for your time")
+        p.last_active_at = now
+        return self.state(s, p)
+
+    def _same_submission(self, p: ParticipantSession, body: SessionIn) -> bool:
+        """Whether the request carries the platform's id of this session's submission (MTurk's assignmentId,
+        Prolific's SESSION_ID), as stored (keyed) when the session started."""
+        key = SUBMISSION_ID_KEY.get(p.platform)
+        value = body.platform_ids.get(key) if key else None
+        if not value or value == MTURK_PREVIEW:
+            return False
+        return json.loads(p.platform_ids_hmac or "{}").get(key) == keyed_hash(self.secret, value)
 
     def event(self, sid: str, body: EventIn) -> dict:
         """Record consent or the instructions' reading time; the first value is kept."""

@@ -18,6 +18,9 @@ PLATFORMS: dict[str, str] = {
 PROLIFIC_DONE = "https://app.prolific.com/submissions/complete?cc="
 # The URL parameter that identifies a worker on each crowd platform: without it a session is refused there.
 WORKER_ID_KEY: dict[str, str] = {"prolific": "PROLIFIC_PID", "mturk": "workerId"}
+# The URL parameter naming one submission (known only to the worker and the researcher): with the worker id it
+# reopens that worker's session where the page's storage is lost or blocked.
+SUBMISSION_ID_KEY: dict[str, str] = {"prolific": "SESSION_ID", "mturk": "assignmentId"}
 # MTurk opens a HIT's page with this assignment id while a worker only previews it: nothing may be allocated.
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Texts of the participant page that `--texts FILE.json` may replace (defaults: frontend/src/pages.js).
