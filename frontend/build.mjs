@@ -1,4 +1,4 @@
-// Bundle the participant page into the Python package: src/vizprobe/experiment/static/{index.html,app.js,app.css}.
+// Bundle the participant page into the Python package: src/vizprobe/experiment/static/{index.html,start.html,app.js,app.css,start.js,start.css}.
 // The output folder is rebuilt from scratch every time (it is gitignored; never edit it by hand).
 import { build } from "esbuild";
 import { copyFile, mkdir, rm } from "node:fs/promises";
@@ -10,7 +10,8 @@ const out = here("../src/vizprobe/experiment/static/");
 await rm(out, { recursive: true, force: true });
 await mkdir(out, { recursive: true });
 await build({
-  entryPoints: { app: here("src/experiment.js") }, // its CSS import becomes app.css
+  // app: the participant page (its CSS import becomes app.css); start: the MTurk HIT's start page (start.css)
+  entryPoints: { app: here("src/experiment.js"), start: here("src/start.js") },
   bundle: true,
   format: "esm",
   target: ["es2022", "chrome100", "firefox100", "safari15"],
@@ -21,5 +22,6 @@ await build({
   logLevel: "warning",
 });
 // index.html last: the Makefile uses it as the stamp of a complete build.
+await copyFile(here("src/start.html"), `${out}start.html`);
 await copyFile(here("src/index.html"), `${out}index.html`);
 console.log(`built ${out}`);

@@ -318,6 +318,8 @@ def _study(seed: int = 0) -> pd.DataFrame:
                     correct=int(rng.random() < p),
                     confidence=int(rng.integers(1, 4)),
                     rt_ms=float(rng.uniform(500, 4000)),
+                    away_count=int(k == 0 and i < 2),  # the first participant left the window twice
+                    away_ms=1500.0 * (k == 0 and i < 2),
                 )
                 rows.append(info | answer | dict(trial_id=f"u{i % 4}:{i}", unit=f"L{i % 2}:{i % 4}", is_catch=0))
             for i in range(3):
@@ -369,6 +371,13 @@ def test_cli_analyze_writes_report_and_numbers_match_pandas(tmp_path: Path, caps
     assert set(results["accuracy_by_layer"]["none"]) == {"L0", "L1"}
     assert results["skipped"] == {"baselines": "no stimulus package given (--stimuli)"}
     assert len(results["pairwise"]) == 3
+    attention = results["attention"]  # nobody excluded for it; accuracy also reported without those trials
+    assert (attention["trials_away"], attention["participants_away"], attention["away_ms_median"]) == (6, 3, 1500.0)
+    present = humans[humans["away_count"] == 0].groupby(["condition", "participant_id"])["correct"].mean()
+    for condition in ("synthetic", "natural", "none"):
+        entry = attention["accuracy_without_away_trials"][condition]
+        assert entry["mean"] == pytest.approx(present[condition].mean()) and entry["n_trials"] == 38
+    assert "window lost focus or the tab was hidden" in html
 
 
 def test_only_required_columns_still_gives_a_report(tmp_path: Path):

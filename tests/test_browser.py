@@ -44,6 +44,18 @@ WORKER = "prolific-worker-42"
 # The six confidence buttons left to right, as (choice, confidence): "3 2 1 | 1 2 3".
 BUTTONS = [(0, 3), (0, 2), (0, 1), (1, 1), (1, 2), (1, 3)]
 SCREENSHOT = Path("/tmp/vizprobe-trial.png")
+TAB_AWAY = """() => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  document.hasFocus = () => false;
+  window.dispatchEvent(new Event("blur"));
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+TAB_BACK = """() => {
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => false });
+  document.hasFocus = () => true;
+  document.dispatchEvent(new Event("visibilitychange"));
+  window.dispatchEvent(new Event("focus"));
+}"""
 
 pytestmark = pytest.mark.slow
 
@@ -352,8 +364,10 @@ def test_prolific_redirect_and_no_tasks_page(serve, browser):
 
 def test_mturk_preview_takes_no_task_and_the_hit_is_submitted_to_mturk(serve, browser, monkeypatch):
     """An MTurk preview shows the instructions and an example trial, under the served security headers, and
-    allocates nothing; an accepted HIT ends with MTurk's ExternalQuestion form posted to `turkSubmitTo`; the page
-    obeys its Content-Security-Policy throughout (no violation reported)."""
+    allocates nothing. An accepted HIT shows the start page, which opens the study in a window of its own; a
+    reload there with storage and cookies gone resumes the session from MTurk's ids; a tab switched away
+    mid-trial is in the export (that trial and the session's sums); at the end the start page posts MTurk's
+    ExternalQuestion form to `turkSubmitTo` by itself; the pages obey their Content-Security-Policy throughout."""
     monkeypatch.setenv("VIZPROBE_ADMIN_TOKEN", "t" * 20)
     base, db = serve("--platform", "mturk", "--practice", "0")
     page = browser.new_context(viewport=VIEWPORT).new_page()
@@ -379,17 +393,37 @@ def test_mturk_preview_takes_no_task_and_the_hit_is_submitted_to_mturk(serve, br
         route.fulfill(status=200, content_type="text/html", body="<p>HIT submitted</p>")
 
     context.route("https://workersandbox.mturk.com/**", mturk)
-    worker = context.new_page()
-    worker.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    hit_page = context.new_page()  # the HIT's page: the start page, which opens the study in its own window
     turk = "turkSubmitTo=https%3A%2F%2Fworkersandbox.mturk.com"
-    worker.goto(f"{base}/?workerId=W1&assignmentId=A1&hitId=h1&{turk}")
+    hit_page.goto(f"{base}/start?workerId=W1&assignmentId=A1&hitId=h1&{turk}")
+    with hit_page.expect_popup() as opened:
+        _click(hit_page, "Open the study")
+    worker = opened.value
+    worker.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     _click(worker, "I agree")
     assert len(_read_instructions(worker)) == 15
-    for trial in worker.evaluate("window.vizprobe.state")["trials"]:
+    trials = worker.evaluate("window.vizprobe.state")["trials"]
+    sid = worker.evaluate("window.vizprobe.state")["session_id"]
+    for trial in trials[:2]:
+        _answer(worker, trial["index"], 0)
+    # Storage blocked or lost (no localStorage, no cookie): the reload resumes the session from MTurk's ids.
+    worker.evaluate("localStorage.clear()")
+    context.clear_cookies()
+    worker.reload()
+    _click(worker, "Continue")
+    assert worker.evaluate("window.vizprobe.state")["session_id"] == sid
+    # The worker switches to another tab for a while during trial 3, then answers it. Headless Chromium keeps
+    # every tab visible and focused, so the page gets what a browser sends then: blur and a hidden document,
+    # later focus and a visible one.
+    worker.locator(f'.vp-trial[data-index="{trials[2]["index"]}"] .vp-conf:not([disabled])').first.wait_for()
+    worker.evaluate(TAB_AWAY)
+    worker.wait_for_timeout(600)
+    worker.evaluate(TAB_BACK)
+    for trial in trials[2:]:
         _answer(worker, trial["index"], 0)
     _click(worker, "Finish")
-    worker.get_by_role("button", name="Submit HIT").click()
-    worker.get_by_text("HIT submitted").wait_for()
+    worker.get_by_text("Your HIT is submitted on the MTurk page you came from").wait_for()
+    hit_page.get_by_text("HIT submitted").wait_for(timeout=15000)  # the start page submitted it by itself
     assert len(submitted) == 1
     method, url, form = submitted[0]
     assert (method, url) == ("POST", "https://workersandbox.mturk.com/mturk/externalSubmit")
@@ -397,6 +431,13 @@ def test_mturk_preview_takes_no_task_and_the_hit_is_submitted_to_mturk(serve, br
     with Database(f"sqlite:///{db}").tx() as s:
         code = s.scalars(select(ParticipantSession.completion_code)).one()
     assert fields == {"assignmentId": "A1", "completion_code": code}
+    exported = export_frame(str(db))
+    main = exported[exported["is_practice"] == 0].reset_index(drop=True)
+    away = main.loc[2]
+    assert away["away_count"] == 1 and 600 <= away["away_ms"] < 5000
+    others = main.drop(index=2)
+    assert (others["away_count"] == 0).all() and (others["away_ms"] == 0).all()
+    assert (exported["session_away_count"] == 1).all() and (exported["session_away_ms"] == away["away_ms"]).all()
     assert violations == []
 
 

@@ -227,6 +227,11 @@ def test_whole_session_is_stored_and_exported_exactly(client, manifest, db_url, 
         # 12.5 s on the instructions is below the paper's 20 s (15 s in `none`): the task was posted again
         "session_status": "failed_criteria",
         "task_assignments": 1,  # this one finished session of the task so far
+        # the page sends how long it was away on each trial; these requests leave it at its default: never
+        "away_count": 0,
+        "away_ms": 0.0,
+        "session_away_count": 0,
+        "session_away_ms": 0.0,
     }
     layers = {u["unit"]: u["layer"] for u in manifest["units"]}
 

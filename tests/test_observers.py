@@ -155,7 +155,8 @@ def test_simulate_gives_valid_plausible_participants(stimulus_package, observer)
     manifest = Manifest.load(stimulus_package).data
     task_length = len(manifest["tasks"][0]["trial_ids"])
     assert len(responses) == 5 * 3 * task_length
-    not_simulated = ("session_status", "task_assignments", "embedder", "control", "control_unit")  # server, observers
+    server = ("session_status", "task_assignments", "away_count", "away_ms", "session_away_count", "session_away_ms")
+    not_simulated = (*server, "embedder", "control", "control_unit")  # the server's and the observers' columns
     produced = [c for c in COLUMN_NAMES if c not in not_simulated]
     assert list(responses.columns[: len(produced)]) == produced
     per = responses.groupby("participant_id")

@@ -63,10 +63,19 @@ export async function request(method, path, body) {
   }
 }
 
+const PLATFORM_KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId"];
+
+/** The platform's URL parameters (Prolific, MTurk); empty ones are left out. */
+export function platformIds(search) {
+  const params = new URLSearchParams(search);
+  return Object.fromEntries(PLATFORM_KEYS.filter((k) => params.get(k)).map((k) => [k, params.get(k)]));
+}
+
 export const api = {
   config: () => request("GET", "/api/config"),
   preview: () => request("GET", "/api/preview"),
-  start: (platformIds, resume) => request("POST", "/api/sessions", { platform_ids: platformIds, resume }),
+  start: (ids, resume) => request("POST", "/api/sessions", { platform_ids: ids, resume }),
+  submission: (ids) => request("POST", "/api/submission", { platform_ids: ids }),
   event: (sid, event, extra = {}) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/events`, { event, ...extra }),
   respond: (sid, answer) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/responses`, answer),
   withdraw: (sid) => request("POST", `/api/sessions/${encodeURIComponent(sid)}/return`, {}),

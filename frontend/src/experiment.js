@@ -13,7 +13,7 @@ import Instructions from "@jspsych/plugin-instructions";
 import Preload from "@jspsych/plugin-preload";
 import SurveyHtmlForm from "@jspsych/plugin-survey-html-form";
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, platformIds } from "./api.js";
 import { feedbackHtml, instructionPages } from "./instructions.js";
 import { completionHtml, DEFAULT_TEXTS, escapeHtml, mturkSubmitUrl, previewHtml, showMessage } from "./pages.js";
 import ExemplarTrial from "./plugin-exemplar-trial.js";
@@ -21,17 +21,10 @@ import OcclusionTrial from "./plugin-occlusion-trial.js";
 import "./app.css";
 
 const STORAGE_KEY = "vizprobe.session";
-const PLATFORM_KEYS = ["PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "workerId", "assignmentId", "hitId"];
 const REDIRECT_DELAY_MS = 3000;
 const MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE";
 // The authors' smallest window (jsPsych's `exclusions`, mturk/cf/task.js): below it the page asks for a larger one.
 export const MIN_WINDOW = { width: 940, height: 600 };
-
-/** The platform's URL parameters (Prolific, MTurk); empty ones are left out. */
-export function platformIds(search) {
-  const params = new URLSearchParams(search);
-  return Object.fromEntries(PLATFORM_KEYS.filter((k) => params.get(k)).map((k) => [k, params.get(k)]));
-}
 
 // localStorage may be unavailable (private mode, blocked storage): then a reload simply starts a new session.
 const stored = {
@@ -93,12 +86,15 @@ function stop(err, texts) {
   return new Promise(() => {});
 }
 
-function showEnd(code, redirectUrl) {
+function showEnd(code, redirectUrl, texts) {
   document.getElementById("vp-stop").hidden = true;
   if (document.fullscreenElement) document.exitFullscreen().catch(() => undefined);
+  const params = new URLSearchParams(window.location.search);
   const submitUrl = mturkSubmitUrl(window.location.search);
-  const assignmentId = new URLSearchParams(window.location.search).get("assignmentId");
-  showMessage(completionHtml(code, redirectUrl, submitUrl ? { url: submitUrl, assignmentId } : null));
+  // Opened by the HIT's start page (start.js): that page submits the assignment; the form here is the fallback.
+  const ownWindow = params.has("vp_window") ? texts.in_own_window : "";
+  const mturk = submitUrl ? { url: submitUrl, assignmentId: params.get("assignmentId"), ownWindow } : null;
+  showMessage(completionHtml(code, redirectUrl, mturk));
   if (redirectUrl) setTimeout(() => window.location.assign(redirectUrl), REDIRECT_DELAY_MS);
 }
 
@@ -190,8 +186,8 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
     data: { phase, trial_id: trial.trial_id, kind: trial.kind },
     on_answer: async (answer) => {
       const a = attempt();
-      const { index, choice, confidence, rt } = answer;
-      const body = { phase, trial_index: index, attempt: a, choice, confidence, rt_ms: rt };
+      const { index, choice, confidence, rt, away_count, away_ms } = answer;
+      const body = { phase, trial_index: index, attempt: a, choice, confidence, rt_ms: rt, away_count, away_ms };
       const result = await api.respond(sid, body).catch((err) => stop(err, texts));
       return { attempt: a, correct: result.correct ?? null };
     },
@@ -389,7 +385,7 @@ async function main() {
 
   // Exposed for the experimenter's console and the browser test (it holds nothing the page has not got anyway).
   window.vizprobe = { config, state };
-  if (state.completed) return showEnd(state.completion_code, state.redirect_url);
+  if (state.completed) return showEnd(state.completion_code, state.redirect_url, texts);
   guardWindowSize(texts);
   document.getElementById("vp-root").replaceChildren(); // jsPsych adds its own elements; drop "Loading…"
   const jsPsych = initJsPsych({ display_element: "vp-root" });
@@ -397,7 +393,7 @@ async function main() {
   offerStop(state.session_id, texts, jsPsych);
   await jsPsych.run(buildTimeline(jsPsych, config, state, texts, clock));
   if (window.vizprobe.returned) return showMessage(texts.returned);
-  showEnd(state.completion_code, state.redirect_url);
+  showEnd(state.completion_code, state.redirect_url, texts);
 }
 
 main();

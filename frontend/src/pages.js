@@ -163,6 +163,16 @@ export const DEFAULT_TEXTS = {
   returned: `<h1>You have stopped the study</h1>
     <p>Thank you for your time. Please also return the study on the platform you came from (on Prolific:
        "Stop without completing"), so that your place goes to someone else. You may close this page.</p>`,
+  start: `<h1>An academic study on how neural networks see</h1>
+    <p>The study opens in a window of its own, so that it can use the whole screen. Press the button below; if
+       nothing opens, please allow pop-ups for this site. Keep this page open: when you have finished the study,
+       your HIT is submitted here by itself.</p>`,
+  start_button: "Open the study",
+  popup_blocked: `<p><b>The study's window was blocked.</b> Please allow pop-ups for this site and press the button
+    again.</p>`,
+  submitting: `<h1>Thank you!</h1><p>Your HIT is being submitted…</p>`,
+  in_own_window: `<p>Your HIT is submitted on the MTurk page you came from; you may close this window. Should that
+    page be closed, submit here:</p>`,
   expired: `<h1>This session has timed out</h1>
     <p>Your session was inactive for too long and your place was given to someone else. Thank you for your time;
        you may close this page.</p>`,
@@ -193,6 +203,14 @@ export function mturkSubmitUrl(search) {
   return MTURK_SUBMIT_HOSTS.includes(base) && params.get("assignmentId") ? `${base}/mturk/externalSubmit` : null;
 }
 
+/** MTurk's ExternalQuestion form: it submits the assignment with the completion code. */
+export function mturkForm(url, assignmentId, code) {
+  return `<form class="vp-mturk-submit" method="POST" action="${escapeHtml(url)}">
+      <input type="hidden" name="assignmentId" value="${escapeHtml(assignmentId)}">
+      <input type="hidden" name="completion_code" value="${escapeHtml(code)}">
+      <p>Please submit the HIT: <button id="vp-mturk-submit" type="submit">Submit HIT</button></p></form>`;
+}
+
 /** The last page: the completion code; for Prolific a link (we also redirect automatically); on MTurk the
  * ExternalQuestion form that submits the assignment. */
 export function completionHtml(code, redirectUrl, mturk = null) {
@@ -200,10 +218,7 @@ export function completionHtml(code, redirectUrl, mturk = null) {
     ? `<p>You will be taken back to Prolific in a few seconds.
          If nothing happens, <a id="vp-redirect" href="${escapeHtml(redirectUrl)}">click here</a>.</p>`
     : mturk
-      ? `<form class="vp-mturk-submit" method="POST" action="${escapeHtml(mturk.url)}">
-           <input type="hidden" name="assignmentId" value="${escapeHtml(mturk.assignmentId)}">
-           <input type="hidden" name="completion_code" value="${escapeHtml(code)}">
-           <p>Please submit the HIT: <button id="vp-mturk-submit" type="submit">Submit HIT</button></p></form>`
+      ? `${mturk.ownWindow ? mturk.ownWindow : ""}${mturkForm(mturk.url, mturk.assignmentId, code)}`
       : "<p>Please copy this code into the platform to confirm that you completed the study.</p>";
   return `<h1>Thank you!</h1>
     <p>Your answers have been saved. Your completion code is:</p>

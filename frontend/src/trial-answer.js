@@ -1,6 +1,8 @@
 // What every trial plugin shares: show the trial, start the clock once its images are decoded, take one answer
 // by mouse or key, and end only after `on_answer` (the experiment's save-to-server step) has resolved, so the next
 // trial can never be shown before the answer is stored. Whatever `on_answer` resolves to is merged into the data.
+// The answer carries the trial's attention record (attention.js): times and milliseconds the participant was away.
+import { attentionMark, attentionSince } from "./attention.js";
 
 /**
  * @param display_element jsPsych's display element
@@ -11,6 +13,7 @@
  */
 export async function answerTrial(display_element, trial, html, keys) {
   display_element.innerHTML = html;
+  const shown = attentionMark();
   const root = display_element.querySelector(".vp-trial");
   // Start the clock only once every image is decoded and on screen (they are preloaded, so this is quick);
   // a broken image must not block the trial, hence the catch.
@@ -28,6 +31,7 @@ export async function answerTrial(display_element, trial, html, keys) {
         choice: Number(button.dataset.choice),
         confidence: Number(button.dataset.confidence),
         rt: Math.round((performance.now() - start) * 10) / 10,
+        ...attentionSince(shown),
         button,
       });
     };

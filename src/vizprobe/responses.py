@@ -76,6 +76,16 @@ COLUMNS: tuple[Column, ...] = (
         "a task at its --max-assignments)",
         low=0,
     ),
+    Column(
+        "away_count",
+        "int",
+        "times the window lost focus or the tab was hidden while the trial was shown (the page's blur, focus and "
+        "visibility events)",
+        low=0,
+    ),
+    Column("away_ms", "float", "how long the window was out of focus or hidden during the trial, milliseconds", low=0),
+    Column("session_away_count", "int", "away_count summed over the participant's session (practice included)", low=0),
+    Column("session_away_ms", "float", "away_ms summed over the participant's session, milliseconds", low=0),
     Column("embedder", "str", "machine observers: the network and layers they embed images with, MODEL:LAYER,..."),
     Column("control", "bool", "machine observers: 1 on a control trial, answered with another unit's references"),
     Column("control_unit", "str", "the unit whose references a control trial showed"),

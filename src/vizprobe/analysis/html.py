@@ -209,6 +209,14 @@ def render_html(results: dict, images: dict[str, str]) -> str:
             for e, row in ((e, _accuracy_rows({e: v})[0]) for e, v in t.items())
         ]
         parts.append("<h3>By expertise</h3>" + _table(ACCURACY_HEADER, rows, (1, 2, 3, 4, 5, 6)))
+    if "attention" in results:
+        a = results["attention"]
+        parts.append(
+            f"<h3>Attention</h3><p>In {a['trials_away']} of {a['trials']} main trials ({a['participants_away']} "
+            f"participant(s)) the window lost focus or the tab was hidden (median {a['away_ms_median'] / 1000:.1f} s "
+            "away); nobody was excluded for it. Accuracy without those trials:</p>"
+            + _table(ACCURACY_HEADER, _accuracy_rows(a["accuracy_without_away_trials"]), (1, 2, 3, 4, 5, 6))
+        )
     parts.append("<h2>Error consistency</h2>" + _image(images, "kappa", "kappa matrix"))
     shared = results["settings"]["min_shared_trials"]
     counted = (

@@ -266,6 +266,10 @@ def compute(
         results["accuracy_by_expertise"] = {g: table[g] for g in order if g in table}
     else:
         skipped["accuracy_by_expertise"] = "no expertise column (or no values)"
+    if "away_count" in human_main.columns and human_main["away_count"].notna().any():
+        results["attention"] = _attention(human_main, humans, settings)
+    else:
+        skipped["attention"] = "no away_count column (recorded by the participant page since responses format 2026-12)"
     tables: dict = {"per_participant": per_participant, "humans": humans, "machines": machines}
     for column in ("layer", "unit"):
         if column in main.columns and main[column].notna().any():
@@ -307,6 +311,20 @@ def _figures(results: dict, tables: dict, folder: Path) -> dict[str, str]:
     if "response_time" in results:
         drawn["response_time"] = figures.response_times(tables["rt"], list(results["response_time"]))
     return {name: figures.save(figure, folder, name) for name, figure in drawn.items()}
+
+
+def _attention(human_main: pd.DataFrame, humans: list[str], settings: StatsSettings) -> dict:
+    """Main trials during which the window lost focus or the tab was hidden, and accuracy without them (nobody
+    is excluded for it unless the criteria say so)."""
+    away = human_main["away_count"].fillna(0) > 0
+    attentive = accuracy_table(human_main[~away], settings=settings)
+    return {
+        "trials_away": int(away.sum()),
+        "trials": int(len(human_main)),
+        "participants_away": int(human_main.loc[away, ["condition", "participant_id"]].drop_duplicates().shape[0]),
+        "away_ms_median": float(human_main.loc[away, "away_ms"].median()) if away.any() else 0.0,
+        "accuracy_without_away_trials": {g: attentive[g] for g in humans if g in attentive},
+    }
 
 
 def analyze(

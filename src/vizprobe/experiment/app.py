@@ -36,6 +36,7 @@ from .schemas import (
     ResponseIn,
     SessionIn,
     SessionState,
+    SubmissionOut,
 )
 from .secret import admin_token as load_admin_token
 from .secret import default_admin_token_file, default_secret_file
@@ -133,6 +134,15 @@ def index(request: Request) -> Response:
     return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
 
+@pages.get("/start")
+def start_page(request: Request) -> Response:
+    """The MTurk HIT's page: it opens the study in a window of its own and submits the assignment when done."""
+    page = request.app.state.static_dir / "start.html"
+    if not page.is_file():
+        return _error(503, "frontend_missing", "front end not built: run `make frontend`")
+    return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
 @pages.get("/stimuli/{path:path}")
 def stimulus(path: str, request: Request, experiment: Running) -> Response:
     root = request.app.state.stimuli_dir
@@ -172,6 +182,12 @@ def start(body: SessionIn, experiment: Running, request: Request, response: Resp
         secure=request.url.scheme == "https",
     )
     return state
+
+
+@api.post("/submission", response_model=SubmissionOut, response_model_exclude_unset=True)
+def submission(body: SessionIn, experiment: Running) -> dict:
+    """The session of one platform submission (worker id and assignment id), for the MTurk start page."""
+    return experiment.submission(body)
 
 
 @api.post("/sessions/{sid}/events", response_model=OkOut)

@@ -135,6 +135,9 @@ class Response(Base):
     rt_ms: Mapped[float] = mapped_column(Float)
     correct: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Attention while the trial was shown (None in studies recorded before it was kept).
+    away_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    away_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 def normalize_url(db: str | None) -> str:
@@ -235,10 +238,16 @@ class Database:
 
     def _add_missing_columns(self) -> None:
         """Columns added to the schema since a study's database was created (nullable, so old rows stay valid)."""
-        present = {c["name"] for c in inspect(self.engine).get_columns("study")}
-        if "secret_fingerprint" not in present:
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("ALTER TABLE study ADD COLUMN secret_fingerprint VARCHAR(64)")
+        added = {
+            "study": {"secret_fingerprint": "VARCHAR(64)"},
+            "responses": {"away_count": "INTEGER", "away_ms": "FLOAT"},
+        }
+        for table, columns in added.items():
+            present = {c["name"] for c in inspect(self.engine).get_columns(table)}
+            for name, kind in columns.items():
+                if name not in present:
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def _check_schema(self) -> None:
         """Every table has the columns this version reads (a database of another program, or one altered by

@@ -46,7 +46,13 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
         query = query.where(ParticipantSession.id == session_id)
     used = task_assignments(s)
     rows = []
-    for r, p in s.execute(query):
+    results = list(s.execute(query))
+    away: dict[str, list[float]] = {}
+    for r, p in results:
+        total = away.setdefault(p.id, [0, 0.0])
+        total[0] += r.away_count or 0
+        total[1] += r.away_ms or 0.0
+    for r, p in results:
         trial = manifest.trials[r.trial_id]
         rows.append(
             {
@@ -70,6 +76,10 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
                 "expertise": p.expertise,
                 "session_status": SessionStatus.EXPORTED.get(p.status, p.status),
                 "task_assignments": used.get(p.task_id, 0),
+                "away_count": r.away_count,
+                "away_ms": r.away_ms,
+                "session_away_count": away[p.id][0] if r.away_count is not None else None,
+                "session_away_ms": away[p.id][1] if r.away_ms is not None else None,
             }
         )
     return validate_responses(pd.DataFrame(rows, columns=list(COLUMN_NAMES)))

@@ -66,6 +66,9 @@ class ResponseIn(BaseModel):
     confidence: Literal[1, 2, 3]
     # A measured time: more than 0 (a page that measured nothing, or a script, sends 0) and at most an hour.
     rt_ms: float = Field(gt=0, le=3_600_000, allow_inf_nan=False)
+    # Attention: how often and how long the window lost focus or the tab was hidden while the trial was shown.
+    away_count: StrictInt = Field(default=0, ge=0, le=100_000)
+    away_ms: float = Field(default=0.0, ge=0, le=7 * 86_400_000, allow_inf_nan=False)
 
     @field_validator("choice", "confidence", mode="before")
     @classmethod
@@ -166,6 +169,14 @@ class OkOut(BaseModel):
     ok: bool
 
 
+class SubmissionOut(BaseModel):
+    """A platform submission's session as the MTurk start page polls it: none yet, running, or finished with the
+    completion code that submits the assignment."""
+
+    status: Literal["none", "running", "finished", "closed"]
+    completion_code: str | None = None
+
+
 class RespondOut(BaseModel):
     """`correct` only for practice answers."""
 
@@ -194,6 +205,9 @@ class ConditionProgress(BaseModel):
     assignments: int = Field(description="finished sessions (completed or failed): the assignments the tasks used")
     expired: int = Field(description="sessions that timed out (their task went to someone else)")
     returned: int = Field(description="sessions their participant stopped (their task went back to the pool)")
+    away_trials: int = Field(
+        0, description="main trials during which the window lost focus or the tab was hidden (attention)"
+    )
 
 
 class ProgressOut(BaseModel):

@@ -248,6 +248,22 @@ class Experiment:
             s.flush()
             return self.state(s, p)
 
+    def submission(self, body: SessionIn) -> dict:
+        """Where the session of this submission (worker id and the platform's submission id) stands; the
+        completion code once it is finished. Nothing is started or changed."""
+        worker = next((body.platform_ids[k] for k in WORKER_ID_KEYS if k in body.platform_ids), None)
+        if not worker:
+            raise ApiError(422, "missing_worker_id", "the platform's worker id is needed")
+        with self.db.tx() as s:
+            p = s.scalars(
+                select(ParticipantSession).where(ParticipantSession.worker_hmac == keyed_hash(self.secret, worker))
+            ).one_or_none()
+            if p is None or not self._same_submission(p, body):
+                return {"status": "none"}
+            if p.status in SessionStatus.FINISHED:
+                return {"status": "finished", "completion_code": p.completion_code}
+            return {"status": "closed" if p.status in SessionStatus.CLOSED else "running"}
+
     def _reopen(self, s: Session, p: ParticipantSession, now) -> dict:
         """A returning participant's session as it stands; refused once it timed out or was stopped."""
         if p.status == SessionStatus.EXPIRED:
@@ -401,6 +417,7 @@ class Experiment:
                         "expired": 0,
                         "returned": 0,
                         "assignments": 0,
+                        "away_trials": 0,
                     },
                 )
                 row["tasks"] += n
@@ -417,6 +434,14 @@ class Experiment:
                     out[condition][status] = n
                 if status in SessionStatus.FINISHED:
                     out[condition]["assignments"] += n  # finished sessions: what the --max-assignments cap counts
+            away = (
+                select(ParticipantSession.condition, func.count())
+                .join(Response, Response.session_id == ParticipantSession.id)
+                .where(Response.phase == "main", Response.away_count > 0)
+                .group_by(ParticipantSession.condition)
+            )
+            for condition, n in s.execute(away):
+                out[condition]["away_trials"] = n
             responses = s.scalar(select(func.count()).select_from(Response))
             study = s.get(Study, 1)
             return {"conditions": out, "responses": responses, "study_created": study.created_at.isoformat() + "Z"}

@@ -5,7 +5,7 @@
 
 const KEY = "vizprobe.admin-token";
 const COLUMNS = ["tasks", "completed", "running", "free", "exhausted", "participants", "assignments", "failed",
-  "expired", "returned"];
+  "expired", "returned", "away_trials"];
 const $ = (id) => document.getElementById(id);
 
 function token() {
