@@ -8,7 +8,12 @@ same data. At the end the database is read back with `export_frame` and every ac
 lost = acknowledged but not stored, duplicated = stored more often than acknowledged.
 
     python benchmarks/load.py [--stimuli PKG] [--participants 200] [--db sqlite|postgres|URL]
-                              [--kill app|db|none] [--kills 1]
+                              [--kill app|db|none] [--kills 1] [--platform prolific|mturk]
+
+`--platform mturk` runs `vizprobe crowd watch` beside the server against a local MTurk stand-in: each
+participant accepts a place there before starting and submits the assignment after the completion code; the
+watch process is killed with the app and restarted. At the end every submission must be approved exactly once
+and the places open on MTurk must equal the server's free tasks.
 
 `--db postgres` starts a throwaway PostgreSQL cluster (the server binaries of the `postgresql` Debian
 package; default fsync) in a temp dir, which `--kill db` needs; SQLite runs inside the app process, so for
@@ -78,12 +83,13 @@ class Stats:
     retries: int = 0
     acked: Counter = field(default_factory=Counter)  # (task_id, is_practice, trial_id) -> times acknowledged
     answers: int = 0
+    submitted: list[str] = field(default_factory=list)  # MTurk assignments submitted (platform mturk)
 
 
 class Server:
     """`vizprobe serve` as a subprocess that can be killed and restarted on the same database."""
 
-    def __init__(self, stimuli: Path, db: str, workdir: Path) -> None:
+    def __init__(self, stimuli: Path, db: str, workdir: Path, platform: str = "prolific") -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -100,7 +106,7 @@ class Server:
             "--port",
             str(self.port),
             "--platform",
-            "prolific",
+            platform,
             "--task-timeout",
             "120",
             "--admin-token-file",
@@ -130,6 +136,41 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=20)
+
+
+class Watcher:
+    """`vizprobe crowd watch` against the MTurk stand-in, as a subprocess that can be killed and restarted."""
+
+    def __init__(self, db: str, workdir: Path, endpoint: str) -> None:
+        self.db, self.workdir, self.proc = db, workdir, None
+        self.env = os.environ | {
+            "AWS_ACCESS_KEY_ID": "AKIDSTANDIN",
+            "AWS_SECRET_ACCESS_KEY": "standin",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_CONFIG_FILE": str(workdir / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials"),
+        }
+
+    def crowd(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "vizprobe.cli", "crowd", *args, "--platform", "mturk", "--db", self.db]
+
+    def post(self) -> None:
+        url = ["--url", "https://study.example.org", "--auto-approve", "3600"]
+        subprocess.run([*self.crowd("post"), *url, "--sandbox", "--yes"], env=self.env, cwd=self.workdir, check=True)
+
+    def start(self) -> None:
+        log = open(self.workdir / "watch.log", "ab")  # noqa: SIM115 (the child keeps it)
+        command = [*self.crowd("watch"), "--interval", "0.3"]
+        self.proc = subprocess.Popen(command, env=self.env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def finish(self) -> None:
+        """Stop the running watch and run one more round, which must decide every submission."""
+        self.kill()
+        subprocess.run([*self.crowd("watch"), "--rounds", "1"], env=self.env, cwd=self.workdir, check=True)
 
 
 class Postgres:
@@ -220,16 +261,28 @@ async def call(client: httpx.AsyncClient, stats: Stats, method: str, url: str, b
         delay = min(delay * 2, 2.0)
 
 
-async def participant(client: httpx.AsyncClient, number: int, stats: Stats, rng: random.Random) -> None:
-    """A whole session; every acknowledged answer is counted under its export key."""
-    state = await call(client, stats, "POST", "/api/sessions", {"platform_ids": {"PROLIFIC_PID": f"bench-{number}"}})
+async def accept_place(standin, worker: str) -> dict:
+    """An MTurk worker accepts a place on the stand-in (waiting until `crowd watch` has one open)."""
+    while True:
+        for hit in standin.open_hits():
+            with contextlib.suppress(Exception):
+                aid = standin.accept(hit.id, worker)
+                return {"workerId": worker, "assignmentId": aid, "hitId": hit.id}
+        await asyncio.sleep(0.1)
+
+
+async def participant(client: httpx.AsyncClient, number: int, stats: Stats, rng: random.Random, standin=None) -> None:
+    """A whole session; every acknowledged answer is counted under its export key. On MTurk (a stand-in) the
+    worker accepts a place first and submits the assignment at the end."""
+    ids = await accept_place(standin, f"BENCH{number}") if standin else {"PROLIFIC_PID": f"bench-{number}"}
+    state = await call(client, stats, "POST", "/api/sessions", {"platform_ids": ids})
     sid, task = state["session_id"], state["task_id"]
     await call(client, stats, "POST", f"/api/sessions/{sid}/events", {"event": "consent"})
     await call(client, stats, "POST", f"/api/sessions/{sid}/events", {"event": "instructions", "duration_s": 30.0})
-    rounds = (await call(client, stats, "GET", "/api/config"))["practice_attempts"]
-    for attempt in range(1, rounds + 1):  # until a perfect round, or all rounds used (then main trials may start)
+    # Each round its own draw (the server's), until a perfect round or all rounds used (then main trials start).
+    for attempt, drawn in enumerate(state["practice_rounds"], start=1):
         perfect = True
-        for trial in state["practice"]:
+        for trial in drawn:
             choice = trial["correct"] if rng.random() < 0.9 else 1 - trial["correct"]
             body = {
                 "phase": "practice",
@@ -257,29 +310,144 @@ async def participant(client: httpx.AsyncClient, number: int, stats: Stats, rng:
         stats.acked[(task, 0, trial["trial_id"])] += 1
     done = await call(client, stats, "POST", f"/api/sessions/{sid}/complete", {"total_time_s": 600.0})
     assert done["completion_code"]
+    if standin:
+        standin.submit(ids["assignmentId"])
+        stats.submitted.append(ids["assignmentId"])
 
 
 async def run_clients(
-    server: Server, n: int, seed: int, victim: Server | Postgres | None, kill_at: list[float]
+    server: Server,
+    n: int,
+    seed: int,
+    victim: Server | Postgres | None,
+    kill_at: list[float],
+    standin=None,
+    watcher: Watcher | None = None,
 ) -> tuple[Stats, list[float]]:
-    """Run n participants at once; SIGKILL and restart `victim` whenever the next of `kill_at` answers are
-    acknowledged. Returns the statistics and the seconds each restart took."""
+    """Run n participants at once; SIGKILL and restart `victim` (and the watch process) whenever the next of
+    `kill_at` answers are acknowledged. Returns the statistics and the seconds each restart took."""
     stats = Stats()
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     pending, gaps = list(kill_at), []
     async with httpx.AsyncClient(base_url=server.base, limits=limits, timeout=30) as client:
-        tasks = [asyncio.create_task(participant(client, i, stats, random.Random(seed + i))) for i in range(n)]
+        tasks = [asyncio.create_task(participant(client, i, stats, random.Random(seed + i), standin)) for i in range(n)]
         while not all(t.done() for t in tasks):
             await asyncio.sleep(0.02)
             if victim is not None and pending and sum(stats.acked.values()) >= pending[0]:
                 pending.pop(0)
                 t0 = time.perf_counter()
                 victim.kill()
+                if watcher is not None:
+                    watcher.kill()
                 await asyncio.to_thread(victim.start)
+                if watcher is not None:
+                    watcher.start()
                 gaps.append(time.perf_counter() - t0)
         for t in tasks:
             t.result()
     return stats, gaps
+
+
+def run(
+    stimuli: Path,
+    participants: int,
+    db: str = "sqlite",
+    kill: str = "app",
+    kills: int = 1,
+    seed: int = 0,
+    platform: str = "prolific",
+    workdir: Path | None = None,
+) -> dict:
+    """One load run; prints its figures and returns them (lost and duplicated answers, MTurk's decisions)."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="vizprobe-load-"))
+    manifest = json.loads((stimuli / "manifest.json").read_text())
+    n_tasks = len(manifest["tasks"])
+    per_participant = len(manifest.get("practice_trial_ids", [])) + len(manifest["tasks"][0]["trial_ids"])
+    if n_tasks < participants:
+        raise SystemExit(f"{stimuli} has {n_tasks} tasks; build one with --tasks-per-condition >= participants/5")
+    postgres = Postgres() if db == "postgres" else None
+    if kill == "db" and postgres is None:
+        raise SystemExit("--kill db needs --db postgres (SQLite lives in the app process: use --kill app)")
+    db = postgres.url if postgres else str(workdir / "load.db") if db == "sqlite" else db
+    server = Server(stimuli, db, workdir, platform)
+    server.start()
+    standin = watcher = None
+    if platform == "mturk":
+        from vizprobe.crowd.standin import MTurkStandIn
+
+        standin = MTurkStandIn()
+        watcher = Watcher(db, workdir, standin.serve())
+        watcher.post()
+        watcher.start()
+    victim = {"app": server, "db": postgres, "none": None}[kill]
+    total = participants * per_participant
+    kill_at = [total * (k + 1) / (kills + 1) for k in range(kills)]
+    t0 = time.perf_counter()
+    try:
+        stats, gaps = asyncio.run(
+            run_clients(server, participants, seed, victim, kill_at, standin, watcher if kill == "app" else None)
+        )
+        if watcher is not None:
+            watcher.finish()
+    finally:
+        wall = time.perf_counter() - t0
+        server.stop()
+        if standin is not None:
+            standin.close()
+    frame = export_frame(db)
+    if postgres:
+        postgres.stop()
+    stored = Counter(zip(frame["task_id"], frame["is_practice"].astype(int), frame["trial_id"], strict=True))
+    lost = sum(max(0, k - stored[key]) for key, k in stats.acked.items())
+    duplicated = sum(max(0, k - stats.acked[key]) for key, k in stored.items())
+    lat = sorted(stats.latencies)
+    kind = "postgresql" if db.startswith("postgres") else "sqlite"
+    print(f"participants {participants}, database {kind}, think time {THINK_S * 1000:g} ms, kill {kill}")
+    print(f"requests answered {len(lat)} in {wall:.1f} s: {len(lat) / wall:.0f} req/s; retries {stats.retries}")
+    print(f"latency p50 {1000 * statistics.median(lat):.1f} ms, p99 {1000 * lat[int(0.99 * (len(lat) - 1))]:.1f} ms")
+    for route, values in sorted(stats.by_route.items()):
+        print(
+            f"  {route:10s} n={len(values):5d} p50 {1000 * statistics.median(values):7.1f} ms  "
+            f"p99 {1000 * sorted(values)[int(0.99 * (len(values) - 1))]:7.1f} ms"
+        )
+    if gaps:
+        what = "server" if kill == "app" else "PostgreSQL server"
+        listed = ", ".join(f"{g:.2f}" for g in gaps)
+        print(f"{what} killed (SIGKILL) {len(gaps)} time(s) and restarted; seconds without it: {listed}")
+    print(
+        f"responses sent (acknowledged) {sum(stats.acked.values())}, stored {len(frame)}, lost {lost}, "
+        f"duplicated {duplicated}"
+    )
+    out = {"acked": sum(stats.acked.values()), "stored": len(frame), "lost": lost, "duplicated": duplicated}
+    if standin is not None:
+        out |= _mturk_figures(standin, stats, db)
+        print(
+            f"MTurk: {len(stats.submitted)} submitted, {out['approved_once']} approved once, "
+            f"{out['approved_twice']} approved twice, {out['open_places']} places open for {out['free_tasks']} "
+            "free tasks"
+        )
+    return out
+
+
+def _mturk_figures(standin, stats: Stats, db: str) -> dict:
+    """Decisions per submitted assignment, and the places open on the stand-in against the free tasks."""
+    from sqlalchemy import func, select
+
+    from vizprobe.experiment.db import Database, Task, TaskState
+
+    approvals = Counter(params["AssignmentId"] for op, params in standin.calls if op == "ApproveAssignment")
+    database = Database(db, create=False)
+    try:
+        with database.tx() as s:
+            free = s.scalar(select(func.count()).select_from(Task).where(Task.state == TaskState.FREE))
+    finally:
+        database.dispose()
+    return {
+        "approved_once": sum(approvals[a] == 1 for a in stats.submitted),
+        "approved_twice": sum(n > 1 for n in approvals.values()),
+        "open_places": sum(h.counts()[0] for h in standin.open_hits()),
+        "free_tasks": free,
+    }
 
 
 def main() -> None:
@@ -291,6 +459,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=1, help="how many times, evenly over the run (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--think-ms", type=float, default=0.0, help="mean pause before each request (default 0)")
+    parser.add_argument("--platform", choices=("prolific", "mturk"), default="prolific")
     args = parser.parse_args()
     global THINK_S
     THINK_S = args.think_ms / 1000
@@ -299,52 +468,13 @@ def main() -> None:
     if stimuli is None:
         stimuli = build_package(workdir, math.ceil(args.participants / 5))
         print(f"built {stimuli} (pass it as --stimuli next time)", flush=True)
-    manifest = json.loads((stimuli / "manifest.json").read_text())
-    n_tasks = len(manifest["tasks"])
-    per_participant = len(manifest.get("practice_trial_ids", [])) + len(manifest["tasks"][0]["trial_ids"])
-    if n_tasks < args.participants:
-        raise SystemExit(f"{stimuli} has {n_tasks} tasks; build one with --tasks-per-condition >= participants/5")
-    postgres = Postgres() if args.db == "postgres" else None
-    if args.kill == "db" and postgres is None:
-        raise SystemExit("--kill db needs --db postgres (SQLite lives in the app process: use --kill app)")
-    db = postgres.url if postgres else str(workdir / "load.db") if args.db == "sqlite" else args.db
-    server = Server(stimuli, db, workdir)
-    server.start()
-    victim = {"app": server, "db": postgres, "none": None}[args.kill]
-    total = args.participants * per_participant
-    kill_at = [total * (k + 1) / (args.kills + 1) for k in range(args.kills)]
-    t0 = time.perf_counter()
-    try:
-        stats, gaps = asyncio.run(run_clients(server, args.participants, args.seed, victim, kill_at))
-    finally:
-        wall = time.perf_counter() - t0
-        server.stop()
-    frame = export_frame(db)
-    if postgres:
-        postgres.stop()
-    stored = Counter(zip(frame["task_id"], frame["is_practice"].astype(int), frame["trial_id"], strict=True))
-    lost = sum(max(0, k - stored[key]) for key, k in stats.acked.items())
-    duplicated = sum(max(0, k - stats.acked[key]) for key, k in stored.items())
-    lat = sorted(stats.latencies)
-    kind = "postgresql" if db.startswith("postgres") else "sqlite"
-    print(f"participants {args.participants}, database {kind}, think time {args.think_ms:g} ms, kill {args.kill}")
-    print(f"requests answered {len(lat)} in {wall:.1f} s: {len(lat) / wall:.0f} req/s; retries {stats.retries}")
-    print(f"latency p50 {1000 * statistics.median(lat):.1f} ms, p99 {1000 * lat[int(0.99 * (len(lat) - 1))]:.1f} ms")
-    for route, values in sorted(stats.by_route.items()):
-        print(
-            f"  {route:10s} n={len(values):5d} p50 {1000 * statistics.median(values):7.1f} ms  "
-            f"p99 {1000 * sorted(values)[int(0.99 * (len(values) - 1))]:7.1f} ms"
-        )
-    if gaps:
-        what = "server" if args.kill == "app" else "PostgreSQL server"
-        listed = ", ".join(f"{g:.2f}" for g in gaps)
-        print(f"{what} killed (SIGKILL) {len(gaps)} time(s) and restarted; seconds without it: {listed}")
-    print(
-        f"responses sent (acknowledged) {sum(stats.acked.values())}, stored {len(frame)}, lost {lost}, "
-        f"duplicated {duplicated}"
-    )
-    if lost or duplicated:
+    out = run(stimuli, args.participants, args.db, args.kill, args.kills, args.seed, args.platform, workdir)
+    if out["lost"] or out["duplicated"]:
         raise SystemExit("FAIL: responses were lost or duplicated")
+    if args.platform == "mturk" and (
+        out["approved_once"] != args.participants or out["approved_twice"] or out["open_places"] != out["free_tasks"]
+    ):
+        raise SystemExit("FAIL: MTurk submissions not approved exactly once, or places out of step with the tasks")
 
 
 if __name__ == "__main__":

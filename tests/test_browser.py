@@ -134,15 +134,30 @@ def _read_instructions(page, welcome_s: float = 0.0, fullscreen_s: float = 0.0) 
     return texts
 
 
-def _answer(page, index: int, button: int, keyboard: bool = False) -> None:
+def _answer(page, index: int, button: int, keyboard: bool = False, proceed: bool = True) -> None:
     """Wait until trial `index` accepts answers (images decoded), then click confidence button `button`
-    (or press its key, 1-6 in screen order)."""
+    (or press its key, 1-6 in screen order); with `proceed`, then its Continue button where it has one."""
     trial = page.locator(f'.vp-trial[data-index="{index}"]')
     trial.locator(".vp-conf:not([disabled])").first.wait_for()
     if keyboard:
         page.keyboard.press(str(button + 1))
     else:
         trial.locator(".vp-conf").nth(button).click()
+    if proceed:
+        _continue(trial)
+
+
+def _continue(trial, timeout_s: float = 30.0) -> None:
+    """After an answer: click the trial's Continue button once it shows (the authors' main trials, 350 ms after
+    the stored answer); return when the trial is gone without one (practice: feedback; or --continue-ms off)."""
+    deadline = time.monotonic() + timeout_s
+    button = trial.locator(".vp-continue")
+    while trial.count():
+        if button.count() and button.is_visible():
+            button.click()
+            return
+        assert time.monotonic() < deadline, "the trial neither ended nor showed its Continue button"
+        time.sleep(0.05)
 
 
 def _button_for(choice: int, confidence: int) -> int:
@@ -264,14 +279,16 @@ def test_participant_completes_a_session_in_chromium(serve, browser, stimulus_pa
             page.screenshot(path=str(SCREENSHOT))
         button = (3 * i + 1) % 6
         expected[t["trial_id"]] = BUTTONS[button]
-        _answer(page, i, button, keyboard=i % 2 == 1)  # half by mouse, half by keyboard
+        _answer(page, i, button, keyboard=i % 2 == 1, proceed=i != 1)  # half by mouse, half by keyboard
         if i == 1:
             page.locator("#vp-saving").wait_for(state="visible")
             page.locator("#vp-saving").wait_for(state="hidden")
+            _continue(page.locator(f'.vp-trial[data-index="{i}"]'))
 
     # Debrief, then the completion code, shown only once the server confirmed every answer.
     page.locator("textarea[name=comments]").fill("The blurred images were hard.")
     _click(page, "Finish")
+    _click(page, "Continue")  # the authors' last page before the data are sent
     code = page.locator("#vp-completion-code")
     code.wait_for()
     assert code.inner_text() == CODE
@@ -347,6 +364,7 @@ def test_prolific_redirect_and_no_tasks_page(serve, browser):
     for t in page.evaluate("window.vizprobe.state.trials"):
         _answer(page, t["index"], 0)
     _click(page, "Finish")
+    _click(page, "Continue")  # the authors' last page before the data are sent
     assert page.locator("#vp-completion-code").inner_text() == "PROLIFIC-CODE"
     page.wait_for_url("https://app.prolific.com/submissions/complete?cc=PROLIFIC-CODE")
 
@@ -422,6 +440,7 @@ def test_mturk_preview_takes_no_task_and_the_hit_is_submitted_to_mturk(serve, br
     for trial in trials[2:]:
         _answer(worker, trial["index"], 0)
     _click(worker, "Finish")
+    _click(worker, "Continue")
     worker.get_by_text("Your HIT is submitted on the MTurk page you came from").wait_for()
     hit_page.get_by_text("HIT submitted").wait_for(timeout=15000)  # the start page submitted it by itself
     assert len(submitted) == 1

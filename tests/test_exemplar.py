@@ -248,7 +248,7 @@ def test_a_participant_takes_the_exemplar_task_in_chromium(package, tmp_path):
     prompt, a practice round with feedback, every main trial (upper and lower queries between the Left and Right
     Examples, answered by mouse and keyboard), the completion code; the export holds exactly those answers."""
     from conftest import free_port
-    from test_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, _click, _read_instructions
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, _click, _continue, _read_instructions
 
     from vizprobe.experiment.app import STATIC_DIR
     from vizprobe.experiment.export import export_frame
@@ -316,7 +316,9 @@ def test_a_participant_takes_the_exemplar_task_in_chromium(package, tmp_path):
                     page.keyboard.press(str(3 * choice + confidence))
                 else:
                     trial.locator(f'.vp-conf[data-choice="{choice}"][data-confidence="{confidence}"]').click()
+                _continue(trial)
             _click(page, "Finish")
+            _click(page, "Continue")  # the authors' last page before the data are sent
             page.locator("#vp-completion-code").wait_for()
             assert not errors, errors
             browser.close()

@@ -178,6 +178,7 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
   const exemplar = config.task === "exemplar";
   const occlusionTrial = (trial, phase, attempt, progress) => ({
     type: exemplar ? ExemplarTrial : OcclusionTrial,
+    continue_ms: phase === "main" ? (config.continue_ms ?? null) : null, // practice: the feedback page's button
     references: trial.references,
     ...(exemplar ? { min_references: trial.min_references ?? [] } : { query: trial.query }),
     options: trial.options,
@@ -224,6 +225,7 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
       practice: doPractice,
       condition: state.condition,
       task: config.task,
+      continueButton: config.continue_ms != null,
     });
     timeline.push({
       type: Instructions,
@@ -342,6 +344,10 @@ function buildTimeline(jsPsych, config, state, texts, clock) {
     button_label: "Finish",
     on_finish: (data) => (comments = data.response?.comments ?? ""),
   });
+  if (config.continue_ms != null) {
+    // The authors' last page before their data were sent; their total time ends with it.
+    timeline.push({ type: HtmlButtonResponse, stimulus: texts.submit_page, choices: ["Continue"] });
+  }
   timeline.push(
     serverStep(async () => {
       const totalTime = Math.max(0, (Date.now() - (clock.startedAt ?? Date.now())) / 1000);

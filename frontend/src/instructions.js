@@ -49,7 +49,11 @@ function picture(example, focus, practice, task) {
  * @param example the example trial (state.example) or null
  * @param options {references: bool, practice: bool, condition: string}
  */
-export function instructionPages(texts, example, { references, practice, condition, task = "occlusion" }) {
+export function instructionPages(
+  texts,
+  example,
+  { references, practice, condition, task = "occlusion", continueButton = false },
+) {
   const exemplar = task === "exemplar";
   const pages = exemplar
     ? (references ? texts.instructions_exemplar : texts.instructions_exemplar_none)
@@ -58,10 +62,16 @@ export function instructionPages(texts, example, { references, practice, conditi
   return pages.map((page) =>
     page
       .replaceAll("REFERENCES_CLAUSE", clause)
-      .replaceAll("AFTER_ANSWER", practice ? texts.after_answer_practice : texts.after_answer_none)
+      .replaceAll("AFTER_ANSWER", afterAnswer(texts, practice, continueButton))
       .replaceAll("PRACTICE_SENTENCE", practice ? texts.practice_sentence : texts.no_practice_sentence)
       .replace(/TRIAL\((\w+)\)/g, (_, focus) => picture(example, focus, practice, task)),
   );
+}
+
+/** What follows an answer: feedback in practice; then the next trial, at once or with the Continue button. */
+function afterAnswer(texts, practice, continueButton) {
+  if (continueButton) return practice ? texts.after_answer_practice_continue : texts.after_answer_continue;
+  return practice ? texts.after_answer_practice : texts.after_answer_none;
 }
 
 /** The pages as plain text (markers dropped), for the MTurk preview. */

@@ -133,6 +133,11 @@ export const DEFAULT_TEXTS = {
     <i>Continue</i> button takes you to the next trial. In the main trials, the next trial follows as soon as you
     answer.`,
   after_answer_none: "As soon as you answer, the next trial follows.",
+  after_answer_practice_continue: `In the practice trials you are then told whether your answer was right. By
+    clicking on the <i>Continue</i> button you continue to the next trial.`,
+  after_answer_continue: "By clicking on the <i>Continue</i> button you continue to the next trial.",
+  submit_page: `<p>Press Continue to submit your data; this can take a moment.</p>
+    <p>Please do not close the window until we tell you to do so.</p>`,
   practice_sentence: `Otherwise, we will start with a few practice trials so that you can familiarize yourself with
     the task; they are repeated until all your answers are right.`,
   no_practice_sentence: "Otherwise, the trials start now.",

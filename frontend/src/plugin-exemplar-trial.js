@@ -43,6 +43,8 @@ const info = {
     right_label: { type: ParameterType.HTML_STRING, default: "Right Examples" },
     /** async (answer) => object: awaited before the trial ends (saving); its result is merged into the data. */
     on_answer: { type: ParameterType.FUNCTION, default: null },
+    /** Milliseconds after the stored answer until a Continue button ends the trial (null: the answer ends it). */
+    continue_ms: { type: ParameterType.INT, default: null },
   },
   data: {
     index: { type: ParameterType.INT },

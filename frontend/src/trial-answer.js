@@ -51,5 +51,20 @@ export async function answerTrial(display_element, trial, html, keys) {
   root.classList.add("vp-answered");
   const { button, ...data } = answer;
   const extra = trial.on_answer ? await trial.on_answer(data) : {};
+  if (trial.continue_ms != null) await continueButton(root, trial.continue_ms);
   return { ...data, ...(extra ?? {}) };
+}
+
+/** The authors' Continue button: shown `delayMs` after the answer (once it is stored); the trial ends on a click. */
+function continueButton(root, delayMs) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "jspsych-btn vp-continue";
+  button.textContent = "Continue";
+  button.style.visibility = "hidden";
+  root.append(button);
+  return new Promise((resolve) => {
+    setTimeout(() => (button.style.visibility = "visible"), delayMs);
+    button.addEventListener("click", () => button.style.visibility === "visible" && resolve());
+  });
 }

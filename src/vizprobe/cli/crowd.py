@@ -46,8 +46,12 @@ def _crowd(args: argparse.Namespace, db):
 
 
 def cmd_crowd(args: argparse.Namespace) -> int:
+    import logging
+
     from vizprobe.crowd import open_crowd, watch
     from vizprobe.errors import VizprobeError
+
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials in ..." at every start
 
     if args.platform != "mturk":
         raise VizprobeError(f"--platform {args.platform}: `vizprobe crowd` posts on mturk (Prolific: see docs)")

@@ -21,6 +21,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = _given(args, "platform", "completion_code", "practice", "practice_attempts", "max_assignments")
     if args.task_timeout is not None:
         options["task_timeout_s"] = args.task_timeout * 60.0
+    if args.continue_ms is not None:
+        options["continue_ms"] = None if args.continue_ms == "off" else _milliseconds(args.continue_ms)
     options["expert"] = args.expert
     if args.texts:
         options["texts"] = load_texts(args.texts)
@@ -39,6 +41,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         change_settings=args.change_settings,
     )
     return 0
+
+
+def _milliseconds(text: str) -> int:
+    from vizprobe.errors import VizprobeError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise VizprobeError(f"--continue-ms {text!r}: milliseconds (e.g. 350) or off") from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -110,6 +121,13 @@ def add_verbs(verb) -> None:
         f"{serve}.max_assignments",
         "sessions a task may have before a failed one is no longer re-posted (the authors': 3)",
         type=int,
+    )
+    _setting(
+        p,
+        "--continue-ms",
+        f"{serve}.continue_ms",
+        "ms after each main answer until a Continue button ends the trial, and a last page before sending, as the "
+        "authors; off: the answer ends the trial",
     )
     p.add_argument("--expert", action="store_true", help="mark sessions as expert")
     p.add_argument("--texts", default=None, help="JSON file of page texts to replace (keys: see docs)")

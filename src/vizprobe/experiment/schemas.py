@@ -108,6 +108,9 @@ class ConfigOut(BaseModel):
     task: Literal["occlusion", "exemplar"] = Field(
         "occlusion", description="what participants judge (vizprobe.tasks): which trial plugin the page runs"
     )
+    continue_ms: int | None = Field(
+        None, description="a Continue button this long after each main answer, and a last page (None: neither)"
+    )
 
 
 class TrialOut(BaseModel):

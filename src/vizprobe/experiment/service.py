@@ -171,6 +171,7 @@ class Experiment:
             "n_practice": self.settings.practice,
             "texts": {"time_sentence": time_sentence(self.exclusion)} | self.settings.texts,
             "task": self.manifest.task,
+            "continue_ms": self.settings.continue_ms,
         }
 
     def start(self, body: SessionIn) -> dict:

@@ -36,6 +36,9 @@ TEXT_KEYS: dict[str, type] = {
     "references_clause_blur": str,
     "after_answer_practice": str,
     "after_answer_none": str,
+    "after_answer_practice_continue": str,
+    "after_answer_continue": str,
+    "submit_page": str,
     "practice_sentence": str,
     "no_practice_sentence": str,
     "fullscreen": str,
@@ -79,6 +82,10 @@ class Settings:
     repost_failed: bool = True
     # The authors stopped re-posting a task after 3 assignments (`--max-total-assignments=3`, tools/mturk/mturk.py).
     max_assignments: int = 3
+    # The authors' main trials did not end on the answer: a Continue button appeared 350 ms after it
+    # (`feedback_delay_duration: 350`, `response_ends_trial: false`, mturk/cf/task.js), and a last page before the
+    # data were sent ended their timed span. None: the next trial follows the answer, no last page.
+    continue_ms: int | None = 350
 
     @classmethod
     def from_options(cls, **options) -> Settings:
@@ -102,6 +109,8 @@ class Settings:
             raise VizprobeError(f"--practice-attempts {self.practice_attempts}: must be at least 1")
         if self.max_assignments < 1:
             raise VizprobeError(f"--max-assignments {self.max_assignments}: must be at least 1")
+        if self.continue_ms is not None and not 0 <= self.continue_ms <= 10_000:
+            raise VizprobeError(f"--continue-ms {self.continue_ms}: 0 to 10000 ms (or off)")
         if self.task_timeout_s <= 0:
             raise VizprobeError("--task-timeout must be positive")
         check_texts(self.texts)

@@ -40,17 +40,21 @@ def practice_round(
     session_id: str, attempt: int, pool: list[Trial], per_round: int, obvious: int = 1
 ) -> list[tuple[Trial, int]]:
     """Round `attempt` of a session's practice as (trial, side of its maximal option), drawn anew each round as the
-    authors did: one of the pool's `obvious` first trials (the largest gaps) first, then `per_round - 1` of the
-    others in a drawn order, with sides drawn for this round; seeded by the session and the round, so a reload
-    shows the same round. A participant who failed cannot pass the next round by remembering it."""
+    authors did (mturk/cf/task.js): one of the pool's `obvious` first trials (the largest gaps) first, then
+    `per_round - 1` of the non-obvious others in a drawn order (the other obvious ones only where the non-obvious
+    are too few), with sides drawn for this round; seeded by the session and the round, so a reload shows the
+    same round. A participant who failed cannot pass the next round by remembering it."""
     per_round = min(per_round, len(pool))
     if per_round == 0:
         return []
     digest = hashlib.sha256(f"{session_id}:practice:{attempt}".encode()).digest()
     rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-    first = int(rng.integers(max(1, min(obvious, len(pool)))))
-    rest = [i for i in range(len(pool)) if i != first]
-    others = [rest[int(i)] for i in rng.permutation(len(rest))[: per_round - 1]]
+    n_obvious = max(1, min(obvious, len(pool)))
+    first = int(rng.integers(n_obvious))
+    non_obvious = list(range(n_obvious, len(pool)))
+    spare = [i for i in range(n_obvious) if i != first]
+    others = [non_obvious[int(i)] for i in rng.permutation(len(non_obvious))]
+    others = (others + [spare[int(i)] for i in rng.permutation(len(spare))])[: per_round - 1]
     order = [pool[first], *(pool[i] for i in others)]
     return list(zip(order, session_sides(session_id, f"practice:{attempt}", len(order)), strict=True))
 
@@ -117,6 +121,7 @@ GUARDED = (
     "expert",
     "repost_failed",
     "max_assignments",
+    "continue_ms",
 )
 
 
