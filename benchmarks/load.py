@@ -395,6 +395,7 @@ def run(
         if standin is not None:
             standin.close()
     frame = export_frame(db)
+    figures = _mturk_figures(standin, stats, db) if standin is not None else {}
     if postgres:
         postgres.stop()
     stored = Counter(zip(frame["task_id"], frame["is_practice"].astype(int), frame["trial_id"], strict=True))
@@ -420,7 +421,7 @@ def run(
     )
     out = {"acked": sum(stats.acked.values()), "stored": len(frame), "lost": lost, "duplicated": duplicated}
     if standin is not None:
-        out |= _mturk_figures(standin, stats, db)
+        out |= figures
         print(
             f"MTurk: {len(stats.submitted)} submitted, {out['approved_once']} approved once, "
             f"{out['approved_twice']} approved twice, {out['open_places']} places open for {out['free_tasks']} "

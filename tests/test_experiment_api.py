@@ -1256,3 +1256,23 @@ def test_an_older_package_is_served_with_its_own_practice_and_the_log_says_so(st
 
     text, _ = inspect_package(old, tmp_path / "pictures")
     assert "catch trials: gaps unknown" in text
+
+
+def test_the_authors_sides_are_the_same_for_every_participant_of_a_task(make_client, manifest, db_url):
+    """`--sides authors`: a coin per trial seeded by the task (the authors' `Math.seedrandom(task_name)`), so a
+    re-posted task shows the participant after a failed one the same sides; the export's `max_side` is the side
+    shown. The default balances each session instead (half the maximal options left)."""
+    client = make_client(platform="prolific", sides="authors")
+    failed = fail_a_session(client, manifest, "first-of-task")
+    second = start(client, PROLIFIC_PID="second-of-task")
+    assert second["task_id"] == failed["task_id"]  # the freed task goes to the next participant
+    assert [t["options"] for t in second["trials"]] == [t["options"] for t in failed["trials"]]
+    trials = {t["trial_id"]: t for t in manifest["trials"]}
+
+    def shown(view: dict) -> int:
+        t = trials[view["trial_id"]]
+        return view["options"].index("/stimuli/" + t["options"][t["correct"]]["image"])
+
+    exported = export_frame(db_url)
+    first = exported[(exported["is_practice"] == 0) & (exported["participant_id"] == "p0001")]
+    assert list(first["max_side"]) == [shown(v) for v in failed["trials"]]

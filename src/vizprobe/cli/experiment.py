@@ -18,7 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from vizprobe.experiment.server import serve
     from vizprobe.experiment.settings import load_texts
 
-    options = _given(args, "platform", "completion_code", "practice", "practice_attempts", "max_assignments")
+    options = _given(args, "platform", "completion_code", "practice", "practice_attempts", "max_assignments", "sides")
     if args.task_timeout is not None:
         options["task_timeout_s"] = args.task_timeout * 60.0
     if args.continue_ms is not None:
@@ -128,6 +128,13 @@ def add_verbs(verb) -> None:
         f"{serve}.continue_ms",
         "ms after each main answer until a Continue button ends the trial, and a last page before sending, as the "
         "authors; off: the answer ends the trial",
+    )
+    _setting(
+        p,
+        "--sides",
+        f"{serve}.sides",
+        "left/right of the main trials: balanced per session, or authors (a coin per trial seeded by the task)",
+        choices=("balanced", "authors"),
     )
     p.add_argument("--expert", action="store_true", help="mark sessions as expert")
     p.add_argument("--texts", default=None, help="JSON file of page texts to replace (keys: see docs)")

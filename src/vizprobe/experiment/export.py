@@ -13,7 +13,7 @@ from vizprobe.responses import COLUMN_NAMES, validate_responses, write_responses
 from vizprobe.stimuli.manifest import Manifest
 
 from .db import Database, ParticipantSession, Response, SessionStatus, task_assignments
-from .study import load_study, practice_per_round, practice_round, session_sides, stored_study
+from .study import load_study, main_sides, practice_per_round, practice_round, stored_study
 
 
 def participant_label(pk: int) -> str:
@@ -30,12 +30,14 @@ def frame_from_session(s: Session, session_id: str | None = None, manifest: Mani
     else:
         study = stored_study(s)
     pool = manifest.practice_trials()
-    per_round = practice_per_round(json.loads(study.settings_json or "{}").get("practice"), len(pool))
+    stored = json.loads(study.settings_json or "{}")
+    per_round = practice_per_round(stored.get("practice"), len(pool))
+    sides = stored.get("sides", "balanced")
 
     def max_side(p: ParticipantSession, phase: str, attempt: int, index: int) -> int:
         if phase == "practice":
             return practice_round(p.id, attempt, pool, per_round, manifest.practice_obvious)[index][1]
-        return session_sides(p.id, phase, len(manifest.tasks[p.task_id].trial_ids))[index]
+        return main_sides(p.id, p.task_id, len(manifest.tasks[p.task_id].trial_ids), sides)[index]
 
     query = (
         select(Response, ParticipantSession)

@@ -32,7 +32,7 @@ from .export import frame_from_session
 from .schemas import SESSION_ID_PATTERN, WORKER_ID_KEYS, CompleteIn, EventIn, ResponseIn, SessionIn
 from .secret import fingerprint, keyed_hash, load_or_create_secret, read_secret
 from .settings import MTURK_PREVIEW, PROLIFIC_DONE, SUBMISSION_ID_KEY, WORKER_ID_KEY, Settings
-from .study import open_study, practice_per_round, practice_round, session_sides, trial_view
+from .study import main_sides, open_study, practice_per_round, practice_round, trial_view
 
 
 class ApiError(Exception):
@@ -128,7 +128,7 @@ class Experiment:
         """The SessionState of docs/experiment-api.md."""
         trials = self.manifest.task_trials(p.task_id)
         practice = self._practice_trials(p)
-        main_sides = session_sides(p.id, "main", len(trials))
+        main_sides_ = main_sides(p.id, p.task_id, len(trials), self.settings.sides)
         rounds = (
             [
                 [
@@ -155,7 +155,7 @@ class Experiment:
             "practice_answers": self._practice_answers(s, p),
             "practice": rounds[0] if rounds else [],
             "practice_rounds": rounds,
-            "trials": [trial_view(t, i, p.condition, main_sides[i], practice=False) for i, t in enumerate(trials)],
+            "trials": [trial_view(t, i, p.condition, main_sides_[i], practice=False) for i, t in enumerate(trials)],
             "example": self._example(p.condition),
             "next_trial_index": next_index,
             "completed": done,
@@ -307,7 +307,7 @@ class Experiment:
             raise ApiError(422, "out_of_range", f"{body.phase} attempt must be in {attempts[0]}..{attempts[1]}")
         if body.phase == "practice":
             return self._round(p, body.attempt)[body.trial_index]
-        return trials[body.trial_index], session_sides(p.id, body.phase, len(trials))[body.trial_index]
+        return trials[body.trial_index], main_sides(p.id, p.task_id, len(trials), self.settings.sides)[body.trial_index]
 
     def _check_flow(self, p: ParticipantSession, body: ResponseIn) -> None:
         """The page's order, enforced: consent and instructions before any trial, practice (where the session

@@ -86,6 +86,9 @@ class Settings:
     # (`feedback_delay_duration: 350`, `response_ends_trial: false`, mturk/cf/task.js), and a last page before the
     # data were sent ended their timed span. None: the next trial follows the answer, no last page.
     continue_ms: int | None = 350
+    # Left and right of the main trials: "balanced" per session (vizprobe), or "authors": a coin per trial seeded
+    # by the task, the same for every participant of it (docs/protocol.md says why balanced is the default).
+    sides: str = "balanced"
 
     @classmethod
     def from_options(cls, **options) -> Settings:
@@ -111,6 +114,8 @@ class Settings:
             raise VizprobeError(f"--max-assignments {self.max_assignments}: must be at least 1")
         if self.continue_ms is not None and not 0 <= self.continue_ms <= 10_000:
             raise VizprobeError(f"--continue-ms {self.continue_ms}: 0 to 10000 ms (or off)")
+        if self.sides not in ("balanced", "authors"):
+            raise VizprobeError(f"--sides {self.sides!r}: balanced or authors")
         if self.task_timeout_s <= 0:
             raise VizprobeError("--task-timeout must be positive")
         check_texts(self.texts)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from vizprobe.errors import VizprobeError
 from vizprobe.stimuli.manifest import Manifest, Trial
-from vizprobe.stimuli.sides import as_shown, max_sides
+from vizprobe.stimuli.sides import as_shown, max_sides, task_coin_sides
 
 from .db import ParticipantSession, Study, Task, utcnow
 from .settings import PRACTICE_PER_ROUND
@@ -29,6 +29,14 @@ def session_sides(session_id: str, phase: str, n: int) -> tuple[int, ...]:
     """The side of the maximal option in each of a session's `n` trials of `phase` (balanced, see stimuli.sides);
     cached, since every answer and every exported row asks for it again."""
     return tuple(max_sides(f"{session_id}:{phase}", n))
+
+
+def main_sides(session_id: str, task_id: str, n: int, sides: str = "balanced") -> tuple[int, ...]:
+    """The side of the maximal option in each main trial of a session: balanced per session (vizprobe), or the
+    authors' coin per trial seeded by the task (`vizprobe serve --sides authors`)."""
+    if sides == "authors":
+        return tuple(task_coin_sides(task_id, n))
+    return session_sides(session_id, "main", n)
 
 
 def practice_per_round(given: int | None, pool: int) -> int:
@@ -122,6 +130,7 @@ GUARDED = (
     "repost_failed",
     "max_assignments",
     "continue_ms",
+    "sides",
 )
 
 
