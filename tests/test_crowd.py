@@ -51,10 +51,10 @@ def study(stimulus_package, tmp_path):
 
     def make(**options):
         db = str(tmp_path / "study.db")
+        options = {"platform": "mturk"} | options
         app = create_app(
             stimulus_package,
             db,
-            platform="mturk",
             admin_token=TOKEN,
             secret_file=tmp_path / "secret",
             static_dir=tmp_path / "static",

@@ -31,12 +31,28 @@ def _posting(args: argparse.Namespace):
     return Posting(url=args.url, settings=settings, sandbox=args.sandbox, block=tuple(args.block), name=args.name)
 
 
+def _prolific_posting(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from vizprobe.crowd.prolific import ProlificPosting, ProlificSettings
+
+    options = {"reward": args.reward, "estimated_minutes": args.estimated_minutes}
+    settings = replace(ProlificSettings(), **{k: v for k, v in options.items() if v is not None})
+    if args.reject_unfinished:
+        settings = replace(settings, reject_unfinished=True)
+    return ProlificPosting(url=args.url, settings=settings.checked(), name=args.name)
+
+
 def _crowd(args: argparse.Namespace, db):
     from vizprobe.crowd.mturk import MTurkCrowd, connect
     from vizprobe.crowd.state import CrowdStudy
     from vizprobe.experiment.approvals import study_secret
 
     secret = study_secret(db, args.secret_file)
+    if args.platform == "prolific":
+        from vizprobe.crowd.prolific import ProlificApi, ProlificCrowd
+
+        return ProlificCrowd(ProlificApi(), db, secret)
     sandbox = args.sandbox
     if args.action != "post":
         with db.tx() as s:
@@ -53,8 +69,6 @@ def cmd_crowd(args: argparse.Namespace) -> int:
 
     logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials in ..." at every start
 
-    if args.platform != "mturk":
-        raise VizprobeError(f"--platform {args.platform}: `vizprobe crowd` posts on mturk (Prolific: see docs)")
     db = open_crowd(args.db)
     try:
         if args.action == "post":
@@ -77,6 +91,8 @@ def cmd_crowd(args: argparse.Namespace) -> int:
 def _post(args: argparse.Namespace, db) -> int:
     from vizprobe.crowd.mturk import MTurkCrowd
 
+    if args.platform == "prolific":
+        return _post_prolific(args, db)
     posting = _posting(args)
     if not args.yes:
         requests, cost = MTurkCrowd(None, db, b"").planned_requests(posting)
@@ -95,7 +111,32 @@ def _post(args: argparse.Namespace, db) -> int:
     return 0
 
 
+def _post_prolific(args: argparse.Namespace, db) -> int:
+    from vizprobe.crowd.prolific import ProlificCrowd
+
+    posting = _prolific_posting(args)
+    if not args.yes:
+        requests, cost = ProlificCrowd(None, db, b"").planned_requests(posting)
+        print(json.dumps(requests, indent=2))
+        print(
+            f"would create and publish a Prolific study with {cost['places']} place(s): {cost['once']:.2f} in "
+            f"rewards if each task is done once, at most {cost['at_most']:.2f} with every re-posting (the account's "
+            "currency; Prolific's service fee comes on top); run again with --yes to post"
+        )
+        return 0
+    report = _crowd(args, db).post(posting)
+    print(f"posted: {report.line()}; keep it going with `vizprobe crowd watch --platform prolific --db {args.db}`")
+    return 0
+
+
 def _status_lines(status: dict) -> str:
+    if "studies" in status:  # Prolific
+        tasks = ", ".join(f"{n} {state}" for state, n in status["tasks"].items())
+        return (
+            f"tasks: {tasks}\nplaces posted {status['places_posted']}; submissions: {status['submitted']} "
+            f"({status['approved']} approved, {status['rejected']} rejected, {status['held']} held); "
+            f"rewards paid {status['rewards_paid']:.2f} (Prolific's fee on top)"
+        )
     tasks = ", ".join(f"{n} {state}" for state, n in status["tasks"].items())
     return "\n".join(
         [
@@ -111,9 +152,9 @@ def _status_lines(status: dict) -> str:
 
 def add_verbs(verb) -> None:
     hit = "vizprobe.experiment.mturk:MTurkSettings"
-    p = verb("crowd", "post the study on MTurk, keep it posted, approve and pay, report", cmd_crowd)
+    p = verb("crowd", "post the study on MTurk or Prolific, keep it posted, approve and pay, report", cmd_crowd)
     p.add_argument("action", choices=ACTIONS, help="post | watch (re-post, add places, approve) | status | pay")
-    p.add_argument("--platform", required=True, choices=("mturk",))
+    p.add_argument("--platform", required=True, choices=("mturk", "prolific"))
     p.add_argument("--db", required=True, help="the database `vizprobe serve` uses")
     p.add_argument("--url", default=None, help="post: the study's public https:// address (its /start page is shown)")
     p.add_argument("--sandbox", action="store_true", help="post in the MTurk sandbox (no money; try this first)")
@@ -141,3 +182,6 @@ def add_verbs(verb) -> None:
     _setting(p, "--min-percent-approved", f"{hit}.min_percent_approved", "workers' approval rate at least", type=int)
     _setting(p, "--countries", f"{hit}.countries", "comma-separated ISO country codes workers must be in")
     p.add_argument("--reject-unfinished", action="store_true", help="reject submissions without a finished session")
+    p.add_argument(
+        "--estimated-minutes", type=int, default=None, help="Prolific: the study's estimated time (default 10)"
+    )

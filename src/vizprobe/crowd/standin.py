@@ -1,8 +1,8 @@
-"""A local stand-in of the MTurk requester API, for rehearsals and tests: the operations `vizprobe crowd` calls,
-spoken over HTTP as MTurk speaks them (AWS JSON 1.1), so that boto3 reaches it through `endpoint_url` or
-`AWS_ENDPOINT_URL` with every request checked against the service model on the client side. Each reply is also
-checked here against the model's output shape before it is sent.
+"""Local stand-ins of the MTurk requester API and of Prolific's API, for rehearsals and tests.
 
+MTurk's: the operations `vizprobe crowd` calls, spoken over HTTP as MTurk speaks them (AWS JSON 1.1), so that
+boto3 reaches it through `endpoint_url` or `AWS_ENDPOINT_URL` with every request checked against the service
+model on the client side. Each reply is also checked here against the model's output shape before it is sent.
 Workers are played by the test: `accept`, `submit`, `return_assignment`; the platform's own moves by `expire`,
 `delete` and `fail_next` (throttling or a 5xx). Approving after `AutoApprovalDelayInSeconds` is done lazily.
 """
@@ -333,3 +333,153 @@ def _jsonable(value):
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
     return value
+
+
+# --- Prolific ---------------------------------------------------------------------------------------------------
+STUDY_REQUIRED = (
+    "name",
+    "description",
+    "external_study_url",
+    "prolific_id_option",
+    "completion_codes",
+    "total_available_places",
+    "estimated_completion_time",
+    "reward",
+)
+
+
+class ProlificStandIn:
+    """A local stand-in of the parts of Prolific's API `vizprobe crowd` uses, as documented
+    (https://docs.prolific.com/api-reference): studies (create, list, get, patch places, transitions) and their
+    submissions (list, approve, reject), behind `Authorization: Token`. Participants are played by the test:
+    `join`, `finish`, `return_submission`; `fail_next` queues 429s or 5xx."""
+
+    def __init__(self, token: str = "standin-token") -> None:
+        self.token = token
+        self.studies: dict[str, dict] = {}
+        self.submissions: dict[str, dict] = {}
+        self.calls: list[tuple[str, str, dict | None]] = []
+        self._failures: list[int] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def fail_next(self, n: int, status: int = 429) -> None:
+        self._failures.extend([status] * n)
+
+    def join(self, study_id: str, participant: str) -> str:
+        """A participant takes a place; returns the submission id (Prolific's SESSION_ID)."""
+        study = self.studies[study_id]
+        holding = sum(s["status"] in ("ACTIVE", "AWAITING REVIEW", "APPROVED", "REJECTED") for s in self._of(study_id))
+        if study["status"] != "ACTIVE" or holding >= study["total_available_places"]:
+            raise RequestError(f"study {study_id} has no place")
+        sid = f"S{next(self._ids):023x}"
+        self.submissions[sid] = {
+            "id": sid,
+            "study_id": study_id,
+            "participant_id": participant,
+            "status": "ACTIVE",
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        return sid
+
+    def finish(self, submission_id: str, code: str) -> None:
+        """The participant is sent back with the completion code: the submission awaits review."""
+        sub = self.submissions[submission_id]
+        codes = [c["code"] for c in self.studies[sub["study_id"]]["completion_codes"]]
+        if code not in codes:
+            raise RequestError(f"completion code {code!r} is not the study's")
+        sub["status"], sub["study_code"] = "AWAITING REVIEW", code
+
+    def return_submission(self, submission_id: str) -> None:
+        self.submissions[submission_id]["status"] = "RETURNED"
+
+    def _of(self, study_id: str) -> list[dict]:
+        return [s for s in self.submissions.values() if s["study_id"] == study_id]
+
+    def handle(self, method: str, path: str, headers, body: dict | None) -> tuple[int, dict]:
+        with self._lock:
+            self.calls.append((method, path, body))
+            if self._failures:
+                return self._failures.pop(0), {"error": "stand-in failure"}
+            if headers.get("Authorization") != f"Token {self.token}":
+                return 401, {"error": {"detail": "Invalid token."}}
+            parts = [p for p in path.split("?")[0].split("/") if p][2:]  # after /api/v1
+            try:
+                return 200, self._route(method, parts, body or {})
+            except KeyError:
+                return 404, {"error": {"detail": "Not found."}}
+            except RequestError as error:
+                return 400, {"error": {"detail": str(error)}}
+
+    def _route(self, method: str, parts: list[str], body: dict) -> dict:
+        if parts == ["studies"] and method == "POST":
+            missing = [k for k in STUDY_REQUIRED if k not in body]
+            if missing:
+                raise RequestError(f"missing fields: {', '.join(missing)}")
+            if body["prolific_id_option"] not in ("url_parameters", "question", "not_required"):
+                raise RequestError("prolific_id_option")
+            sid = f"{next(self._ids):024x}"
+            self.studies[sid] = body | {"id": sid, "status": "UNPUBLISHED", "places_taken": 0}
+            return self.studies[sid]
+        if parts == ["studies"] and method == "GET":
+            return {"results": list(self.studies.values()), "_links": {"next": {"href": None}}}
+        if len(parts) == 2 and parts[0] == "studies":
+            study = self.studies[parts[1]]
+            if method == "PATCH":
+                places = body.get("total_available_places", study["total_available_places"])
+                if study["status"] != "UNPUBLISHED" and places < study["total_available_places"]:
+                    raise RequestError("the places of a published study cannot be reduced")
+                study["total_available_places"] = places
+            return study | {"places_taken": sum(s["status"] != "RETURNED" for s in self._of(parts[1]))}
+        if len(parts) == 3 and parts[0] == "studies" and parts[2] == "transition":
+            study = self.studies[parts[1]]
+            moves = {"PUBLISH": "ACTIVE", "PAUSE": "PAUSED", "START": "ACTIVE", "STOP": "COMPLETED"}
+            if body.get("action") not in moves:
+                raise RequestError(f"unknown action {body.get('action')!r}")
+            study["status"] = moves[body["action"]]
+            return study
+        if len(parts) == 3 and parts[0] == "studies" and parts[2] == "submissions":
+            self.studies[parts[1]]  # noqa: B018 (404 for an unknown study)
+            return {"results": self._of(parts[1]), "_links": {"next": {"href": None}}}
+        if len(parts) == 3 and parts[0] == "submissions" and parts[2] == "transition":
+            sub = self.submissions[parts[1]]
+            if sub["status"] != "AWAITING REVIEW":
+                raise RequestError(f"submission is {sub['status']}, not AWAITING REVIEW")
+            if body.get("action") == "APPROVE":
+                sub["status"] = "APPROVED"
+            elif body.get("action") == "REJECT" and body.get("message") and body.get("rejection_category"):
+                sub["status"] = "REJECTED"
+            else:
+                raise RequestError("action must be APPROVE, or REJECT with message and rejection_category")
+            return sub
+        raise KeyError(parts)
+
+    def serve(self) -> str:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                status, out = standin.handle(self.command, self.path, self.headers, body)
+                data = json.dumps(out).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = _any  # noqa: N815 (http.server's names)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
