@@ -54,6 +54,24 @@ def _setting(parser: argparse.ArgumentParser, flag: str, where: str, help: str, 
     action.default_from = where
 
 
+def _mturk_settings(args: argparse.Namespace, **more):
+    """The protocol's MTurk settings with the HIT options the user gave (`mturk-hit`, `crowd`)."""
+    from vizprobe.experiment.mturk import with_overrides
+    from vizprobe.protocol import get_protocol
+
+    countries = tuple(c.strip().upper() for c in args.countries.split(",")) if args.countries else None
+    return with_overrides(
+        get_protocol(args.protocol).mturk,
+        reward_usd=args.reward,
+        reward_none_usd=args.reward,
+        assignment_duration_s=args.assignment_duration,
+        min_hits_approved=args.min_hits_approved,
+        min_percent_approved=args.min_percent_approved,
+        countries=countries,
+        **more,
+    ).checked()
+
+
 def _given(args: argparse.Namespace, *names: str, rename: dict[str, str] | None = None) -> dict:
     """The named options the user gave (None ones left out, so the API's defaults apply)."""
     rename = rename or {}

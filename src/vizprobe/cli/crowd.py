@@ -5,29 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 
-from vizprobe.cli.common import _protocol_arg, _setting
-from vizprobe.protocol import get_protocol
+from vizprobe.cli.common import _mturk_settings, _protocol_arg, _setting
 
 ACTIONS = ("post", "watch", "status", "pay")
 
 
 def _posting(args: argparse.Namespace):
     from vizprobe.crowd.mturk import Posting
-    from vizprobe.experiment.mturk import with_overrides
 
-    countries = tuple(c.strip().upper() for c in args.countries.split(",")) if args.countries else None
-    settings = with_overrides(
-        get_protocol(args.protocol).mturk,
-        reward_usd=args.reward,
-        reward_none_usd=args.reward,
-        assignment_duration_s=args.assignment_duration,
-        min_hits_approved=args.min_hits_approved,
-        min_percent_approved=args.min_percent_approved,
-        countries=countries,
+    settings = _mturk_settings(
+        args,
         hit_places=args.hit_places,
         auto_approve_s=args.auto_approve,
         reject_unfinished=True if args.reject_unfinished else None,
-    ).checked()
+    )
     return Posting(url=args.url, settings=settings, sandbox=args.sandbox, block=tuple(args.block), name=args.name)
 
 

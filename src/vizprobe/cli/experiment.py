@@ -7,6 +7,7 @@ import dataclasses
 
 from vizprobe.cli.common import (
     _given,
+    _mturk_settings,
     _protocol_arg,
     _setting,
     default_of,
@@ -72,18 +73,9 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def cmd_mturk_hit(args: argparse.Namespace) -> int:
-    from vizprobe.experiment.mturk import with_overrides, write_hit
+    from vizprobe.experiment.mturk import write_hit
 
-    countries = tuple(c.strip().upper() for c in args.countries.split(",")) if args.countries else None
-    settings = with_overrides(
-        get_protocol(args.protocol).mturk,
-        reward_usd=args.reward,
-        reward_none_usd=args.reward,
-        assignment_duration_s=args.assignment_duration,
-        min_hits_approved=args.min_hits_approved,
-        min_percent_approved=args.min_percent_approved,
-        countries=countries,
-    )
+    settings = _mturk_settings(args)
     request = write_hit(args.stimuli, args.url, args.out, settings, args.assignments)
     print(
         f"wrote {args.out}: {request['MaxAssignments']} assignments at {request['Reward']} USD, "

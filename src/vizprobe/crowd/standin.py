@@ -26,6 +26,44 @@ class RequestError(Exception):
     """A 400 RequestError as MTurk sends it."""
 
 
+class Served:
+    """A stand-in behind HTTP on 127.0.0.1: `respond(method, path, headers, body)` answers each request."""
+
+    _server: ThreadingHTTPServer | None = None
+
+    def respond(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, str]:
+        raise NotImplementedError
+
+    def serve(self) -> str:
+        """Start serving on a free local port; returns the endpoint URL."""
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, out, kind = standin.respond(self.command, self.path, self.headers, body)
+                data = json.dumps(out).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = _any  # noqa: N815 (http.server's names)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
 @dataclass
 class FakeAssignment:
     id: str
@@ -55,7 +93,7 @@ class FakeHit:
         return self.max_assignments - pending - completed, pending, completed
 
 
-class MTurkStandIn:
+class MTurkStandIn(Served):
     """The stand-in's state and operations; `serve()` puts it behind HTTP on 127.0.0.1."""
 
     def __init__(self, balance: str = "10000.00") -> None:
@@ -70,7 +108,6 @@ class MTurkStandIn:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._model = botocore.session.get_session().get_service_model("mturk")
-        self._server: ThreadingHTTPServer | None = None
 
     # --- the platform's clock and moves -------------------------------------------------------------------
     def now(self) -> datetime:
@@ -296,32 +333,9 @@ class MTurkStandIn:
                 raise AssertionError(f"stand-in reply of {operation} breaks the model: {report.generate_report()}")
         return 200, _jsonable(out)
 
-    def serve(self) -> str:
-        """Start serving on a free local port; returns the endpoint URL."""
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, out = standin.reply(self.headers.get("X-Amz-Target", ""), body)
-                data = json.dumps(out).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def respond(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, str]:
+        status, out = self.reply(headers.get("X-Amz-Target", ""), body)
+        return status, out, "application/x-amz-json-1.1"
 
 
 def _jsonable(value):
@@ -348,7 +362,7 @@ STUDY_REQUIRED = (
 )
 
 
-class ProlificStandIn:
+class ProlificStandIn(Served):
     """A local stand-in of the parts of Prolific's API `vizprobe crowd` uses, as documented
     (https://docs.prolific.com/api-reference): studies (create, list, get, patch places, transitions) and their
     submissions (list, approve, reject), behind `Authorization: Token`. Participants are played by the test:
@@ -362,7 +376,6 @@ class ProlificStandIn:
         self._failures: list[int] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     def fail_next(self, n: int, status: int = 429) -> None:
         self._failures.extend([status] * n)
@@ -455,31 +468,6 @@ class ProlificStandIn:
             return sub
         raise KeyError(parts)
 
-    def serve(self) -> str:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                status, out = standin.handle(self.command, self.path, self.headers, body)
-                data = json.dumps(out).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_PATCH = _any  # noqa: N815 (http.server's names)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def respond(self, method: str, path: str, headers, body: bytes) -> tuple[int, dict, str]:
+        status, out = self.handle(method, path, headers, json.loads(body) if body else None)
+        return status, out, "application/json"

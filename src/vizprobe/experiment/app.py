@@ -126,21 +126,22 @@ def _add_error_handlers(app: FastAPI) -> None:
 pages = APIRouter(include_in_schema=False)
 
 
-@pages.get("/")
-def index(request: Request) -> Response:
-    page = request.app.state.static_dir / "index.html"
+def _built_page(request: Request, name: str) -> Response:
+    page = request.app.state.static_dir / name
     if not page.is_file():
         return _error(503, "frontend_missing", "front end not built: run `make frontend`")
     return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@pages.get("/")
+def index(request: Request) -> Response:
+    return _built_page(request, "index.html")
 
 
 @pages.get("/start")
 def start_page(request: Request) -> Response:
     """The MTurk HIT's page: it opens the study in a window of its own and submits the assignment when done."""
-    page = request.app.state.static_dir / "start.html"
-    if not page.is_file():
-        return _error(503, "frontend_missing", "front end not built: run `make frontend`")
-    return FileResponse(page, headers={"Cache-Control": "no-cache"})
+    return _built_page(request, "start.html")
 
 
 @pages.get("/stimuli/{path:path}")
