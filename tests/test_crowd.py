@@ -21,7 +21,7 @@ from test_experiment_api import TOKEN, answer, fail_a_session, start
 
 from vizprobe.crowd import open_crowd, watch
 from vizprobe.crowd.mturk import MTurkCrowd, Posting, connect
-from vizprobe.crowd.standin import MTurkStandIn
+from vizprobe.crowd.standin import FakeAssignment, MTurkStandIn
 from vizprobe.crowd.state import CrowdHit, HitState
 from vizprobe.errors import VizprobeError
 from vizprobe.experiment.app import create_app
@@ -161,6 +161,15 @@ def test_posting_follows_the_servers_tasks_and_pays_each_submission_once(study, 
     assert not standin.open_hits()  # every HIT closed: nobody accepts a place without a task
     with pytest.raises(Exception, match="qualification"):
         standin.accept(next(iter(standin.hits)), "WORKER1")
+    # A worker who took a place just before the HITs closed submits afterwards, without a task: held for the
+    # researcher, and the study is done only then.
+    hit = next(iter(standin.hits.values()))
+    hit.max_assignments += 1
+    hit.assignments.append(FakeAssignment("A-LATE", hit.id, "LATECOMER", standin.now()))
+    assert not crowd.tick().done
+    standin.submit("A-LATE")
+    report = crowd.tick()
+    assert (report.held, report.done) == (1, True) and standin._assignment("A-LATE").status == "Submitted"
 
 
 def test_the_cap_expiry_deletion_throttling_and_a_kill_mid_posting(study, standin, tmp_path, manifest, capsys):

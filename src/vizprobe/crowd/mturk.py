@@ -289,7 +289,7 @@ class MTurkCrowd:
     def _sync(self, report: TickReport) -> None:
         """Each live HIT's counts and expiry from MTurk; places recorded but not yet added are added now."""
         with self.db.tx() as s:
-            live = [(h.token, h.hit_id, h.places) for h in hits(s, HitState.OPEN, HitState.EXPIRED)]
+            live = [(h.token, h.hit_id, h.places) for h in hits(s, *HitState.SYNCED)]
         for token, hit_id, places in live:
             try:
                 hit = self.client.get_hit(HITId=hit_id)["HIT"]
@@ -316,9 +316,7 @@ class MTurkCrowd:
         """Record every new submission, grant this study's qualification, approve or reject by the rule."""
         _, settings, extra = self._settings()
         with self.db.tx() as s:
-            live = [
-                (h.hit_id, h.reward_usd, h.completed) for h in hits(s, HitState.OPEN, HitState.EXPIRED, HitState.CLOSED)
-            ]
+            live = [(h.hit_id, h.reward_usd, h.completed) for h in hits(s, *HitState.SYNCED)]
             seen = dict(s.execute(select(CrowdAssignment.hit_id, func.count()).group_by(CrowdAssignment.hit_id)).all())
             undecided = set(
                 s.scalars(select(CrowdAssignment.hit_id).where(CrowdAssignment.decision.is_(None)).distinct())
@@ -412,7 +410,7 @@ class MTurkCrowd:
                 + sum(h.pending + h.completed for h in rows)
                 + sum(h.places for h in rows if h.state == HitState.POSTING)
             )
-            pending = sum(h.pending for h in rows if h.state in (HitState.OPEN, HitState.EXPIRED))
+            pending = sum(h.pending for h in rows if h.state in HitState.SYNCED)
             extendable = [
                 (h.token, h.hit_id, h.places)
                 for h in rows
@@ -469,7 +467,7 @@ class MTurkCrowd:
             undecided = s.scalar(
                 select(func.count()).select_from(CrowdAssignment).where(CrowdAssignment.decision.is_(None))
             )
-            pending = sum(h.pending for h in hits(s, HitState.OPEN, HitState.EXPIRED))
+            pending = sum(h.pending for h in hits(s, *HitState.SYNCED))
         for token, hit_id in still_open:
             self.client.update_expiration_for_hit(HITId=hit_id, ExpireAt=datetime(1970, 1, 1, tzinfo=UTC))
             with self.db.tx() as s:
@@ -495,7 +493,7 @@ class MTurkCrowd:
             "hits_open": sum(h.state == HitState.OPEN for h in rows),
             "places_posted": sum(h.places for h in rows),
             "places_available": sum(h.available for h in rows if h.state == HitState.OPEN),
-            "working": sum(h.pending for h in rows if h.state in HitState.LIVE),
+            "working": sum(h.pending for h in rows if h.state in HitState.SYNCED),
             "submitted": sum(decisions.values()),
             "approved": decisions.get(Decision.APPROVED, 0) + decisions.get(Decision.AUTO, 0),
             "rejected": decisions.get(Decision.REJECTED, 0),

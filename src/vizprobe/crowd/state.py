@@ -21,7 +21,8 @@ class HitState:
     side) or closed (expired by vizprobe once the study was done)."""
 
     POSTING, OPEN, EXPIRED, GONE, CLOSED = "posting", "open", "expired", "gone", "closed"
-    LIVE = (POSTING, OPEN, EXPIRED)  # HITs whose submissions may still change
+    # HITs whose counts and submissions may still change (a closed HIT's workers still at it may submit)
+    SYNCED = (OPEN, EXPIRED, CLOSED)
 
 
 class Decision:
