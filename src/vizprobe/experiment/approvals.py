@@ -72,8 +72,12 @@ def study_secret(db: Database, secret_file: str | Path | None) -> bytes:
 def worker_decisions(s, secret: bytes, worker_ids: list[str]) -> list[tuple[str, str, str]]:
     """(decision, reason, session status) for each platform worker id, by the rule above."""
     _, manifest = load_study(s)
-    sessions = {p.worker_hmac: p for p in s.scalars(select(ParticipantSession)) if p.worker_hmac}
-    per_session = select(Response.session_id, func.count()).where(Response.phase == "main")
+    keyed = {keyed_hash(secret, w) for w in worker_ids if w.strip()}
+    wanted = select(ParticipantSession).where(ParticipantSession.worker_hmac.in_(keyed))
+    sessions = {p.worker_hmac: p for p in s.scalars(wanted)}  # only these workers' sessions, not every one
+    per_session = select(Response.session_id, func.count()).where(
+        Response.phase == "main", Response.session_id.in_([p.id for p in sessions.values()])
+    )
     answered = dict(s.execute(per_session.group_by(Response.session_id)).all())
     return [
         _decision(sessions.get(keyed_hash(secret, w)) if w.strip() else None, answered, manifest) for w in worker_ids
